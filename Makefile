@@ -1,0 +1,63 @@
+# GenLab: the README's two commands (`make lab`, `make test`) and the maintainer tasks.
+# Everything runs inside a project-local virtualenv (.venv), created on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Jupyter and matplotlib keep their state inside the project, never in ~.
+export JUPYTER_CONFIG_DIR  := $(CURDIR)/.jupyter/config
+export JUPYTER_DATA_DIR    := $(CURDIR)/.jupyter/data
+export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
+export IPYTHONDIR          := $(CURDIR)/.jupyter/ipython
+export MPLCONFIGDIR        := $(CURDIR)/.jupyter/matplotlib
+
+CHAPTERS := $(notdir $(wildcard solutions/[0-9][0-9]_*))
+CH ?=
+
+.PHONY: setup lab test release grade feedback export bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else \
+		"GenLab needs Python 3.10 or newer; run: make PYTHON=python3.11 ...")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Students: open the course (chapters/) in JupyterLab.
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.root_dir=chapters
+
+## Maintainers and CI: the full test suite.
+test: setup
+	$(BIN)/python -m pytest
+
+## Regenerate chapters/ from solutions/ (deterministic; commit the result).
+release: setup
+	for ch in $(CHAPTERS); do $(BIN)/nbgrader generate_assignment $$ch --force || exit 1; done
+
+## Instructors: autograde collected submissions of one chapter: make grade CH=00_jax_primer
+grade: setup
+	@test -n "$(CH)" || (echo "usage: make grade CH=<chapter folder, e.g. 00_jax_primer>"; exit 2)
+	$(BIN)/nbgrader autograde $(CH)
+
+feedback: setup
+	@test -n "$(CH)" || (echo "usage: make feedback CH=<chapter folder>"; exit 2)
+	$(BIN)/nbgrader generate_feedback $(CH)
+
+export: setup
+	$(BIN)/nbgrader export
+
+bench: setup
+	$(BIN)/python bench/notebooks.py
+
+lint: setup
+	$(BIN)/ruff check lib tests bench
+	$(BIN)/ruff format --check lib tests bench
+
+clean:
+	rm -rf .jupyter .pytest_cache .ruff_cache

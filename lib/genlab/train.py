@@ -1,0 +1,127 @@
+"""An optax training loop over a jitted step, with a progress bar and a metrics history.
+
+Typical use (the step is a plain ``nnx.jit`` function of ``(model, optimizer, batch)``)::
+
+    step = make_train_step(mse_loss)                      # loss_fn(model, batch) -> scalar
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    history = fit(step, model, optimizer, batches, num_steps=500)
+    history["loss"]                                       # np.ndarray [num_logged]
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+
+@dataclass
+class History:
+    """Metrics recorded by :func:`fit`; ``steps[i]`` is the step at which entry ``i`` was logged."""
+
+    steps: list[int] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if self.metrics and set(values) != set(self.metrics):
+            raise ValueError(f"metric names changed: {sorted(self.metrics)} -> {sorted(values)}")
+        self.steps.append(step)
+        for name, value in values.items():
+            self.metrics.setdefault(name, []).append(float(value))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.metrics:
+            raise KeyError(f"no metric {name!r}; recorded: {sorted(self.metrics)}")
+        return np.asarray(self.metrics[name])
+
+    def last(self, name: str) -> float:
+        """The most recent value of metric ``name``."""
+        return float(self[name][-1])
+
+
+def make_train_step(loss_fn: Callable, *, has_aux: bool = False) -> Callable:
+    """Build ``step(model, optimizer, batch) -> metrics`` compiled with ``nnx.jit``.
+
+    Args:
+        loss_fn: ``loss_fn(model, batch) -> loss`` (a scalar), or ``-> (loss, aux_metrics)``
+            with ``has_aux=True`` where ``aux_metrics`` is a dict of scalars.
+
+    The step computes the loss and its gradient with respect to the model's ``nnx.Param``
+    variables, applies ``optimizer.update(model, grads)`` and returns ``{"loss": loss, **aux}``.
+    """
+
+    @nnx.jit
+    def step(model: nnx.Module, optimizer: nnx.Optimizer, batch) -> dict[str, jax.Array]:
+        grad_fn = nnx.value_and_grad(loss_fn, has_aux=has_aux)
+        if has_aux:
+            (loss, aux), grads = grad_fn(model, batch)
+        else:
+            (loss, grads), aux = grad_fn(model, batch), {}
+        optimizer.update(model, grads)
+        return {"loss": loss, **aux}
+
+    return step
+
+
+def _as_metrics(output) -> dict[str, jax.Array]:
+    if isinstance(output, dict):
+        return output
+    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], dict):
+        return {"loss": output[0], **output[1]}
+    return {"loss": output}
+
+
+def fit(
+    step: Callable,
+    model: nnx.Module,
+    optimizer: nnx.Optimizer,
+    batches: Iterable | Callable[[int], object],
+    num_steps: int,
+    *,
+    log_every: int = 10,
+    desc: str = "training",
+    progress: bool = True,
+) -> History:
+    """Run ``num_steps`` calls of ``step(model, optimizer, batch)`` and record the metrics.
+
+    Args:
+        step: returns a scalar loss, a dict of scalar metrics, or ``(loss, dict)``.
+        batches: an iterable of batches, or a function ``step_index -> batch``.
+        log_every: record metrics every this many steps (and at the last step); reading a
+            metric waits for the device, so logging every step slows small models down.
+        progress: show a ``tqdm`` progress bar with the latest loss.
+
+    Returns:
+        A :class:`History`; ``model`` and ``optimizer`` are updated in place.
+    """
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    if not isinstance(log_every, int) or log_every < 1:
+        raise ValueError(f"log_every must be a positive int, got {log_every!r}")
+    if callable(batches):
+        get_batch = batches
+    else:
+        iterator = iter(batches)
+
+        def get_batch(_):
+            return next(iterator)
+
+    history = History()
+    bar = tqdm(range(num_steps), desc=desc, disable=not progress, leave=False)
+    for i in bar:
+        try:
+            batch = get_batch(i)
+        except StopIteration:
+            raise ValueError(f"batches ran out after {i} of {num_steps} steps") from None
+        metrics = _as_metrics(step(model, optimizer, batch))
+        if (i + 1) % log_every == 0 or i + 1 == num_steps:
+            values = {name: float(value) for name, value in metrics.items()}
+            history.log(i + 1, values)
+            bar.set_postfix({name: f"{v:.4g}" for name, v in itertools.islice(values.items(), 3)})
+    bar.close()
+    return history

@@ -1,0 +1,136 @@
+"""The real nbgrader pipeline in a temporary course, for every chapter.
+
+One course per chapter: ``nbgrader generate_assignment`` from a copy of ``solutions/CH``, then
+submissions from several "students", one ``nbgrader autograde``, and scores read back from the
+gradebook:
+
+- ``solution``: the release with every answer filled in from the solution -> full marks;
+- ``blank``: the untouched release -> zero autograded points, no crash;
+- ``wrong``: the solution with one function replaced by a mutant -> points lost exactly there;
+- ``corrupt``: a file that is not a notebook -> a clear error naming it, the others still graded.
+
+The release generated here also proves ``chapters/`` in sync with ``solutions/``.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import CHAPTERS, MUTANTS, RELEASE, ROOT, SOLUTIONS
+
+from genlab import grading
+
+
+def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=course,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+
+
+def wrong_sample(chapter: str) -> tuple[str, str, str]:
+    """(function, variant, source): the first listed mutant of the chapter's first exercise."""
+    variants = grading.load_variants(MUTANTS / f"{chapter}.py")
+    function = next(iter(variants.wrong))
+    variant, source = next(iter(variants.wrong[function].items()))
+    return function, variant, source
+
+
+def tree_files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module", params=CHAPTERS)
+def course(request, tmp_path_factory):
+    """A graded temporary course for one chapter: (chapter, course dir, autograde result)."""
+    chapter = request.param
+    course = tmp_path_factory.mktemp(f"course-{chapter}")
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(SOLUTIONS / chapter, course / "solutions" / chapter)
+    generated = nbgrader(course, "generate_assignment", chapter, "--force")
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+
+    release = course / "chapters" / chapter
+    name = f"{chapter}.ipynb"
+    release_nb = nbformat.read(release / name, as_version=4)
+    solution_nb = nbformat.read(SOLUTIONS / chapter / name, as_version=4)
+    function, variant, source = wrong_sample(chapter)
+    filled = grading.fill_answers(release_nb, solution_nb)
+    submissions = {
+        "solution": filled,
+        "blank": release_nb,
+        "wrong": grading.replace_answer(filled, function, source),
+    }
+    for student, nb in submissions.items():
+        folder = course / "submitted" / student / chapter
+        shutil.copytree(release, folder)
+        nbformat.write(nb, folder / name)
+    corrupt = course / "submitted" / "corrupt" / chapter
+    shutil.copytree(release, corrupt)
+    (corrupt / name).write_text('{"cells": [ this is not json', encoding="utf-8")
+
+    graded = nbgrader(course, "autograde", chapter, "--force")
+    return {
+        "chapter": chapter,
+        "course": course,
+        "name": name,
+        "wrong": (function, variant),
+        "result": graded,
+        "output": graded.stdout + graded.stderr,
+    }
+
+
+def scores(course: dict, student: str) -> dict[str, tuple]:
+    return grading.read_scores(
+        course["course"] / "gradebook.db", course["chapter"], course["chapter"], student
+    )
+
+
+def test_release_matches_committed_chapters(course):
+    generated = course["course"] / "chapters" / course["chapter"]
+    committed = RELEASE / course["chapter"]
+    assert committed.is_dir(), f"chapters/{course['chapter']} is missing: run `make release`"
+    assert tree_files(generated) == tree_files(committed), "run `make release` and commit"
+    _, mismatch, errors = filecmp.cmpfiles(
+        generated, committed, sorted(tree_files(generated)), shallow=False
+    )
+    assert not mismatch and not errors, f"chapters/ out of sync in {mismatch + errors}: run `make release`"
+
+
+def test_solution_scores_full_marks(course):
+    got = scores(course, "solution")
+    lost = {cell: s for cell, s in got.items() if s[0] != s[1]}
+    assert got and not lost, f"solution lost points on {lost}\n{course['output'][-3000:]}"
+
+
+def test_blank_release_scores_zero_without_crashing(course):
+    got = scores(course, "blank")
+    assert sum(score for score, _ in got.values()) == 0, got
+    assert sum(max_score for _, max_score in got.values()) > 0
+
+
+def test_wrong_function_loses_points_exactly_on_its_exercise(course):
+    function, variant = course["wrong"]
+    got = scores(course, "wrong")
+    assert got[grading.TEST_PREFIX + function][0] == 0, f"mutant {function}/{variant} scored"
+    others = {c: s for c, s in got.items() if c != grading.TEST_PREFIX + function and s[0] != s[1]}
+    assert not others, f"mutant {function}/{variant} also cost points on {others}"
+
+
+def test_corrupt_submission_is_named_and_others_still_graded(course):
+    # nbgrader exits 1 when any one submission fails; the rest must be graded all the same.
+    assert course["result"].returncode == 1, course["output"][-3000:]
+    assert "corrupt" in course["output"]
+    for student in ("solution", "blank", "wrong"):
+        assert scores(course, student)
+    with pytest.raises(LookupError, match="corrupt"):
+        scores(course, "corrupt")
