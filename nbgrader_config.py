@@ -5,7 +5,6 @@ c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 c.CourseDirectory.course_id = "genlab"
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "chapters"
-c.CourseDirectory.root = "."
 
 # Notebooks JIT-compile and train small models, so cells need longer than nbgrader's 30 s default.
 c.Execute.timeout = 300

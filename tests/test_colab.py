@@ -14,9 +14,10 @@ import sys
 import venv
 
 import pytest
-from conftest import ROOT
 
 from genlab import runtime
+
+from conftest import ROOT
 
 FAKE_COLAB = (
     "import sys, types\n"
@@ -42,7 +43,9 @@ def run_python(python, code: str, **env) -> subprocess.CompletedProcess:
 
 def test_setup_cell_reads_the_url_from_pyproject():
     assert runtime.repository_url() in runtime.setup_cell_source()
-    assert 'Repository = "' + runtime.repository_url() + '"' in (ROOT / "pyproject.toml").read_text()
+    assert (
+        'Repository = "' + runtime.repository_url() + '"' in (ROOT / "pyproject.toml").read_text()
+    )
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is needed to install from git+file://")

@@ -7,12 +7,12 @@ only that function's test cell (hidden tests included) runs again.
 
 from __future__ import annotations
 
-
 import nbformat
 import pytest
-from conftest import MUTANTS, main_notebook
 
 from genlab import grading
+
+from conftest import MUTANTS, main_notebook
 
 MIN_WRONG, MIN_CORRECT = 3, 2
 
@@ -20,7 +20,9 @@ MIN_WRONG, MIN_CORRECT = 3, 2
 def test_every_exercise_has_mutants_and_alternatives(chapter):
     variants = grading.load_variants(MUTANTS / f"{chapter}.py")
     names = set(grading.exercise_names(nbformat.read(main_notebook(chapter), as_version=4)))
-    assert set(variants.wrong) == names, f"WRONG covers {sorted(variants.wrong)}, not {sorted(names)}"
+    assert set(variants.wrong) == names, (
+        f"WRONG covers {sorted(variants.wrong)}, not {sorted(names)}"
+    )
     assert set(variants.correct) == names, f"CORRECT covers {sorted(variants.correct)}"
     thin = {n: len(v) for n, v in variants.wrong.items() if len(v) < MIN_WRONG}
     assert not thin, f"fewer than {MIN_WRONG} wrong variants: {thin}"

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CHAPTERS, MUTANTS, RELEASE, ROOT, SOLUTIONS
 
 from genlab import grading
+
+from conftest import CHAPTERS, MUTANTS, RELEASE, ROOT, SOLUTIONS
 
 
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
@@ -103,7 +104,9 @@ def test_release_matches_committed_chapters(course):
     _, mismatch, errors = filecmp.cmpfiles(
         generated, committed, sorted(tree_files(generated)), shallow=False
     )
-    assert not mismatch and not errors, f"chapters/ out of sync in {mismatch + errors}: run `make release`"
+    assert not mismatch and not errors, (
+        f"chapters/ out of sync in {mismatch + errors}: run `make release`"
+    )
 
 
 def test_solution_scores_full_marks(course):

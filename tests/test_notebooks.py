@@ -6,10 +6,11 @@ import time
 
 import nbformat
 import pytest
-from conftest import SOLUTION_NOTEBOOKS
 from nbclient import NotebookClient
 
 from genlab import grading, runtime
+
+from conftest import SOLUTION_NOTEBOOKS
 
 IDS = [f"{p.parent.name}/{p.name}" for p in SOLUTION_NOTEBOOKS]
 

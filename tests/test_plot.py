@@ -46,7 +46,10 @@ def test_density_2d_shows_exp_of_the_log_density():
     fig = plot.density_2d(lambda p: -np.sum(p**2, axis=-1), resolution=21)
     image = fig.axes[0].get_images()[0].get_array()
     assert image.shape == (21, 21)
-    assert np.isclose(image.max(), 1.0) and np.unravel_index(image.argmax(), image.shape) == (10, 10)
+    assert np.isclose(image.max(), 1.0) and np.unravel_index(image.argmax(), image.shape) == (
+        10,
+        10,
+    )
 
 
 def test_image_grid_tiles_images_in_rows():

@@ -139,10 +139,13 @@ class KernelSession:
     def run(self, source: str) -> str | None:
         """Run ``source`` in the kernel; return the error (``'Name: message'``) or None."""
         cell = nbformat.v4.new_code_cell(source)
+        self.nb.cells.append(cell)  # nbclient writes the executed cell back by index
         try:
-            self.client.execute_cell(cell, len(self.nb.cells))
+            self.client.execute_cell(cell, len(self.nb.cells) - 1)
         except CellExecutionError as error:
             return _error_text(error)
+        finally:
+            self.nb.cells.pop()
         return None
 
     def check_variant(self, function: str, variant: str, source: str, should_pass: bool):

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from genlab import grading
+
+
+def answer_cell(name, body):
+    source = f"def {name}(x):\n    ### BEGIN SOLUTION\n    {body}\n    ### END SOLUTION"
+    cell = new_code_cell(source)
+    cell.metadata.nbgrader = {"grade": False, "grade_id": name, "locked": False, "solution": True}
+    return cell
+
+
+def graded_test_cell(name, source, points=1):
+    cell = new_code_cell(source)
+    cell.metadata.nbgrader = {
+        "grade": True,
+        "grade_id": f"test_{name}",
+        "locked": True,
+        "points": points,
+        "solution": False,
+    }
+    return cell
+
+
+def tiny_notebook():
+    nb = new_notebook(
+        cells=[
+            new_code_cell("import math"),
+            answer_cell("double", "return 2 * x"),
+            graded_test_cell("double", "assert double(3) == 6\nassert double(-1) == -2"),
+            answer_cell("root", "return math.sqrt(x)"),
+            graded_test_cell("root", "assert root(9) == 3"),
+        ]
+    )
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_exercise_names_pairs_answers_with_tests():
+    nb = tiny_notebook()
+    nb.cells.append(answer_cell("untested", "return x"))
+    assert grading.exercise_names(nb) == ["double", "root"]
+    assert set(grading.graded_cells(nb)) == {
+        "double",
+        "test_double",
+        "root",
+        "test_root",
+        "untested",
+    }
+
+
+def test_strip_solution_markers_keeps_the_body():
+    source = answer_cell("f", "return x").source
+    assert grading.strip_solution_markers(source) == "def f(x):\n    return x"
+
+
+def test_fill_answers_copies_solutions_into_the_release():
+    solution = tiny_notebook()
+    release = tiny_notebook()
+    for name in ("double", "root"):
+        grading.graded_cells(release)[name].source = "def f(x):\n    raise NotImplementedError()"
+    filled = grading.fill_answers(release, solution)
+    assert grading.graded_cells(filled)["double"].source == "def double(x):\n    return 2 * x"
+    assert "NotImplementedError" in grading.graded_cells(release)["double"].source  # untouched
+
+
+def test_replace_answer_changes_one_cell_and_rejects_unknown_names():
+    nb = tiny_notebook()
+    changed = grading.replace_answer(nb, "root", "def root(x):\n    return x / 3")
+    assert grading.graded_cells(changed)["root"].source.endswith("x / 3")
+    assert "sqrt" in grading.graded_cells(nb)["root"].source
+    with pytest.raises(KeyError, match="test_root"):
+        grading.replace_answer(nb, "test_root", "")
+
+
+def test_load_variants_reads_wrong_and_correct(tmp_path):
+    path = tmp_path / "99_demo.py"
+    path.write_text("WRONG = {'f': {'a': 'x'}}\nCORRECT = {'f': {'b': 'y'}}\n")
+    variants = grading.load_variants(path)
+    assert variants.wrong == {"f": {"a": "x"}} and variants.correct == {"f": {"b": "y"}}
+
+
+def test_run_variants_catches_mutants_and_passes_alternatives(tmp_path):
+    path = tmp_path / "demo.ipynb"
+    nbformat.write(tiny_notebook(), path)
+    variants = grading.Variants(
+        wrong={
+            "double": {"square": "def double(x):\n    return x * x"},
+            "root": {"half": "def root(x):\n    return x / 2"},
+        },
+        correct={"double": {"add": "def double(x):\n    return x + x"}},
+    )
+    results = {(r.function, r.variant): r for r in grading.run_variants(path, variants)}
+    assert not results["double", "square"].passed and results["double", "square"].ok
+    assert "AssertionError" in results["double", "square"].message
+    assert not results["root", "half"].passed
+    assert results["double", "add"].passed and results["double", "add"].ok
+
+
+def test_run_variants_restores_the_solution_between_variants(tmp_path):
+    path = tmp_path / "demo.ipynb"
+    nbformat.write(tiny_notebook(), path)
+    with grading.KernelSession(path) as session:
+        session.check_variant("double", "zero", "def double(x):\n    return 0", False)
+        assert session.run("assert double(4) == 8") is None
+        assert session.run("raise ValueError('boom')") == "ValueError: boom"
+        with pytest.raises(grading.VariantError, match="does not run"):
+            session.check_variant("root", "broken", "def root(x) return", False)
