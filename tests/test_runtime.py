@@ -78,5 +78,5 @@ def test_setup_cell_installs_from_the_repository_in_colab(monkeypatch):
     monkeypatch.setattr("subprocess.run", lambda cmd, **k: calls.append(cmd))
     exec(runtime.setup_cell_source(), {})
     assert calls == [
-        [sys.executable, "-m", "pip", "install", "-q", f"genlab @ git+{runtime.repository_url()}"]
+        [sys.executable, "-m", "pip", "install", "-q", f"git+{runtime.repository_url()}"]
     ]

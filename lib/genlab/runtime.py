@@ -92,7 +92,7 @@ def setup_cell_source(url: str | None = None) -> str:
         'if "google.colab" in sys.modules:\n'
         f'    repo = os.environ.get("GENLAB_REPO_URL", "{url}")\n'
         '    pip = [sys.executable, "-m", "pip", "install", "-q"]\n'
-        '    subprocess.run([*pip, f"genlab @ git+{repo}"], check=True)'
+        '    subprocess.run([*pip, f"git+{repo}"], check=True)'
     )
 
 
