@@ -12,6 +12,8 @@ export JUPYTER_DATA_DIR    := $(CURDIR)/.jupyter/data
 export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
 export IPYTHONDIR          := $(CURDIR)/.jupyter/ipython
 export MPLCONFIGDIR        := $(CURDIR)/.jupyter/matplotlib
+# nbgrader calls tools of its environment (alembic) by name.
+export PATH                := $(CURDIR)/$(BIN):$(PATH)
 
 CHAPTERS := $(notdir $(wildcard solutions/[0-9][0-9]_*))
 CH ?=

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,8 @@ for _name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "
     os.environ[_name] = str(_STATE / _name.lower())
 os.environ.setdefault("MPLCONFIGDIR", str(_STATE / "matplotlib"))
 os.environ["MPLBACKEND"] = "Agg"
+# nbgrader runs tools of its environment (alembic) by name when it creates a gradebook.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
 # A developer's own GENLAB_FAST must not leak into tests that choose the mode themselves.
 os.environ.pop("GENLAB_FAST", None)
 os.environ.pop("NBGRADER_EXECUTION", None)

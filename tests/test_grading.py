@@ -2,42 +2,9 @@ from __future__ import annotations
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+from tiny_notebooks import answer_cell, tiny_notebook
 
 from genlab import grading
-
-
-def answer_cell(name, body):
-    source = f"def {name}(x):\n    ### BEGIN SOLUTION\n    {body}\n    ### END SOLUTION"
-    cell = new_code_cell(source)
-    cell.metadata.nbgrader = {"grade": False, "grade_id": name, "locked": False, "solution": True}
-    return cell
-
-
-def graded_test_cell(name, source, points=1):
-    cell = new_code_cell(source)
-    cell.metadata.nbgrader = {
-        "grade": True,
-        "grade_id": f"test_{name}",
-        "locked": True,
-        "points": points,
-        "solution": False,
-    }
-    return cell
-
-
-def tiny_notebook():
-    nb = new_notebook(
-        cells=[
-            new_code_cell("import math"),
-            answer_cell("double", "return 2 * x"),
-            graded_test_cell("double", "assert double(3) == 6\nassert double(-1) == -2"),
-            answer_cell("root", "return math.sqrt(x)"),
-            graded_test_cell("root", "assert root(9) == 3"),
-        ]
-    )
-    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return nb
 
 
 def test_exercise_names_pairs_answers_with_tests():
