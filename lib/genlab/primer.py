@@ -1,0 +1,276 @@
+"""Reference implementations of the graded exercises of chapter 00, the JAX primer.
+
+The chapter (``solutions/00_jax_primer/00_jax_primer.ipynb``) teaches each function in the
+section named in its docstring; the notebook's hidden tests compare the student's version with
+the one here. Shape letters: N examples, D features, K mixture components, H hidden units.
+
+    logsumexp           section 1, the NumPy API (and the max trick)
+    sample_mixture      section 2, PRNG keys
+    mse_grad            section 3, ``jax.grad``
+    per_example_grads   section 4, ``jax.vmap``
+    power_sum           section 5, ``jax.jit`` with a static argument
+    MLP, train_step     section 6, Flax NNX and optax
+    noisy_copies        section 8, pitfalls (one key per random draw)
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = [
+    "MLP",
+    "logsumexp",
+    "mse_grad",
+    "noisy_copies",
+    "per_example_grads",
+    "power_sum",
+    "sample_mixture",
+    "train_step",
+]
+
+
+def _positive_int(name: str, value) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _require_float(name: str, x: jax.Array) -> None:
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+
+
+# --- section 1: the NumPy API ---------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="axis")
+def logsumexp(x: jax.Array, axis: int = -1) -> jax.Array:
+    """Numerically stable ``log(sum(exp(x)))`` along ``axis`` (chapter 00, section 1).
+
+    With ``m = max(x)`` along the axis, ``log sum_i exp(x_i) = m + log sum_i exp(x_i - m)``: every
+    shifted term is at most 1 and the largest is exactly 1, so nothing overflows or vanishes.
+
+    Args:
+        x: float array [...], at least 1-D; entries may be ``-inf`` (meaning ``exp(x) = 0``).
+        axis: the axis to reduce (negative values count from the end).
+
+    Returns:
+        ``x``'s shape with ``axis`` removed, ``x``'s dtype. Finite for finite ``x`` of any
+        magnitude (``x = 1000`` or ``-1000``); a slice that is all ``-inf`` gives ``-inf``.
+    """
+    x = jnp.asarray(x)
+    _require_float("x", x)
+    if x.ndim == 0:
+        raise ValueError("x must have at least one axis to reduce, got a scalar")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(
+            f"axis must be in [-{x.ndim}, {x.ndim}) for x of shape {x.shape}, got {axis}"
+        )
+    m = jnp.max(x, axis=axis, keepdims=True)  # (..., 1, ...)
+    m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))  # all -inf: shift by 0, not by -inf
+    total = jnp.sum(jnp.exp(x - m), axis=axis)  # (...) in [1, size] unless all -inf
+    return jnp.log(total) + jnp.squeeze(m, axis=axis)
+
+
+# --- section 2: PRNG keys -------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def sample_mixture(key: jax.Array, means: jax.Array, stds: jax.Array, n: int) -> jax.Array:
+    """Draw ``n`` samples from the equal-weight 1-D Gaussian mixture (chapter 00, section 2).
+
+    ``p(x) = (1/K) sum_k N(x; means[k], stds[k]**2)``, sampled ancestrally. The randomness is
+    pinned to exactly these calls::
+
+        k_component, k_noise = jax.random.split(key)
+        components = jax.random.randint(k_component, (n,), 0, means.shape[0])   # [n]
+        noise = jax.random.normal(k_noise, (n,))                                # [n]
+        samples = means[components] + stds[components] * noise                  # [n]
+
+    Args:
+        key: a JAX PRNG key.
+        means: float32 [K], the component means.
+        stds: float32 [K], the component standard deviations (>= 0).
+        n: the number of samples, a Python int >= 1.
+
+    Returns:
+        float32 [n].
+    """
+    n = _positive_int("n", n)
+    means, stds = jnp.asarray(means, jnp.float32), jnp.asarray(stds, jnp.float32)
+    if means.ndim != 1 or means.shape[0] < 1:
+        raise ValueError(f"means must have shape [K] with K >= 1, got {means.shape}")
+    if stds.shape != means.shape:
+        raise ValueError(f"stds must have the shape of means {means.shape}, got {stds.shape}")
+    k_component, k_noise = jax.random.split(key)
+    components = jax.random.randint(k_component, (n,), 0, means.shape[0])  # (n,)
+    noise = jax.random.normal(k_noise, (n,))  # (n,)
+    return means[components] + stds[components] * noise  # (n,)
+
+
+# --- sections 3 and 4: grad and vmap --------------------------------------------------------
+
+
+def _check_regression(w: jax.Array, x: jax.Array, y: jax.Array) -> None:
+    if w.ndim != 1:
+        raise ValueError(f"w must have shape [D], got {w.shape}")
+    if x.ndim != 2 or x.shape[1] != w.shape[0]:
+        raise ValueError(f"x must have shape [N, D] with D = {w.shape[0]}, got {x.shape}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must have shape [N] with N = {x.shape[0]}, got {y.shape}")
+
+
+def _squared_error(w: jax.Array, x_n: jax.Array, y_n: jax.Array) -> jax.Array:
+    return (jnp.dot(x_n, w) - y_n) ** 2  # ()
+
+
+@jax.jit
+def mse_grad(w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Gradient of ``L(w) = mean_n (x_n . w - y_n)**2`` in ``w`` (chapter 00, section 3).
+
+    The closed form is ``(2 / N) x^T (x w - y)``; the chapter computes it with ``jax.grad``.
+
+    Args:
+        w: float [D], the weights.
+        x: float [N, D], one example per row.
+        y: float [N], the targets.
+
+    Returns:
+        float [D].
+    """
+    _check_regression(w, x, y)
+
+    def loss(w):
+        return jnp.mean(jax.vmap(_squared_error, in_axes=(None, 0, 0))(w, x, y))
+
+    return jax.grad(loss)(w)
+
+
+@jax.jit
+def per_example_grads(w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-example gradients of the squared error (chapter 00, section 4).
+
+    Row ``n`` is the gradient with respect to ``w`` of ``(x_n . w - y_n)**2``, i.e.
+    ``2 x_n (x_n . w - y_n)``; their mean over the rows is :func:`mse_grad`.
+
+    Args:
+        w: float [D]; x: float [N, D]; y: float [N].
+
+    Returns:
+        float [N, D].
+    """
+    _check_regression(w, x, y)
+    return jax.vmap(jax.grad(_squared_error), in_axes=(None, 0, 0))(w, x, y)  # (N, D)
+
+
+# --- section 5: jit with a static argument --------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def power_sum(x: jax.Array, n: int) -> jax.Array:
+    """``sum_{k=1}^{n} x**k`` elementwise, compiled with ``n`` static (chapter 00, section 5).
+
+    ``n`` is a Python int, so the loop below runs while tracing and XLA sees ``n`` multiplies and
+    ``n - 1`` adds; every new ``n`` compiles a new program.
+
+    Args:
+        x: float [...].
+        n: a Python int >= 1 (static: positional or ``n=...``).
+
+    Returns:
+        float [...], ``x``'s shape and dtype.
+    """
+    n = _positive_int("n", n)
+    power = x
+    total = x
+    for _ in range(n - 1):
+        power = power * x  # x**(k+1)
+        total = total + power
+    return total
+
+
+# --- section 6: Flax NNX and optax ----------------------------------------------------------
+
+
+class MLP(nnx.Module):
+    """A one-hidden-layer perceptron ``out(relu(hidden(x)))`` (chapter 00, section 6).
+
+    Attributes, created in this order from ``rngs``:
+        hidden: ``nnx.Linear(d_in, d_hidden)``, kernel [d_in, H], bias [H].
+        out: ``nnx.Linear(d_hidden, d_out)``, kernel [H, d_out], bias [d_out].
+
+    Call: ``x: [..., d_in] -> [..., d_out]`` (any number of leading batch axes).
+    """
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, *, rngs: nnx.Rngs):
+        for name, value in (("d_in", d_in), ("d_hidden", d_hidden), ("d_out", d_out)):
+            _positive_int(name, value)
+        self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
+        self.out = nnx.Linear(d_hidden, d_out, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = jax.nn.relu(self.hidden(x))  # (..., H)
+        return self.out(h)  # (..., d_out)
+
+
+@nnx.jit
+def train_step(
+    model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array
+) -> jax.Array:
+    """One optimiser step on the mean squared error (chapter 00, section 6).
+
+    ``loss = mean((model(x) - y)**2)`` over all entries; its gradient with respect to the
+    model's ``nnx.Param`` variables is applied with ``optimizer.update(model, grads)``.
+
+    Args:
+        model: an NNX module mapping ``x`` to an array of ``y``'s shape; updated in place.
+        optimizer: ``nnx.Optimizer(model, tx, wrt=nnx.Param)``; updated in place.
+        x: float [N, ...], the inputs; y: float [N, ...], the targets.
+
+    Returns:
+        The loss before the update, a float scalar [].
+    """
+
+    def loss_fn(model):
+        return jnp.mean((model(x) - y) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
+# --- section 8: pitfalls --------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="num_copies")
+def noisy_copies(key: jax.Array, x: jax.Array, num_copies: int) -> jax.Array:
+    """``num_copies`` copies of ``x``, each with its own normal noise (chapter 00, section 8).
+
+    One key per copy::
+
+        keys = jax.random.split(key, num_copies)
+        copy_i = x + jax.random.normal(keys[i], x.shape, x.dtype)
+
+    Args:
+        key: a JAX PRNG key.
+        x: float [...].
+        num_copies: a Python int >= 1.
+
+    Returns:
+        [num_copies, ...] (``x``'s dtype), row ``i`` being ``copy_i``.
+    """
+    num_copies = _positive_int("num_copies", num_copies)
+    x = jnp.asarray(x)
+    _require_float("x", x)
+    keys = jax.random.split(key, num_copies)  # (num_copies,)
+    noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys)  # (num_copies, ...)
+    return x + noise
