@@ -132,8 +132,10 @@ def test_wrong_function_loses_points_exactly_on_its_exercise(course):
 def test_corrupt_submission_is_named_and_others_still_graded(course):
     # nbgrader exits 1 when any one submission fails; the rest must be graded all the same.
     assert course["result"].returncode == 1, course["output"][-3000:]
-    assert "corrupt" in course["output"]
+    assert "for student 'corrupt'" in course["output"]
+    assert "JSON" in course["output"], "the log should say what is wrong with the file"
     for student in ("solution", "blank", "wrong"):
+        assert (course["course"] / "autograded" / student / course["chapter"]).is_dir()
         assert scores(course, student)
-    with pytest.raises(LookupError, match="corrupt"):
-        scores(course, "corrupt")
+    assert not (course["course"] / "autograded" / "corrupt").exists()
+    assert all(score == 0 for score, _ in scores(course, "corrupt").values())

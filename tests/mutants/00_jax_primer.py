@@ -9,167 +9,167 @@ kernel after the solution notebook has run, so they may use what its imports cel
 
 WRONG = {
     "logsumexp": {
-        "naive_overflow": '''
+        "naive_overflow": """
 def logsumexp(x, axis=-1):
     return jnp.log(jnp.sum(jnp.exp(x), axis=axis))
-''',
-        "max_not_added_back": '''
+""",
+        "max_not_added_back": """
 def logsumexp(x, axis=-1):
     m = jnp.max(x, axis=axis, keepdims=True)
     return jnp.log(jnp.sum(jnp.exp(x - m), axis=axis))
-''',
-        "keepdims_shape": '''
+""",
+        "keepdims_shape": """
 def logsumexp(x, axis=-1):
     m = jnp.max(x, axis=axis, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     return jnp.log(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True)) + m
-''',
-        "all_neg_inf_gives_nan": '''
+""",
+        "all_neg_inf_gives_nan": """
 def logsumexp(x, axis=-1):
     m = jnp.max(x, axis=axis, keepdims=True)
     return jnp.log(jnp.sum(jnp.exp(x - m), axis=axis)) + jnp.squeeze(m, axis=axis)
-''',
-        "axis_ignored": '''
+""",
+        "axis_ignored": """
 def logsumexp(x, axis=-1):
     m = jnp.max(x, axis=-1, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     return jnp.log(jnp.sum(jnp.exp(x - m), axis=-1)) + jnp.squeeze(m, axis=-1)
-''',
-        "global_max_shift": '''
+""",
+        "global_max_shift": """
 def logsumexp(x, axis=-1):
     m = jnp.max(x)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     return jnp.log(jnp.sum(jnp.exp(x - m), axis=axis)) + m
-''',
-        "mean_shift": '''
+""",
+        "mean_shift": """
 def logsumexp(x, axis=-1):
     finite = jnp.where(jnp.isfinite(x), x, 0.0)
     c = jnp.mean(finite, axis=axis, keepdims=True)
     return jnp.log(jnp.sum(jnp.exp(x - c), axis=axis)) + jnp.squeeze(c, axis=axis)
-''',
+""",
     },
     "sample_mixture": {
-        "one_key_for_both_draws": '''
+        "one_key_for_both_draws": """
 def sample_mixture(key, means, stds, n):
     components = jax.random.randint(key, (n,), 0, means.shape[0])
     noise = jax.random.normal(key, (n,))
     return means[components] + stds[components] * noise
-''',
-        "keys_swapped": '''
+""",
+        "keys_swapped": """
 def sample_mixture(key, means, stds, n):
     k_component, k_noise = jax.random.split(key)
     components = jax.random.randint(k_noise, (n,), 0, means.shape[0])
     noise = jax.random.normal(k_component, (n,))
     return means[components] + stds[components] * noise
-''',
-        "variance_used_as_std": '''
+""",
+        "variance_used_as_std": """
 def sample_mixture(key, means, stds, n):
     k_component, k_noise = jax.random.split(key)
     components = jax.random.randint(k_component, (n,), 0, means.shape[0])
     noise = jax.random.normal(k_noise, (n,))
     return means[components] + stds[components] ** 2 * noise
-''',
-        "noise_from_unsplit_key": '''
+""",
+        "noise_from_unsplit_key": """
 def sample_mixture(key, means, stds, n):
     k_component, _ = jax.random.split(key)
     components = jax.random.randint(k_component, (n,), 0, means.shape[0])
     noise = jax.random.normal(key, (n,))
     return means[components] + stds[components] * noise
-''',
-        "last_component_never_drawn": '''
+""",
+        "last_component_never_drawn": """
 def sample_mixture(key, means, stds, n):
     k_component, k_noise = jax.random.split(key)
     components = jax.random.randint(k_component, (n,), 0, means.shape[0] - 1)
     noise = jax.random.normal(k_noise, (n,))
     return means[components] + stds[components] * noise
-''',
+""",
     },
     "mse_grad": {
-        "missing_factor_two": '''
+        "missing_factor_two": """
 def mse_grad(w, x, y):
     return x.T @ (x @ w - y) / x.shape[0]
-''',
-        "sum_instead_of_mean": '''
+""",
+        "sum_instead_of_mean": """
 def mse_grad(w, x, y):
     return jax.grad(lambda w: jnp.sum((x @ w - y) ** 2))(w)
-''',
-        "sign_flipped": '''
+""",
+        "sign_flipped": """
 def mse_grad(w, x, y):
     return 2.0 * x.T @ (y - x @ w) / x.shape[0]
-''',
-        "residual_not_squared": '''
+""",
+        "residual_not_squared": """
 def mse_grad(w, x, y):
     return jax.grad(lambda w: jnp.mean(x @ w - y))(w)
-''',
-        "gradient_wrt_x": '''
+""",
+        "gradient_wrt_x": """
 def mse_grad(w, x, y):
     return jax.grad(lambda x: jnp.mean((x @ w - y) ** 2))(x)
-''',
+""",
     },
     "per_example_grads": {
-        "full_batch_gradient_tiled": '''
+        "full_batch_gradient_tiled": """
 def per_example_grads(w, x, y):
     grad = jax.grad(lambda w: jnp.mean((x @ w - y) ** 2))(w)
     return jnp.tile(grad, (x.shape[0], 1))
-''',
-        "divided_by_batch_size": '''
+""",
+        "divided_by_batch_size": """
 def per_example_grads(w, x, y):
     def loss(w, x_n, y_n):
         return (jnp.dot(x_n, w) - y_n) ** 2 / x.shape[0]
     return jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(w, x, y)
-''',
-        "missing_factor_two": '''
+""",
+        "missing_factor_two": """
 def per_example_grads(w, x, y):
     return x * (x @ w - y)[:, None]
-''',
-        "sign_flipped": '''
+""",
+        "sign_flipped": """
 def per_example_grads(w, x, y):
     return 2.0 * x * (y - x @ w)[:, None]
-''',
-        "transposed": '''
+""",
+        "transposed": """
 def per_example_grads(w, x, y):
     return (2.0 * x * (x @ w - y)[:, None]).T
-''',
+""",
     },
     "power_sum": {
-        "not_jitted": '''
+        "not_jitted": """
 def power_sum(x, n):
     return sum(x**k for k in range(1, n + 1))
-''',
-        "starts_at_k_zero": '''
+""",
+        "starts_at_k_zero": """
 @functools.partial(jax.jit, static_argnames="n")
 def power_sum(x, n):
     return sum(x**k for k in range(0, n + 1))
-''',
-        "off_by_one": '''
+""",
+        "off_by_one": """
 @functools.partial(jax.jit, static_argnames="n")
 def power_sum(x, n):
     total = x
     for k in range(2, n):
         total = total + x**k
     return total
-''',
-        "n_not_static": '''
+""",
+        "n_not_static": """
 @jax.jit
 def power_sum(x, n):
     total = x
     for k in range(2, n + 1):
         total = total + x**k
     return total
-''',
-        "only_last_power": '''
+""",
+        "only_last_power": """
 @functools.partial(jax.jit, static_argnames="n")
 def power_sum(x, n):
     return x**n
-''',
-        "multiplies_by_k": '''
+""",
+        "multiplies_by_k": """
 @functools.partial(jax.jit, static_argnames="n")
 def power_sum(x, n):
     return sum(k * x for k in range(1, n + 1))
-''',
+""",
     },
     "MLP": {
-        "missing_relu": '''
+        "missing_relu": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
         self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
@@ -177,8 +177,8 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         return self.out(self.hidden(x))
-''',
-        "relu_on_output_too": '''
+""",
+        "relu_on_output_too": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
         self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
@@ -186,8 +186,8 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         return jax.nn.relu(self.out(jax.nn.relu(self.hidden(x))))
-''',
-        "tanh_instead_of_relu": '''
+""",
+        "tanh_instead_of_relu": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
         self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
@@ -195,8 +195,8 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         return self.out(jnp.tanh(self.hidden(x)))
-''',
-        "no_biases": '''
+""",
+        "no_biases": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
         self.hidden = nnx.Linear(d_in, d_hidden, use_bias=False, rngs=rngs)
@@ -204,8 +204,8 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         return self.out(jax.nn.relu(self.hidden(x)))
-''',
-        "layers_created_in_other_order": '''
+""",
+        "layers_created_in_other_order": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
         self.out = nnx.Linear(d_hidden, d_out, rngs=rngs)
@@ -213,8 +213,8 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         return self.out(jax.nn.relu(self.hidden(x)))
-''',
-        "relu_before_hidden_layer": '''
+""",
+        "relu_before_hidden_layer": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
         self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
@@ -222,16 +222,16 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         return self.out(self.hidden(jax.nn.relu(x)))
-''',
+""",
     },
     "train_step": {
-        "no_optimizer_update": '''
+        "no_optimizer_update": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
     loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
     return loss
-''',
-        "returns_loss_after_update": '''
+""",
+        "returns_loss_after_update": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
     def loss_fn(model):
@@ -240,8 +240,8 @@ def train_step(model, optimizer, x, y):
     grads = nnx.grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss_fn(model)
-''',
-        "sum_instead_of_mean": '''
+""",
+        "sum_instead_of_mean": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
     def loss_fn(model):
@@ -250,8 +250,8 @@ def train_step(model, optimizer, x, y):
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
-''',
-        "gradient_ascent": '''
+""",
+        "gradient_ascent": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
     def loss_fn(model):
@@ -260,8 +260,8 @@ def train_step(model, optimizer, x, y):
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, jax.tree.map(lambda g: -g, grads))
     return loss
-''',
-        "mean_over_batch_only": '''
+""",
+        "mean_over_batch_only": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
     def loss_fn(model):
@@ -270,8 +270,8 @@ def train_step(model, optimizer, x, y):
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
-''',
-        "updates_twice": '''
+""",
+        "updates_twice": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
     def loss_fn(model):
@@ -281,124 +281,124 @@ def train_step(model, optimizer, x, y):
     optimizer.update(model, grads)
     optimizer.update(model, grads)
     return loss
-''',
+""",
     },
     "noisy_copies": {
-        "same_key_for_every_copy": '''
+        "same_key_for_every_copy": """
 def noisy_copies(key, x, num_copies):
     return jnp.stack([x + jax.random.normal(key, x.shape, x.dtype) for _ in range(num_copies)])
-''',
-        "noise_without_x": '''
+""",
+        "noise_without_x": """
 def noisy_copies(key, x, num_copies):
     keys = jax.random.split(key, num_copies)
     return jnp.stack([jax.random.normal(k, x.shape, x.dtype) for k in keys])
-''',
-        "one_big_draw": '''
+""",
+        "one_big_draw": """
 def noisy_copies(key, x, num_copies):
     return x + jax.random.normal(key, (num_copies, *x.shape), x.dtype)
-''',
-        "split_one_extra_key": '''
+""",
+        "split_one_extra_key": """
 def noisy_copies(key, x, num_copies):
     keys = jax.random.split(key, num_copies + 1)[1:]
     return jnp.stack([x + jax.random.normal(k, x.shape, x.dtype) for k in keys])
-''',
-        "key_split_sequentially": '''
+""",
+        "key_split_sequentially": """
 def noisy_copies(key, x, num_copies):
     copies = []
     for _ in range(num_copies):
         key, subkey = jax.random.split(key)
         copies.append(x + jax.random.normal(subkey, x.shape, x.dtype))
     return jnp.stack(copies)
-''',
+""",
     },
 }
 
 CORRECT = {
     "logsumexp": {
-        "jax_nn_logsumexp": '''
+        "jax_nn_logsumexp": """
 def logsumexp(x, axis=-1):
     return jax.nn.logsumexp(x, axis=axis)
-''',
-        "scipy_special": '''
+""",
+        "scipy_special": """
 def logsumexp(x, axis=-1):
     return jax.scipy.special.logsumexp(x, axis=axis)
-''',
-        "moveaxis_then_last_axis": '''
+""",
+        "moveaxis_then_last_axis": """
 def logsumexp(x, axis=-1):
     x = jnp.moveaxis(x, axis, -1)
     m = jnp.max(x, axis=-1)
     m = jnp.where(m == -jnp.inf, 0.0, m)
     return m + jnp.log(jnp.sum(jnp.exp(x - m[..., None]), axis=-1))
-''',
-        "stop_gradient_shift": '''
+""",
+        "stop_gradient_shift": """
 def logsumexp(x, axis=-1):
     m = jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     m = jnp.where(jnp.isneginf(m), jnp.zeros_like(m), m)
     shifted = jnp.log(jnp.sum(jnp.exp(x - m), axis=axis))
     return shifted + jnp.squeeze(m, axis=axis)
-''',
+""",
     },
     "sample_mixture": {
-        "take_with_keywords": '''
+        "take_with_keywords": """
 def sample_mixture(key, means, stds, n):
     k_component, k_noise = jax.random.split(key)
     components = jax.random.randint(k_component, shape=(n,), minval=0, maxval=len(means))
     noise = jax.random.normal(k_noise, shape=(n,))
     return jnp.take(means, components) + jnp.take(stds, components) * noise
-''',
-        "one_hot_matmul": '''
+""",
+        "one_hot_matmul": """
 def sample_mixture(key, means, stds, n):
     k_component, k_noise = jax.random.split(key)
     components = jax.random.randint(k_component, (n,), 0, means.shape[0])
     one_hot = jax.nn.one_hot(components, means.shape[0])
     noise = jax.random.normal(k_noise, (n,))
     return one_hot @ means + (one_hot @ stds) * noise
-''',
-        "keys_indexed": '''
+""",
+        "keys_indexed": """
 def sample_mixture(key, means, stds, n):
     keys = jax.random.split(key)
     components = jax.random.randint(keys[0], (n,), 0, means.shape[0])
     mu, sigma = means[components], stds[components]
     return mu + sigma * jax.random.normal(keys[1], (n,))
-''',
+""",
     },
     "mse_grad": {
-        "closed_form": '''
+        "closed_form": """
 def mse_grad(w, x, y):
     return 2.0 / x.shape[0] * x.T @ (x @ w - y)
-''',
-        "value_and_grad_of_sum": '''
+""",
+        "value_and_grad_of_sum": """
 def mse_grad(w, x, y):
     _, grad = jax.value_and_grad(lambda v: jnp.sum((x @ v - y) ** 2) / len(y))(w)
     return grad
-''',
-        "jacrev_with_argnums": '''
+""",
+        "jacrev_with_argnums": """
 def mse_grad(w, x, y):
     def loss(x, w, y):
         return jnp.mean(jnp.square(jnp.einsum("nd,d->n", x, w) - y))
     return jax.jacrev(loss, argnums=1)(x, w, y)
-''',
+""",
     },
     "per_example_grads": {
-        "broadcasting_closed_form": '''
+        "broadcasting_closed_form": """
 def per_example_grads(w, x, y):
     residual = x @ w - y  # (N,)
     return 2.0 * residual[:, None] * x  # (N, D)
-''',
-        "jacobian_of_squared_errors": '''
+""",
+        "jacobian_of_squared_errors": """
 def per_example_grads(w, x, y):
     return jax.jacrev(lambda w: (x @ w - y) ** 2)(w)
-''',
-        "vmap_over_stacked_examples": '''
+""",
+        "vmap_over_stacked_examples": """
 def per_example_grads(w, x, y):
     def one(example):
         x_n, y_n = example[:-1], example[-1]
         return jax.grad(lambda w: (x_n @ w - y_n) ** 2)(w)
     return jax.vmap(one)(jnp.concatenate([x, y[:, None]], axis=1))
-''',
+""",
     },
     "power_sum": {
-        "fori_loop": '''
+        "fori_loop": """
 @functools.partial(jax.jit, static_argnames="n")
 def power_sum(x, n):
     def body(k, carry):
@@ -406,24 +406,24 @@ def power_sum(x, n):
         power = power * x
         return power, total + power
     return jax.lax.fori_loop(1, n, body, (x, x))[1]
-''',
-        "horner_static_argnums": '''
+""",
+        "horner_static_argnums": """
 @functools.partial(jax.jit, static_argnums=1)
 def power_sum(x, n):
     total = x
     for _ in range(n - 1):
         total = x * (1.0 + total)
     return total
-''',
-        "stacked_powers": '''
+""",
+        "stacked_powers": """
 @functools.partial(jax.jit, static_argnames=("n",))
 def power_sum(x, n):
     powers = jnp.stack([x**k for k in range(1, n + 1)])
     return jnp.sum(powers, axis=0)
-''',
+""",
     },
     "MLP": {
-        "jnp_maximum": '''
+        "jnp_maximum": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
         self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
@@ -431,8 +431,8 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         return self.out(jnp.maximum(self.hidden(x), 0.0))
-''',
-        "manual_matmuls": '''
+""",
+        "manual_matmuls": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
         self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
@@ -442,8 +442,8 @@ class MLP(nnx.Module):
         h = x @ self.hidden.kernel[...] + self.hidden.bias[...]
         h = nnx.relu(h)
         return h @ self.out.kernel[...] + self.out.bias[...]
-''',
-        "stores_sizes_too": '''
+""",
+        "stores_sizes_too": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
         self.d_in, self.d_out = d_in, d_out
@@ -453,10 +453,10 @@ class MLP(nnx.Module):
     def __call__(self, x):
         h = jnp.where(self.hidden(x) > 0, self.hidden(x), 0.0)
         return self.out(h)
-''',
+""",
     },
     "train_step": {
-        "not_jitted": '''
+        "not_jitted": """
 def train_step(model, optimizer, x, y):
     def loss_fn(model):
         return jnp.mean((model(x) - y) ** 2)
@@ -464,8 +464,8 @@ def train_step(model, optimizer, x, y):
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
-''',
-        "grad_with_aux_loss": '''
+""",
+        "grad_with_aux_loss": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
     def loss_fn(model):
@@ -475,8 +475,8 @@ def train_step(model, optimizer, x, y):
     grads, loss = nnx.grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
     return loss
-''',
-        "optax_l2_loss": '''
+""",
+        "optax_l2_loss": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
     def loss_fn(model):
@@ -485,26 +485,26 @@ def train_step(model, optimizer, x, y):
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
-''',
+""",
     },
     "noisy_copies": {
-        "python_loop": '''
+        "python_loop": """
 def noisy_copies(key, x, num_copies):
     keys = jax.random.split(key, num_copies)
     return jnp.stack([x + jax.random.normal(keys[i], x.shape, x.dtype) for i in range(num_copies)])
-''',
-        "vmap_with_broadcast": '''
+""",
+        "vmap_with_broadcast": """
 def noisy_copies(key, x, num_copies):
     def one_copy(k):
         return x + jax.random.normal(k, x.shape, x.dtype)
     return jax.vmap(one_copy)(jax.random.split(key, num_copies))
-''',
-        "jitted_static_count": '''
+""",
+        "jitted_static_count": """
 @functools.partial(jax.jit, static_argnums=2)
 def noisy_copies(key, x, num_copies):
     keys = jax.random.split(key, num_copies)
     noise = jnp.stack([jax.random.normal(k, jnp.shape(x), x.dtype) for k in keys])
     return noise + x[None]
-''',
+""",
     },
 }
