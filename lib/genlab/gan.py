@@ -1,0 +1,387 @@
+"""Reference implementations of the graded exercises of chapter 01, GAN math.
+
+The chapter (``solutions/01_gan_math/01_gan_math.ipynb``) teaches each function in the section
+named in its docstring; the notebook's hidden tests compare the student's version with the one
+here. Shape letters: B batch, N samples, M modes, D dimensions of a point, K support size of a
+discrete distribution.
+
+    bce_with_logits       section 1, the game (binary cross-entropy from logits)
+    discriminator_loss    section 1
+    generator_loss        sections 1 and 3 (saturating and non-saturating)
+    optimal_discriminator section 2, D*(x) = p_data / (p_data + p_g)
+    kl_divergence         section 2
+    js_divergence         section 2
+    gan_value             section 2, V(D, G) for discrete distributions
+    mode_coverage         section 4, the Gaussian-ring metric
+    gradient_penalty      section 6, WGAN-GP
+    wasserstein_1d        section 6, earth mover's distance by sorting
+
+Conventions: natural logarithms; ``0 log 0 = 0``; losses are means over every entry (the batch).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import xlogy
+
+__all__ = [
+    "bce_with_logits",
+    "discriminator_loss",
+    "generator_loss",
+    "gan_value",
+    "gradient_penalty",
+    "js_divergence",
+    "kl_divergence",
+    "mode_coverage",
+    "optimal_discriminator",
+    "wasserstein_1d",
+]
+
+
+# --- argument checks ------------------------------------------------------------------------
+
+
+def _float_array(name: str, x) -> jax.Array:
+    """``x`` as a JAX array of a floating dtype (ints and bools are converted to float32)."""
+    if x is None or isinstance(x, (str, bytes, dict)):
+        raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}")
+    try:
+        x = jnp.asarray(x)
+    except TypeError as error:
+        raise TypeError(f"{name} must be an array of numbers ({error})") from None
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    return x
+
+
+def _broadcast(names: tuple[str, ...], *arrays: jax.Array) -> tuple[int, ...]:
+    try:
+        return jnp.broadcast_shapes(*(a.shape for a in arrays))
+    except ValueError:
+        shapes = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays))
+        raise ValueError(f"shapes do not broadcast: {shapes}") from None
+
+
+def _distributions(p, q, names=("p", "q")) -> tuple[jax.Array, jax.Array]:
+    p, q = _float_array(names[0], p), _float_array(names[1], q)
+    for name, x in zip(names, (p, q)):
+        if x.ndim == 0:
+            raise ValueError(f"{name} must have at least one axis (the support), got a scalar")
+    if p.shape[-1] != q.shape[-1]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} need the same support size on the last axis, "
+            f"got {p.shape} and {q.shape}"
+        )
+    _broadcast(names, p, q)
+    return p, q
+
+
+# --- section 1: the game --------------------------------------------------------------------
+
+
+@jax.jit
+def _bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    # -[y log s(x) + (1 - y) log(1 - s(x))] = max(x, 0) - x y + log(1 + exp(-|x|))
+    return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+def bce_with_logits(logits, labels) -> jax.Array:
+    """Binary cross-entropy from logits, elementwise and stable (chapter 01, section 1).
+
+    With ``s = sigmoid(logits)``, ``bce = -[labels log s + (1 - labels) log(1 - s)]``, computed as
+    ``max(x, 0) - x * y + log1p(exp(-|x|))`` so that no exponential overflows and no log sees 0.
+
+    Args:
+        logits: float [...], the discriminator's pre-sigmoid outputs, any magnitude.
+        labels: float [...] in [0, 1] (1 = real, 0 = fake; soft labels allowed), broadcastable
+            with ``logits``.
+
+    Returns:
+        float [...] of the broadcast shape, >= 0 for labels in {0, 1}; finite for finite inputs.
+    """
+    logits, labels = _float_array("logits", logits), _float_array("labels", labels)
+    _broadcast(("logits", "labels"), logits, labels)
+    return _bce(logits, labels)
+
+
+def _batch(name: str, x) -> jax.Array:
+    x = _float_array(name, x)
+    if x.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {x.shape}")
+    return x
+
+
+@jax.jit
+def _discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    # BCE(x, 1) = softplus(-x), BCE(x, 0) = softplus(x)
+    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def discriminator_loss(real_logits, fake_logits) -> jax.Array:
+    """The discriminator's loss, ``-V(D, G)`` estimated on a batch (chapter 01, section 1).
+
+    ``mean(BCE(real_logits, 1)) + mean(BCE(fake_logits, 0))`` = ``-mean log D(x) -
+    mean log(1 - D(G(z)))``, each mean over all entries of its own array.
+
+    Args:
+        real_logits: float [B_real, ...], logits of data points (non-empty).
+        fake_logits: float [B_fake, ...], logits of generated points (non-empty; the two batch
+            sizes may differ).
+
+    Returns:
+        float scalar [].
+    """
+    real_logits = _batch("real_logits", real_logits)
+    fake_logits = _batch("fake_logits", fake_logits)
+    return _discriminator_loss(real_logits, fake_logits)
+
+
+@functools.partial(jax.jit, static_argnames="non_saturating")
+def _generator_loss(fake_logits: jax.Array, non_saturating: bool) -> jax.Array:
+    if non_saturating:
+        return jnp.mean(jax.nn.softplus(-fake_logits))  # -log sigmoid(x) = softplus(-x)
+    return -jnp.mean(jax.nn.softplus(fake_logits))  # log(1 - sigmoid(x)) = -softplus(x)
+
+
+def generator_loss(fake_logits, non_saturating: bool = True) -> jax.Array:
+    """The generator's loss on a batch of fake logits (chapter 01, sections 1 and 3).
+
+    - non-saturating (default, Goodfellow et al. 2014, section 3):
+      ``-mean log D(G(z)) = mean softplus(-logits)``;
+    - saturating (the minimax game as written): ``mean log(1 - D(G(z))) = -mean softplus(logits)``.
+
+    Both are minimised by the generator; the mean is over all entries.
+
+    Args:
+        fake_logits: float [B, ...], discriminator logits of generated points (non-empty).
+        non_saturating: Python bool.
+
+    Returns:
+        float scalar [].
+    """
+    if not isinstance(non_saturating, (bool, jnp.bool_)):
+        raise TypeError(f"non_saturating must be a bool, got {type(non_saturating).__name__}")
+    return _generator_loss(_batch("fake_logits", fake_logits), bool(non_saturating))
+
+
+# --- section 2: the optimal discriminator and divergences ------------------------------------
+
+
+@jax.jit
+def _optimal_discriminator(p_data: jax.Array, p_g: jax.Array) -> jax.Array:
+    total = p_data + p_g
+    safe = jnp.where(total > 0, total, 1.0)
+    return jnp.where(total > 0, p_data / safe, 0.5)
+
+
+def optimal_discriminator(p_data, p_g) -> jax.Array:
+    """``D*(x) = p_data(x) / (p_data(x) + p_g(x))`` elementwise (chapter 01, section 2).
+
+    Args:
+        p_data: float [...] >= 0, data density (or probability) at each point.
+        p_g: float [...] >= 0, generator density at the same points; broadcastable with p_data.
+
+    Returns:
+        float [...] in [0, 1]; 0.5 where both densities are 0 (no point there, any value is
+        optimal; 0.5 is the symmetric choice, and it keeps gradients free of NaN).
+    """
+    p_data, p_g = _float_array("p_data", p_data), _float_array("p_g", p_g)
+    _broadcast(("p_data", "p_g"), p_data, p_g)
+    return _optimal_discriminator(p_data, p_g)
+
+
+@jax.jit
+def _kl(p: jax.Array, q: jax.Array) -> jax.Array:
+    # p log(p / q) = xlogy(p, p) - xlogy(p, q): 0 where p = 0, +inf where p > 0 = q
+    return jnp.sum(xlogy(p, p) - xlogy(p, q), axis=-1)
+
+
+def kl_divergence(p, q) -> jax.Array:
+    """``KL(p || q) = sum_k p_k log(p_k / q_k)`` over the last axis, natural log (section 2).
+
+    Terms with ``p_k = 0`` are 0 (``0 log 0 = 0``, whatever ``q_k``); a term with ``p_k > 0`` and
+    ``q_k = 0`` makes the divergence ``+inf``.
+
+    Args:
+        p, q: float [..., K], probability vectors on the last axis (non-negative, summing to 1;
+            not checked), broadcastable on the leading axes.
+
+    Returns:
+        float [...], >= 0.
+    """
+    p, q = _distributions(p, q)
+    return _kl(p, q)
+
+
+@jax.jit
+def _js(p: jax.Array, q: jax.Array) -> jax.Array:
+    m = 0.5 * (p + q)
+    return 0.5 * _kl(p, m) + 0.5 * _kl(q, m)
+
+
+def js_divergence(p, q) -> jax.Array:
+    """Jensen-Shannon divergence ``0.5 KL(p || m) + 0.5 KL(q || m)``, ``m = (p + q) / 2``.
+
+    Natural log, over the last axis (chapter 01, section 2). Symmetric, always finite, in
+    ``[0, log 2]``; 0 iff ``p = q``, ``log 2`` iff the supports are disjoint. (``scipy.spatial.
+    distance.jensenshannon`` returns the square root of this.)
+
+    Args:
+        p, q: float [..., K], probability vectors on the last axis, broadcastable.
+
+    Returns:
+        float [...].
+    """
+    p, q = _distributions(p, q)
+    return _js(p, q)
+
+
+@jax.jit
+def _gan_value(p_data: jax.Array, p_g: jax.Array, d: jax.Array) -> jax.Array:
+    return jnp.sum(xlogy(p_data, d) + xlogy(p_g, 1.0 - d), axis=-1)
+
+
+def gan_value(p_data, p_g, d) -> jax.Array:
+    """``V(D, G) = sum_k p_data[k] log d[k] + sum_k p_g[k] log(1 - d[k])`` (section 2).
+
+    The GAN value function for discrete distributions on K points, summed over the last axis,
+    natural log, with ``0 log 0 = 0``: a point where ``p_data`` is 0 contributes nothing to the
+    first sum even if ``d`` is 0 there, and likewise for ``p_g`` and ``d = 1``.
+
+    Args:
+        p_data, p_g: float [..., K], probability vectors.
+        d: float [..., K] in [0, 1], the discriminator's probability of "real" at each point.
+            The three arrays broadcast.
+
+    Returns:
+        float [...], <= 0; ``-inf`` if ``d = 0`` where ``p_data > 0`` (or ``d = 1`` where
+        ``p_g > 0``).
+    """
+    p_data, p_g = _distributions(p_data, p_g, names=("p_data", "p_g"))
+    p_data, d = _distributions(p_data, d, names=("p_data", "d"))
+    return _gan_value(p_data, p_g, d)
+
+
+# --- section 4: mode coverage ----------------------------------------------------------------
+
+
+@jax.jit
+def _mode_coverage(samples, centers, radius, min_count):
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None, :, :], axis=-1)  # (N, M)
+    nearest = jnp.argmin(distances, axis=-1)  # (N,)
+    close = jnp.min(distances, axis=-1) <= radius  # (N,)
+    counts = jnp.zeros(centers.shape[0], jnp.int32).at[nearest].add(close.astype(jnp.int32))
+    covered = jnp.sum(counts >= min_count).astype(jnp.int32)
+    return covered, jnp.mean(close.astype(jnp.float32))
+
+
+def mode_coverage(samples, centers, std, num_std: float = 3.0, min_count: int = 1):
+    """How many modes a generator covers, and how many of its samples are good (section 4).
+
+    Each sample goes to its nearest center (Euclidean distance; ties to the lowest index, as
+    ``jnp.argmin``). A sample is *high quality* if that distance is <= ``num_std * std``. A mode
+    is *covered* if at least ``min_count`` high-quality samples went to it.
+
+    Args:
+        samples: float [N, D], N >= 1.
+        centers: float [M, D], the modes' centers, M >= 1.
+        std: float > 0, the standard deviation of each mode.
+        num_std: float > 0, the radius in standard deviations.
+        min_count: int >= 1.
+
+    Returns:
+        (covered, high_quality): int32 scalar [] in [0, M], the number of covered modes, and
+        float32 scalar [] in [0, 1], the share of high-quality samples.
+    """
+    samples, centers = _float_array("samples", samples), _float_array("centers", centers)
+    if samples.ndim != 2 or samples.shape[0] < 1:
+        raise ValueError(f"samples must have shape [N, D] with N >= 1, got {samples.shape}")
+    if centers.ndim != 2 or centers.shape[0] < 1 or centers.shape[1] != samples.shape[1]:
+        raise ValueError(
+            f"centers must have shape [M, D] with M >= 1 and D = {samples.shape[1]}, "
+            f"got {centers.shape}"
+        )
+    for name, value in (("std", std), ("num_std", num_std)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    if not isinstance(min_count, numbers.Integral) or isinstance(min_count, bool):
+        raise TypeError(f"min_count must be an int, got {type(min_count).__name__}")
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    return _mode_coverage(samples, centers, float(num_std) * float(std), int(min_count))
+
+
+# --- section 6: beyond the basics ------------------------------------------------------------
+
+
+def gradient_penalty(
+    critic_fn: Callable[[jax.Array], jax.Array], real, fake, key: jax.Array
+) -> jax.Array:
+    """WGAN-GP's gradient penalty ``mean_b (||grad critic(x_hat_b)||_2 - 1)^2`` (section 6).
+
+    Randomness, pinned::
+
+        eps = jax.random.uniform(key, (B,) + (1,) * (real.ndim - 1))   # [B, 1, ..., 1]
+        x_hat = eps * real + (1 - eps) * fake                           # [B, ...]
+
+    The gradient of the critic's output for example b is taken with respect to ``x_hat[b]``
+    (``jax.grad`` of ``sum(critic_fn(x_hat))`` gives all of them at once, because a critic treats
+    examples independently), and its norm is over all non-batch axes.
+
+    Args:
+        critic_fn: ``[B, ...] -> [B]`` (or ``[B, 1]``), a critic applied example by example.
+        real, fake: float [B, ...], the same shape.
+        key: a JAX PRNG key.
+
+    Returns:
+        float scalar [] (multiply by lambda, usually 10, and add it to the critic's loss).
+    """
+    if not callable(critic_fn):
+        raise TypeError(f"critic_fn must be callable, got {type(critic_fn).__name__}")
+    real, fake = _float_array("real", real), _float_array("fake", fake)
+    if real.ndim < 1 or real.shape[0] < 1:
+        raise ValueError(f"real must have shape [B, ...] with B >= 1, got {real.shape}")
+    if fake.shape != real.shape:
+        raise ValueError(f"fake must have real's shape {real.shape}, got {fake.shape}")
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))  # (B, 1, ..., 1)
+    x_hat = eps * real + (1.0 - eps) * fake  # (B, ...)
+    grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(x_hat)  # (B, ...)
+    norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=-1))  # (B,)
+    return jnp.mean((norms - 1.0) ** 2)
+
+
+@jax.jit
+def _wasserstein_1d(x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.abs(jnp.sort(x, axis=-1) - jnp.sort(y, axis=-1)), axis=-1)
+
+
+def wasserstein_1d(x, y) -> jax.Array:
+    """Earth mover's (Wasserstein-1) distance between two 1-D empirical distributions (section 6).
+
+    With the same number N of equally weighted samples on each side, the optimal transport plan
+    pairs the i-th smallest x with the i-th smallest y, so ``W1 = mean_i |sort(x)_i - sort(y)_i|``.
+
+    Args:
+        x, y: float [..., N], samples on the last axis, the same N (>= 1) on both sides;
+            leading axes broadcast (one distance per slice).
+
+    Returns:
+        float [...], >= 0.
+    """
+    x, y = _float_array("x", x), _float_array("y", y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"x and y must have a sample axis (last), got shapes {x.shape}, {y.shape}")
+    if x.shape[-1] != y.shape[-1] or x.shape[-1] < 1:
+        raise ValueError(
+            f"x and y need the same number N >= 1 of samples on the last axis, got {x.shape} "
+            f"and {y.shape}"
+        )
+    _broadcast(("x", "y"), x, y)
+    return _wasserstein_1d(x, y)

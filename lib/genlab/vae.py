@@ -1,0 +1,389 @@
+"""Reference implementations of the graded exercises of chapter 02, the VAE ELBO.
+
+The chapter (``solutions/02_vae_elbo/02_vae_elbo.ipynb``) teaches each function in the section
+named in its docstring; the notebook's hidden tests compare the student's version with the one
+here. Shape letters: B batch, D data dimensions, Z latent dimensions, K importance samples,
+N Monte Carlo samples.
+
+    gaussian_kl_standard, gaussian_kl          section 3, closed-form Gaussian KL
+    bernoulli_log_likelihood,
+    gaussian_log_likelihood                    section 3, the reconstruction term
+    reparameterize                             section 4, the reparameterization trick
+    score_function_grad, reparameterization_grad
+                                               section 4, two gradient estimators
+    iwae_bound                                 section 5, the importance-weighted bound
+    linear_gaussian_log_marginal,
+    linear_gaussian_posterior                  section 5, the exact check (not graded)
+    elbo, VAEConfig, VAE                       section 6, the project
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genlab import nn
+
+__all__ = [
+    "VAE",
+    "VAEConfig",
+    "bernoulli_log_likelihood",
+    "elbo",
+    "gaussian_kl",
+    "gaussian_kl_standard",
+    "gaussian_log_likelihood",
+    "iwae_bound",
+    "linear_gaussian_log_marginal",
+    "linear_gaussian_posterior",
+    "reparameterization_grad",
+    "reparameterize",
+    "score_function_grad",
+]
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _float_array(name: str, x) -> jax.Array:
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    return x
+
+
+def _at_least_1d(name: str, x: jax.Array) -> None:
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one axis (the last is summed), got a scalar")
+
+
+def _broadcast(**arrays: jax.Array) -> tuple[int, ...]:
+    try:
+        return jnp.broadcast_shapes(*(a.shape for a in arrays.values()))
+    except ValueError:
+        shapes = ", ".join(f"{name} {a.shape}" for name, a in arrays.items())
+        raise ValueError(f"shapes do not broadcast: {shapes}") from None
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+# --- section 3: Gaussian KL and likelihoods --------------------------------------------------
+
+
+def gaussian_kl_standard(mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """``KL(N(mean, diag exp(log_var)) || N(0, I))``, summed over the last axis (section 3).
+
+    ``0.5 * sum_j (exp(log_var_j) + mean_j**2 - 1 - log_var_j)``; zero exactly at the prior.
+
+    Args:
+        mean: float [..., Z]. log_var: float [..., Z], the log-variances (broadcast with mean).
+
+    Returns:
+        float [...], >= 0.
+    """
+    mean, log_var = _float_array("mean", mean), _float_array("log_var", log_var)
+    if len(_broadcast(mean=mean, log_var=log_var)) == 0:
+        raise ValueError("mean and log_var must have at least one axis (the last is summed)")
+    terms = jnp.exp(log_var) + mean**2 - 1.0 - log_var  # (..., Z)
+    return 0.5 * jnp.sum(terms, axis=-1)
+
+
+def gaussian_kl(
+    mean_q: jax.Array, log_var_q: jax.Array, mean_p: jax.Array, log_var_p: jax.Array
+) -> jax.Array:
+    """``KL(q || p)`` between diagonal Gaussians, summed over the last axis (section 3).
+
+    ``0.5 * sum_j (log_var_p - log_var_q + (exp(log_var_q) + (mean_q - mean_p)**2)
+    / exp(log_var_p) - 1)``.
+
+    Args:
+        mean_q, log_var_q: float [..., Z], the first argument q.
+        mean_p, log_var_p: float [..., Z], the second argument p. All four broadcast together.
+
+    Returns:
+        float [...] (the broadcast shape without its last axis), >= 0.
+    """
+    arrays = {
+        "mean_q": _float_array("mean_q", mean_q),
+        "log_var_q": _float_array("log_var_q", log_var_q),
+        "mean_p": _float_array("mean_p", mean_p),
+        "log_var_p": _float_array("log_var_p", log_var_p),
+    }
+    if len(_broadcast(**arrays)) == 0:
+        raise ValueError("the inputs must have at least one axis (the last is summed)")
+    mq, lvq, mp, lvp = arrays.values()
+    terms = lvp - lvq + (jnp.exp(lvq) + (mq - mp) ** 2) * jnp.exp(-lvp) - 1.0  # (..., Z)
+    return 0.5 * jnp.sum(terms, axis=-1)
+
+
+def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
+    """``sum_d x log sigmoid(l) + (1 - x) log sigmoid(-l)`` over the last axis (section 3).
+
+    Stable for logits of any magnitude (uses ``jax.nn.log_sigmoid``); ``x`` may be any value in
+    [0, 1] (a "continuous Bernoulli" use of intensities, as for the digits).
+
+    Args:
+        x: float [..., D] in [0, 1]. logits: float [..., D] (broadcast with x).
+
+    Returns:
+        float [...], <= 0 for binary x.
+    """
+    x, logits = _float_array("x", x), _float_array("logits", logits)
+    if len(_broadcast(x=x, logits=logits)) == 0:
+        raise ValueError("x and logits must have at least one axis (the last is summed)")
+    terms = x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)  # (..., D)
+    return jnp.sum(terms, axis=-1)
+
+
+def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """``log N(x; mean, diag exp(log_var))``, summed over the last axis, constant included.
+
+    ``sum_d -0.5 * (log(2 pi) + log_var_d + (x_d - mean_d)**2 / exp(log_var_d))`` (section 3).
+
+    Args:
+        x, mean, log_var: float [..., D], broadcast together.
+
+    Returns:
+        float [...].
+    """
+    arrays = {
+        "x": _float_array("x", x),
+        "mean": _float_array("mean", mean),
+        "log_var": _float_array("log_var", log_var),
+    }
+    if len(_broadcast(**arrays)) == 0:
+        raise ValueError("x, mean and log_var must have at least one axis (the last is summed)")
+    x, mean, log_var = arrays.values()
+    terms = -0.5 * (LOG_2PI + log_var + (x - mean) ** 2 * jnp.exp(-log_var))  # (..., D)
+    return jnp.sum(terms, axis=-1)
+
+
+# --- section 4: reparameterization and gradient estimators -----------------------------------
+
+
+def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """One sample ``z ~ N(mean, diag exp(log_var))`` as a differentiable function (section 4).
+
+    ``z = mean + exp(0.5 * log_var) * jax.random.normal(key, mean.shape)``: the standard
+    deviation is ``exp(0.5 * log_var)``, not ``log_var`` and not ``exp(log_var)``.
+
+    Args:
+        key: a JAX PRNG key. mean: float [..., Z]. log_var: float of mean's shape.
+
+    Returns:
+        float [..., Z].
+    """
+    mean, log_var = _float_array("mean", mean), _float_array("log_var", log_var)
+    if log_var.shape != mean.shape:
+        raise ValueError(f"log_var must have mean's shape {mean.shape}, got {log_var.shape}")
+    eps = jax.random.normal(key, mean.shape)  # (..., Z)
+    return mean + jnp.exp(0.5 * log_var) * eps
+
+
+def _toy_noise(key: jax.Array, theta: jax.Array, num_samples: int) -> jax.Array:
+    theta = _float_array("theta", theta)
+    num_samples = _positive_int("num_samples", num_samples)
+    return jax.random.normal(key, (num_samples, *theta.shape))  # (N, ...)
+
+
+def score_function_grad(key: jax.Array, theta: jax.Array, num_samples: int) -> jax.Array:
+    """Score-function (REINFORCE) estimate of ``d/dtheta E_{z ~ N(theta, 1)}[z**2]`` (section 4).
+
+    Elementwise in ``theta``; the true gradient is ``2 * theta``. Randomness, pinned:
+    ``eps = jax.random.normal(key, (num_samples, *theta.shape))`` and ``z = theta + eps``.
+    With the score ``d/dtheta log N(z; theta, 1) = z - theta`` and no baseline, the estimate is
+    ``mean over axis 0 of z**2 * (z - theta)``.
+
+    Args:
+        key: a JAX PRNG key. theta: float [...]. num_samples: Python int >= 1.
+
+    Returns:
+        float, theta's shape.
+    """
+    eps = _toy_noise(key, theta, num_samples)
+    z = theta + eps  # (N, ...)
+    return jnp.mean(z**2 * (z - theta), axis=0)
+
+
+def reparameterization_grad(key: jax.Array, theta: jax.Array, num_samples: int) -> jax.Array:
+    """Reparameterization estimate of ``d/dtheta E_{z ~ N(theta, 1)}[z**2]`` (section 4).
+
+    Same pinned noise as :func:`score_function_grad`, ``z = theta + eps``; the estimate is the
+    gradient of ``mean over axis 0 of (theta + eps)**2``, i.e. ``mean over axis 0 of 2 z``.
+
+    Args:
+        key: a JAX PRNG key. theta: float [...]. num_samples: Python int >= 1.
+
+    Returns:
+        float, theta's shape.
+    """
+    eps = _toy_noise(key, theta, num_samples)
+    return jnp.mean(2.0 * (theta + eps), axis=0)
+
+
+# --- section 5: the importance-weighted bound and the exact check ----------------------------
+
+
+def iwae_bound(log_weights: jax.Array) -> jax.Array:
+    """``log (1/K) sum_k exp(log_weights[k])`` over axis 0, computed stably (section 5).
+
+    With ``log_weights[k] = log p(x, z_k) - log q(z_k | x)`` and ``z_k ~ q``, this is the IWAE
+    bound of Burda et al. (2015); ``K = 1`` gives the one-sample ELBO.
+
+    Args:
+        log_weights: float [K, ...], K >= 1; entries may be -inf.
+
+    Returns:
+        float [...].
+    """
+    log_weights = _float_array("log_weights", log_weights)
+    _at_least_1d("log_weights", log_weights)
+    if log_weights.shape[0] < 1:
+        raise ValueError("log_weights must hold at least one sample on axis 0 (K >= 1)")
+    k = log_weights.shape[0]
+    return jax.nn.logsumexp(log_weights, axis=0) - jnp.log(float(k))
+
+
+def _check_linear_gaussian(x, weight, bias, noise_var):
+    x, weight = _float_array("x", x), _float_array("weight", weight)
+    bias, noise_var = _float_array("bias", bias), _float_array("noise_var", noise_var)
+    if weight.ndim != 2:
+        raise ValueError(f"weight must have shape [D, Z], got {weight.shape}")
+    d = weight.shape[0]
+    if x.ndim < 1 or x.shape[-1] != d:
+        raise ValueError(f"x must have shape [..., {d}], got {x.shape}")
+    if bias.shape != (d,):
+        raise ValueError(f"bias must have shape [{d}], got {bias.shape}")
+    if noise_var.shape != ():
+        raise ValueError(f"noise_var must be a scalar, got shape {noise_var.shape}")
+    return x, weight, bias, noise_var
+
+
+def linear_gaussian_log_marginal(x, weight, bias, noise_var) -> jax.Array:
+    """Exact ``log p(x)`` of the linear-Gaussian model (probabilistic PCA) (section 5).
+
+    ``p(z) = N(0, I_Z)``, ``p(x | z) = N(weight z + bias, noise_var I_D)``, so
+    ``p(x) = N(bias, weight weight^T + noise_var I_D)``, evaluated with a Cholesky factor.
+
+    Args:
+        x: float [..., D]. weight: float [D, Z]. bias: float [D]. noise_var: float scalar > 0.
+
+    Returns:
+        float [...].
+    """
+    x, weight, bias, noise_var = _check_linear_gaussian(x, weight, bias, noise_var)
+    d = weight.shape[0]
+    cov = weight @ weight.T + noise_var * jnp.eye(d)  # (D, D)
+    chol = jnp.linalg.cholesky(cov)  # (D, D), lower
+    r = x - bias  # (..., D)
+    flat = r.reshape(-1, d).T  # (D, M)
+    white = jax.scipy.linalg.solve_triangular(chol, flat, lower=True)  # (D, M)
+    maha = jnp.sum(white**2, axis=0).reshape(r.shape[:-1])  # (...)
+    log_det = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    return -0.5 * (d * LOG_2PI + log_det + maha)
+
+
+def linear_gaussian_posterior(x, weight, bias, noise_var) -> tuple[jax.Array, jax.Array]:
+    """The exact posterior ``p(z | x) = N(mean, cov)`` of the linear-Gaussian model (section 5).
+
+    ``cov = noise_var (weight^T weight + noise_var I_Z)^{-1}`` (the same for every x) and
+    ``mean = cov weight^T (x - bias) / noise_var``. The covariance is diagonal exactly when the
+    columns of ``weight`` are orthogonal.
+
+    Args:
+        x: float [..., D]. weight: float [D, Z]. bias: float [D]. noise_var: float scalar > 0.
+
+    Returns:
+        mean: float [..., Z]; cov: float [Z, Z].
+    """
+    x, weight, bias, noise_var = _check_linear_gaussian(x, weight, bias, noise_var)
+    z = weight.shape[1]
+    precision = weight.T @ weight / noise_var + jnp.eye(z)  # (Z, Z)
+    cov = jnp.linalg.inv(precision)  # (Z, Z)
+    mean = (x - bias) @ weight @ cov.T / noise_var  # (..., Z)
+    return mean, cov
+
+
+# --- section 6: the ELBO and the model -------------------------------------------------------
+
+
+def elbo(
+    key: jax.Array,
+    x: jax.Array,
+    encode: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    decode: Callable[[jax.Array], jax.Array],
+    beta: float = 1.0,
+) -> jax.Array:
+    """One-sample ELBO per example with a Bernoulli decoder (section 6).
+
+    ``mean, log_var = encode(x)`` ([B, Z] each), ``z = reparameterize(key, mean, log_var)``
+    (the key used as is), ``logits = decode(z)`` ([B, D]) and the result is
+    ``bernoulli_log_likelihood(x, logits) - beta * gaussian_kl_standard(mean, log_var)``.
+
+    Args:
+        key: a JAX PRNG key. x: float [B, D] in [0, 1]. encode, decode: as above.
+        beta: weight of the KL term (1 gives the ELBO; a float or a traced scalar).
+
+    Returns:
+        float [B] (not averaged over the batch).
+    """
+    x = _float_array("x", x)
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape [B, D], got {x.shape}")
+    mean, log_var = encode(x)  # (B, Z) each
+    z = reparameterize(key, mean, log_var)  # (B, Z)
+    logits = decode(z)  # (B, D)
+    if logits.shape != x.shape:
+        raise ValueError(f"decode(z) must have x's shape {x.shape}, got {logits.shape}")
+    return bernoulli_log_likelihood(x, logits) - beta * gaussian_kl_standard(mean, log_var)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Sizes of :class:`VAE`; the defaults fit the 8x8 digits on a CPU in seconds."""
+
+    data_dim: int = 64  # D: 8x8 pixels, flattened
+    latent_dim: int = 2  # Z: 2 so the latent space can be drawn
+    hidden_dim: int = 128  # H: one hidden layer in the encoder and one in the decoder
+
+
+class VAE(nnx.Module):
+    """An MLP encoder ``x -> (mean, log_var)`` and an MLP decoder ``z -> Bernoulli logits``.
+
+    Attributes, created in this order from ``rngs``:
+        encoder: ``nn.MLP((D, H, 2 Z))``; its output is split into mean and log_var.
+        decoder: ``nn.MLP((Z, H, D))``.
+
+    ``encode(x [..., D]) -> (mean [..., Z], log_var [..., Z])``; ``decode(z [..., Z]) ->
+    logits [..., D]``.
+    """
+
+    def __init__(self, config: VAEConfig = VAEConfig(), *, rngs: nnx.Rngs):
+        for name in ("data_dim", "latent_dim", "hidden_dim"):
+            _positive_int(f"config.{name}", getattr(config, name))
+        self.config = config
+        d, z, h = config.data_dim, config.latent_dim, config.hidden_dim
+        self.encoder = nn.MLP((d, h, 2 * z), rngs=rngs)
+        self.decoder = nn.MLP((z, h, d), rngs=rngs)
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = self.encoder(x)  # (..., 2Z)
+        mean, log_var = jnp.split(out, 2, axis=-1)  # (..., Z) each
+        return mean, log_var
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        return self.decoder(z)  # (..., D)

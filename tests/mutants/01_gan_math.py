@@ -1,0 +1,470 @@
+"""Mutants of chapter 01's graded exercises (solutions/01_gan_math/01_gan_math.ipynb).
+
+``WRONG[name]`` maps a variant name to source code defining ``name`` with a plausible mistake;
+each must fail the notebook's ``test_<name>`` cell (hidden tests included). ``CORRECT[name]``
+holds valid alternatives to the solution; each must pass it. The sources are executed in the
+kernel after the solution notebook has run, so they may use what its imports cell defined:
+``functools``, ``jax``, ``jnp``, ``np``, ``nnx`` and ``optax``.
+
+The first wrong variant of the first exercise is the "wrong submission" of the nbgrader pipeline
+test, so it must fail its own test cell and nothing else.
+"""
+
+WRONG = {
+    "bce_with_logits": {
+        "labels_swapped": """
+def bce_with_logits(logits, labels):
+    logits = jnp.asarray(logits)
+    return jnp.maximum(logits, 0) - logits * (1 - labels) + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+""",
+        "naive_sigmoid_then_log": """
+def bce_with_logits(logits, labels):
+    d = jax.nn.sigmoid(logits)
+    return -(labels * jnp.log(d) + (1 - labels) * jnp.log(1 - d))
+""",
+        "missing_abs_overflows": """
+def bce_with_logits(logits, labels):
+    logits = jnp.asarray(logits)
+    return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-logits))
+""",
+        "clipped_probabilities": """
+def bce_with_logits(logits, labels):
+    d = jnp.clip(jax.nn.sigmoid(logits), 1e-7, 1 - 1e-7)
+    return -(labels * jnp.log(d) + (1 - labels) * jnp.log(1 - d))
+""",
+        "log_without_1p": """
+def bce_with_logits(logits, labels):
+    logits = jnp.asarray(logits)
+    return jnp.maximum(logits, 0) - logits * labels + jnp.log(jnp.exp(-jnp.abs(logits)))
+""",
+    },
+    "discriminator_loss": {
+        "summed_instead_of_averaged": """
+def discriminator_loss(real_logits, fake_logits):
+    return jnp.sum(jax.nn.softplus(-real_logits)) + jnp.sum(jax.nn.softplus(fake_logits))
+""",
+        "labels_swapped": """
+def discriminator_loss(real_logits, fake_logits):
+    return jnp.mean(jax.nn.softplus(real_logits)) + jnp.mean(jax.nn.softplus(-fake_logits))
+""",
+        "one_mean_over_both_batches": """
+def discriminator_loss(real_logits, fake_logits):
+    terms = jnp.concatenate([jax.nn.softplus(-real_logits).ravel(),
+                             jax.nn.softplus(fake_logits).ravel()])
+    return jnp.mean(terms)
+""",
+        "naive_log_of_sigmoid": """
+def discriminator_loss(real_logits, fake_logits):
+    return (-jnp.mean(jnp.log(jax.nn.sigmoid(real_logits)))
+            - jnp.mean(jnp.log(1 - jax.nn.sigmoid(fake_logits))))
+""",
+        "value_not_negated": """
+def discriminator_loss(real_logits, fake_logits):
+    return -jnp.mean(jax.nn.softplus(-real_logits)) - jnp.mean(jax.nn.softplus(fake_logits))
+""",
+    },
+    "generator_loss": {
+        "saturating_wrong_sign": """
+def generator_loss(fake_logits, non_saturating=True):
+    if non_saturating:
+        return jnp.mean(jax.nn.softplus(-fake_logits))
+    return jnp.mean(jax.nn.softplus(fake_logits))
+""",
+        "flag_inverted": """
+def generator_loss(fake_logits, non_saturating=True):
+    if not non_saturating:
+        return jnp.mean(jax.nn.softplus(-fake_logits))
+    return -jnp.mean(jax.nn.softplus(fake_logits))
+""",
+        "non_saturating_as_minus_log_one_minus_d": """
+def generator_loss(fake_logits, non_saturating=True):
+    if non_saturating:
+        return jnp.mean(jax.nn.softplus(fake_logits))
+    return -jnp.mean(jax.nn.softplus(fake_logits))
+""",
+        "summed_instead_of_averaged": """
+def generator_loss(fake_logits, non_saturating=True):
+    if non_saturating:
+        return jnp.sum(jax.nn.softplus(-fake_logits))
+    return -jnp.sum(jax.nn.softplus(fake_logits))
+""",
+        "naive_log_of_sigmoid": """
+def generator_loss(fake_logits, non_saturating=True):
+    d = jax.nn.sigmoid(fake_logits)
+    if non_saturating:
+        return -jnp.mean(jnp.log(d))
+    return jnp.mean(jnp.log(1 - d))
+""",
+    },
+    "optimal_discriminator": {
+        "no_zero_over_zero_case": """
+def optimal_discriminator(p_data, p_g):
+    return p_data / (p_data + p_g)
+""",
+        "epsilon_in_denominator": """
+def optimal_discriminator(p_data, p_g):
+    return p_data / (p_data + p_g + 1e-8)
+""",
+        "ratio_swapped": """
+def optimal_discriminator(p_data, p_g):
+    total = p_data + p_g
+    return jnp.where(total > 0, p_g / jnp.where(total > 0, total, 1.0), 0.5)
+""",
+        "zero_case_gives_zero": """
+def optimal_discriminator(p_data, p_g):
+    total = p_data + p_g
+    return jnp.where(total > 0, p_data / jnp.where(total > 0, total, 1.0), 0.0)
+""",
+        "likelihood_ratio": """
+def optimal_discriminator(p_data, p_g):
+    return jnp.where(p_g > 0, p_data / jnp.where(p_g > 0, p_g, 1.0), 0.5)
+""",
+    },
+    "kl_divergence": {
+        "zeros_give_nan": """
+def kl_divergence(p, q):
+    return jnp.sum(p * jnp.log(p / q), axis=-1)
+""",
+        "ignores_zeros_in_q": """
+def kl_divergence(p, q):
+    ok = (p > 0) & (q > 0)
+    terms = jnp.where(ok, p * jnp.log(jnp.where(ok, p, 1.0) / jnp.where(ok, q, 1.0)), 0.0)
+    return jnp.sum(terms, axis=-1)
+""",
+        "arguments_reversed": """
+def kl_divergence(p, q):
+    return jnp.sum(jax.scipy.special.xlogy(q, q) - jax.scipy.special.xlogy(q, p), axis=-1)
+""",
+        "log_base_2": """
+def kl_divergence(p, q):
+    xlogy = jax.scipy.special.xlogy
+    return jnp.sum(xlogy(p, p) - xlogy(p, q), axis=-1) / jnp.log(2.0)
+""",
+        "summed_over_every_axis": """
+def kl_divergence(p, q):
+    xlogy = jax.scipy.special.xlogy
+    return jnp.sum(xlogy(p, p) - xlogy(p, q))
+""",
+    },
+    "js_divergence": {
+        "log_base_2": """
+def js_divergence(p, q):
+    xlogy = jax.scipy.special.xlogy
+    m = 0.5 * (p + q)
+    kl = lambda a: jnp.sum(xlogy(a, a) - xlogy(a, m), axis=-1)
+    return (0.5 * kl(p) + 0.5 * kl(q)) / jnp.log(2.0)
+""",
+        "square_root_like_scipy": """
+def js_divergence(p, q):
+    xlogy = jax.scipy.special.xlogy
+    m = 0.5 * (p + q)
+    kl = lambda a: jnp.sum(xlogy(a, a) - xlogy(a, m), axis=-1)
+    return jnp.sqrt(0.5 * kl(p) + 0.5 * kl(q))
+""",
+        "missing_one_half": """
+def js_divergence(p, q):
+    xlogy = jax.scipy.special.xlogy
+    m = 0.5 * (p + q)
+    kl = lambda a: jnp.sum(xlogy(a, a) - xlogy(a, m), axis=-1)
+    return kl(p) + kl(q)
+""",
+        "mixture_not_halved": """
+def js_divergence(p, q):
+    xlogy = jax.scipy.special.xlogy
+    m = p + q
+    kl = lambda a: jnp.sum(xlogy(a, a) - xlogy(a, m), axis=-1)
+    return 0.5 * kl(p) + 0.5 * kl(q)
+""",
+        "zeros_give_nan": """
+def js_divergence(p, q):
+    m = 0.5 * (p + q)
+    return 0.5 * jnp.sum(p * jnp.log(p / m), -1) + 0.5 * jnp.sum(q * jnp.log(q / m), -1)
+""",
+    },
+    "gan_value": {
+        "zeros_give_nan": """
+def gan_value(p_data, p_g, d):
+    return jnp.sum(p_data * jnp.log(d) + p_g * jnp.log(1 - d), axis=-1)
+""",
+        "terms_swapped": """
+def gan_value(p_data, p_g, d):
+    xlogy = jax.scipy.special.xlogy
+    return jnp.sum(xlogy(p_data, 1 - d) + xlogy(p_g, d), axis=-1)
+""",
+        "mean_instead_of_sum": """
+def gan_value(p_data, p_g, d):
+    xlogy = jax.scipy.special.xlogy
+    return jnp.mean(xlogy(p_data, d) + xlogy(p_g, 1 - d), axis=-1)
+""",
+        "clipped_d": """
+def gan_value(p_data, p_g, d):
+    d = jnp.clip(d, 1e-7, 1 - 1e-7)
+    return jnp.sum(p_data * jnp.log(d) + p_g * jnp.log(1 - d), axis=-1)
+""",
+        "summed_over_every_axis": """
+def gan_value(p_data, p_g, d):
+    xlogy = jax.scipy.special.xlogy
+    return jnp.sum(xlogy(p_data, d) + xlogy(p_g, 1 - d))
+""",
+    },
+    "mode_coverage": {
+        "counts_every_sample": """
+def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) <= num_std * std
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]), axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
+        "radius_is_one_std": """
+def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) <= std
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
+        "squared_distance_against_radius": """
+def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+    distances = jnp.sum((samples[:, None, :] - centers[None]) ** 2, axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) <= num_std * std
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
+        "min_count_off_by_one": """
+def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) <= num_std * std
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    return jnp.sum(per_mode > min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
+        "quality_share_of_covered_modes": """
+def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) <= num_std * std
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    covered = jnp.sum(per_mode >= min_count)
+    return covered.astype(jnp.int32), covered / centers.shape[0]
+""",
+    },
+    "wasserstein_1d": {
+        "not_sorted": """
+def wasserstein_1d(x, y):
+    return jnp.mean(jnp.abs(x - y), axis=-1)
+""",
+        "only_x_sorted": """
+def wasserstein_1d(x, y):
+    return jnp.mean(jnp.abs(jnp.sort(x, axis=-1) - y), axis=-1)
+""",
+        "difference_of_means": """
+def wasserstein_1d(x, y):
+    return jnp.abs(jnp.mean(x, axis=-1) - jnp.mean(y, axis=-1))
+""",
+        "squared_distance": """
+def wasserstein_1d(x, y):
+    return jnp.mean((jnp.sort(x, axis=-1) - jnp.sort(y, axis=-1)) ** 2, axis=-1)
+""",
+        "sum_instead_of_mean": """
+def wasserstein_1d(x, y):
+    return jnp.sum(jnp.abs(jnp.sort(x, axis=-1) - jnp.sort(y, axis=-1)), axis=-1)
+""",
+    },
+    "gradient_penalty": {
+        "penalty_on_real_points_only": """
+def gradient_penalty(critic_fn, real, fake, key):
+    grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(real)
+    norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=1))
+    return jnp.mean((norms - 1.0) ** 2)
+""",
+        "squared_norm": """
+def gradient_penalty(critic_fn, real, fake, key):
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
+    x_hat = eps * real + (1.0 - eps) * fake
+    grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(x_hat)
+    norms = jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=1)
+    return jnp.mean((norms - 1.0) ** 2)
+""",
+        "one_eps_per_entry": """
+def gradient_penalty(critic_fn, real, fake, key):
+    eps = jax.random.uniform(key, real.shape)
+    x_hat = eps * real + (1.0 - eps) * fake
+    grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(x_hat)
+    norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=1))
+    return jnp.mean((norms - 1.0) ** 2)
+""",
+        "norm_over_the_whole_batch": """
+def gradient_penalty(critic_fn, real, fake, key):
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
+    x_hat = eps * real + (1.0 - eps) * fake
+    grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(x_hat)
+    return (jnp.sqrt(jnp.sum(grads**2)) - 1.0) ** 2
+""",
+        "interpolation_weights_swapped": """
+def gradient_penalty(critic_fn, real, fake, key):
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
+    x_hat = (1.0 - eps) * real + eps * fake
+    grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(x_hat)
+    norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=1))
+    return jnp.mean((norms - 1.0) ** 2)
+""",
+    },
+}
+
+CORRECT = {
+    "bce_with_logits": {
+        "log_sigmoid_pair": """
+def bce_with_logits(logits, labels):
+    return -(labels * jax.nn.log_sigmoid(logits) + (1 - labels) * jax.nn.log_sigmoid(-logits))
+""",
+        "softplus_minus_xy": """
+def bce_with_logits(logits, labels):
+    return jax.nn.softplus(logits) - logits * labels
+""",
+        "optax": """
+def bce_with_logits(logits, labels):
+    logits, labels = jnp.broadcast_arrays(jnp.asarray(logits), jnp.asarray(labels, jnp.float32))
+    return optax.sigmoid_binary_cross_entropy(logits, labels)
+""",
+    },
+    "discriminator_loss": {
+        "log_sigmoid": """
+def discriminator_loss(real_logits, fake_logits):
+    return -jnp.mean(jax.nn.log_sigmoid(real_logits)) - jnp.mean(jax.nn.log_sigmoid(-fake_logits))
+""",
+        "optax_bce": """
+def discriminator_loss(real_logits, fake_logits):
+    bce = optax.sigmoid_binary_cross_entropy
+    return (jnp.mean(bce(real_logits, jnp.ones_like(real_logits)))
+            + jnp.mean(bce(fake_logits, jnp.zeros_like(fake_logits))))
+""",
+        "logaddexp": """
+def discriminator_loss(real_logits, fake_logits):
+    return jnp.mean(jnp.logaddexp(0.0, -real_logits)) + jnp.mean(jnp.logaddexp(0.0, fake_logits))
+""",
+    },
+    "generator_loss": {
+        "log_sigmoid": """
+def generator_loss(fake_logits, non_saturating=True):
+    if non_saturating:
+        return -jnp.mean(jax.nn.log_sigmoid(fake_logits))
+    return jnp.mean(jax.nn.log_sigmoid(-fake_logits))
+""",
+        "optax_bce": """
+def generator_loss(fake_logits, non_saturating=True):
+    bce = optax.sigmoid_binary_cross_entropy
+    if non_saturating:
+        return jnp.mean(bce(fake_logits, jnp.ones_like(fake_logits)))
+    return -jnp.mean(bce(fake_logits, jnp.zeros_like(fake_logits)))
+""",
+    },
+    "optimal_discriminator": {
+        "divide_then_fill": """
+def optimal_discriminator(p_data, p_g):
+    p_data, p_g = jnp.broadcast_arrays(jnp.asarray(p_data), jnp.asarray(p_g))
+    both_zero = (p_data == 0) & (p_g == 0)
+    ratio = p_data / jnp.where(both_zero, 1.0, p_data + p_g)
+    return jnp.where(both_zero, 0.5, ratio)
+""",
+        "one_plus_ratio": """
+def optimal_discriminator(p_data, p_g):
+    p_data, p_g = jnp.broadcast_arrays(jnp.asarray(p_data), jnp.asarray(p_g))
+    total = p_data + p_g
+    half_difference = (p_data - p_g) / jnp.where(total > 0, total, 1.0)
+    return 0.5 + 0.5 * half_difference
+""",
+    },
+    "kl_divergence": {
+        "xlogy": """
+def kl_divergence(p, q):
+    xlogy = jax.scipy.special.xlogy
+    return jnp.sum(xlogy(p, p) - xlogy(p, q), axis=-1)
+""",
+        "rel_entr": """
+def kl_divergence(p, q):
+    return jnp.sum(jax.scipy.special.rel_entr(p, q), axis=-1)
+""",
+    },
+    "js_divergence": {
+        "entropy_form": """
+def js_divergence(p, q):
+    def entropy(a):
+        return -jnp.sum(jax.scipy.special.xlogy(a, a), axis=-1)
+    return entropy(0.5 * (p + q)) - 0.5 * (entropy(p) + entropy(q))
+""",
+        "rel_entr": """
+def js_divergence(p, q):
+    m = 0.5 * (p + q)
+    rel = jax.scipy.special.rel_entr
+    return 0.5 * jnp.sum(rel(p, m), axis=-1) + 0.5 * jnp.sum(rel(q, m), axis=-1)
+""",
+    },
+    "gan_value": {
+        "xlogy": """
+def gan_value(p_data, p_g, d):
+    xlogy = jax.scipy.special.xlogy
+    return jnp.sum(xlogy(p_data, d) + xlogy(p_g, 1 - d), axis=-1)
+""",
+        "xlog1py": """
+def gan_value(p_data, p_g, d):
+    special = jax.scipy.special
+    return jnp.sum(special.xlogy(p_data, d), axis=-1) + jnp.sum(special.xlog1py(p_g, -d), axis=-1)
+""",
+    },
+    "mode_coverage": {
+        "squared_distances_and_bincount": """
+def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+    sq = jnp.sum((samples[:, None, :] - centers[None]) ** 2, axis=-1)
+    nearest = jnp.argmin(sq, axis=1)
+    close = jnp.min(sq, axis=1) <= (num_std * std) ** 2
+    counts = jnp.bincount(nearest, weights=close.astype(jnp.float32), length=centers.shape[0])
+    return jnp.sum(counts >= min_count), jnp.mean(close)
+""",
+        "loop_over_modes": """
+def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+    samples, centers = np.asarray(samples), np.asarray(centers)
+    distances = np.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = distances.argmin(axis=1)
+    close = distances.min(axis=1) <= num_std * std
+    covered = 0
+    for m in range(len(centers)):
+        if np.sum(close & (nearest == m)) >= min_count:
+            covered += 1
+    return np.int32(covered), np.float32(close.mean())
+""",
+    },
+    "wasserstein_1d": {
+        "sum_over_n": """
+def wasserstein_1d(x, y):
+    n = x.shape[-1]
+    return jnp.sum(jnp.abs(jnp.sort(x, axis=-1) - jnp.sort(y, axis=-1)), axis=-1) / n
+""",
+        "broadcast_first": """
+def wasserstein_1d(x, y):
+    x, y = jnp.broadcast_arrays(jnp.asarray(x), jnp.asarray(y))
+    return jnp.abs(jnp.sort(y) - jnp.sort(x)).mean(-1)
+""",
+    },
+    "gradient_penalty": {
+        "vmap_per_example": """
+def gradient_penalty(critic_fn, real, fake, key):
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
+    x_hat = eps * real + (1.0 - eps) * fake
+    one = lambda x: jnp.sum(critic_fn(x[None]))
+    grads = jax.vmap(jax.grad(one))(x_hat)
+    norms = jnp.linalg.norm(grads.reshape(grads.shape[0], -1), axis=1)
+    return jnp.mean(jnp.square(norms - 1.0))
+""",
+        "vjp_with_ones": """
+def gradient_penalty(critic_fn, real, fake, key):
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
+    x_hat = fake + eps * (real - fake)
+    out, pullback = jax.vjp(critic_fn, x_hat)
+    (grads,) = pullback(jnp.ones_like(out))
+    axes = tuple(range(1, grads.ndim))
+    return jnp.mean((jnp.sqrt(jnp.sum(grads * grads, axis=axes)) - 1.0) ** 2)
+""",
+    },
+}

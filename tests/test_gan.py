@@ -1,0 +1,330 @@
+"""The references of chapter 01 (genlab.gan) against independent checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.spatial.distance
+import scipy.special
+import scipy.stats
+
+from genlab import data, gan
+
+
+def _probabilities(rng, shape, zeros=0):
+    p = rng.random(shape)
+    if zeros:
+        p[..., :zeros] = 0.0
+        rng.permuted(p, axis=-1, out=p)
+    return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+# --- bce_with_logits ------------------------------------------------------------------------
+
+
+def test_bce_with_logits_matches_optax():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=10.0, size=(4, 7)).astype(np.float32)
+    labels = rng.random((4, 7)).astype(np.float32)
+    got = gan.bce_with_logits(logits, labels)
+    want = optax.sigmoid_binary_cross_entropy(logits, labels)
+    assert got.shape == (4, 7) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_bce_with_logits_matches_probability_form_in_float64():
+    x = np.linspace(-30.0, 30.0, 61)
+    for y in (0.0, 1.0, 0.3):
+        s = scipy.special.expit(x)
+        want = -(y * np.log(s) + (1 - y) * np.log1p(-s))
+        np.testing.assert_allclose(gan.bce_with_logits(x, y), want, rtol=1e-4, atol=1e-6)
+
+
+def test_bce_with_logits_is_stable_for_huge_logits():
+    logits = jnp.array([1e4, -1e4, 1e4, -1e4, 0.0])
+    labels = jnp.array([1.0, 0.0, 0.0, 1.0, 1.0])
+    got = np.asarray(gan.bce_with_logits(logits, labels))
+    np.testing.assert_allclose(got, [0.0, 0.0, 1e4, 1e4, np.log(2.0)], rtol=1e-6)
+
+
+def test_bce_with_logits_gradient_is_sigmoid_minus_label():
+    x, y = jnp.array([-3.0, 0.5, 2.0]), jnp.array([1.0, 0.0, 0.25])
+    grad = jax.grad(lambda v: jnp.sum(gan.bce_with_logits(v, y)))(x)
+    np.testing.assert_allclose(grad, scipy.special.expit(np.asarray(x)) - np.asarray(y), rtol=1e-5)
+
+
+def test_bce_with_logits_rejects_bad_input():
+    with pytest.raises(ValueError, match="logits"):
+        gan.bce_with_logits(jnp.zeros(3), jnp.zeros(4))
+    with pytest.raises(TypeError, match="labels"):
+        gan.bce_with_logits(jnp.zeros(3), "ones")
+
+
+# --- discriminator_loss and generator_loss --------------------------------------------------
+
+
+def test_discriminator_loss_is_two_means_of_optax_bce():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(8, 1)).astype(np.float32)
+    fake = rng.normal(size=(5, 1)).astype(np.float32)
+    want = np.mean(optax.sigmoid_binary_cross_entropy(real, np.ones_like(real))) + np.mean(
+        optax.sigmoid_binary_cross_entropy(fake, np.zeros_like(fake))
+    )
+    got = gan.discriminator_loss(real, fake)
+    assert got.shape == ()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_discriminator_loss_at_chance_is_log_4():
+    np.testing.assert_allclose(gan.discriminator_loss(jnp.zeros(3), jnp.zeros(9)), np.log(4.0))
+
+
+def test_discriminator_loss_rejects_empty_batch():
+    with pytest.raises(ValueError, match="fake_logits"):
+        gan.discriminator_loss(jnp.zeros(3), jnp.zeros(0))
+
+
+def test_generator_loss_matches_probability_forms():
+    x = np.array([-4.0, -1.0, 0.0, 2.0])
+    d = scipy.special.expit(x)
+    np.testing.assert_allclose(gan.generator_loss(x), -np.mean(np.log(d)), rtol=1e-5)
+    np.testing.assert_allclose(
+        gan.generator_loss(x, non_saturating=False), np.mean(np.log1p(-d)), rtol=1e-5
+    )
+
+
+def test_generator_losses_gradients_match_finite_differences_and_saturate():
+    h = 1e-3
+    for non_saturating in (True, False):
+
+        def loss(v, ns=non_saturating):
+            return gan.generator_loss(v, non_saturating=ns)
+
+        for x0 in (-8.0, -1.0, 1.5):
+            x = jnp.array([x0], jnp.float32)
+            grad = float(jax.grad(loss)(x)[0])
+            numeric = (float(loss(x + h)) - float(loss(x - h))) / (2 * h)
+            np.testing.assert_allclose(grad, numeric, rtol=2e-2, atol=1e-4)
+    # dL/dx: -(1 - D) non-saturating, -D saturating; with D = sigmoid(-8) the second vanishes.
+    x = jnp.array([-8.0])
+    ns = float(jax.grad(lambda v: gan.generator_loss(v))(x)[0])
+    sat = float(jax.grad(lambda v: gan.generator_loss(v, non_saturating=False))(x)[0])
+    np.testing.assert_allclose(ns, -(1 - scipy.special.expit(-8.0)), rtol=1e-5)
+    np.testing.assert_allclose(sat, -scipy.special.expit(-8.0), rtol=1e-4)
+    assert abs(sat) < 1e-3 < abs(ns)
+
+
+def test_generator_loss_rejects_non_bool_flag():
+    with pytest.raises(TypeError, match="non_saturating"):
+        gan.generator_loss(jnp.zeros(2), non_saturating="yes")
+
+
+# --- optimal discriminator, divergences, Theorem 1 ------------------------------------------
+
+
+def test_optimal_discriminator_ratio_and_zero_case():
+    p_data = jnp.array([0.2, 0.0, 0.0, 0.5])
+    p_g = jnp.array([0.6, 0.3, 0.0, 0.5])
+    np.testing.assert_allclose(gan.optimal_discriminator(p_data, p_g), [0.25, 0.0, 0.5, 0.5])
+    grad = jax.grad(lambda p: jnp.sum(gan.optimal_discriminator(p, p_g)))(p_data)
+    assert np.all(np.isfinite(grad))
+
+
+def test_optimal_discriminator_maximises_the_pointwise_objective():
+    # a log y + b log(1 - y) is maximised at y = a / (a + b): check on a grid.
+    y = np.linspace(1e-4, 1 - 1e-4, 20001)
+    for a, b in [(0.3, 0.1), (0.05, 0.7), (1.0, 1.0)]:
+        best = y[np.argmax(a * np.log(y) + b * np.log1p(-y))]
+        np.testing.assert_allclose(gan.optimal_discriminator(a, b), best, atol=1e-3)
+
+
+def test_kl_divergence_matches_scipy_entropy():
+    rng = np.random.default_rng(2)
+    p, q = _probabilities(rng, (3, 6), zeros=2), _probabilities(rng, (3, 6))
+    got = gan.kl_divergence(p, q)
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, scipy.stats.entropy(p, q, axis=-1), rtol=1e-5, atol=1e-6)
+
+
+def test_kl_divergence_infinite_when_q_misses_support():
+    assert gan.kl_divergence(jnp.array([0.5, 0.5]), jnp.array([1.0, 0.0])) == np.inf
+    assert gan.kl_divergence(jnp.array([1.0, 0.0]), jnp.array([0.5, 0.5])) == pytest.approx(
+        np.log(2.0)
+    )
+
+
+def test_js_divergence_matches_scipy_squared():
+    rng = np.random.default_rng(3)
+    p, q = _probabilities(rng, (4, 5), zeros=1), _probabilities(rng, (4, 5), zeros=2)
+    want = scipy.spatial.distance.jensenshannon(p, q, axis=-1) ** 2
+    np.testing.assert_allclose(gan.js_divergence(p, q), want, rtol=1e-4, atol=1e-6)
+
+
+def test_js_divergence_bounds_and_symmetry():
+    p, q = jnp.array([0.5, 0.5, 0.0, 0.0]), jnp.array([0.0, 0.0, 0.25, 0.75])
+    np.testing.assert_allclose(gan.js_divergence(p, q), np.log(2.0), rtol=1e-6)
+    np.testing.assert_allclose(gan.js_divergence(p, p), 0.0, atol=1e-7)
+    r = jnp.array([0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(gan.js_divergence(p, r), gan.js_divergence(r, p), rtol=1e-6)
+
+
+def test_divergences_reject_mismatched_support():
+    with pytest.raises(ValueError, match="support"):
+        gan.js_divergence(jnp.ones(3) / 3, jnp.ones(4) / 4)
+    with pytest.raises(ValueError, match="p"):
+        gan.kl_divergence(jnp.float32(1.0), jnp.ones(2) / 2)
+
+
+def test_gan_value_brute_force_and_zero_convention():
+    rng = np.random.default_rng(4)
+    p, q = _probabilities(rng, (6,)), _probabilities(rng, (6,))
+    d = rng.uniform(0.05, 0.95, size=6).astype(np.float32)
+    want = sum(p[k] * np.log(d[k]) + q[k] * np.log(1 - d[k]) for k in range(6))
+    np.testing.assert_allclose(gan.gan_value(p, q, d), want, rtol=1e-5)
+    # p_data = 0 where d = 0 and p_g = 0 where d = 1: those terms vanish.
+    got = gan.gan_value(jnp.array([0.0, 1.0]), jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]))
+    assert got == 0.0
+
+
+def test_theorem_1_on_discrete_distributions():
+    rng = np.random.default_rng(5)
+    p, q = _probabilities(rng, (5, 10), zeros=3), _probabilities(rng, (5, 10), zeros=3)
+    d_star = gan.optimal_discriminator(p, q)
+    value = gan.gan_value(p, q, d_star)
+    np.testing.assert_allclose(value, -np.log(4.0) + 2 * gan.js_divergence(p, q), atol=1e-5)
+    # Any other discriminator does worse: V(D, G) <= V(D*, G).
+    other = np.clip(np.asarray(d_star) + rng.uniform(-0.2, 0.2, size=d_star.shape), 0.01, 0.99)
+    assert np.all(np.asarray(gan.gan_value(p, q, other)) <= np.asarray(value) + 1e-6)
+    # And the minimum over G is -log 4, reached at p_g = p_data.
+    np.testing.assert_allclose(gan.gan_value(p, p, gan.optimal_discriminator(p, p)), -np.log(4.0))
+
+
+def test_theorem_1_on_densities_on_a_grid():
+    # Two Beta densities on [0, 1] (midpoint rule); V(D*, G) as an integral, JSD from the cells.
+    dx = 1.0 / 4000
+    x = (np.arange(4000) + 0.5) * dx
+    p_data = scipy.stats.beta.pdf(x, 2.0, 5.0)
+    p_g = scipy.stats.beta.pdf(x, 3.0, 2.0)
+    d_star = np.asarray(gan.optimal_discriminator(p_data, p_g), np.float64)
+    np.testing.assert_allclose(d_star, p_data / (p_data + p_g), rtol=1e-5)
+    value = np.sum(p_data * np.log(d_star) + p_g * np.log1p(-d_star)) * dx
+    jsd = float(gan.js_divergence(p_data * dx, p_g * dx))
+    np.testing.assert_allclose(value, -np.log(4.0) + 2 * jsd, atol=1e-4)
+    assert value > -np.log(4.0) + 0.1  # different densities: strictly above the minimum
+
+
+# --- mode coverage --------------------------------------------------------------------------
+
+
+def test_mode_coverage_counts_modes_and_quality_by_brute_force():
+    centers = data.ring_centers(8, 2.0)
+    rng = np.random.default_rng(6)
+    modes = rng.choice([0, 1, 2, 5], size=300)
+    samples = np.asarray(centers)[modes] + 0.05 * rng.normal(size=(300, 2))
+    samples[:50] = rng.uniform(-3, 3, size=(50, 2))
+    covered, quality = gan.mode_coverage(samples, centers, std=0.05, min_count=5)
+    c = np.asarray(centers, np.float64)
+    dist = np.sqrt(((samples[:, None, :] - c[None]) ** 2).sum(-1))
+    close = dist.min(1) <= 0.15
+    counts = np.bincount(dist.argmin(1)[close], minlength=8)
+    assert int(covered) == int((counts >= 5).sum())
+    np.testing.assert_allclose(quality, close.mean(), rtol=1e-6)
+    assert covered.dtype == jnp.int32 and quality.dtype == jnp.float32
+
+
+def test_mode_coverage_data_from_the_ring_covers_everything():
+    centers = data.ring_centers()
+    samples = data.gaussian_ring(jax.random.key(0), 4000, std=0.05)
+    covered, quality = gan.mode_coverage(samples, centers, std=0.05, min_count=20)
+    assert int(covered) == 8
+    # A 2-D Gaussian puts 1 - exp(-9 / 2) = 98.9 % of its mass within 3 standard deviations.
+    np.testing.assert_allclose(quality, 1 - np.exp(-4.5), atol=0.01)
+    collapsed = jnp.tile(centers[:1], (100, 1))
+    covered, quality = gan.mode_coverage(collapsed, centers, std=0.05)
+    assert int(covered) == 1 and float(quality) == 1.0
+
+
+def test_mode_coverage_rejects_bad_input():
+    centers = data.ring_centers()
+    with pytest.raises(ValueError, match="centers"):
+        gan.mode_coverage(jnp.zeros((4, 3)), centers, std=0.1)
+    with pytest.raises(ValueError, match="std"):
+        gan.mode_coverage(jnp.zeros((4, 2)), centers, std=0.0)
+    with pytest.raises(ValueError, match="min_count"):
+        gan.mode_coverage(jnp.zeros((4, 2)), centers, std=0.1, min_count=0)
+
+
+# --- gradient penalty -----------------------------------------------------------------------
+
+
+def test_gradient_penalty_linear_critic_closed_form():
+    # critic(x) = x . w has gradient w everywhere: penalty = (|w| - 1)^2 for any interpolation.
+    w = jnp.array([3.0, 4.0])
+    rng = np.random.default_rng(7)
+    real, fake = rng.normal(size=(6, 2)), rng.normal(size=(6, 2))
+    got = gan.gradient_penalty(lambda x: x @ w, real, fake, jax.random.key(0))
+    np.testing.assert_allclose(got, 16.0, rtol=1e-6)
+
+
+def test_gradient_penalty_matches_per_example_finite_differences():
+    def critic(x):  # (B, 2, 3) -> (B,)
+        return jnp.sum(jnp.sin(x) * jnp.arange(1.0, 7.0).reshape(2, 3), axis=(1, 2))
+
+    rng = np.random.default_rng(8)
+    real = rng.normal(size=(4, 2, 3)).astype(np.float64)
+    fake = rng.normal(size=(4, 2, 3)).astype(np.float64)
+    key = jax.random.key(1)
+    eps = np.asarray(jax.random.uniform(key, (4, 1, 1)), np.float64)
+    x_hat = eps * real + (1 - eps) * fake
+    h = 1e-4
+    norms = []
+    for b in range(4):
+        grad = np.zeros((2, 3))
+        for idx in np.ndindex(2, 3):
+            step = np.zeros((1, 2, 3))
+            step[(0, *idx)] = h
+            up = float(critic(jnp.asarray(x_hat[b : b + 1] + step, jnp.float32))[0])
+            down = float(critic(jnp.asarray(x_hat[b : b + 1] - step, jnp.float32))[0])
+            grad[idx] = (up - down) / (2 * h)
+        norms.append(np.linalg.norm(grad))
+    want = np.mean((np.array(norms) - 1.0) ** 2)
+    got = gan.gradient_penalty(critic, real.astype(np.float32), fake.astype(np.float32), key)
+    np.testing.assert_allclose(got, want, rtol=2e-2)
+
+
+def test_gradient_penalty_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="fake"):
+        gan.gradient_penalty(
+            lambda x: x[:, 0], jnp.zeros((3, 2)), jnp.zeros((4, 2)), jax.random.key(0)
+        )
+    with pytest.raises(TypeError, match="critic_fn"):
+        gan.gradient_penalty(None, jnp.zeros((3, 2)), jnp.zeros((3, 2)), jax.random.key(0))
+
+
+# --- wasserstein_1d -------------------------------------------------------------------------
+
+
+def test_wasserstein_1d_matches_scipy():
+    rng = np.random.default_rng(9)
+    for n in (1, 7, 500):
+        x, y = rng.normal(size=n), rng.standard_t(3, size=n) + 0.5
+        np.testing.assert_allclose(
+            gan.wasserstein_1d(x.astype(np.float32), y.astype(np.float32)),
+            scipy.stats.wasserstein_distance(x, y),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+
+
+def test_wasserstein_1d_batched_and_shift():
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(3, 50)).astype(np.float32)
+    got = gan.wasserstein_1d(x, x + 2.0)
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, 2.0, rtol=1e-5)
+
+
+def test_wasserstein_1d_rejects_unequal_counts():
+    with pytest.raises(ValueError, match="same number"):
+        gan.wasserstein_1d(jnp.zeros(3), jnp.zeros(4))

@@ -1,0 +1,342 @@
+"""The references of chapter 02 (genlab.vae) against independent checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.integrate
+import scipy.special
+import scipy.stats
+from flax import nnx
+
+from genlab import vae
+
+
+def _random(seed, shape, scale=1.0, low=None, high=None):
+    rng = np.random.default_rng(seed)
+    if low is not None:
+        return jnp.asarray(rng.uniform(low, high, size=shape), jnp.float32)
+    return jnp.asarray(scale * rng.normal(size=shape), jnp.float32)
+
+
+# --- gaussian_kl_standard and gaussian_kl -----------------------------------------------------
+
+
+def test_gaussian_kl_standard_is_zero_only_at_the_prior():
+    np.testing.assert_allclose(vae.gaussian_kl_standard(jnp.zeros((3, 4)), jnp.zeros((3, 4))), 0.0)
+    mean, log_var = _random(0, (50, 3), 2.0), _random(1, (50, 3), low=-4.0, high=3.0)
+    assert np.all(np.asarray(vae.gaussian_kl_standard(mean, log_var)) > 0.0)
+
+
+def test_gaussian_kl_standard_matches_monte_carlo():
+    mean, log_var = jnp.array([0.7, -1.2, 0.0]), jnp.array([-0.8, 0.6, -2.0])
+    std = np.exp(0.5 * np.asarray(log_var, np.float64))
+    z = np.random.default_rng(0).normal(size=(400_000, 3)) * std + np.asarray(mean, np.float64)
+    log_q = scipy.stats.norm.logpdf(z, np.asarray(mean, np.float64), std).sum(-1)
+    log_p = scipy.stats.norm.logpdf(z).sum(-1)
+    samples = log_q - log_p
+    standard_error = samples.std() / np.sqrt(samples.size)
+    got = float(vae.gaussian_kl_standard(mean, log_var))
+    assert abs(got - samples.mean()) < 5 * standard_error
+
+
+@pytest.mark.parametrize("mq, vq, mp, vp", [(0.5, -1.0, 0.0, 0.0), (-2.0, 1.0, 1.0, -0.5)])
+def test_gaussian_kl_matches_numerical_integration(mq, vq, mp, vp):
+    sq, sp = np.exp(0.5 * vq), np.exp(0.5 * vp)
+
+    def integrand(z):
+        log_q = scipy.stats.norm.logpdf(z, mq, sq)
+        return np.exp(log_q) * (log_q - scipy.stats.norm.logpdf(z, mp, sp))
+
+    want, _ = scipy.integrate.quad(integrand, mq - 30 * sq, mq + 30 * sq, limit=200)
+    got = vae.gaussian_kl(jnp.array([mq]), jnp.array([vq]), jnp.array([mp]), jnp.array([vp]))
+    np.testing.assert_allclose(float(got), want, rtol=1e-5, atol=1e-7)
+
+
+def test_gaussian_kl_with_standard_prior_equals_gaussian_kl_standard():
+    mean, log_var = _random(2, (4, 5), 1.5), _random(3, (4, 5), low=-3.0, high=2.0)
+    np.testing.assert_allclose(
+        vae.gaussian_kl(mean, log_var, jnp.zeros(5), jnp.zeros(5)),
+        vae.gaussian_kl_standard(mean, log_var),
+        rtol=1e-5,
+    )
+
+
+def test_gaussian_kl_is_a_sum_over_the_last_axis_and_broadcasts():
+    mq, vq = _random(4, (2, 3, 4)), _random(5, (2, 3, 4), low=-1.0, high=1.0)
+    mp, vp = _random(6, (4,)), _random(7, (4,), low=-1.0, high=1.0)
+    got = vae.gaussian_kl(mq, vq, mp, vp)
+    assert got.shape == (2, 3)
+    per_dim = [
+        vae.gaussian_kl(mq[..., j : j + 1], vq[..., j : j + 1], mp[j : j + 1], vp[j : j + 1])
+        for j in range(4)
+    ]
+    np.testing.assert_allclose(got, sum(per_dim), rtol=1e-5)
+
+
+def test_kl_functions_reject_bad_input():
+    with pytest.raises(TypeError, match="mean"):
+        vae.gaussian_kl_standard(jnp.zeros(3, jnp.int32), jnp.zeros(3))
+    with pytest.raises(ValueError, match="shapes do not broadcast"):
+        vae.gaussian_kl_standard(jnp.zeros(3), jnp.zeros(4))
+    with pytest.raises(ValueError, match="at least one axis"):
+        vae.gaussian_kl(jnp.float32(0), jnp.float32(0), jnp.float32(0), jnp.float32(0))
+    with pytest.raises(TypeError, match="log_var_p"):
+        vae.gaussian_kl(jnp.zeros(2), jnp.zeros(2), jnp.zeros(2), jnp.zeros(2, jnp.int32))
+
+
+# --- likelihoods -----------------------------------------------------------------------------
+
+
+def test_gaussian_log_likelihood_matches_norm_logpdf():
+    x, mean = _random(8, (3, 5), 2.0), _random(9, (3, 5))
+    log_var = _random(10, (3, 5), low=-3.0, high=3.0)
+    want = jax.scipy.stats.norm.logpdf(x, mean, jnp.exp(0.5 * log_var)).sum(-1)
+    np.testing.assert_allclose(vae.gaussian_log_likelihood(x, mean, log_var), want, rtol=1e-5)
+    want64 = scipy.stats.norm.logpdf(
+        np.asarray(x, np.float64),
+        np.asarray(mean, np.float64),
+        np.exp(0.5 * np.asarray(log_var, np.float64)),
+    ).sum(-1)
+    np.testing.assert_allclose(vae.gaussian_log_likelihood(x, mean, log_var), want64, rtol=1e-5)
+
+
+def test_bernoulli_log_likelihood_matches_scipy_and_is_stable():
+    x = (np.random.default_rng(11).uniform(size=(4, 6)) > 0.5).astype(np.float32)
+    logits = _random(12, (4, 6), 3.0)
+    p = scipy.special.expit(np.asarray(logits, np.float64))
+    want = scipy.stats.bernoulli.logpmf(x, p).sum(-1)
+    np.testing.assert_allclose(
+        vae.bernoulli_log_likelihood(jnp.asarray(x), logits), want, rtol=1e-5
+    )
+    extreme = vae.bernoulli_log_likelihood(
+        jnp.array([1.0, 0.0, 0.5]), jnp.array([-500.0, 500.0, 80.0])
+    )
+    np.testing.assert_allclose(float(extreme), -1040.0, rtol=1e-6)
+
+
+def test_bernoulli_log_likelihood_accepts_intensities():
+    x, logits = jnp.array([[0.25]]), jnp.array([[1.3]])
+    want = 0.25 * np.log(scipy.special.expit(1.3)) + 0.75 * np.log(scipy.special.expit(-1.3))
+    np.testing.assert_allclose(vae.bernoulli_log_likelihood(x, logits), [want], rtol=1e-6)
+
+
+def test_likelihoods_reject_bad_input():
+    with pytest.raises(TypeError, match="logits"):
+        vae.bernoulli_log_likelihood(jnp.zeros(3), jnp.zeros(3, jnp.int32))
+    with pytest.raises(ValueError, match="at least one axis"):
+        vae.gaussian_log_likelihood(jnp.float32(0), jnp.float32(0), jnp.float32(0))
+    with pytest.raises(ValueError, match="shapes do not broadcast"):
+        vae.gaussian_log_likelihood(jnp.zeros(3), jnp.zeros(2), jnp.zeros(3))
+
+
+# --- reparameterize and the gradient estimators ----------------------------------------------
+
+
+def test_reparameterize_has_the_right_moments_and_gradients():
+    mean, log_var = jnp.array([1.0, -2.0]), jnp.array([np.log(4.0), -1.0])
+    z = vae.reparameterize(
+        jax.random.key(0),
+        jnp.broadcast_to(mean, (200_000, 2)),
+        jnp.broadcast_to(log_var, (200_000, 2)),
+    )
+    np.testing.assert_allclose(np.asarray(z).mean(0), mean, atol=0.02)
+    np.testing.assert_allclose(np.asarray(z).var(0), np.exp(np.asarray(log_var)), rtol=0.02)
+    eps = jax.random.normal(jax.random.key(1), (2,))
+    grad_mean, grad_log_var = jax.grad(
+        lambda m, v: vae.reparameterize(jax.random.key(1), m, v).sum(), argnums=(0, 1)
+    )(mean, log_var)
+    np.testing.assert_allclose(grad_mean, np.ones(2))
+    np.testing.assert_allclose(
+        grad_log_var, 0.5 * np.exp(0.5 * np.asarray(log_var)) * np.asarray(eps), rtol=1e-5
+    )
+
+
+def test_reparameterize_rejects_bad_input():
+    with pytest.raises(ValueError, match="log_var"):
+        vae.reparameterize(jax.random.key(0), jnp.zeros(3), jnp.zeros(2))
+    with pytest.raises(TypeError, match="mean"):
+        vae.reparameterize(jax.random.key(0), jnp.zeros(3, jnp.int32), jnp.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "estimator, variance",
+    [
+        (vae.score_function_grad, lambda t: t**4 + 14 * t**2 + 15),
+        (vae.reparameterization_grad, lambda t: 4.0 + 0 * t),
+    ],
+)
+def test_gradient_estimators_are_unbiased_with_the_predicted_variance(estimator, variance):
+    theta = jnp.array([-1.0, 0.0, 1.5])
+    keys = jax.random.split(jax.random.key(3), 4000)
+    estimates = np.asarray(jax.vmap(lambda k: estimator(k, theta, 8))(keys))  # (R, 3)
+    predicted = variance(np.asarray(theta, np.float64)) / 8
+    standard_error = np.sqrt(predicted / len(keys))
+    assert np.all(np.abs(estimates.mean(0) - 2 * np.asarray(theta)) < 5 * standard_error)
+    np.testing.assert_allclose(estimates.var(0), predicted, rtol=0.15)
+
+
+def test_reparameterization_grad_equals_autodiff_of_the_sample_mean():
+    theta = jnp.array([0.3, -0.7])
+    eps = jax.random.normal(jax.random.key(4), (16, 2))
+    want = jax.grad(lambda t: jnp.sum(jnp.mean((t + eps) ** 2, axis=0)))(theta)
+    np.testing.assert_allclose(
+        vae.reparameterization_grad(jax.random.key(4), theta, 16), want, rtol=1e-6
+    )
+
+
+def test_estimators_reject_bad_num_samples():
+    with pytest.raises(ValueError, match="num_samples"):
+        vae.score_function_grad(jax.random.key(0), jnp.zeros(2), 0)
+    with pytest.raises(TypeError, match="num_samples"):
+        vae.reparameterization_grad(jax.random.key(0), jnp.zeros(2), 2.5)
+
+
+# --- iwae_bound and the linear-Gaussian model ------------------------------------------------
+
+
+def test_iwae_bound_matches_scipy_logsumexp():
+    lw = np.random.default_rng(13).normal(scale=40.0, size=(9, 3, 2)) - 500.0
+    want = scipy.special.logsumexp(lw, axis=0) - np.log(9)
+    np.testing.assert_allclose(vae.iwae_bound(jnp.asarray(lw, jnp.float32)), want, rtol=1e-5)
+    np.testing.assert_allclose(vae.iwae_bound(jnp.array([[-jnp.inf, 1.0]]))[1], 1.0)
+    with pytest.raises(ValueError, match="log_weights"):
+        vae.iwae_bound(jnp.float32(1.0))
+
+
+def _linear_gaussian(seed=0, d=5, z=3, orthogonal=False):
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(d, z))
+    if orthogonal:
+        weight = np.linalg.qr(weight)[0] * np.array([2.0, 1.0, 0.5])[:z]
+    return (
+        jnp.asarray(weight, jnp.float32),
+        jnp.asarray(rng.normal(size=d), jnp.float32),
+        jnp.float32(0.4),
+    )
+
+
+def test_linear_gaussian_log_marginal_matches_multivariate_normal():
+    weight, bias, noise_var = _linear_gaussian()
+    x = _random(14, (4, 5), 2.0)
+    cov = np.asarray(weight, np.float64) @ np.asarray(weight, np.float64).T + 0.4 * np.eye(5)
+    want_scipy = scipy.stats.multivariate_normal(np.asarray(bias, np.float64), cov).logpdf(
+        np.asarray(x, np.float64)
+    )
+    want_jax = jax.scipy.stats.multivariate_normal.logpdf(x, bias, jnp.asarray(cov, jnp.float32))
+    got = vae.linear_gaussian_log_marginal(x, weight, bias, noise_var)
+    assert got.shape == (4,)
+    np.testing.assert_allclose(got, want_scipy, rtol=1e-4)
+    np.testing.assert_allclose(got, want_jax, rtol=1e-4)
+
+
+def test_linear_gaussian_posterior_makes_the_elbo_exact():
+    weight, bias, noise_var = _linear_gaussian(orthogonal=True)
+    x = _random(15, (5,), 2.0)
+    mean, cov = vae.linear_gaussian_posterior(x, weight, bias, noise_var)
+    np.testing.assert_allclose(cov, np.diag(np.diag(cov)), atol=1e-5)  # orthogonal columns
+    log_var = jnp.log(jnp.diag(cov))
+    z = vae.reparameterize(
+        jax.random.key(5), jnp.broadcast_to(mean, (1000, 3)), jnp.broadcast_to(log_var, (1000, 3))
+    )
+    log_w = (
+        vae.gaussian_log_likelihood(x, z @ weight.T + bias, jnp.log(noise_var))
+        + vae.gaussian_log_likelihood(z, 0.0, 0.0)
+        - vae.gaussian_log_likelihood(z, mean, log_var)
+    )
+    exact = vae.linear_gaussian_log_marginal(x, weight, bias, noise_var)
+    np.testing.assert_allclose(log_w, np.full(1000, float(exact)), rtol=1e-4)
+
+
+def test_iwae_is_monotone_in_k_on_average_and_below_log_p():
+    weight, bias, noise_var = _linear_gaussian(seed=1, orthogonal=True)
+    x = _random(16, (5,), 2.0)
+    mean, cov = vae.linear_gaussian_posterior(x, weight, bias, noise_var)
+    mean_q, log_var_q = mean + 0.8, jnp.log(jnp.diag(cov)) + 1.0
+    exact = float(vae.linear_gaussian_log_marginal(x, weight, bias, noise_var))
+
+    def bound(key, k):
+        z = vae.reparameterize(
+            key, jnp.broadcast_to(mean_q, (k, 3)), jnp.broadcast_to(log_var_q, (k, 3))
+        )
+        lw = (
+            vae.gaussian_log_likelihood(x, z @ weight.T + bias, jnp.log(noise_var))
+            + vae.gaussian_log_likelihood(z, 0.0, 0.0)
+            - vae.gaussian_log_likelihood(z, mean_q, log_var_q)
+        )
+        return vae.iwae_bound(lw)
+
+    values = []
+    for k in (1, 4, 16, 64):
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(6), k), 2000)
+        values.append(float(jnp.mean(jax.vmap(lambda key, k=k: bound(key, k))(keys))))
+    assert all(a < b for a, b in zip(values, values[1:])), values
+    assert values[-1] < exact
+    elbo_gap = exact - values[0]
+    kl = float(vae.gaussian_kl(mean_q, log_var_q, mean, jnp.log(jnp.diag(cov))))
+    np.testing.assert_allclose(elbo_gap, kl, rtol=0.1)
+
+
+def test_linear_gaussian_rejects_bad_shapes():
+    weight, bias, noise_var = _linear_gaussian()
+    with pytest.raises(ValueError, match="x"):
+        vae.linear_gaussian_log_marginal(jnp.zeros(4), weight, bias, noise_var)
+    with pytest.raises(ValueError, match="bias"):
+        vae.linear_gaussian_posterior(jnp.zeros(5), weight, bias[:3], noise_var)
+    with pytest.raises(ValueError, match="weight"):
+        vae.linear_gaussian_log_marginal(jnp.zeros(5), bias, bias, noise_var)
+
+
+# --- elbo and the model ----------------------------------------------------------------------
+
+
+def test_elbo_is_reconstruction_minus_beta_kl():
+    model = vae.VAE(vae.VAEConfig(data_dim=6, latent_dim=2, hidden_dim=8), rngs=nnx.Rngs(0))
+    x = _random(17, (4, 6), low=0.0, high=1.0)
+    key = jax.random.key(7)
+    mean, log_var = model.encode(x)
+    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape)
+    logits = np.asarray(model.decode(z), np.float64)
+    xs = np.asarray(x, np.float64)
+    recon = np.sum(
+        xs * np.log(scipy.special.expit(logits)) + (1 - xs) * np.log(scipy.special.expit(-logits)),
+        -1,
+    )
+    m, v = np.asarray(mean, np.float64), np.asarray(log_var, np.float64)
+    kl = 0.5 * np.sum(np.exp(v) + m**2 - 1 - v, -1)
+    for beta in (0.0, 1.0, 2.5):
+        got = vae.elbo(key, x, model.encode, model.decode, beta=beta)
+        assert got.shape == (4,)
+        np.testing.assert_allclose(got, recon - beta * kl, rtol=1e-4, atol=1e-4)
+
+
+def test_elbo_rejects_bad_input():
+    model = vae.VAE(vae.VAEConfig(data_dim=6, latent_dim=2, hidden_dim=8), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="x"):
+        vae.elbo(jax.random.key(0), jnp.zeros(6), model.encode, model.decode)
+    with pytest.raises(ValueError, match="decode"):
+        vae.elbo(jax.random.key(0), jnp.zeros((2, 6)), model.encode, lambda z: z)
+
+
+def test_vae_shapes_and_training_raise_the_elbo():
+    config = vae.VAEConfig(data_dim=16, latent_dim=2, hidden_dim=32)
+    model = vae.VAE(config, rngs=nnx.Rngs(1))
+    mean, log_var = model.encode(jnp.zeros((3, 16)))
+    assert mean.shape == log_var.shape == (3, 2)
+    assert model.decode(jnp.zeros((5, 2))).shape == (5, 16)
+    x = (np.random.default_rng(18).uniform(size=(64, 16)) > 0.7).astype(np.float32)
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, key):
+        loss, grads = nnx.value_and_grad(lambda m: -jnp.mean(vae.elbo(key, x, m.encode, m.decode)))(
+            model
+        )
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer, jax.random.key(i))) for i in range(150)]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 1.0
+    with pytest.raises(ValueError, match="latent_dim"):
+        vae.VAE(vae.VAEConfig(latent_dim=0), rngs=nnx.Rngs(0))
