@@ -16,11 +16,12 @@ the one here. Shape letters: N examples, D features, K mixture components, H hid
 from __future__ import annotations
 
 import functools
-import operator
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from genlab.validate import positive_int
 
 __all__ = [
     "MLP",
@@ -32,16 +33,6 @@ __all__ = [
     "sample_mixture",
     "train_step",
 ]
-
-
-def _positive_int(name: str, value) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def _require_float(name: str, x: jax.Array) -> None:
@@ -105,7 +96,7 @@ def sample_mixture(key: jax.Array, means: jax.Array, stds: jax.Array, n: int) ->
     Returns:
         float32 [n].
     """
-    n = _positive_int("n", n)
+    n = positive_int("n", n)
     means, stds = jnp.asarray(means, jnp.float32), jnp.asarray(stds, jnp.float32)
     if means.ndim != 1 or means.shape[0] < 1:
         raise ValueError(f"means must have shape [K] with K >= 1, got {means.shape}")
@@ -189,7 +180,7 @@ def power_sum(x: jax.Array, n: int) -> jax.Array:
     Returns:
         float [...], ``x``'s shape and dtype.
     """
-    n = _positive_int("n", n)
+    n = positive_int("n", n)
     power = x
     total = x
     for _ in range(n - 1):
@@ -213,7 +204,7 @@ class MLP(nnx.Module):
 
     def __init__(self, d_in: int, d_hidden: int, d_out: int, *, rngs: nnx.Rngs):
         for name, value in (("d_in", d_in), ("d_hidden", d_hidden), ("d_out", d_out)):
-            _positive_int(name, value)
+            positive_int(name, value)
         self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
         self.out = nnx.Linear(d_hidden, d_out, rngs=rngs)
 
@@ -268,7 +259,7 @@ def noisy_copies(key: jax.Array, x: jax.Array, num_copies: int) -> jax.Array:
     Returns:
         [num_copies, ...] (``x``'s dtype), row ``i`` being ``copy_i``.
     """
-    num_copies = _positive_int("num_copies", num_copies)
+    num_copies = positive_int("num_copies", num_copies)
     x = jnp.asarray(x)
     _require_float("x", x)
     keys = jax.random.split(key, num_copies)  # (num_copies,)

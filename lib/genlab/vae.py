@@ -20,7 +20,6 @@ N Monte Carlo samples.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from genlab import nn
+from genlab.validate import positive_int
 
 __all__ = [
     "VAE",
@@ -67,18 +67,6 @@ def _broadcast(**arrays: jax.Array) -> tuple[int, ...]:
     except ValueError:
         shapes = ", ".join(f"{name} {a.shape}" for name, a in arrays.items())
         raise ValueError(f"shapes do not broadcast: {shapes}") from None
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 # --- section 3: Gaussian KL and likelihoods --------------------------------------------------
@@ -196,7 +184,7 @@ def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.A
 
 def _toy_noise(key: jax.Array, theta: jax.Array, num_samples: int) -> jax.Array:
     theta = _float_array("theta", theta)
-    num_samples = _positive_int("num_samples", num_samples)
+    num_samples = positive_int("num_samples", num_samples)
     return jax.random.normal(key, (num_samples, *theta.shape))  # (N, ...)
 
 
@@ -374,7 +362,7 @@ class VAE(nnx.Module):
 
     def __init__(self, config: VAEConfig = VAEConfig(), *, rngs: nnx.Rngs):
         for name in ("data_dim", "latent_dim", "hidden_dim"):
-            _positive_int(f"config.{name}", getattr(config, name))
+            positive_int(f"config.{name}", getattr(config, name))
         self.config = config
         d, z, h = config.data_dim, config.latent_dim, config.hidden_dim
         self.encoder = nn.MLP((d, h, 2 * z), rngs=rngs)
