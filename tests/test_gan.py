@@ -8,8 +8,9 @@ import pytest
 import scipy.spatial.distance
 import scipy.special
 import scipy.stats
+from flax import nnx
 
-from genlab import data, gan
+from genlab import data, gan, nn
 
 
 def _probabilities(rng, shape, zeros=0):
@@ -300,6 +301,125 @@ def test_gradient_penalty_rejects_mismatched_shapes():
         )
     with pytest.raises(TypeError, match="critic_fn"):
         gan.gradient_penalty(None, jnp.zeros((3, 2)), jnp.zeros((3, 2)), jax.random.key(0))
+
+
+# --- WGAN-GP losses -------------------------------------------------------------------------
+
+
+def test_wgan_critic_loss_linear_critic_closed_form():
+    # f(x) = x . w: E f(fake) - E f(real) = (mean fake - mean real) . w, and GP = (|w| - 1)^2.
+    w = np.array([3.0, 4.0], np.float32)
+    rng = np.random.default_rng(11)
+    real = rng.normal(size=(8, 2)).astype(np.float32)
+    fake = rng.normal(2.0, 1.0, size=(8, 2)).astype(np.float32)
+    for weight in (0.0, 2.5, 10.0):
+        got = gan.wgan_critic_loss(lambda x: x @ w, real, fake, jax.random.key(3), weight)
+        want = (fake.mean(0) - real.mean(0)) @ w + weight * 16.0
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_wgan_critic_loss_estimates_minus_w1_with_the_best_critic():
+    # Between N(0, 1) and N(5, 1) the best 1-Lipschitz critic is f(x) = -x (real scored high);
+    # its gradient norm is 1 everywhere, so the loss is -W1 = -5 up to sampling noise.
+    rng = np.random.default_rng(12)
+    real = rng.normal(size=(4000, 1)).astype(np.float32)
+    fake = (5.0 + rng.normal(size=(4000, 1))).astype(np.float32)
+    got = gan.wgan_critic_loss(lambda x: -x[:, 0], real, fake, jax.random.key(4))
+    w1 = scipy.stats.wasserstein_distance(real[:, 0], fake[:, 0])
+    np.testing.assert_allclose(got, -w1, atol=0.05)
+
+
+def test_wgan_critic_loss_rejects_negative_weight():
+    with pytest.raises(ValueError, match="gp_weight"):
+        gan.wgan_critic_loss(
+            lambda x: x[:, 0], jnp.zeros((3, 1)), jnp.ones((3, 1)), jax.random.key(0), -1.0
+        )
+
+
+def test_wgan_generator_loss_is_minus_the_mean_score():
+    np.testing.assert_allclose(gan.wgan_generator_loss(jnp.array([[1.0], [2.0], [6.0]])), -3.0)
+    with pytest.raises(ValueError, match="fake_scores"):
+        gan.wgan_generator_loss(jnp.zeros((0, 1)))
+
+
+# --- training steps --------------------------------------------------------------------------
+
+
+def _sample_1d(key, n):  # the target N(3, 0.5^2), [n, 1]
+    return 3.0 + 0.5 * jax.random.normal(key, (n, 1))
+
+
+def _gan_pair(seed, lr, b1, b2=0.999):
+    rngs = nnx.Rngs(seed)
+    models = (nn.MLP((1, 16, 1), rngs=rngs), nn.MLP((1, 32, 32, 1), rngs=rngs))
+    optimizers = tuple(
+        nnx.Optimizer(m, optax.adam(lr, b1=b1, b2=b2), wrt=nnx.Param) for m in models
+    )
+    return models, optimizers
+
+
+def _train(step, models, optimizers, num_steps):
+    for i in range(num_steps):
+        metrics = step(models, optimizers, jax.random.key(i))
+    return metrics
+
+
+def test_make_gan_step_counts_updates_of_each_network():
+    models, optimizers = _gan_pair(0, 1e-3, 0.5)
+    step = gan.make_gan_step(_sample_1d, 1, 32, d_steps=3, g_steps=2)
+    metrics = _train(step, models, optimizers, 2)
+    assert int(optimizers[0].step[...]) == 4 and int(optimizers[1].step[...]) == 6
+    assert set(metrics) == {"d_loss", "g_loss"}
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_make_gan_step_moves_the_generator_to_the_data():
+    models, optimizers = _gan_pair(1, 2e-3, 0.5)
+    _train(gan.make_gan_step(_sample_1d, 1, 128), models, optimizers, 1500)
+    fakes = np.asarray(models[0](jax.random.normal(jax.random.key(99), (4000, 1))))
+    assert abs(fakes.mean() - 3.0) < 0.3, fakes.mean()
+
+
+def test_make_gan_step_uses_the_losses_passed_in():
+    models, optimizers = _gan_pair(2, 1e-3, 0.5)
+    calls = []
+
+    def d_loss(real_logits, fake_logits):
+        calls.append("d")
+        return gan.discriminator_loss(real_logits, fake_logits)
+
+    def g_loss(fake_logits):
+        calls.append("g")
+        return gan.generator_loss(fake_logits, non_saturating=False)
+
+    metrics = _train(
+        gan.make_gan_step(
+            _sample_1d, 1, 16, discriminator_loss_fn=d_loss, generator_loss_fn=g_loss
+        ),
+        models,
+        optimizers,
+        1,
+    )
+    assert calls == ["d", "g"]  # traced once each
+    assert float(metrics["g_loss"]) < 0  # the saturating loss is log(1 - D) < 0
+
+
+def test_make_wgan_gp_step_moves_the_generator_to_the_data():
+    models, optimizers = _gan_pair(3, 1e-3, 0.0, 0.9)
+    step = gan.make_wgan_gp_step(_sample_1d, 1, 128, critic_steps=5)
+    _train(step, models, optimizers, 400)
+    assert int(optimizers[1].step[...]) == 5 * int(optimizers[0].step[...]) == 2000
+    fakes = np.asarray(models[0](jax.random.normal(jax.random.key(98), (4000, 1))))
+    assert abs(fakes.mean() - 3.0) < 0.3, fakes.mean()
+
+
+def test_make_gan_step_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="d_steps"):
+        gan.make_gan_step(_sample_1d, 1, 8, d_steps=0)
+    with pytest.raises(TypeError, match="sample_real"):
+        gan.make_gan_step(None, 1, 8)
+    with pytest.raises(ValueError, match="gp_weight"):
+        gan.make_wgan_gp_step(_sample_1d, 1, 8, gp_weight=-1)
 
 
 # --- wasserstein_1d -------------------------------------------------------------------------

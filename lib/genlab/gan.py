@@ -14,7 +14,12 @@ discrete distribution.
     gan_value             section 2, V(D, G) for discrete distributions
     mode_coverage         section 4, the Gaussian-ring metric
     gradient_penalty      section 6, WGAN-GP
+    wgan_critic_loss      section 6, the WGAN-GP critic's loss
     wasserstein_1d        section 6, earth mover's distance by sorting
+
+The chapter's training steps live here too (section 4): ``make_gan_step`` (Algorithm 1 of
+Goodfellow et al. 2014, with the losses passed in) and ``make_wgan_gp_step`` (Algorithm 1 of
+Gulrajani et al. 2017).
 
 Conventions: natural logarithms; ``0 log 0 = 0``; losses are means over every entry (the batch).
 """
@@ -27,7 +32,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from jax.scipy.special import xlogy
+
+from genlab.validate import positive_int
 
 __all__ = [
     "bce_with_logits",
@@ -37,9 +45,13 @@ __all__ = [
     "gradient_penalty",
     "js_divergence",
     "kl_divergence",
+    "make_gan_step",
+    "make_wgan_gp_step",
     "mode_coverage",
     "optimal_discriminator",
     "wasserstein_1d",
+    "wgan_critic_loss",
+    "wgan_generator_loss",
 ]
 
 
@@ -385,3 +397,141 @@ def wasserstein_1d(x, y) -> jax.Array:
         )
     _broadcast(("x", "y"), x, y)
     return _wasserstein_1d(x, y)
+
+
+def wgan_critic_loss(
+    critic_fn: Callable[[jax.Array], jax.Array], real, fake, key: jax.Array, gp_weight=10.0
+) -> jax.Array:
+    """The WGAN-GP critic's loss ``E f(fake) - E f(real) + gp_weight * GP`` (section 6).
+
+    The critic ``f`` minimises it: the first two terms estimate ``-W1`` for a 1-Lipschitz ``f``
+    (Kantorovich-Rubinstein duality), and the gradient penalty (``gradient_penalty`` with the same
+    ``key``) keeps ``f``'s slope near 1 between the two distributions. No sigmoid, no log.
+
+    Args:
+        critic_fn: ``[B, ...] -> [B]`` (or ``[B, 1]``), unbounded real scores, example by example.
+        real, fake: float [B, ...], the same shape.
+        key: a JAX PRNG key, passed unchanged to ``gradient_penalty``.
+        gp_weight: float >= 0, the penalty's weight lambda (10 in Gulrajani et al. 2017).
+
+    Returns:
+        float scalar [].
+    """
+    if not isinstance(gp_weight, numbers.Real) or isinstance(gp_weight, bool) or gp_weight < 0:
+        raise ValueError(f"gp_weight must be a number >= 0, got {gp_weight!r}")
+    penalty = gradient_penalty(critic_fn, real, fake, key)
+    real, fake = _float_array("real", real), _float_array("fake", fake)
+    return jnp.mean(critic_fn(fake)) - jnp.mean(critic_fn(real)) + gp_weight * penalty
+
+
+def wgan_generator_loss(fake_scores) -> jax.Array:
+    """The WGAN generator's loss ``-E f(G(z))``: move fakes to where the critic scores high.
+
+    Args:
+        fake_scores: float [B, ...], critic scores of generated points (non-empty).
+
+    Returns:
+        float scalar [].
+    """
+    return -jnp.mean(_batch("fake_scores", fake_scores))
+
+
+# --- section 4: training steps ---------------------------------------------------------------
+
+
+def _alternating_step(sample_real, latent_dim, batch_size, d_steps, g_steps, d_loss_fn, g_loss_fn):
+    """The jitted step shared by both GANs; ``d_loss_fn(critic, real, fake, key)``."""
+    latent_dim = positive_int("latent_dim", latent_dim)
+    batch_size = positive_int("batch_size", batch_size)
+    d_steps, g_steps = positive_int("d_steps", d_steps), positive_int("g_steps", g_steps)
+    if not callable(sample_real):
+        raise TypeError(f"sample_real must be callable, got {type(sample_real).__name__}")
+
+    def g_objective(generator, discriminator, z):
+        fake = generator(z)  # (B, ...) inside the differentiated function: gradients reach G
+        return g_loss_fn(discriminator(fake))
+
+    @nnx.jit
+    def step(models, optimizers, key):
+        generator, discriminator = models
+        opt_g, opt_d = optimizers
+        keys = jax.random.split(key, d_steps + g_steps)
+        for i in range(d_steps):  # a Python loop, unrolled while tracing
+            k_real, k_z, k_loss = jax.random.split(keys[i], 3)
+            real = sample_real(k_real, batch_size)  # (B, ...)
+            z = jax.random.normal(k_z, (batch_size, latent_dim))  # (B, Z)
+            fake = generator(z)  # (B, ...): constants for the discriminator's update
+            d_loss, grads = nnx.value_and_grad(d_loss_fn)(discriminator, real, fake, k_loss)
+            opt_d.update(discriminator, grads)
+        for j in range(g_steps):
+            z = jax.random.normal(keys[d_steps + j], (batch_size, latent_dim))  # (B, Z)
+            g_loss, grads = nnx.value_and_grad(g_objective)(generator, discriminator, z)
+            opt_g.update(generator, grads)
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    return step
+
+
+def make_gan_step(
+    sample_real: Callable[[jax.Array, int], jax.Array],
+    latent_dim: int,
+    batch_size: int,
+    *,
+    d_steps: int = 1,
+    g_steps: int = 1,
+    discriminator_loss_fn: Callable = discriminator_loss,
+    generator_loss_fn: Callable = generator_loss,
+) -> Callable:
+    """One jitted step of GAN training: Algorithm 1 of Goodfellow et al. 2014 (section 4).
+
+    ``step(models, optimizers, key) -> {"d_loss", "g_loss"}`` with ``models = (generator,
+    discriminator)`` and ``optimizers`` the matching pair of ``nnx.Optimizer``: ``d_steps``
+    discriminator updates on fresh real and fake batches, then ``g_steps`` generator updates
+    (Algorithm 1 has ``g_steps = 1``). All randomness comes from ``key`` (one split per update).
+    The fakes are computed inside the generator's differentiated loss, so its gradient reaches
+    the generator. Use it with ``genlab.train.fit``.
+
+    Args:
+        sample_real: ``(key, n) -> [n, ...]`` real points.
+        latent_dim: Z, the generator maps ``[B, Z] -> [B, ...]``; the discriminator maps
+            ``[B, ...] -> [B, 1]`` logits.
+        batch_size: B.
+        d_steps, g_steps: ints >= 1.
+        discriminator_loss_fn: ``(real_logits, fake_logits) -> []`` (default ``discriminator_loss``).
+        generator_loss_fn: ``(fake_logits) -> []`` (default: the non-saturating
+            ``generator_loss``).
+    """
+
+    def d_loss_fn(discriminator, real, fake, key):
+        del key  # the standard GAN's losses use no randomness
+        return discriminator_loss_fn(discriminator(real), discriminator(fake))
+
+    return _alternating_step(
+        sample_real, latent_dim, batch_size, d_steps, g_steps, d_loss_fn, generator_loss_fn
+    )
+
+
+def make_wgan_gp_step(
+    sample_real: Callable[[jax.Array, int], jax.Array],
+    latent_dim: int,
+    batch_size: int,
+    *,
+    critic_steps: int = 5,
+    gp_weight: float = 10.0,
+) -> Callable:
+    """One jitted step of WGAN-GP training: Algorithm 1 of Gulrajani et al. 2017 (section 6).
+
+    Like ``make_gan_step`` (``models = (generator, critic)``, metrics ``d_loss`` for the critic and
+    ``g_loss``), with ``critic_steps`` updates of ``wgan_critic_loss`` (the critic outputs an
+    unbounded score ``[B, 1]``, no sigmoid) per generator update on ``wgan_generator_loss``. The
+    paper uses Adam with ``b1 = 0``, ``b2 = 0.9`` and learning rate 1e-4.
+    """
+    if not isinstance(gp_weight, numbers.Real) or isinstance(gp_weight, bool) or gp_weight < 0:
+        raise ValueError(f"gp_weight must be a number >= 0, got {gp_weight!r}")
+
+    def d_loss_fn(critic, real, fake, key):
+        return wgan_critic_loss(critic, real, fake, key, gp_weight)
+
+    return _alternating_step(
+        sample_real, latent_dim, batch_size, critic_steps, 1, d_loss_fn, wgan_generator_loss
+    )

@@ -311,6 +311,39 @@ def gradient_penalty(critic_fn, real, fake, key):
     return jnp.mean((norms - 1.0) ** 2)
 """,
     },
+    "wgan_critic_loss": {
+        "sign_swapped": """
+def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
+    gp = gradient_penalty(critic_fn, real, fake, key)
+    return jnp.mean(critic_fn(real)) - jnp.mean(critic_fn(fake)) + gp_weight * gp
+""",
+        "sigmoid_bce_critic": """
+def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
+    gp = gradient_penalty(critic_fn, real, fake, key)
+    bce = jnp.mean(jax.nn.softplus(-critic_fn(real))) + jnp.mean(jax.nn.softplus(critic_fn(fake)))
+    return bce + gp_weight * gp
+""",
+        "penalty_not_weighted": """
+def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
+    gp = gradient_penalty(critic_fn, real, fake, key)
+    return jnp.mean(critic_fn(fake)) - jnp.mean(critic_fn(real)) + gp
+""",
+        "penalty_at_real_points_only": """
+def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
+    gp = gradient_penalty(critic_fn, real, real, key)
+    return jnp.mean(critic_fn(fake)) - jnp.mean(critic_fn(real)) + gp_weight * gp
+""",
+        "penalty_with_a_new_key": """
+def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
+    gp = gradient_penalty(critic_fn, real, fake, jax.random.split(key)[0])
+    return jnp.mean(critic_fn(fake)) - jnp.mean(critic_fn(real)) + gp_weight * gp
+""",
+        "summed_scores": """
+def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
+    gp = gradient_penalty(critic_fn, real, fake, key)
+    return jnp.sum(critic_fn(fake)) - jnp.sum(critic_fn(real)) + gp_weight * gp
+""",
+    },
 }
 
 CORRECT = {
@@ -465,6 +498,19 @@ def gradient_penalty(critic_fn, real, fake, key):
     (grads,) = pullback(jnp.ones_like(out))
     axes = tuple(range(1, grads.ndim))
     return jnp.mean((jnp.sqrt(jnp.sum(grads * grads, axis=axes)) - 1.0) ** 2)
+""",
+    },
+    "wgan_critic_loss": {
+        "one_critic_call": """
+def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
+    scores = critic_fn(jnp.concatenate([fake, real])).reshape(2, real.shape[0], -1)
+    return jnp.mean(scores[0]) - jnp.mean(scores[1]) + gp_weight * gradient_penalty(critic_fn, real, fake, key)
+""",
+        "negated_wasserstein_estimate": """
+def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
+    w1_estimate = jnp.mean(critic_fn(real)) - jnp.mean(critic_fn(fake))
+    penalty = gradient_penalty(critic_fn, real, fake, key)
+    return -w1_estimate + gp_weight * penalty
 """,
     },
 }

@@ -1,0 +1,144 @@
+"""What every benchmark shares: timing with warm-up, memory, the machine, and result tables.
+
+A benchmark module defines ``run(quick: bool) -> list[Table]``. Quick mode shrinks sizes and
+repeats so the test suite can prove the benchmark works; only full mode's numbers are reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class Table:
+    """One results table: a title, notes under it, a header row and data rows."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, *cells) -> None:
+        if len(cells) != len(self.header):
+            raise ValueError(f"{self.title}: row {cells} does not match header {self.header}")
+        self.rows.append([fmt(c) for c in cells])
+
+    def markdown(self) -> str:
+        lines = [f"## {self.title}", ""]
+        if self.notes:
+            lines += [*self.notes, ""]
+        lines += ["| " + " | ".join(self.header) + " |", "|" + " --- |" * len(self.header)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def fmt(value) -> str:
+    """A table cell: floats with 3 significant digits (ints and strings as they are)."""
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "n/a"
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def block(x):
+    """Wait for every array in ``x`` (JAX dispatches asynchronously)."""
+    return jax.block_until_ready(x)
+
+
+def median_seconds(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (compiles)."""
+    for _ in range(warmup):
+        block(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        block(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def first_call_seconds(fn: Callable[[], object]) -> float:
+    """Wall time of the first call: tracing plus compilation plus one run."""
+    start = time.perf_counter()
+    block(fn())
+    return time.perf_counter() - start
+
+
+def xla_temp_bytes(jitted, *args) -> int:
+    """Scratch memory XLA assigns to ``jitted(*args)`` beyond its arguments and outputs."""
+    return int(jitted.lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+
+def peak_rss_delta_mb(code: str) -> float:
+    """Peak resident memory (MB) a snippet adds, measured in a fresh Python process.
+
+    ``code`` must define ``setup()`` (inputs, warm-up; not counted) and ``work()`` (measured).
+    The process reports ``ru_maxrss`` after ``work()`` minus its resident size before it.
+    """
+    program = f"""
+import resource
+{code}
+setup()
+with open("/proc/self/statm") as f:
+    before = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+work()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(max(peak - before, 0.0))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_summary() -> list[str]:
+    """Markdown lines naming the machine and the versions that produced the numbers."""
+    import flax
+    import optax
+
+    versions = f"jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}"
+    try:
+        import torch
+
+        versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        versions += ", torch not installed"
+    devices = ", ".join(f"{d.platform}:{d.device_kind}" for d in jax.devices())
+    return [
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}",
+        f"- JAX devices: {devices}",
+        f"- Python {sys.version.split()[0]}; {versions}",
+    ]
+
+
+def optional_module(name: str):
+    """``import name`` or None: peers such as torch and transformers are optional."""
+    try:
+        return __import__(name)
+    except ImportError:
+        return None

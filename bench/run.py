@@ -1,0 +1,77 @@
+"""Run the benchmarks and write ``bench/results.md``: ``make bench`` (or ``python -m bench.run``).
+
+    python -m bench.run                      # every benchmark, full sizes -> bench/results.md
+    python -m bench.run --only attention     # some of them
+    python -m bench.run --quick --output -   # tiny sizes, print only (the test suite does this)
+
+Every table's comparisons are ratios measured in the same run, on the machine described at the
+top of the file. Optional peers (torch, transformers) are measured when installed:
+``pip install -e '.[bench]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import ROOT, machine_summary
+
+BENCHMARKS = ("attention", "generation", "training", "course")
+
+
+def _jupyter_state() -> None:
+    """Kernels started by the course benchmark keep their state out of ~."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    state = Path(tempfile.mkdtemp(prefix="genlab-bench-"))
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        os.environ.setdefault(name, str(state / name.lower()))
+
+
+def report(names: list[str], quick: bool) -> str:
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Written {datetime.date.today()} by `make bench`"
+        + (" in quick mode (sizes too small to mean anything)" if quick else "")
+        + ". Machine:",
+        "",
+        *machine_summary(),
+        "",
+    ]
+    for name in names:
+        start = time.perf_counter()
+        module = importlib.import_module(f"bench.{name}")
+        for table in module.run(quick=quick):
+            parts.append(table.markdown())
+        print(f"bench {name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check it works")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated names")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results.md"), help="or -")
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    _jupyter_state()
+    text = report(names, args.quick)
+    if args.output == "-":
+        print(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

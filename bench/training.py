@@ -1,0 +1,163 @@
+"""Benchmark: training throughput of the chapter-04 GPT, where the time goes, and a peer.
+
+The tiny GPT (4 layers, 4 heads, width 128, block 128, vocabulary 96) on batches of 32 x 128
+tokens with AdamW. Rows: the course's step (``genlab.train.make_train_step``: ``nnx.jit`` with
+model and optimizer as arguments), the same step as a plain ``jax.jit`` of split state with
+donated buffers, and the pieces of one step (forward, forward + backward) to see where the time
+goes. When torch and transformers are installed, ``GPT2LMHeadModel`` on the same configuration
+with ``torch.optim.AdamW`` in eager mode is the peer.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from bench.harness import Table, first_call_seconds, median_seconds, optional_module
+from genlab import gpt, train
+
+VOCAB = 96
+
+
+def _config(quick: bool) -> tuple[gpt.GPTConfig, int]:
+    if quick:
+        return gpt.GPTConfig(
+            vocab_size=VOCAB, block_size=16, num_layers=1, num_heads=2, d_model=32
+        ), 4
+    return gpt.GPTConfig.tiny(vocab_size=VOCAB), 32
+
+
+def loss_fn(model, batch):
+    tokens, targets = batch
+    return gpt.lm_loss(model(tokens), targets)
+
+
+def _batch(config, batch_size, seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, config.vocab_size, (batch_size, config.block_size + 1))
+    return jnp.asarray(data[:, :-1], jnp.int32), jnp.asarray(data[:, 1:], jnp.int32)
+
+
+def _optimizer():
+    return optax.adamw(3e-4, weight_decay=0.1)
+
+
+def _functional_step(model):
+    """The same update as a ``jax.jit`` of (params, optimizer state) with donated buffers."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = _optimizer()
+
+    def loss(p, batch):
+        return loss_fn(nnx.merge(graphdef, p), batch)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(p, opt_state, batch):
+        value, grads = jax.value_and_grad(loss)(p, batch)
+        updates, opt_state = tx.update(grads, opt_state, p)
+        return optax.apply_updates(p, updates), opt_state, value
+
+    state = {"p": params, "opt": tx.init(params)}
+
+    def run(batch):
+        state["p"], state["opt"], value = step(state["p"], state["opt"], batch)
+        return value
+
+    return run
+
+
+def _torch_row(torch, transformers, config, batch, repeats):
+    hf_config = transformers.GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.block_size,
+        n_embd=config.d_model,
+        n_layer=config.num_layers,
+        n_head=config.num_heads,
+        layer_norm_epsilon=config.ln_eps,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(hf_config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+    tokens = torch.from_numpy(np.asarray(batch[0], np.int64))
+    targets = torch.from_numpy(np.asarray(batch[1], np.int64))
+
+    def step():
+        logits = model(tokens).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    first = first_call_seconds(step)
+    return first, median_seconds(step, repeats=repeats)
+
+
+def run(quick: bool = False) -> list[Table]:
+    config, batch_size = _config(quick)
+    repeats = 3 if quick else 10
+    batch = _batch(config, batch_size)
+    tokens = batch_size * config.block_size
+    table = Table(
+        f"Training: batch {batch_size} x {config.block_size} tokens, AdamW",
+        ["what runs", "first call (s)", "ms per step", "tokens/s", "vs course step"],
+        notes=[
+            f"Model: {config.num_layers} layers, {config.num_heads} heads, width "
+            f"{config.d_model}, vocabulary {config.vocab_size} "
+            f"({gpt.num_params(gpt.GPT(config, rngs=nnx.Rngs(0))):,} parameters). Median of "
+            f"{repeats} steps after the first call (tracing + compilation + one step)."
+        ],
+    )
+
+    model = gpt.GPT(config, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, _optimizer(), wrt=nnx.Param)
+    course_step = train.make_train_step(loss_fn)
+    first = first_call_seconds(lambda: course_step(model, optimizer, batch))
+    course = median_seconds(lambda: course_step(model, optimizer, batch), repeats=repeats, warmup=0)
+    table.add(
+        "course step: nnx.jit(model, optimizer, batch)", first, 1e3 * course, tokens / course, 1.0
+    )
+
+    functional = _functional_step(gpt.GPT(config, rngs=nnx.Rngs(0)))
+    first = first_call_seconds(lambda: functional(batch))
+    seconds = median_seconds(lambda: functional(batch), repeats=repeats, warmup=0)
+    table.add(
+        "jax.jit of split state, donated buffers",
+        first,
+        1e3 * seconds,
+        tokens / seconds,
+        course / seconds,
+    )
+
+    graphdef, params = nnx.split(gpt.GPT(config, rngs=nnx.Rngs(0)), nnx.Param)
+
+    def loss_of(p, b):
+        return loss_fn(nnx.merge(graphdef, p), b)
+
+    forward = jax.jit(loss_of)
+    backward = jax.jit(jax.value_and_grad(loss_of))
+    for name, fn in (("forward only (loss)", forward), ("forward + backward", backward)):
+        first = first_call_seconds(lambda fn=fn: fn(params, batch))
+        seconds = median_seconds(lambda fn=fn: fn(params, batch), repeats=repeats, warmup=0)
+        table.add(name, first, 1e3 * seconds, tokens / seconds, course / seconds)
+
+    torch, transformers = optional_module("torch"), optional_module("transformers")
+    if torch is not None and transformers is not None:
+        first, seconds = _torch_row(torch, transformers, config, batch, repeats)
+        table.add(
+            f"PyTorch eager ({torch.get_num_threads()} threads), GPT2LMHeadModel + AdamW",
+            first,
+            1e3 * seconds,
+            tokens / seconds,
+            course / seconds,
+        )
+    else:
+        table.notes.append("torch/transformers not installed: no PyTorch row.")
+    return [table]

@@ -1,0 +1,77 @@
+"""Every benchmark runs in quick mode and produces complete, consistent tables (no timing asserts)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT))
+harness = importlib.import_module("bench.harness")
+runner = importlib.import_module("bench.run")
+
+
+def _numbers(table, column: str) -> list[float]:
+    index = table.header.index(column)
+    return [float(row[index].replace(",", "")) for row in table.rows]
+
+
+@pytest.fixture(scope="module")
+def quick_tables() -> dict[str, list]:
+    return {
+        name: importlib.import_module(f"bench.{name}").run(quick=True) for name in runner.BENCHMARKS
+    }
+
+
+def test_every_benchmark_fills_its_tables(quick_tables):
+    for name, tables in quick_tables.items():
+        assert tables, f"{name} produced no table"
+        for table in tables:
+            assert table.rows, f"{name}: {table.title} has no rows"
+            assert all(len(row) == len(table.header) for row in table.rows)
+            assert "| --- |" in table.markdown()
+
+
+def test_attention_benchmark_agrees_and_blockwise_saves_memory_at_length(quick_tables):
+    times, memory = quick_tables["attention"]
+    assert all(t > 0 for t in _numbers(times, "genlab naive (ms)"))
+    scratch_naive = _numbers(memory, "XLA scratch naive (MB)")
+    assert scratch_naive == sorted(scratch_naive), "naive scratch memory must grow with T"
+
+
+def test_generation_benchmark_cached_matches_naive(quick_tables):
+    (table,) = quick_tables["generation"]
+    cached = [row for row in table.rows if row[0].startswith("KV cache")]
+    assert len(cached) == 2 and all(row[-1] == "yes" for row in cached)
+    assert "none per token" in " ".join(table.notes)
+
+
+def test_training_benchmark_rows_are_positive(quick_tables):
+    (table,) = quick_tables["training"]
+    assert all(v > 0 for v in _numbers(table, "tokens/s"))
+    assert table.rows[0][0].startswith("course step")
+
+
+def test_course_benchmark_times_a_notebook(quick_tables):
+    table = quick_tables["course"][0]
+    assert table.rows[0][0] == "tiny.ipynb"
+    assert all(v > 0 for v in _numbers(table, "full (s)"))
+
+
+def test_runner_writes_a_report_with_the_machine(tmp_path):
+    out = tmp_path / "results.md"
+    assert runner.main(["--quick", "--only", "attention", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Benchmarks") and "- CPU:" in text and "JAX devices" in text
+    with pytest.raises(SystemExit):
+        runner.main(["--only", "nonsense"])
+
+
+def test_fmt_rounds_to_three_significant_digits():
+    assert harness.fmt(0.012345) == "0.0123"
+    assert harness.fmt(12345.6) == "12,346"
+    assert harness.fmt(float("nan")) == "n/a"
+    assert harness.fmt("x") == "x"
