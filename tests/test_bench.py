@@ -1,4 +1,4 @@
-"""Every benchmark runs in quick mode and produces complete, consistent tables (no timing asserts)."""
+"""Each benchmark runs in quick mode and fills complete, consistent tables (no timing asserts)."""
 
 from __future__ import annotations
 

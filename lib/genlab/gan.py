@@ -497,7 +497,8 @@ def make_gan_step(
             ``[B, ...] -> [B, 1]`` logits.
         batch_size: B.
         d_steps, g_steps: ints >= 1.
-        discriminator_loss_fn: ``(real_logits, fake_logits) -> []`` (default ``discriminator_loss``).
+        discriminator_loss_fn: ``(real_logits, fake_logits) -> []`` (default:
+            ``discriminator_loss``).
         generator_loss_fn: ``(fake_logits) -> []`` (default: the non-saturating
             ``generator_loss``).
     """

@@ -504,7 +504,8 @@ def gradient_penalty(critic_fn, real, fake, key):
         "one_critic_call": """
 def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
     scores = critic_fn(jnp.concatenate([fake, real])).reshape(2, real.shape[0], -1)
-    return jnp.mean(scores[0]) - jnp.mean(scores[1]) + gp_weight * gradient_penalty(critic_fn, real, fake, key)
+    penalty = gradient_penalty(critic_fn, real, fake, key)
+    return jnp.mean(scores[0]) - jnp.mean(scores[1]) + gp_weight * penalty
 """,
         "negated_wasserstein_estimate": """
 def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
