@@ -59,6 +59,26 @@ def test_fit_drives_linear_regression_to_zero_loss():
     np.testing.assert_allclose(model.bias[...], [0.3], atol=1e-2)
 
 
+def test_fit_nnx_jit_step_matches_the_same_update_without_jit():
+    # fit binds an nnx.jit step with nnx.cached_partial; the result must be the plain update's.
+    x, y = linear_data()
+
+    def plain_step(model, optimizer, batch):
+        loss, grads = nnx.value_and_grad(mse)(model, batch)
+        optimizer.update(model, grads)
+        return loss
+
+    models = []
+    for step in (nnx.jit(plain_step), plain_step):
+        model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+        optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
+        history = fit(step, model, optimizer, lambda i: (x, y), 20, log_every=5, progress=False)
+        assert int(optimizer.step[...]) == 20
+        models.append((model.kernel[...], history["loss"]))
+    np.testing.assert_allclose(models[0][0], models[1][0], rtol=1e-5)
+    np.testing.assert_allclose(models[0][1], models[1][1], rtol=1e-5)
+
+
 def test_fit_accepts_an_iterable_and_plain_loss_steps():
     seen = []
 

@@ -19,6 +19,11 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+try:  # the type of nnx.jit-compiled functions, for nnx.cached_partial
+    from flax.nnx.transforms.compilation import JitWrapped as _NnxJitted
+except ImportError:  # a flax that moved it: fit still works, without the graph cache
+    _NnxJitted = ()
+
 
 @dataclass
 class History:
@@ -111,6 +116,15 @@ def fit(
         def get_batch(_):
             return next(iterator)
 
+    # An nnx.jit step re-reads the model's graph on every call (milliseconds for small models);
+    # cached_partial reads it once. The model and optimizer are still updated in place.
+    if isinstance(step, _NnxJitted):
+        bound = nnx.cached_partial(step, model, optimizer)
+    else:
+
+        def bound(batch):
+            return step(model, optimizer, batch)
+
     history = History()
     bar = tqdm(range(num_steps), desc=desc, disable=not progress, leave=False)
     for i in bar:
@@ -118,7 +132,7 @@ def fit(
             batch = get_batch(i)
         except StopIteration:
             raise ValueError(f"batches ran out after {i} of {num_steps} steps") from None
-        metrics = _as_metrics(step(model, optimizer, batch))
+        metrics = _as_metrics(bound(batch))
         if (i + 1) % log_every == 0 or i + 1 == num_steps:
             values = {name: float(value) for name, value in metrics.items()}
             history.log(i + 1, values)
