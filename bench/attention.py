@@ -15,7 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.harness import Table, median_seconds, optional_module, peak_rss_delta_mb, xla_temp_bytes
+from bench.harness import (
+    Table,
+    first_call_seconds,
+    median_seconds,
+    optional_module,
+    peak_rss_delta_mb,
+    xla_temp_bytes,
+)
 from genlab import attention
 
 BLOCK_SIZE = 128
@@ -100,9 +107,11 @@ def run(quick: bool = False) -> list[Table]:
     times = Table(
         f"Causal self-attention: time per call (batch {B}, {H} heads, head dim {d}, float32)",
         ["T", *[f"{n} (ms)" for n in names], "jax.nn / genlab naive", "blockwise / naive"]
-        + (["torch / genlab naive"] if torch is not None else []),
+        + (["torch / genlab naive"] if torch is not None else [])
+        + ["first call naive (s)", "first call blockwise (s)"],
         notes=[
-            f"Median of {repeats} calls after a warm-up call; blockwise uses blocks of "
+            f"Median of {repeats} calls after the first call (tracing + compilation + one run, "
+            f"also shown); blockwise uses blocks of "
             f"{BLOCK_SIZE} keys. Ratios > 1 mean genlab's naive kernel is faster."
             + ("" if torch is not None else " torch is not installed: no PyTorch column.")
         ],
@@ -113,16 +122,20 @@ def run(quick: bool = False) -> list[Table]:
         + [f"peak RSS added, {n} (MB)" for n in names],
         notes=[
             "XLA scratch: bytes the compiled program allocates beyond inputs and outputs "
-            "(`compiled.memory_analysis()`). Peak RSS added: `ru_maxrss` after one call minus the "
-            "resident size before it, in a fresh process per kernel (includes allocator slack)."
+            "(`compiled.memory_analysis()`). Peak RSS added: the process's high-water mark "
+            "during one call (reset after compiling and a warm-up call) minus its resident size "
+            "before it, in a fresh process per kernel (includes allocator slack)."
         ],
     )
     for T in lengths:
         q, k, v = _inputs(B, H, T, d)
         kernels = _jax_kernels(q, k, v)
-        seconds, outputs, scratch = {}, {}, {}
+        seconds, outputs, scratch, compile_s = {}, {}, {}, {}
         for name, (fn, args) in kernels.items():
-            seconds[name] = median_seconds(lambda fn=fn, args=args: fn(*args), repeats=repeats)
+            compile_s[name] = first_call_seconds(lambda fn=fn, args=args: fn(*args))
+            seconds[name] = median_seconds(
+                lambda fn=fn, args=args: fn(*args), repeats=repeats, warmup=0
+            )
             out = np.asarray(fn(*args))
             outputs[name] = np.swapaxes(out, 1, 2) if name.startswith("jax.nn") else out
             scratch[name] = xla_temp_bytes(fn, *args) / 2**20
@@ -138,6 +151,8 @@ def run(quick: bool = False) -> list[Table]:
             seconds["jax.nn.dot_product_attention"] / naive,
             seconds["genlab blockwise"] / naive,
             *([seconds["torch sdpa"] / naive] if torch is not None else []),
+            compile_s["genlab naive"],
+            compile_s["genlab blockwise"],
         )
         rss = [peak_rss_delta_mb(_MEMORY_PROBE.format(B=B, H=H, T=T, d=d, name=n)) for n in names]
         ratio = scratch["genlab blockwise"] / scratch["genlab naive"]

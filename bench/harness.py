@@ -82,21 +82,29 @@ def xla_temp_bytes(jitted, *args) -> int:
     return int(jitted.lower(*args).compile().memory_analysis().temp_size_in_bytes)
 
 
-def peak_rss_delta_mb(code: str) -> float:
-    """Peak resident memory (MB) a snippet adds, measured in a fresh Python process.
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
-    ``code`` must define ``setup()`` (inputs, warm-up; not counted) and ``work()`` (measured).
-    The process reports ``ru_maxrss`` after ``work()`` minus its resident size before it.
+
+def peak_rss_delta_mb(code: str) -> float:
+    """Peak resident memory (MB) a snippet adds, measured in a fresh Python process (Linux).
+
+    ``code`` must define ``setup()`` (inputs, compilation, a warm-up call; not counted) and
+    ``work()`` (measured). After ``setup()`` the process resets its high-water mark (writing 5
+    to ``/proc/self/clear_refs``) and reports ``VmHWM`` after ``work()`` minus ``VmRSS`` before.
     """
     program = f"""
-import resource
+from bench.harness import _status_mb
 {code}
 setup()
-with open("/proc/self/statm") as f:
-    before = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = _status_mb("VmRSS")
 work()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(max(peak - before, 0.0))
+print(max(_status_mb("VmHWM") - before, 0.0))
 """
     done = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, check=False, cwd=ROOT
