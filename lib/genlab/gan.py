@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.scipy.special import xlogy
 
-from genlab.validate import positive_int
+from genlab.validate import broadcast_shapes, float_array, positive_int
 
 __all__ = [
     "bce_with_logits",
@@ -58,31 +58,8 @@ __all__ = [
 # --- argument checks ------------------------------------------------------------------------
 
 
-def _float_array(name: str, x) -> jax.Array:
-    """``x`` as a JAX array of a floating dtype (ints and bools are converted to float32)."""
-    if x is None or isinstance(x, (str, bytes, dict)):
-        raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}")
-    try:
-        x = jnp.asarray(x)
-    except TypeError as error:
-        raise TypeError(f"{name} must be an array of numbers ({error})") from None
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
-    return x
-
-
-def _broadcast(names: tuple[str, ...], *arrays: jax.Array) -> tuple[int, ...]:
-    try:
-        return jnp.broadcast_shapes(*(a.shape for a in arrays))
-    except ValueError:
-        shapes = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays))
-        raise ValueError(f"shapes do not broadcast: {shapes}") from None
-
-
 def _distributions(p, q, names=("p", "q")) -> tuple[jax.Array, jax.Array]:
-    p, q = _float_array(names[0], p), _float_array(names[1], q)
+    p, q = float_array(names[0], p), float_array(names[1], q)
     for name, x in zip(names, (p, q)):
         if x.ndim == 0:
             raise ValueError(f"{name} must have at least one axis (the support), got a scalar")
@@ -91,7 +68,7 @@ def _distributions(p, q, names=("p", "q")) -> tuple[jax.Array, jax.Array]:
             f"{names[0]} and {names[1]} need the same support size on the last axis, "
             f"got {p.shape} and {q.shape}"
         )
-    _broadcast(names, p, q)
+    broadcast_shapes(names, p.shape, q.shape)
     return p, q
 
 
@@ -118,13 +95,13 @@ def bce_with_logits(logits, labels) -> jax.Array:
     Returns:
         float [...] of the broadcast shape, >= 0 for labels in {0, 1}; finite for finite inputs.
     """
-    logits, labels = _float_array("logits", logits), _float_array("labels", labels)
-    _broadcast(("logits", "labels"), logits, labels)
+    logits, labels = float_array("logits", logits), float_array("labels", labels)
+    broadcast_shapes(("logits", "labels"), logits.shape, labels.shape)
     return _bce(logits, labels)
 
 
 def _batch(name: str, x) -> jax.Array:
-    x = _float_array(name, x)
+    x = float_array(name, x)
     if x.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {x.shape}")
     return x
@@ -204,8 +181,8 @@ def optimal_discriminator(p_data, p_g) -> jax.Array:
         float [...] in [0, 1]; 0.5 where both densities are 0 (no point there, any value is
         optimal; 0.5 is the symmetric choice, and it keeps gradients free of NaN).
     """
-    p_data, p_g = _float_array("p_data", p_data), _float_array("p_g", p_g)
-    _broadcast(("p_data", "p_g"), p_data, p_g)
+    p_data, p_g = float_array("p_data", p_data), float_array("p_g", p_g)
+    broadcast_shapes(("p_data", "p_g"), p_data.shape, p_g.shape)
     return _optimal_discriminator(p_data, p_g)
 
 
@@ -312,7 +289,7 @@ def mode_coverage(samples, centers, std, num_std: float = 3.0, min_count: int = 
         (covered, high_quality): int32 scalar [] in [0, M], the number of covered modes, and
         float32 scalar [] in [0, 1], the share of high-quality samples.
     """
-    samples, centers = _float_array("samples", samples), _float_array("centers", centers)
+    samples, centers = float_array("samples", samples), float_array("centers", centers)
     if samples.ndim != 2 or samples.shape[0] < 1:
         raise ValueError(f"samples must have shape [N, D] with N >= 1, got {samples.shape}")
     if centers.ndim != 2 or centers.shape[0] < 1 or centers.shape[1] != samples.shape[1]:
@@ -357,7 +334,7 @@ def gradient_penalty(
     """
     if not callable(critic_fn):
         raise TypeError(f"critic_fn must be callable, got {type(critic_fn).__name__}")
-    real, fake = _float_array("real", real), _float_array("fake", fake)
+    real, fake = float_array("real", real), float_array("fake", fake)
     if real.ndim < 1 or real.shape[0] < 1:
         raise ValueError(f"real must have shape [B, ...] with B >= 1, got {real.shape}")
     if fake.shape != real.shape:
@@ -387,7 +364,7 @@ def wasserstein_1d(x, y) -> jax.Array:
     Returns:
         float [...], >= 0.
     """
-    x, y = _float_array("x", x), _float_array("y", y)
+    x, y = float_array("x", x), float_array("y", y)
     if x.ndim == 0 or y.ndim == 0:
         raise ValueError(f"x and y must have a sample axis (last), got shapes {x.shape}, {y.shape}")
     if x.shape[-1] != y.shape[-1] or x.shape[-1] < 1:
@@ -395,7 +372,7 @@ def wasserstein_1d(x, y) -> jax.Array:
             f"x and y need the same number N >= 1 of samples on the last axis, got {x.shape} "
             f"and {y.shape}"
         )
-    _broadcast(("x", "y"), x, y)
+    broadcast_shapes(("x", "y"), x.shape, y.shape)
     return _wasserstein_1d(x, y)
 
 
@@ -420,7 +397,7 @@ def wgan_critic_loss(
     if not isinstance(gp_weight, numbers.Real) or isinstance(gp_weight, bool) or gp_weight < 0:
         raise ValueError(f"gp_weight must be a number >= 0, got {gp_weight!r}")
     penalty = gradient_penalty(critic_fn, real, fake, key)
-    real, fake = _float_array("real", real), _float_array("fake", fake)
+    real, fake = float_array("real", real), float_array("fake", fake)
     return jnp.mean(critic_fn(fake)) - jnp.mean(critic_fn(real)) + gp_weight * penalty
 
 

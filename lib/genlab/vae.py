@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from genlab import nn
-from genlab.validate import positive_int
+from genlab.validate import broadcast_shapes, float_array, positive_int
 
 __all__ = [
     "VAE",
@@ -49,24 +49,13 @@ __all__ = [
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _float_array(name: str, x) -> jax.Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
-    return x
-
-
 def _at_least_1d(name: str, x: jax.Array) -> None:
     if x.ndim == 0:
         raise ValueError(f"{name} must have at least one axis (the last is summed), got a scalar")
 
 
 def _broadcast(**arrays: jax.Array) -> tuple[int, ...]:
-    try:
-        return jnp.broadcast_shapes(*(a.shape for a in arrays.values()))
-    except ValueError:
-        shapes = ", ".join(f"{name} {a.shape}" for name, a in arrays.items())
-        raise ValueError(f"shapes do not broadcast: {shapes}") from None
+    return broadcast_shapes(list(arrays), *(a.shape for a in arrays.values()))
 
 
 # --- section 3: Gaussian KL and likelihoods --------------------------------------------------
@@ -83,7 +72,10 @@ def gaussian_kl_standard(mean: jax.Array, log_var: jax.Array) -> jax.Array:
     Returns:
         float [...], >= 0.
     """
-    mean, log_var = _float_array("mean", mean), _float_array("log_var", log_var)
+    mean, log_var = (
+        float_array("mean", mean, allow_int=False),
+        float_array("log_var", log_var, allow_int=False),
+    )
     if len(_broadcast(mean=mean, log_var=log_var)) == 0:
         raise ValueError("mean and log_var must have at least one axis (the last is summed)")
     terms = jnp.exp(log_var) + mean**2 - 1.0 - log_var  # (..., Z)
@@ -106,10 +98,10 @@ def gaussian_kl(
         float [...] (the broadcast shape without its last axis), >= 0.
     """
     arrays = {
-        "mean_q": _float_array("mean_q", mean_q),
-        "log_var_q": _float_array("log_var_q", log_var_q),
-        "mean_p": _float_array("mean_p", mean_p),
-        "log_var_p": _float_array("log_var_p", log_var_p),
+        "mean_q": float_array("mean_q", mean_q, allow_int=False),
+        "log_var_q": float_array("log_var_q", log_var_q, allow_int=False),
+        "mean_p": float_array("mean_p", mean_p, allow_int=False),
+        "log_var_p": float_array("log_var_p", log_var_p, allow_int=False),
     }
     if len(_broadcast(**arrays)) == 0:
         raise ValueError("the inputs must have at least one axis (the last is summed)")
@@ -130,7 +122,7 @@ def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
     Returns:
         float [...], <= 0 for binary x.
     """
-    x, logits = _float_array("x", x), _float_array("logits", logits)
+    x, logits = float_array("x", x, allow_int=False), float_array("logits", logits, allow_int=False)
     if len(_broadcast(x=x, logits=logits)) == 0:
         raise ValueError("x and logits must have at least one axis (the last is summed)")
     terms = x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)  # (..., D)
@@ -149,9 +141,9 @@ def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_var: jax.Array) -
         float [...].
     """
     arrays = {
-        "x": _float_array("x", x),
-        "mean": _float_array("mean", mean),
-        "log_var": _float_array("log_var", log_var),
+        "x": float_array("x", x, allow_int=False),
+        "mean": float_array("mean", mean, allow_int=False),
+        "log_var": float_array("log_var", log_var, allow_int=False),
     }
     if len(_broadcast(**arrays)) == 0:
         raise ValueError("x, mean and log_var must have at least one axis (the last is summed)")
@@ -175,7 +167,10 @@ def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.A
     Returns:
         float [..., Z].
     """
-    mean, log_var = _float_array("mean", mean), _float_array("log_var", log_var)
+    mean, log_var = (
+        float_array("mean", mean, allow_int=False),
+        float_array("log_var", log_var, allow_int=False),
+    )
     if log_var.shape != mean.shape:
         raise ValueError(f"log_var must have mean's shape {mean.shape}, got {log_var.shape}")
     eps = jax.random.normal(key, mean.shape)  # (..., Z)
@@ -183,7 +178,7 @@ def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.A
 
 
 def _toy_noise(key: jax.Array, theta: jax.Array, num_samples: int) -> jax.Array:
-    theta = _float_array("theta", theta)
+    theta = float_array("theta", theta, allow_int=False)
     num_samples = positive_int("num_samples", num_samples)
     return jax.random.normal(key, (num_samples, *theta.shape))  # (N, ...)
 
@@ -238,7 +233,7 @@ def iwae_bound(log_weights: jax.Array) -> jax.Array:
     Returns:
         float [...].
     """
-    log_weights = _float_array("log_weights", log_weights)
+    log_weights = float_array("log_weights", log_weights, allow_int=False)
     _at_least_1d("log_weights", log_weights)
     if log_weights.shape[0] < 1:
         raise ValueError("log_weights must hold at least one sample on axis 0 (K >= 1)")
@@ -247,8 +242,11 @@ def iwae_bound(log_weights: jax.Array) -> jax.Array:
 
 
 def _check_linear_gaussian(x, weight, bias, noise_var):
-    x, weight = _float_array("x", x), _float_array("weight", weight)
-    bias, noise_var = _float_array("bias", bias), _float_array("noise_var", noise_var)
+    x, weight = float_array("x", x, allow_int=False), float_array("weight", weight, allow_int=False)
+    bias, noise_var = (
+        float_array("bias", bias, allow_int=False),
+        float_array("noise_var", noise_var, allow_int=False),
+    )
     if weight.ndim != 2:
         raise ValueError(f"weight must have shape [D, Z], got {weight.shape}")
     d = weight.shape[0]
@@ -329,7 +327,7 @@ def elbo(
     Returns:
         float [B] (not averaged over the batch).
     """
-    x = _float_array("x", x)
+    x = float_array("x", x, allow_int=False)
     if x.ndim != 2:
         raise ValueError(f"x must have shape [B, D], got {x.shape}")
     mean, log_var = encode(x)  # (B, Z) each
