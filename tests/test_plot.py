@@ -70,3 +70,30 @@ def test_heatmap_labels_axes():
     assert ax.get_xlabel() == "key"
     with pytest.raises(ValueError, match=r"\[R, C\]"):
         plot.heatmap(np.zeros(3))
+
+
+def test_attention_maps_draws_one_map_per_head_on_a_shared_scale():
+    weights = np.full((3, 4, 4), 0.25)
+    fig = plot.attention_maps(weights, labels=list("abcd"), titles=["x", "y", "z"])
+    assert isinstance(fig, Figure)
+    heads = [ax for ax in fig.axes if ax.get_title() in {"x", "y", "z"}]
+    assert len(heads) == 3
+    image = heads[0].get_images()[0]
+    assert image.get_clim() == (0.0, 1.0)
+    np.testing.assert_array_equal(image.get_array(), weights[0])
+    assert [t.get_text() for t in heads[1].get_xticklabels()] == list("abcd")
+
+
+def test_attention_maps_accepts_one_map_and_given_axes():
+    fig, axes = plt.subplots(1, 2)
+    out = plot.attention_maps(np.eye(3)[None].repeat(2, 0), axes=axes)
+    assert out is fig
+    assert axes[1].get_title() == "head 1"
+    assert len(plot.attention_maps(np.eye(3)).axes) == 2  # the map and its colorbar
+
+
+def test_attention_maps_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"weights must have shape \[H, T_q, T_k\]"):
+        plot.attention_maps(np.ones(3))
+    with pytest.raises(ValueError, match="got 2 labels for T_k = 3 keys"):
+        plot.attention_maps(np.ones((1, 3, 3)), labels=["a", "b"])

@@ -143,3 +143,51 @@ def heatmap(
         ax.set_yticks(range(len(yticklabels)), labels=list(yticklabels))
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return fig
+
+
+def attention_maps(
+    weights: object,
+    *,
+    labels: object | None = None,
+    titles: list[str] | None = None,
+    axes=None,
+    cmap: str = "viridis",
+    suptitle: str = "",
+) -> Figure:
+    """One heatmap per head of attention weights ``[H, T_q, T_k]`` (or one map ``[T_q, T_k]``).
+
+    Rows are queries, columns keys; every map shares the color scale [0, 1]. ``labels``
+    (length ``T_k``, e.g. the input tokens) name the key columns and, when ``T_q == T_k``, the
+    query rows. ``axes`` is an optional sequence of ``H`` axes to draw on.
+    """
+    maps = np.asarray(weights, dtype=np.float64)
+    if maps.ndim == 2:
+        maps = maps[None]
+    if maps.ndim != 3:
+        raise ValueError(f"weights must have shape [H, T_q, T_k] or [T_q, T_k], got {maps.shape}")
+    num_heads, t_q, t_k = maps.shape
+    if titles is not None and len(titles) != num_heads:
+        raise ValueError(f"got {len(titles)} titles for {num_heads} heads")
+    if axes is None:
+        fig, axes = plt.subplots(1, num_heads, figsize=(2.6 * num_heads + 0.6, 2.8), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) != num_heads:
+            raise ValueError(f"got {len(axes)} axes for {num_heads} heads")
+        fig = axes[0].figure
+    image = None
+    for h, ax in enumerate(axes):
+        image = ax.imshow(maps[h], cmap=cmap, vmin=0.0, vmax=1.0, aspect="equal")
+        ax.set(title=titles[h] if titles else f"head {h}", xlabel="key", ylabel="query")
+        if labels is not None:
+            names = [str(label) for label in labels]
+            if len(names) != t_k:
+                raise ValueError(f"got {len(names)} labels for T_k = {t_k} keys")
+            ax.set_xticks(range(t_k), names)
+            if t_q == t_k:
+                ax.set_yticks(range(t_q), names)
+    fig.colorbar(image, ax=list(axes), shrink=0.8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig

@@ -1,0 +1,571 @@
+"""Reference implementations of chapter 03, self-attention.
+
+The chapter (``solutions/03_self_attention/03_self_attention.ipynb``) teaches each function in
+the section named below; the notebook's hidden tests compare the student's version with the one
+here. Shape letters: B batch, H heads, T sequence length (T_q queries, T_k keys), D feature
+width (d per head), V vocabulary.
+
+    attention_scores              section 1, q k^T / sqrt(d)
+    masked_softmax                sections 1 and 3 (a fully masked row gives zero weights)
+    scaled_dot_product_attention  section 1, softmax(q k^T / sqrt(d)) v
+    causal_mask, padding_mask     section 3 (boolean, True = may attend)
+    causal_leakage                section 3, the leakage test (perturb the future)
+    softmax_entropy               sections 2 and 8 (how peaked the weights are)
+    split_heads, merge_heads      section 4
+    MultiHeadSelfAttention        section 4 (matches ``flax.nnx.MultiHeadAttention``)
+    sinusoidal_positions          section 5 (Vaswani et al. 2017)
+    LearnedPositions              section 5
+    online_softmax_attention      section 6 (blockwise, running max and normalizer)
+    ReverseModel, reverse_batch   section 7, the tiny trained example
+
+Conventions: masks are boolean and True means "may attend"; they broadcast against the scores
+``[..., T_q, T_k]``. A query whose keys are all masked gets zero weights and a zero output, never
+NaN (a true mask, not a large negative number added to the scores).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = [
+    "LearnedPositions",
+    "MultiHeadSelfAttention",
+    "ReverseModel",
+    "attention_scores",
+    "benchmark_kernels",
+    "causal_leakage",
+    "causal_mask",
+    "masked_softmax",
+    "merge_heads",
+    "naive_attention",
+    "online_softmax_attention",
+    "padding_mask",
+    "reverse_batch",
+    "reverse_loss",
+    "scaled_dot_product_attention",
+    "sinusoidal_positions",
+    "softmax_entropy",
+    "split_heads",
+]
+
+
+# --- argument checks -----------------------------------------------------------------------------
+
+
+def _float_array(name: str, x, min_ndim: int = 0) -> jax.Array:
+    """``x`` as a JAX array of a floating dtype with at least ``min_ndim`` axes."""
+    if x is None or isinstance(x, (str, bytes, dict)):
+        raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}")
+    try:
+        x = jnp.asarray(x)
+    except TypeError as error:
+        raise TypeError(f"{name} must be an array of numbers ({error})") from None
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} axes, got shape {x.shape}")
+    return x
+
+
+def _bool_mask(name: str, mask) -> jax.Array:
+    if mask is None or isinstance(mask, (str, bytes, dict)):
+        raise TypeError(f"{name} must be a boolean array, got {type(mask).__name__}")
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(
+            f"{name} must be boolean (True = may attend), got dtype {mask.dtype}; "
+            "use e.g. `mask > 0`, not an additive mask"
+        )
+    return mask
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _broadcast(names: tuple[str, ...], *shapes: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        return jnp.broadcast_shapes(*shapes)
+    except ValueError:
+        shown = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
+        raise ValueError(f"shapes do not broadcast: {shown}") from None
+
+
+def _check_qkv(q, k, v=None):
+    q = _float_array("q", q, 2)
+    k = _float_array("k", k, 2)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k need the same feature size d on the last axis, got q {q.shape}, k {k.shape}"
+        )
+    _broadcast(("q batch", "k batch"), q.shape[:-2], k.shape[:-2])
+    if v is None:
+        return q, k
+    v = _float_array("v", v, 2)
+    if v.shape[-2] != k.shape[-2]:
+        raise ValueError(
+            f"v must have one row per key (T_k = {k.shape[-2]} on axis -2), got v {v.shape}"
+        )
+    _broadcast(("q batch", "k batch", "v batch"), q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    return q, k, v
+
+
+# --- section 1: scores, softmax, attention -------------------------------------------------------
+
+
+@jax.jit
+def _scores(q: jax.Array, k: jax.Array) -> jax.Array:
+    dtype = jnp.result_type(q, k)
+    scale = jnp.asarray(1.0 / math.sqrt(q.shape[-1]), dtype)
+    return jnp.einsum("...qd,...kd->...qk", q, k) * scale  # (..., T_q, T_k)
+
+
+def attention_scores(q, k) -> jax.Array:
+    """Scaled dot products ``q k^T / sqrt(d)`` (section 1).
+
+    Args:
+        q: queries ``[..., T_q, d]``, float.
+        k: keys ``[..., T_k, d]``, float; leading axes broadcast against ``q``'s.
+
+    Returns:
+        ``[..., T_q, T_k]``: entry ``(i, j)`` is ``q_i . k_j / sqrt(d)``, ``d = q.shape[-1]``.
+    """
+    q, k = _check_qkv(q, k)
+    return _scores(q, k)
+
+
+@jax.jit
+def _masked_softmax(scores: jax.Array, mask: jax.Array | None) -> jax.Array:
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-1)
+    masked = jnp.where(mask, scores, -jnp.inf)  # (..., T_q, T_k)
+    row_max = jnp.max(masked, axis=-1, keepdims=True)
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)  # fully masked rows: no shift
+    exps = jnp.where(mask, jnp.exp(masked - jax.lax.stop_gradient(row_max)), 0.0)
+    total = jnp.sum(exps, axis=-1, keepdims=True)
+    return exps / jnp.where(total > 0, total, 1.0)  # fully masked rows stay 0
+
+
+def masked_softmax(scores, mask=None) -> jax.Array:
+    """Softmax over the key axis (-1) that ignores masked-out keys (sections 1 and 3).
+
+    Args:
+        scores: ``[..., T_q, T_k]``, float.
+        mask: boolean, broadcastable against ``scores``; True = may attend. ``None`` means no
+            mask (a plain softmax).
+
+    Returns:
+        Weights of the broadcast shape of ``scores`` and ``mask``: zero where the mask is False,
+        each row summing to 1 over the keys it may attend to. A row with no allowed key is all
+        zeros (never NaN).
+    """
+    scores = _float_array("scores", scores, 1)
+    if mask is not None:
+        mask = _bool_mask("mask", mask)
+        _broadcast(("scores", "mask"), scores.shape, mask.shape)
+    return _masked_softmax(scores, mask)
+
+
+@jax.jit
+def _sdpa(q, k, v, mask):
+    weights = _masked_softmax(_scores(q, k), mask)  # (..., T_q, T_k)
+    out = jnp.einsum("...qk,...kd->...qd", weights.astype(v.dtype), v)  # (..., T_q, D_v)
+    return out, weights
+
+
+def scaled_dot_product_attention(q, k, v, mask=None) -> tuple[jax.Array, jax.Array]:
+    """``softmax(q k^T / sqrt(d)) v`` with an optional boolean mask (section 1).
+
+    Args:
+        q: queries ``[..., T_q, d]``.
+        k: keys ``[..., T_k, d]``.
+        v: values ``[..., T_k, D_v]``; leading axes of q, k, v broadcast.
+        mask: boolean, broadcastable against the scores ``[..., T_q, T_k]``; True = may attend.
+            For heads ``[B, H, T_q, T_k]`` a padding mask ``[B, 1, T]`` needs ``[:, None]``.
+
+    Returns:
+        ``(out, weights)``: ``out [..., T_q, D_v]`` and ``weights [..., T_q, T_k]`` (rows sum to 1
+        over allowed keys; a fully masked query gets zero weights and a zero output).
+
+    Works inside ``jax.jit`` (the checks only read shapes and dtypes).
+    """
+    q, k, v = _check_qkv(q, k, v)
+    if mask is not None:
+        mask = _bool_mask("mask", mask)
+        scores_shape = (
+            *_broadcast(("q", "k"), q.shape[:-2], k.shape[:-2]),
+            q.shape[-2],
+            k.shape[-2],
+        )
+        _broadcast(("scores", "mask"), scores_shape, mask.shape)
+    return _sdpa(q, k, v, mask)
+
+
+def naive_attention(q, k, v, causal: bool = False) -> jax.Array:
+    """The naive kernel of section 6: forms the full ``[..., T_q, T_k]`` matrix; returns out."""
+    mask = causal_mask(q.shape[-2]) if causal else None
+    return scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+@jax.jit
+def _entropy(scores: jax.Array) -> jax.Array:
+    log_p = jax.nn.log_softmax(scores, axis=-1)  # (..., T_k), -inf where a score is -inf
+    p = jnp.exp(log_p)
+    return -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)  # (...,), 0 log 0 = 0
+
+
+def softmax_entropy(scores) -> jax.Array:
+    """Entropy in nats of ``softmax(scores)`` over the last axis (sections 2 and 8).
+
+    Args:
+        scores: float ``[..., T_k]``; entries may be ``-inf`` (masked keys, probability 0,
+            ``0 log 0 = 0``) but every row needs at least one finite entry.
+
+    Returns:
+        ``[...]``: ``-sum_j p_j log p_j`` with ``p = softmax(scores)``; between 0 (one-hot) and
+        ``log T_k`` (uniform).
+    """
+    return _entropy(_float_array("scores", scores, 1))
+
+
+def causal_leakage(attend, x, t: int) -> jax.Array:
+    """How much outputs before position ``t`` move when inputs from ``t`` on change (section 3).
+
+    Adds 1.0 to every feature of ``x`` at positions ``>= t`` (``x.at[..., t:, :].add(1.0)``) and
+    returns ``max |attend(x)[..., :t, :] - attend(x_perturbed)[..., :t, :]|``, a float scalar.
+    For a causal layer it is 0 (up to rounding); a layer that sees the future gives a positive
+    number.
+
+    Args:
+        attend: a function ``[..., T, D] -> [..., T, D_out]``.
+        x: float ``[..., T, D]``.
+        t: the first perturbed position, ``1 <= t < T``.
+    """
+    x = _float_array("x", x, 2)
+    t = _positive_int("t", t)
+    if t >= x.shape[-2]:
+        raise ValueError(f"t must be < T = {x.shape[-2]}, got {t}")
+    perturbed = x.at[..., t:, :].add(1.0)  # (..., T, D)
+    before = attend(x)[..., :t, :]  # (..., t, D_out)
+    after = attend(perturbed)[..., :t, :]
+    return jnp.max(jnp.abs(after - before))
+
+
+# --- section 3: masks ----------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _causal(T: int) -> jax.Array:
+    return jnp.tril(jnp.ones((T, T), dtype=bool))
+
+
+def causal_mask(T: int) -> jax.Array:
+    """Boolean ``[T, T]``: entry ``(i, j)`` is True where key ``j <= query i`` (section 3)."""
+    return _causal(_positive_int("T", T))
+
+
+def padding_mask(lengths, T: int) -> jax.Array:
+    """Boolean ``[B, 1, T]``: True where key position ``< lengths[b]`` (section 3).
+
+    Args:
+        lengths: integer ``[B]``, the number of real (non-padding) tokens of each sequence.
+        T: the padded length.
+
+    The middle axis of size 1 broadcasts over the queries of ``[B, T_q, T_k]`` scores; add
+    ``[:, None]`` for per-head scores ``[B, H, T_q, T_k]``.
+    """
+    T = _positive_int("T", T)
+    if lengths is None or isinstance(lengths, (str, bytes, dict)):
+        raise TypeError(f"lengths must be an integer array [B], got {type(lengths).__name__}")
+    lengths = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
+    if lengths.ndim != 1:
+        raise ValueError(f"lengths must have shape [B], got {lengths.shape}")
+    if not isinstance(lengths, jax.core.Tracer) and bool(jnp.any(lengths < 0)):
+        raise ValueError(f"lengths must be >= 0, got {np.asarray(lengths)}")
+    return (jnp.arange(T) < lengths[:, None])[:, None, :]  # (B, 1, T)
+
+
+# --- section 4: heads ----------------------------------------------------------------------------
+
+
+def split_heads(x, num_heads: int) -> jax.Array:
+    """``[B, T, D] -> [B, num_heads, T, D // num_heads]`` (section 4).
+
+    Head ``h`` takes features ``h * d : (h + 1) * d`` with ``d = D // num_heads``. Any number of
+    leading axes is allowed: ``[..., T, D] -> [..., H, T, d]``.
+    """
+    x = _float_array("x", x, 2)
+    num_heads = _positive_int("num_heads", num_heads)
+    *lead, T, D = x.shape
+    if D % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the feature size D={D}")
+    x = x.reshape(*lead, T, num_heads, D // num_heads)  # (..., T, H, d)
+    return jnp.swapaxes(x, -3, -2)  # (..., H, T, d)
+
+
+def merge_heads(x) -> jax.Array:
+    """The inverse of :func:`split_heads`: ``[B, H, T, d] -> [B, T, H * d]`` (section 4)."""
+    x = _float_array("x", x, 3)
+    *lead, H, T, d = x.shape
+    x = jnp.swapaxes(x, -3, -2)  # (..., T, H, d)
+    return x.reshape(*lead, T, H * d)  # (..., T, D)
+
+
+class MultiHeadSelfAttention(nnx.Module):
+    """Multi-head self-attention (section 4).
+
+    ``x [B, T, D] -> [B, T, D]``: project to q, k, v with ``D x D`` linear maps (with bias),
+    split into ``num_heads`` heads of width ``d = D // num_heads``, attend per head, merge, and
+    project back. With the same weights it matches ``flax.nnx.MultiHeadAttention(num_heads, D,
+    decode=False)``: its kernels ``[D, H, d]`` reshape to our ``[D, D]``.
+
+    Args:
+        num_heads: number of heads H (must divide ``d_model``).
+        d_model: feature size D.
+        rngs: random streams for the initializers (keyword-only).
+    """
+
+    def __init__(self, num_heads: int, d_model: int, *, rngs: nnx.Rngs):
+        num_heads = _positive_int("num_heads", num_heads)
+        d_model = _positive_int("d_model", d_model)
+        if d_model % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide d_model={d_model}")
+        self.num_heads, self.d_model = num_heads, d_model
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, return_weights=False):
+        """``x [B, T, D]``, ``mask`` broadcastable to ``[B, H, T, T]`` -> ``[B, T, D]``.
+
+        With ``return_weights=True`` also returns the attention weights ``[B, H, T, T]``.
+        """
+        if x.ndim < 2 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must have shape [..., T, {self.d_model}], got {x.shape}")
+        q = split_heads(self.query(x), self.num_heads)  # (B, H, T, d)
+        k = split_heads(self.key(x), self.num_heads)  # (B, H, T, d)
+        v = split_heads(self.value(x), self.num_heads)  # (B, H, T, d)
+        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d), (B, H, T, T)
+        out = self.out(merge_heads(out))  # (B, T, D)
+        return (out, weights) if return_weights else out
+
+
+# --- section 5: positions ------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sinusoidal(T: int, D: int) -> jax.Array:
+    positions = jnp.arange(T, dtype=jnp.float32)[:, None]  # (T, 1)
+    two_i = jnp.arange(0, D, 2, dtype=jnp.float32)[None, :]  # (1, ceil(D/2))
+    angles = positions / jnp.power(10000.0, two_i / D)  # (T, ceil(D/2))
+    pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # (T, ceil(D/2), 2)
+    return pe.reshape(T, -1)[:, :D]  # (T, D)
+
+
+def sinusoidal_positions(T: int, D: int) -> jax.Array:
+    """Sinusoidal position encodings ``[T, D]`` (section 5; Vaswani et al. 2017), float32.
+
+    ``PE[p, 2i] = sin(p / 10000^(2i / D))`` and ``PE[p, 2i + 1] = cos(p / 10000^(2i / D))``;
+    for odd ``D`` the last column is a sine.
+    """
+    return _sinusoidal(_positive_int("T", T), _positive_int("D", D))
+
+
+class LearnedPositions(nnx.Module):
+    """Learned position embeddings (section 5): a table ``[max_len, D]``, one row per position.
+
+    Call: ``positions(T) -> [T, D]`` (the first ``T`` rows); ``T <= max_len``.
+    """
+
+    def __init__(self, max_len: int, d_model: int, *, rngs: nnx.Rngs, stddev: float = 0.02):
+        self.max_len = _positive_int("max_len", max_len)
+        self.d_model = _positive_int("d_model", d_model)
+        init = nnx.initializers.normal(stddev)
+        self.table = nnx.Param(init(rngs.params(), (self.max_len, self.d_model)))
+
+    def __call__(self, T: int) -> jax.Array:
+        T = _positive_int("T", T)
+        if T > self.max_len:
+            raise ValueError(f"T={T} exceeds max_len={self.max_len} of the position table")
+        return self.table[...][:T]  # (T, D)
+
+
+# --- section 6: the blockwise (online-softmax) kernel --------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("block_size", "causal"))
+def _online(q, k, v, block_size: int, causal: bool) -> jax.Array:
+    batch = jnp.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    dtype = jnp.result_type(q, k, v)
+    q = jnp.broadcast_to(q, (*batch, *q.shape[-2:])).astype(dtype)
+    k = jnp.broadcast_to(k, (*batch, *k.shape[-2:])).astype(dtype)
+    v = jnp.broadcast_to(v, (*batch, *v.shape[-2:])).astype(dtype)
+    T_q, d = q.shape[-2:]
+    T_k, D_v = v.shape[-2:]
+    block = min(block_size, T_k)
+    num_blocks = -(-T_k // block)
+    pad = num_blocks * block - T_k
+    widths = [(0, 0)] * len(batch) + [(0, pad), (0, 0)]
+    k = jnp.pad(k, widths).reshape(*batch, num_blocks, block, d)  # (..., N, b, d)
+    v = jnp.pad(v, widths).reshape(*batch, num_blocks, block, D_v)  # (..., N, b, D_v)
+    k, v = jnp.moveaxis(k, -3, 0), jnp.moveaxis(v, -3, 0)  # (N, ..., b, d)
+    q = q * jnp.asarray(1.0 / math.sqrt(d), dtype)
+    query_index = jnp.arange(T_q)[:, None]  # (T_q, 1)
+
+    def body(carry, inputs):
+        row_max, total, acc = carry  # (..., T_q), (..., T_q), (..., T_q, D_v)
+        j, k_j, v_j = inputs
+        key_index = j * block + jnp.arange(block)[None, :]  # (1, b)
+        allowed = key_index < T_k
+        if causal:
+            allowed = allowed & (key_index <= query_index)  # (T_q, b)
+        s = jnp.einsum("...qd,...kd->...qk", q, k_j)  # (..., T_q, b)
+        s = jnp.where(allowed, s, -jnp.inf)
+        new_max = jnp.maximum(row_max, jnp.max(s, axis=-1))  # (..., T_q)
+        safe_max = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
+        p = jnp.where(allowed, jnp.exp(s - safe_max[..., None]), 0.0)  # (..., T_q, b)
+        rescale = jnp.exp(row_max - safe_max)  # 0 while nothing was seen (row_max = -inf)
+        total = rescale * total + jnp.sum(p, axis=-1)
+        acc = rescale[..., None] * acc + jnp.einsum("...qk,...kd->...qd", p, v_j)
+        return (new_max, total, acc), None
+
+    init = (
+        jnp.full((*batch, T_q), -jnp.inf, dtype),
+        jnp.zeros((*batch, T_q), dtype),
+        jnp.zeros((*batch, T_q, D_v), dtype),
+    )
+    (_, total, acc), _ = jax.lax.scan(body, init, (jnp.arange(num_blocks), k, v))
+    return acc / jnp.where(total > 0, total, 1.0)[..., None]  # (..., T_q, D_v)
+
+
+def online_softmax_attention(q, k, v, block_size: int, causal: bool = False) -> jax.Array:
+    """Attention computed over key blocks with a running max and normalizer (section 6).
+
+    The full ``[T_q, T_k]`` score matrix is never formed: ``lax.scan`` visits keys in blocks of
+    ``block_size`` (the last block may be shorter; any ``T_k`` works), keeping for every query
+    the running maximum ``m``, normalizer ``l`` and unnormalized output ``acc``; when the max
+    grows, ``l`` and ``acc`` are rescaled by ``exp(m_old - m_new)`` (Milakov & Gimelshein 2018;
+    FlashAttention, Algorithm 1).
+
+    Args:
+        q: ``[..., T_q, d]``; k: ``[..., T_k, d]``; v: ``[..., T_k, D_v]``.
+        block_size: keys per block, an int >= 1 (static under jit).
+        causal: if True, query ``i`` sees keys ``j <= i`` (needs ``T_q == T_k``).
+
+    Returns:
+        ``out [..., T_q, D_v]``, equal to ``scaled_dot_product_attention(q, k, v, mask)[0]``;
+        a query with no allowed key gets zeros.
+    """
+    q, k, v = _check_qkv(q, k, v)
+    block_size = _positive_int("block_size", block_size)
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if causal and q.shape[-2] != k.shape[-2]:
+        raise ValueError(
+            f"causal=True needs as many queries as keys, got T_q={q.shape[-2]}, T_k={k.shape[-2]}"
+        )
+    return _online(q, k, v, block_size=block_size, causal=bool(causal))
+
+
+# --- section 7: a tiny trained example (reverse a sequence) --------------------------------------
+
+
+def reverse_batch(key: jax.Array, batch_size: int, T: int, vocab_size: int):
+    """A batch of the reversal task: ``(tokens [B, T] int32, targets [B, T] = tokens[:, ::-1])``."""
+    tokens = jax.random.randint(key, (batch_size, T), 0, vocab_size, dtype=jnp.int32)
+    return tokens, tokens[:, ::-1]
+
+
+class ReverseModel(nnx.Module):
+    """One attention layer that learns to reverse a sequence (section 7).
+
+    Tokens ``[B, T]`` -> embeddings + learned positions ``[B, T, D]`` -> multi-head
+    self-attention (no mask: every position may look everywhere) -> a linear readout to logits
+    ``[B, T, V]``. There is no residual path, so each output token must be fetched by attention:
+    the learned maps show the anti-diagonal ``j = T - 1 - i``.
+    """
+
+    def __init__(self, vocab_size: int, T: int, d_model: int, num_heads: int, *, rngs: nnx.Rngs):
+        self.embed = nnx.Embed(vocab_size, d_model, rngs=rngs)
+        self.positions = LearnedPositions(T, d_model, rngs=rngs, stddev=1.0)
+        self.attention = MultiHeadSelfAttention(num_heads, d_model, rngs=rngs)
+        self.readout = nnx.Linear(d_model, vocab_size, rngs=rngs)
+
+    def __call__(self, tokens: jax.Array, *, return_weights: bool = False):
+        """``tokens [B, T]`` -> logits ``[B, T, V]`` (and weights ``[B, H, T, T]`` if asked)."""
+        x = self.embed(tokens) + self.positions(tokens.shape[-1])  # (B, T, D)
+        h, weights = self.attention(x, return_weights=True)  # (B, T, D), (B, H, T, T)
+        logits = self.readout(h)  # (B, T, V)
+        return (logits, weights) if return_weights else logits
+
+
+def reverse_loss(model: ReverseModel, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean token cross-entropy (nats) and accuracy of ``model`` on ``(tokens, targets)``."""
+    tokens, targets = batch
+    logits = model(tokens)  # (B, T, V)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    loss = -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
+    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == targets)
+    return loss, {"accuracy": accuracy}
+
+
+# --- section 6: measuring the kernels ------------------------------------------------------------
+
+
+def benchmark_kernels(
+    lengths, *, block_size: int = 128, d: int = 64, num_heads: int = 1, repeats: int = 3, seed=0
+) -> dict[str, np.ndarray]:
+    """Time and scratch memory of the naive and the blockwise kernel for each length (section 6).
+
+    For each ``T`` in ``lengths`` it draws q, k, v ``[1, num_heads, T, d]`` (float32), compiles
+    both kernels, and records the best of ``repeats`` wall-clock times per call (seconds, after
+    one warm-up call) and XLA's scratch ("temp") memory of the compiled program in bytes, which is
+    what the kernel allocates besides its inputs and output (NaN where the backend does not report
+    it).
+
+    Returns:
+        ``{"T", "naive_seconds", "blockwise_seconds", "naive_bytes", "blockwise_bytes"}``, each an
+        array ``[len(lengths)]``.
+    """
+    import time
+
+    block_size = _positive_int("block_size", block_size)
+    kernels = {
+        "naive": jax.jit(lambda q, k, v: _sdpa(q, k, v, None)[0]),
+        "blockwise": jax.jit(lambda q, k, v: _online(q, k, v, block_size=block_size, causal=False)),
+    }
+    result = {name: [] for name in ("T", "naive_seconds", "blockwise_seconds")}
+    result.update(naive_bytes=[], blockwise_bytes=[])
+    for T in lengths:
+        T = _positive_int("T", T)
+        keys = jax.random.split(jax.random.key(seed), 3)
+        q, k, v = (jax.random.normal(key, (1, num_heads, T, d)) for key in keys)
+        result["T"].append(T)
+        for name, kernel in kernels.items():
+            analysis = kernel.lower(q, k, v).compile().memory_analysis()
+            scratch = getattr(analysis, "temp_size_in_bytes", None)
+            result[f"{name}_bytes"].append(float("nan") if scratch is None else float(scratch))
+            kernel(q, k, v).block_until_ready()  # compile and warm up
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                kernel(q, k, v).block_until_ready()
+                best = min(best, time.perf_counter() - start)
+            result[f"{name}_seconds"].append(best)
+    return {name: np.asarray(values) for name, values in result.items()}

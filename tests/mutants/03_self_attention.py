@@ -1,0 +1,785 @@
+"""Mutants of chapter 03's graded exercises (solutions/03_self_attention/03_self_attention.ipynb).
+
+``WRONG[name]`` maps a variant name to source code defining ``name`` with a plausible mistake;
+each must fail the notebook's ``test_<name>`` cell (hidden tests included). ``CORRECT[name]``
+holds valid alternatives to the solution; each must pass it. The sources are executed in the
+kernel after the solution notebook has run, so they may use what its imports cell defined
+(``jax``, ``jnp``, ``np``, ``nnx``, ``optax``) and the solution's functions (``split_heads``,
+``merge_heads``, ``scaled_dot_product_attention``, ...).
+
+The first wrong variant of the first exercise is the "wrong submission" of the nbgrader pipeline
+test, so it must fail its own test cell and nothing else (no other solution calls
+``attention_scores``).
+"""
+
+WRONG = {
+    "attention_scores": {
+        "no_scaling": """
+def attention_scores(q, k):
+    return jnp.einsum("...qd,...kd->...qk", q, k)
+""",
+        "scaled_by_d": """
+def attention_scores(q, k):
+    return jnp.einsum("...qd,...kd->...qk", q, k) / q.shape[-1]
+""",
+        "keys_times_queries": """
+def attention_scores(q, k):
+    return jnp.einsum("...qd,...kd->...kq", q, k) / jnp.sqrt(q.shape[-1])
+""",
+        "scaled_by_sqrt_of_key_count": """
+def attention_scores(q, k):
+    return jnp.einsum("...qd,...kd->...qk", q, k) / jnp.sqrt(k.shape[-2])
+""",
+        "full_transpose_breaks_batches": """
+def attention_scores(q, k):
+    return q @ k.T / jnp.sqrt(q.shape[-1])
+""",
+    },
+    "masked_softmax": {
+        "softmax_over_query_axis": """
+def masked_softmax(scores, mask=None):
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-2)
+    masked = jnp.where(mask, scores, -jnp.inf)
+    m = jnp.max(masked, axis=-2, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.where(mask, jnp.exp(masked - m), 0.0)
+    z = jnp.sum(e, axis=-2, keepdims=True)
+    return e / jnp.where(z > 0, z, 1.0)
+""",
+        "mask_inverted": """
+def masked_softmax(scores, mask=None):
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-1)
+    mask = ~mask
+    masked = jnp.where(mask, scores, -jnp.inf)
+    m = jnp.max(masked, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.where(mask, jnp.exp(masked - m), 0.0)
+    z = jnp.sum(e, axis=-1, keepdims=True)
+    return e / jnp.where(z > 0, z, 1.0)
+""",
+        "mask_applied_after_softmax": """
+def masked_softmax(scores, mask=None):
+    w = jax.nn.softmax(scores, axis=-1)
+    return w if mask is None else jnp.where(mask, w, 0.0)
+""",
+        "minus_1e9_fill": """
+def masked_softmax(scores, mask=None):
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-1)
+    return jax.nn.softmax(jnp.where(mask, scores, -1e9), axis=-1)
+""",
+        "minus_inf_fill_gives_nan": """
+def masked_softmax(scores, mask=None):
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-1)
+    return jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
+""",
+        "renormalised_after_softmax_underflows": """
+def masked_softmax(scores, mask=None):
+    w = jax.nn.softmax(scores, axis=-1)
+    if mask is None:
+        return w
+    w = jnp.where(mask, w, 0.0)
+    z = jnp.sum(w, axis=-1, keepdims=True)
+    return w / jnp.where(z > 0, z, 1.0)
+""",
+        "no_max_subtraction_overflows": """
+def masked_softmax(scores, mask=None):
+    if mask is None:
+        mask = jnp.ones(scores.shape, dtype=bool)
+    e = jnp.where(mask, jnp.exp(scores), 0.0)
+    z = jnp.sum(e, axis=-1, keepdims=True)
+    return e / jnp.where(z > 0, z, 1.0)
+""",
+    },
+    "scaled_dot_product_attention": {
+        "no_scaling": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    weights = masked_softmax(jnp.einsum("...qd,...kd->...qk", q, k), mask)
+    return jnp.einsum("...qk,...kd->...qd", weights, v), weights
+""",
+        "scaled_by_d": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    weights = masked_softmax(jnp.einsum("...qd,...kd->...qk", q, k) / q.shape[-1], mask)
+    return jnp.einsum("...qk,...kd->...qd", weights, v), weights
+""",
+        "softmax_over_query_axis": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    s = jnp.einsum("...qd,...kd->...qk", q, k) / jnp.sqrt(q.shape[-1])
+    s = s if mask is None else jnp.where(mask, s, -1e30)
+    weights = jax.nn.softmax(s, axis=-2)
+    weights = weights if mask is None else jnp.where(mask, weights, 0.0)
+    return jnp.einsum("...qk,...kd->...qd", weights, v), weights
+""",
+        "mask_inverted": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    s = jnp.einsum("...qd,...kd->...qk", q, k) / jnp.sqrt(q.shape[-1])
+    weights = masked_softmax(s, None if mask is None else ~mask)
+    return jnp.einsum("...qk,...kd->...qd", weights, v), weights
+""",
+        "mask_applied_after_softmax": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    s = jnp.einsum("...qd,...kd->...qk", q, k) / jnp.sqrt(q.shape[-1])
+    weights = jax.nn.softmax(s, axis=-1)
+    weights = weights if mask is None else jnp.where(mask, weights, 0.0)
+    return jnp.einsum("...qk,...kd->...qd", weights, v), weights
+""",
+        "minus_1e9_fill": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    s = jnp.einsum("...qd,...kd->...qk", q, k) / jnp.sqrt(q.shape[-1])
+    s = s if mask is None else jnp.where(mask, s, -1e9)
+    weights = jax.nn.softmax(s, axis=-1)
+    return jnp.einsum("...qk,...kd->...qd", weights, v), weights
+""",
+        "returns_weights_then_out": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    s = jnp.einsum("...qd,...kd->...qk", q, k) / jnp.sqrt(q.shape[-1])
+    weights = masked_softmax(s, mask)
+    return weights, jnp.einsum("...qk,...kd->...qd", weights, v)
+""",
+    },
+    "softmax_entropy": {
+        "log_base_2": """
+def softmax_entropy(scores):
+    log_p = jax.nn.log_softmax(scores, axis=-1)
+    p = jnp.exp(log_p)
+    return -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1) / jnp.log(2.0)
+""",
+        "zero_log_zero_gives_nan": """
+def softmax_entropy(scores):
+    log_p = jax.nn.log_softmax(scores, axis=-1)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+""",
+        "no_max_subtraction_overflows": """
+def softmax_entropy(scores):
+    e = jnp.exp(scores)
+    p = e / jnp.sum(e, axis=-1, keepdims=True)
+    return -jnp.sum(jnp.where(p > 0, p * jnp.log(p), 0.0), axis=-1)
+""",
+        "missing_minus_sign": """
+def softmax_entropy(scores):
+    log_p = jax.nn.log_softmax(scores, axis=-1)
+    p = jnp.exp(log_p)
+    return jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)
+""",
+    },
+    "causal_mask": {
+        "mask_inverted": """
+def causal_mask(T):
+    return ~jnp.tril(jnp.ones((T, T), dtype=bool))
+""",
+        "upper_triangle": """
+def causal_mask(T):
+    return jnp.triu(jnp.ones((T, T), dtype=bool))
+""",
+        "strict_excludes_diagonal": """
+def causal_mask(T):
+    return jnp.tril(jnp.ones((T, T), dtype=bool), k=-1)
+""",
+        "float_not_bool": """
+def causal_mask(T):
+    return jnp.tril(jnp.ones((T, T)))
+""",
+    },
+    "padding_mask": {
+        "missing_query_axis": """
+def padding_mask(lengths, T):
+    return jnp.arange(T)[None, :] < lengths[:, None]
+""",
+        "off_by_one": """
+def padding_mask(lengths, T):
+    return (jnp.arange(T)[None, :] <= lengths[:, None])[:, None, :]
+""",
+        "mask_inverted": """
+def padding_mask(lengths, T):
+    return (jnp.arange(T)[None, :] >= lengths[:, None])[:, None, :]
+""",
+        "key_axis_in_the_middle": """
+def padding_mask(lengths, T):
+    return (jnp.arange(T)[None, :] < lengths[:, None])[:, :, None]
+""",
+    },
+    "causal_leakage": {
+        "perturbs_after_t_only": """
+def causal_leakage(attend, x, t):
+    x_new = x.at[..., t + 1:, :].add(1.0)
+    return jnp.max(jnp.abs(attend(x_new)[..., :t, :] - attend(x)[..., :t, :]))
+""",
+        "compares_position_t_too": """
+def causal_leakage(attend, x, t):
+    x_new = x.at[..., t:, :].add(1.0)
+    return jnp.max(jnp.abs(attend(x_new)[..., :t + 1, :] - attend(x)[..., :t + 1, :]))
+""",
+        "no_absolute_value": """
+def causal_leakage(attend, x, t):
+    x_new = x.at[..., t:, :].add(1.0)
+    return jnp.max(attend(x_new)[..., :t, :] - attend(x)[..., :t, :])
+""",
+        "perturbs_features_not_positions": """
+def causal_leakage(attend, x, t):
+    x_new = x.at[..., t:].add(1.0)
+    return jnp.max(jnp.abs(attend(x_new)[..., :t, :] - attend(x)[..., :t, :]))
+""",
+        "mean_instead_of_max": """
+def causal_leakage(attend, x, t):
+    x_new = x.at[..., t:, :].add(1.0)
+    return jnp.mean(jnp.abs(attend(x_new)[..., :t, :] - attend(x)[..., :t, :]))
+""",
+    },
+    "split_heads": {
+        "reshape_without_transpose": """
+def split_heads(x, num_heads):
+    B, T, D = x.shape
+    return x.reshape(B, num_heads, T, D // num_heads)
+""",
+        "heads_interleaved": """
+def split_heads(x, num_heads):
+    B, T, D = x.shape
+    return x.reshape(B, T, D // num_heads, num_heads).transpose(0, 3, 1, 2)
+""",
+        "time_and_head_not_swapped": """
+def split_heads(x, num_heads):
+    B, T, D = x.shape
+    return x.reshape(B, T, num_heads, D // num_heads)
+""",
+        "head_width_and_time_swapped": """
+def split_heads(x, num_heads):
+    B, T, D = x.shape
+    return x.reshape(B, T, num_heads, D // num_heads).transpose(0, 2, 3, 1)
+""",
+    },
+    "merge_heads": {
+        "reshape_without_transpose": """
+def merge_heads(x):
+    B, H, T, d = x.shape
+    return x.reshape(B, T, H * d)
+""",
+        "heads_interleaved": """
+def merge_heads(x):
+    B, H, T, d = x.shape
+    return x.transpose(0, 2, 3, 1).reshape(B, T, H * d)
+""",
+        "heads_stacked_along_time": """
+def merge_heads(x):
+    B, H, T, d = x.shape
+    return x.reshape(B, H * T, d)
+""",
+    },
+    "MultiHeadSelfAttention": {
+        "scaled_by_sqrt_d_model": """
+class MultiHeadSelfAttention(nnx.Module):
+    def __init__(self, num_heads, d_model, *, rngs):
+        self.num_heads = num_heads
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x, mask=None):
+        q, k, v = (split_heads(f(x), self.num_heads) for f in (self.query, self.key, self.value))
+        s = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(x.shape[-1])
+        w = masked_softmax(s, mask)
+        return self.out(merge_heads(jnp.einsum("bhqk,bhkd->bhqd", w, v)))
+""",
+        "heads_split_in_wrong_order": """
+class MultiHeadSelfAttention(nnx.Module):
+    def __init__(self, num_heads, d_model, *, rngs):
+        self.num_heads = num_heads
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x, mask=None):
+        B, T, D = x.shape
+        H = self.num_heads
+        split = lambda y: y.reshape(B, H, T, D // H)
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        heads, _ = scaled_dot_product_attention(q, k, v, mask)
+        return self.out(heads.reshape(B, T, D))
+""",
+        "no_output_projection": """
+class MultiHeadSelfAttention(nnx.Module):
+    def __init__(self, num_heads, d_model, *, rngs):
+        self.num_heads = num_heads
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x, mask=None):
+        q, k, v = (split_heads(f(x), self.num_heads) for f in (self.query, self.key, self.value))
+        heads, _ = scaled_dot_product_attention(q, k, v, mask)
+        return merge_heads(heads)
+""",
+        "mask_ignored": """
+class MultiHeadSelfAttention(nnx.Module):
+    def __init__(self, num_heads, d_model, *, rngs):
+        self.num_heads = num_heads
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x, mask=None):
+        q, k, v = (split_heads(f(x), self.num_heads) for f in (self.query, self.key, self.value))
+        heads, _ = scaled_dot_product_attention(q, k, v)
+        return self.out(merge_heads(heads))
+""",
+        "keys_used_as_values": """
+class MultiHeadSelfAttention(nnx.Module):
+    def __init__(self, num_heads, d_model, *, rngs):
+        self.num_heads = num_heads
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x, mask=None):
+        q, k = (split_heads(f(x), self.num_heads) for f in (self.query, self.key))
+        heads, _ = scaled_dot_product_attention(q, k, k, mask)
+        return self.out(merge_heads(heads))
+""",
+    },
+    "sinusoidal_positions": {
+        "sin_cos_swapped": """
+def sinusoidal_positions(T, D):
+    p = jnp.arange(T, dtype=jnp.float32)[:, None]
+    angles = p / 10000.0 ** (jnp.arange(0, D, 2, dtype=jnp.float32)[None, :] / D)
+    return jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1).reshape(T, D)
+""",
+        "exponent_i_over_d": """
+def sinusoidal_positions(T, D):
+    p = jnp.arange(T, dtype=jnp.float32)[:, None]
+    angles = p / 10000.0 ** (jnp.arange(D // 2, dtype=jnp.float32)[None, :] / D)
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(T, D)
+""",
+        "halves_concatenated": """
+def sinusoidal_positions(T, D):
+    p = jnp.arange(T, dtype=jnp.float32)[:, None]
+    angles = p / 10000.0 ** (jnp.arange(0, D, 2, dtype=jnp.float32)[None, :] / D)
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+""",
+        "positions_from_one": """
+def sinusoidal_positions(T, D):
+    p = jnp.arange(1, T + 1, dtype=jnp.float32)[:, None]
+    angles = p / 10000.0 ** (jnp.arange(0, D, 2, dtype=jnp.float32)[None, :] / D)
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(T, D)
+""",
+        "multiplied_instead_of_divided": """
+def sinusoidal_positions(T, D):
+    p = jnp.arange(T, dtype=jnp.float32)[:, None]
+    angles = p * 10000.0 ** (-jnp.arange(0, D, 2, dtype=jnp.float32)[None, :])
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(T, D)
+""",
+    },
+    "online_softmax_attention": {
+        "accumulator_not_rescaled": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    q = q / jnp.sqrt(d)
+    m = jnp.full(q.shape[:-1], -jnp.inf)
+    l = jnp.zeros(q.shape[:-1])
+    a = jnp.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, k.shape[-2], block_size):
+        k_j, v_j = k[..., start:start + block_size, :], v[..., start:start + block_size, :]
+        s = jnp.einsum("...qd,...kd->...qk", q, k_j)
+        if causal:
+            ok = jnp.arange(start, start + k_j.shape[-2])[None, :] <= jnp.arange(T_q)[:, None]
+            s = jnp.where(ok, s, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        p = jnp.exp(s - m_safe[..., None])
+        rescale = jnp.exp(m - m_safe)
+        l = rescale * l + jnp.sum(p, axis=-1)
+        a = a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+        m = m_new
+    return a / l[..., None]
+""",
+        "normaliser_not_rescaled": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    q = q / jnp.sqrt(d)
+    m = jnp.full(q.shape[:-1], -jnp.inf)
+    l = jnp.zeros(q.shape[:-1])
+    a = jnp.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, k.shape[-2], block_size):
+        k_j, v_j = k[..., start:start + block_size, :], v[..., start:start + block_size, :]
+        s = jnp.einsum("...qd,...kd->...qk", q, k_j)
+        if causal:
+            ok = jnp.arange(start, start + k_j.shape[-2])[None, :] <= jnp.arange(T_q)[:, None]
+            s = jnp.where(ok, s, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        p = jnp.exp(s - m_safe[..., None])
+        rescale = jnp.exp(m - m_safe)
+        l = l + jnp.sum(p, axis=-1)
+        a = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+        m = m_new
+    return a / l[..., None]
+""",
+        "causal_excludes_diagonal": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    q = q / jnp.sqrt(d)
+    m = jnp.full(q.shape[:-1], -jnp.inf)
+    l = jnp.zeros(q.shape[:-1])
+    a = jnp.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, k.shape[-2], block_size):
+        k_j, v_j = k[..., start:start + block_size, :], v[..., start:start + block_size, :]
+        s = jnp.einsum("...qd,...kd->...qk", q, k_j)
+        if causal:
+            ok = jnp.arange(start, start + k_j.shape[-2])[None, :] < jnp.arange(T_q)[:, None]
+            s = jnp.where(ok, s, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        p = jnp.exp(s - m_safe[..., None])
+        rescale = jnp.exp(m - m_safe)
+        l = rescale * l + jnp.sum(p, axis=-1)
+        a = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+        m = m_new
+    return a / jnp.where(l > 0, l, 1.0)[..., None]
+""",
+        "drops_the_last_partial_block": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    q = q / jnp.sqrt(d)
+    m = jnp.full(q.shape[:-1], -jnp.inf)
+    l = jnp.zeros(q.shape[:-1])
+    a = jnp.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, (k.shape[-2] // block_size) * block_size, block_size):
+        k_j, v_j = k[..., start:start + block_size, :], v[..., start:start + block_size, :]
+        s = jnp.einsum("...qd,...kd->...qk", q, k_j)
+        if causal:
+            ok = jnp.arange(start, start + k_j.shape[-2])[None, :] <= jnp.arange(T_q)[:, None]
+            s = jnp.where(ok, s, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        p = jnp.exp(s - m_safe[..., None])
+        rescale = jnp.exp(m - m_safe)
+        l = rescale * l + jnp.sum(p, axis=-1)
+        a = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+        m = m_new
+    return a / jnp.where(l > 0, l, 1.0)[..., None]
+""",
+        "per_block_max_without_running_max": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    q = q / jnp.sqrt(d)
+    l = jnp.zeros(q.shape[:-1])
+    a = jnp.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, k.shape[-2], block_size):
+        k_j, v_j = k[..., start:start + block_size, :], v[..., start:start + block_size, :]
+        s = jnp.einsum("...qd,...kd->...qk", q, k_j)
+        if causal:
+            ok = jnp.arange(start, start + k_j.shape[-2])[None, :] <= jnp.arange(T_q)[:, None]
+            s = jnp.where(ok, s, -jnp.inf)
+        m_j = jnp.max(s, axis=-1)
+        m_j = jnp.where(jnp.isfinite(m_j), m_j, 0.0)
+        p = jnp.exp(s - m_j[..., None])
+        l = l + jnp.sum(p, axis=-1)
+        a = a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+    return a / l[..., None]
+""",
+        "causal_flag_ignored": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    q = q / jnp.sqrt(d)
+    m = jnp.full(q.shape[:-1], -jnp.inf)
+    l = jnp.zeros(q.shape[:-1])
+    a = jnp.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, k.shape[-2], block_size):
+        k_j, v_j = k[..., start:start + block_size, :], v[..., start:start + block_size, :]
+        s = jnp.einsum("...qd,...kd->...qk", q, k_j)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        p = jnp.exp(s - m_new[..., None])
+        rescale = jnp.exp(m - m_new)
+        l = rescale * l + jnp.sum(p, axis=-1)
+        a = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+        m = m_new
+    return a / l[..., None]
+""",
+    },
+}
+
+CORRECT = {
+    "attention_scores": {
+        "matmul_with_swapaxes": """
+def attention_scores(q, k):
+    return q @ jnp.swapaxes(k, -1, -2) / jnp.sqrt(q.shape[-1])
+""",
+        "queries_scaled_first": """
+def attention_scores(q, k):
+    q = q * q.shape[-1] ** -0.5
+    return jnp.matmul(q, jnp.moveaxis(k, -1, -2))
+""",
+        "numpy_style_sum": """
+def attention_scores(q, k):
+    return jnp.sum(q[..., :, None, :] * k[..., None, :, :], axis=-1) / np.sqrt(q.shape[-1])
+""",
+    },
+    "masked_softmax": {
+        "finfo_min_then_zeroed": """
+def masked_softmax(scores, mask=None):
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-1)
+    filled = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    return jnp.where(mask, jax.nn.softmax(filled, axis=-1), 0.0)
+""",
+        "jax_softmax_where": """
+def masked_softmax(scores, mask=None):
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-1)
+    mask = jnp.broadcast_to(mask, jnp.broadcast_shapes(mask.shape, scores.shape))
+    scores = jnp.broadcast_to(scores, mask.shape)
+    any_allowed = jnp.any(mask, axis=-1, keepdims=True)
+    w = jax.nn.softmax(jnp.where(any_allowed, scores, 0.0), axis=-1, where=mask | ~any_allowed)
+    return jnp.where(mask, w, 0.0)
+""",
+        "stop_gradient_max_and_tiny_denominator": """
+def masked_softmax(scores, mask=None):
+    if mask is None:
+        mask = True
+    s = jnp.where(mask, scores, -jnp.inf)
+    m = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
+    e = jnp.exp(s - jnp.where(jnp.isfinite(m), m, 0.0))
+    return e / jnp.maximum(e.sum(-1, keepdims=True), jnp.finfo(e.dtype).tiny)
+""",
+    },
+    "scaled_dot_product_attention": {
+        "composed_from_exercises": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    weights = masked_softmax(attention_scores(q, k), mask)
+    return weights @ v, weights
+""",
+        "finfo_min_then_zeroed": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    s = q @ jnp.swapaxes(k, -1, -2) / jnp.sqrt(q.shape[-1])
+    if mask is None:
+        w = jax.nn.softmax(s, axis=-1)
+    else:
+        filled = jnp.where(mask, s, jnp.finfo(s.dtype).min)
+        w = jnp.where(mask, jax.nn.softmax(filled, axis=-1), 0.0)
+    return jnp.matmul(w, v), w
+""",
+        "genlab_style_einsum": """
+def scaled_dot_product_attention(q, k, v, mask=None):
+    s = jnp.einsum("...id,...jd->...ij", q / jnp.sqrt(q.shape[-1]), k)
+    if mask is not None:
+        s = jnp.where(mask, s, -jnp.inf)
+    m = jnp.max(s, axis=-1, keepdims=True)
+    e = jnp.exp(s - jnp.where(jnp.isfinite(m), m, 0.0))
+    w = e / jnp.maximum(jnp.sum(e, axis=-1, keepdims=True), jnp.finfo(e.dtype).tiny)
+    return jnp.einsum("...ij,...jd->...id", w, v), w
+""",
+    },
+    "softmax_entropy": {
+        "entr": """
+def softmax_entropy(scores):
+    return jnp.sum(jax.scipy.special.entr(jax.nn.softmax(scores, axis=-1)), axis=-1)
+""",
+        "logsumexp_form": """
+def softmax_entropy(scores):
+    lse = jax.nn.logsumexp(scores, axis=-1, keepdims=True)
+    p = jnp.exp(scores - lse)
+    return -jnp.sum(jnp.where(p > 0, p * (scores - lse), 0.0), axis=-1)
+""",
+        "isfinite_guard": """
+def softmax_entropy(scores):
+    log_p = jax.nn.log_softmax(scores, axis=-1)
+    return -jnp.sum(jnp.where(jnp.isfinite(log_p), jnp.exp(log_p) * log_p, 0.0), axis=-1)
+""",
+    },
+    "causal_mask": {
+        "index_comparison": """
+def causal_mask(T):
+    i = jnp.arange(T)
+    return i[None, :] <= i[:, None]
+""",
+        "numpy_tri": """
+def causal_mask(T):
+    return jnp.asarray(np.tri(T, dtype=bool))
+""",
+        "not_upper_strict": """
+def causal_mask(T):
+    return ~jnp.triu(jnp.ones((T, T), dtype=bool), k=1)
+""",
+    },
+    "padding_mask": {
+        "three_axes_at_once": """
+def padding_mask(lengths, T):
+    return jnp.arange(T)[None, None, :] < lengths[:, None, None]
+""",
+        "numpy_loop": """
+def padding_mask(lengths, T):
+    rows = [[[j < int(n) for j in range(T)]] for n in np.asarray(lengths)]
+    return jnp.asarray(np.array(rows, dtype=bool).reshape(len(rows), 1, T))
+""",
+        "expand_dims": """
+def padding_mask(lengths, T):
+    return jnp.expand_dims(jnp.arange(T) < jnp.expand_dims(lengths, -1), 1)
+""",
+    },
+    "causal_leakage": {
+        "concatenate_perturbation": """
+def causal_leakage(attend, x, t):
+    x_new = jnp.concatenate([x[..., :t, :], x[..., t:, :] + 1.0], axis=-2)
+    return jnp.abs(attend(x)[..., :t, :] - attend(x_new)[..., :t, :]).max()
+""",
+        "mask_of_positions": """
+def causal_leakage(attend, x, t):
+    future = (jnp.arange(x.shape[-2]) >= t)[:, None]
+    diff = attend(x + future.astype(x.dtype)) - attend(x)
+    return jnp.max(jnp.abs(diff[..., :t, :]))
+""",
+    },
+    "split_heads": {
+        "moveaxis": """
+def split_heads(x, num_heads):
+    B, T, D = x.shape
+    return jnp.moveaxis(x.reshape(B, T, num_heads, -1), 2, 1)
+""",
+        "stack_of_slices": """
+def split_heads(x, num_heads):
+    d = x.shape[-1] // num_heads
+    return jnp.stack([x[..., h * d:(h + 1) * d] for h in range(num_heads)], axis=1)
+""",
+        "einsum_swap": """
+def split_heads(x, num_heads):
+    B, T, D = x.shape
+    return jnp.einsum("bthd->bhtd", x.reshape(B, T, num_heads, D // num_heads))
+""",
+    },
+    "merge_heads": {
+        "concatenate_heads": """
+def merge_heads(x):
+    return jnp.concatenate([x[:, h] for h in range(x.shape[1])], axis=-1)
+""",
+        "swapaxes": """
+def merge_heads(x):
+    B, H, T, d = x.shape
+    return jnp.swapaxes(x, 1, 2).reshape(B, T, -1)
+""",
+    },
+    "MultiHeadSelfAttention": {
+        "jax_nn_dot_product_attention": """
+class MultiHeadSelfAttention(nnx.Module):
+    def __init__(self, num_heads, d_model, *, rngs):
+        self.num_heads, self.head_dim = num_heads, d_model // num_heads
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x, mask=None):
+        B, T, D = x.shape
+        shape = (B, T, self.num_heads, self.head_dim)  # jax.nn's [B, T, H, d] layout
+        q, k, v = (f(x).reshape(shape) for f in (self.query, self.key, self.value))
+        if mask is not None:
+            mask = jnp.broadcast_to(mask, (B, self.num_heads, T, T))
+            safe = jnp.any(mask, axis=-1, keepdims=True)
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask | ~safe)
+            out = out * jnp.swapaxes(safe, 1, 2)  # queries with no key: zero output
+        else:
+            out = jax.nn.dot_product_attention(q, k, v)
+        return self.out(out.reshape(B, T, D))
+""",
+        "own_einsums": """
+class MultiHeadSelfAttention(nnx.Module):
+    def __init__(self, num_heads, d_model, *, rngs):
+        self.h = num_heads
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x, mask=None):
+        B, T, D = x.shape
+        d = D // self.h
+        q = self.query(x).reshape(B, T, self.h, d)
+        k = self.key(x).reshape(B, T, self.h, d)
+        v = self.value(x).reshape(B, T, self.h, d)
+        s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d)
+        w = masked_softmax(s, mask)
+        return self.out(jnp.einsum("bhqk,bkhd->bqhd", w, v).reshape(B, T, D))
+""",
+    },
+    "sinusoidal_positions": {
+        "exp_log_form": """
+def sinusoidal_positions(T, D):
+    p = jnp.arange(T, dtype=jnp.float32)[:, None]
+    inv_freq = jnp.exp(-jnp.log(10000.0) * jnp.arange(0, D, 2, dtype=jnp.float32) / D)
+    angles = p * inv_freq[None, :]
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(T, D)
+""",
+        "numpy_loops": """
+def sinusoidal_positions(T, D):
+    pe = np.zeros((T, D), dtype=np.float32)
+    for p in range(T):
+        for i in range(D // 2):
+            angle = p / 10000 ** (2 * i / D)
+            pe[p, 2 * i], pe[p, 2 * i + 1] = np.sin(angle), np.cos(angle)
+    return jnp.asarray(pe)
+""",
+    },
+    "online_softmax_attention": {
+        "lax_scan_over_padded_blocks": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    T_k = k.shape[-2]
+    n = -(-T_k // block_size)
+    pad = [(0, 0)] * (k.ndim - 2) + [(0, n * block_size - T_k), (0, 0)]
+    kb = jnp.moveaxis(jnp.pad(k, pad).reshape(*k.shape[:-2], n, block_size, d), -3, 0)
+    vb = jnp.moveaxis(jnp.pad(v, pad).reshape(*v.shape[:-2], n, block_size, v.shape[-1]), -3, 0)
+    q = q / np.sqrt(d)
+
+    def body(carry, inputs):
+        m, l, a = carry
+        j, k_j, v_j = inputs
+        idx = j * block_size + jnp.arange(block_size)
+        ok = (idx < T_k)[None, :]
+        if causal:
+            ok = ok & (idx[None, :] <= jnp.arange(T_q)[:, None])
+        s = jnp.where(ok, jnp.einsum("...qd,...kd->...qk", q, k_j), -jnp.inf)
+        m_new = jnp.maximum(m, s.max(-1))
+        base = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        p = jnp.exp(s - base[..., None])
+        c = jnp.exp(m - base)
+        a = c[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+        return (m_new, c * l + p.sum(-1), a), None
+
+    init = (jnp.full(q.shape[:-1], -jnp.inf), jnp.zeros(q.shape[:-1]),
+            jnp.zeros((*q.shape[:-1], v.shape[-1])))
+    (_, l, a), _ = jax.lax.scan(body, init, (jnp.arange(n), kb, vb))
+    return a / l[..., None]
+""",
+        "padded_blocks_with_where": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    T_k = k.shape[-2]
+    n = -(-T_k // block_size)
+    pad = [(0, 0)] * (k.ndim - 2) + [(0, n * block_size - T_k), (0, 0)]
+    k, v = jnp.pad(k, pad), jnp.pad(v, pad)
+    m = jnp.full(q.shape[:-1], -jnp.inf)
+    l = jnp.zeros(q.shape[:-1])
+    a = jnp.zeros((*q.shape[:-1], v.shape[-1]))
+    for j in range(n):
+        idx = j * block_size + jnp.arange(block_size)
+        ok = (idx < T_k)[None, :]
+        if causal:
+            ok = ok & (idx[None, :] <= jnp.arange(T_q)[:, None])
+        s = q @ jnp.swapaxes(k[..., idx, :], -1, -2) / np.sqrt(d)
+        s = jnp.where(ok, s, -jnp.inf)
+        m_new = jnp.maximum(m, s.max(-1))
+        base = jnp.where(m_new == -jnp.inf, 0.0, m_new)
+        p = jnp.where(ok, jnp.exp(s - base[..., None]), 0.0)
+        c = jnp.where(m == -jnp.inf, 0.0, jnp.exp(m - base))
+        l = c * l + p.sum(-1)
+        a = c[..., None] * a + p @ v[..., idx, :]
+        m = m_new
+    return a / l[..., None]
+""",
+    },
+}

@@ -1,0 +1,439 @@
+"""genlab.attention against independent references: jax.nn, flax.nnx, NumPy formulas, finite
+differences, and the naive kernel for the blockwise one."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from genlab import attention as A
+from genlab import train
+
+
+def normal(seed, *shapes):
+    keys = jax.random.split(jax.random.key(seed), len(shapes))
+    return [jax.random.normal(key, shape) for key, shape in zip(keys, shapes)]
+
+
+def to_bthd(x):  # (B, H, T, d) -> (B, T, H, d), jax.nn's layout
+    return jnp.swapaxes(x, 1, 2)
+
+
+def numpy_attention(q, k, v, mask=None):
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    m = np.max(s, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(s - m)
+    z = e.sum(-1, keepdims=True)
+    w = e / np.where(z > 0, z, 1.0)
+    return w @ v, w
+
+
+# --- attention_scores ----------------------------------------------------------------------------
+
+
+def test_attention_scores_matches_numpy_formula():
+    q, k = normal(0, (2, 5, 8), (2, 7, 8))
+    expected = np.einsum("bqd,bkd->bqk", np.asarray(q), np.asarray(k)) / np.sqrt(8)
+    np.testing.assert_allclose(A.attention_scores(q, k), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_scores_broadcasts_batch_axes():
+    q, k = normal(1, (2, 1, 5, 4), (3, 7, 4))
+    assert A.attention_scores(q, k).shape == (2, 3, 5, 7)
+
+
+def test_attention_scores_rejects_bad_input():
+    q, k = normal(2, (5, 8), (7, 6))
+    with pytest.raises(ValueError, match="same feature size d"):
+        A.attention_scores(q, k)
+    with pytest.raises(ValueError, match="q must have at least 2 axes"):
+        A.attention_scores(jnp.ones(3), k)
+    with pytest.raises(TypeError, match="q must be an array"):
+        A.attention_scores("q", k)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        A.attention_scores(jnp.ones((2, 5, 6)), jnp.ones((3, 7, 6)))
+
+
+# --- masked_softmax ------------------------------------------------------------------------------
+
+
+def test_masked_softmax_without_mask_is_jax_softmax():
+    (s,) = normal(3, (4, 6, 9))
+    np.testing.assert_allclose(A.masked_softmax(s), jax.nn.softmax(s, axis=-1), atol=1e-6)
+
+
+def test_masked_softmax_matches_jax_softmax_where():
+    (s,) = normal(4, (4, 6, 9))
+    mask = jax.random.bernoulli(jax.random.key(5), 0.6, (4, 6, 9)).at[..., 0].set(True)
+    expected = jax.nn.softmax(s, axis=-1, where=mask)
+    expected = jnp.where(mask, expected, 0.0)
+    np.testing.assert_allclose(A.masked_softmax(s, mask), expected, atol=1e-6)
+
+
+def test_masked_softmax_fully_masked_row_is_zero_not_nan():
+    (s,) = normal(6, (3, 4))
+    mask = jnp.array([[True] * 4, [False] * 4, [True, False, False, False]])
+    w = A.masked_softmax(s, mask)
+    assert not np.isnan(np.asarray(w)).any()
+    np.testing.assert_array_equal(w[1], 0.0)
+    np.testing.assert_allclose(w.sum(-1), [1.0, 0.0, 1.0], atol=1e-6)
+    grad = jax.grad(lambda s: jnp.sum(A.masked_softmax(s, mask) ** 2))(s)
+    assert np.isfinite(np.asarray(grad)).all()
+    np.testing.assert_array_equal(grad[1], 0.0)
+
+
+def test_masked_softmax_is_stable_for_huge_scores():
+    s = jnp.array([[1e30, 0.0, -1e30], [-1e30, -1e30, -1e30]], jnp.float32)
+    w = A.masked_softmax(s, jnp.ones((2, 3), bool))
+    np.testing.assert_allclose(w, [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]], atol=1e-6)
+
+
+def test_masked_softmax_rejects_bad_mask():
+    (s,) = normal(7, (3, 4))
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        A.masked_softmax(s, jnp.ones((3, 4)))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        A.masked_softmax(s, jnp.ones((3, 5), bool))
+
+
+# --- scaled_dot_product_attention ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_scaled_dot_product_attention_matches_jax_nn(causal):
+    q, k, v = normal(8, (2, 3, 6, 8), (2, 3, 6, 8), (2, 3, 6, 8))
+    mask = A.causal_mask(6) if causal else None
+    out, weights = A.scaled_dot_product_attention(q, k, v, mask)
+    expected = jax.nn.dot_product_attention(to_bthd(q), to_bthd(k), to_bthd(v), is_causal=causal)
+    np.testing.assert_allclose(out, to_bthd(expected), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+
+
+def test_scaled_dot_product_attention_matches_jax_nn_with_padding_mask():
+    q, k, v = normal(9, (3, 2, 5, 4), (3, 2, 7, 4), (3, 2, 7, 4))
+    mask = A.padding_mask(jnp.array([7, 3, 1]), 7)[:, None]  # (B, 1, 1, T_k)
+    out, weights = A.scaled_dot_product_attention(q, k, v, mask)
+    expected = jax.nn.dot_product_attention(to_bthd(q), to_bthd(k), to_bthd(v), mask=mask)
+    np.testing.assert_allclose(out, to_bthd(expected), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(weights[2, :, :, 1:]), 0.0)
+
+
+def test_scaled_dot_product_attention_value_width_and_fully_masked_rows():
+    q, k, v = normal(10, (4, 8), (6, 8), (6, 3))
+    mask = jnp.ones((4, 6), bool).at[2].set(False)
+    out, weights = A.scaled_dot_product_attention(q, k, v, mask)
+    exp_out, exp_w = numpy_attention(q, k, v, np.asarray(mask))
+    assert out.shape == (4, 3)
+    np.testing.assert_allclose(out, exp_out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(weights, exp_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out[2], 0.0)
+
+
+def test_scaled_dot_product_attention_gradient_matches_jax_nn():
+    q, k, v = normal(11, (1, 5, 2, 4), (1, 5, 2, 4), (1, 5, 2, 4))  # (B, T, H, d)
+
+    def ours(q, k, v):
+        bhtd = [jnp.swapaxes(a, 1, 2) for a in (q, k, v)]
+        return jnp.sum(jnp.sin(A.scaled_dot_product_attention(*bhtd, A.causal_mask(5))[0]))
+
+    def reference(q, k, v):
+        return jnp.sum(jnp.sin(jax.nn.dot_product_attention(q, k, v, is_causal=True)))
+
+    for got, want in zip(
+        jax.grad(ours, (0, 1, 2))(q, k, v), jax.grad(reference, (0, 1, 2))(q, k, v)
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_scaled_dot_product_attention_gradient_matches_finite_differences():
+    q, k, v = normal(12, (3, 4), (5, 4), (5, 2))
+    with jax.enable_x64(True):
+        q, k, v = (jnp.asarray(np.asarray(a), jnp.float64) for a in (q, k, v))
+        mask = jnp.array(np.random.default_rng(0).random((3, 5)) < 0.7).at[:, 0].set(True)
+
+        def f(q):
+            return jnp.sum(A.scaled_dot_product_attention(q, k, v, mask)[0] ** 2)
+
+        grad = np.asarray(jax.grad(f)(q))
+        eps, numeric = 1e-6, np.zeros(q.shape)
+        for index in np.ndindex(q.shape):
+            step = jnp.zeros(q.shape, jnp.float64).at[index].set(eps)
+            numeric[index] = (f(q + step) - f(q - step)) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_scaled_dot_product_attention_works_under_jit():
+    q, k, v = normal(13, (2, 2, 4, 8), (2, 2, 4, 8), (2, 2, 4, 8))
+    mask = A.causal_mask(4)
+    jitted = jax.jit(lambda q, k, v, m: A.scaled_dot_product_attention(q, k, v, m)[0])
+    np.testing.assert_allclose(jitted(q, k, v, mask), A.naive_attention(q, k, v, True), atol=1e-6)
+
+
+def test_scaled_dot_product_attention_rejects_bad_input():
+    q, k, v = normal(14, (4, 8), (6, 8), (5, 8))
+    with pytest.raises(ValueError, match="one row per key"):
+        A.scaled_dot_product_attention(q, k, v)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        A.scaled_dot_product_attention(q, k, k, jnp.ones((5, 6), bool))
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        A.scaled_dot_product_attention(q, k, k, jnp.zeros((4, 6)))
+
+
+# --- masks ---------------------------------------------------------------------------------------
+
+
+def test_causal_mask_blocks_future():
+    mask = np.asarray(A.causal_mask(5))
+    assert mask.dtype == bool and mask.shape == (5, 5)
+    i, j = np.indices((5, 5))
+    np.testing.assert_array_equal(mask, j <= i)
+
+
+def test_causal_mask_rejects_bad_length():
+    with pytest.raises(ValueError, match="T must be >= 1"):
+        A.causal_mask(0)
+    with pytest.raises(TypeError, match="T must be an int"):
+        A.causal_mask(2.0)
+
+
+def test_padding_mask_marks_real_tokens():
+    mask = np.asarray(A.padding_mask(jnp.array([0, 2, 4, 6]), 4))
+    assert mask.shape == (4, 1, 4) and mask.dtype == bool
+    expected = np.arange(4)[None, :] < np.array([0, 2, 4, 6])[:, None]
+    np.testing.assert_array_equal(mask[:, 0], expected)
+
+
+def test_padding_mask_rejects_bad_input():
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        A.padding_mask(jnp.array([1.0, 2.0]), 3)
+    with pytest.raises(ValueError, match="lengths must have shape"):
+        A.padding_mask(jnp.array([[1, 2]]), 3)
+    with pytest.raises(ValueError, match="lengths must be >= 0"):
+        A.padding_mask(jnp.array([-1, 2]), 3)
+
+
+def test_padding_and_causal_masks_combine():
+    mask = A.padding_mask(jnp.array([2, 3]), 3) & A.causal_mask(3)  # (B, T, T)
+    assert mask.shape == (2, 3, 3)
+    np.testing.assert_array_equal(mask[0], [[1, 0, 0], [1, 1, 0], [1, 1, 0]])
+
+
+# --- heads ---------------------------------------------------------------------------------------
+
+
+def test_split_heads_takes_contiguous_feature_slices():
+    x = jnp.arange(2 * 3 * 12, dtype=jnp.float32).reshape(2, 3, 12)
+    heads = A.split_heads(x, 4)
+    assert heads.shape == (2, 4, 3, 3)
+    np.testing.assert_array_equal(heads[1, 2, 0], x[1, 0, 6:9])
+    np.testing.assert_array_equal(A.merge_heads(heads), x)
+
+
+def test_split_heads_rejects_bad_input():
+    with pytest.raises(ValueError, match="num_heads=5 must divide"):
+        A.split_heads(jnp.ones((1, 2, 12)), 5)
+    with pytest.raises(ValueError, match="num_heads must be >= 1"):
+        A.split_heads(jnp.ones((1, 2, 12)), 0)
+    with pytest.raises(ValueError, match="x must have at least 3 axes"):
+        A.merge_heads(jnp.ones((2, 12)))
+
+
+def copy_from_flax(ours: A.MultiHeadSelfAttention, theirs: nnx.MultiHeadAttention):
+    D = ours.d_model
+    for name in ("query", "key", "value"):
+        layer = getattr(theirs, name)
+        getattr(ours, name).kernel[...] = layer.kernel[...].reshape(D, D)
+        getattr(ours, name).bias[...] = layer.bias[...].reshape(D)
+    ours.out.kernel[...] = theirs.out.kernel[...].reshape(D, D)
+    ours.out.bias[...] = theirs.out.bias[...]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_multi_head_self_attention_matches_flax(masked):
+    B, T, D, H = 2, 6, 16, 4
+    theirs = nnx.MultiHeadAttention(
+        num_heads=H, in_features=D, qkv_features=D, out_features=D, decode=False,
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    theirs.out.bias[...] = jax.random.normal(jax.random.key(3), (D,))
+    for name in ("query", "key", "value"):
+        getattr(theirs, name).bias[...] = jax.random.normal(jax.random.key(4), (H, D // H))
+    ours = A.MultiHeadSelfAttention(H, D, rngs=nnx.Rngs(1))
+    copy_from_flax(ours, theirs)
+    (x,) = normal(15, (B, T, D))
+    mask = (A.causal_mask(T) & A.padding_mask(jnp.array([6, 4]), T))[:, None] if masked else None
+    out, weights = ours(x, mask, return_weights=True)
+    np.testing.assert_allclose(out, theirs(x, mask=mask), rtol=1e-5, atol=1e-5)
+    assert weights.shape == (B, H, T, T)
+
+
+def test_multi_head_self_attention_rejects_bad_config():
+    with pytest.raises(ValueError, match="num_heads=3 must divide d_model=16"):
+        A.MultiHeadSelfAttention(3, 16, rngs=nnx.Rngs(0))
+    layer = A.MultiHeadSelfAttention(2, 8, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="x must have shape"):
+        layer(jnp.ones((1, 3, 6)))
+
+
+def test_multi_head_self_attention_is_permutation_equivariant():
+    layer = A.MultiHeadSelfAttention(2, 8, rngs=nnx.Rngs(0))
+    (x,) = normal(16, (1, 5, 8))
+    perm = jnp.array([3, 0, 4, 1, 2])
+    np.testing.assert_allclose(layer(x[:, perm]), layer(x)[:, perm], atol=1e-5)
+
+
+# --- positions -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("D", [8, 7])
+def test_sinusoidal_positions_matches_formula(D):
+    T = 11
+    expected = np.zeros((T, D))
+    for p in range(T):
+        for c in range(D):
+            angle = p / 10000 ** (2 * (c // 2) / D)
+            expected[p, c] = np.sin(angle) if c % 2 == 0 else np.cos(angle)
+    pe = A.sinusoidal_positions(T, D)
+    assert pe.shape == (T, D) and pe.dtype == jnp.float32
+    np.testing.assert_allclose(pe, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sinusoidal_positions_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="D must be >= 1"):
+        A.sinusoidal_positions(4, 0)
+
+
+def test_learned_positions_returns_first_rows():
+    positions = A.LearnedPositions(10, 4, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(positions(3), positions.table[...][:3])
+    with pytest.raises(ValueError, match="exceeds max_len"):
+        positions(11)
+
+
+# --- online_softmax_attention --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("T", [1, 7, 16, 33])
+@pytest.mark.parametrize("block_size", [1, 3, 4, 16, 64])
+def test_online_softmax_attention_matches_naive(T, block_size, causal):
+    q, k, v = normal(T + block_size, (2, 3, T, 8), (2, 3, T, 8), (2, 3, T, 5))
+    expected = A.naive_attention(q, k, v, causal)
+    out = A.online_softmax_attention(q, k, v, block_size, causal=causal)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-6)
+
+
+def test_online_softmax_attention_matches_jax_nn_causal():
+    q, k, v = normal(17, (1, 37, 2, 16), (1, 37, 2, 16), (1, 37, 2, 16))  # (B, T, H, d)
+    out = A.online_softmax_attention(*(to_bthd(a) for a in (q, k, v)), 8, causal=True)
+    expected = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    np.testing.assert_allclose(to_bthd(out), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_online_softmax_attention_handles_different_query_and_key_lengths():
+    q, k, v = normal(18, (5, 4), (13, 4), (13, 6))
+    np.testing.assert_allclose(
+        A.online_softmax_attention(q, k, v, 4), A.naive_attention(q, k, v), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_online_softmax_attention_is_stable_for_growing_scores():
+    # Keys whose scores grow block after block force a rescale at every step.
+    q = jnp.ones((2, 4)) * 10.0
+    k = jnp.linspace(0, 30, 12)[:, None] * jnp.ones((12, 4))
+    (v,) = normal(19, (12, 3))
+    out = A.online_softmax_attention(q, k, v, 3)
+    assert np.isfinite(np.asarray(out)).all()
+    np.testing.assert_allclose(out, A.naive_attention(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+def test_online_softmax_attention_gradient_matches_naive():
+    q, k, v = normal(20, (9, 4), (9, 4), (9, 4))
+    grads = jax.grad(lambda q: jnp.sum(A.online_softmax_attention(q, k, v, 4, True) ** 2))(q)
+    expected = jax.grad(lambda q: jnp.sum(A.naive_attention(q, k, v, True) ** 2))(q)
+    np.testing.assert_allclose(grads, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_online_softmax_attention_rejects_bad_input():
+    q, k, v = normal(21, (4, 8), (6, 8), (6, 8))
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        A.online_softmax_attention(q, k, v, 0)
+    with pytest.raises(TypeError, match="block_size must be an int"):
+        A.online_softmax_attention(q, k, v, 2.5)
+    with pytest.raises(ValueError, match="causal=True needs as many queries as keys"):
+        A.online_softmax_attention(q, k, v, 2, causal=True)
+
+
+# --- softmax_entropy and the tiny trained example ------------------------------------------------
+
+
+def test_softmax_entropy_of_uniform_is_log_n():
+    np.testing.assert_allclose(
+        A.softmax_entropy(jnp.zeros((3, 8))), np.log(8) * np.ones(3), rtol=1e-6
+    )
+    np.testing.assert_allclose(A.softmax_entropy(jnp.array([0.0, -1e9])), 0.0, atol=1e-6)
+
+
+def test_softmax_entropy_matches_numpy_and_ignores_masked_keys():
+    (s,) = normal(22, (4, 6))
+    p = np.asarray(jax.nn.softmax(s, axis=-1), np.float64)
+    np.testing.assert_allclose(A.softmax_entropy(s), -(p * np.log(p)).sum(-1), rtol=1e-5)
+    masked = s.at[:, 3:].set(-jnp.inf)
+    np.testing.assert_allclose(A.softmax_entropy(masked), A.softmax_entropy(s[:, :3]), rtol=1e-5)
+
+
+def test_causal_leakage_is_zero_for_causal_attention_and_positive_for_inverted_mask():
+    (x,) = normal(23, (2, 6, 4))
+
+    def causal(x):
+        return A.scaled_dot_product_attention(x, x, x, A.causal_mask(6))[0]
+
+    def inverted(x):
+        return A.scaled_dot_product_attention(x, x, x, ~A.causal_mask(6))[0]
+
+    assert float(A.causal_leakage(causal, x, 3)) < 1e-6
+    assert float(A.causal_leakage(inverted, x, 3)) > 0.1
+    # By hand: attend = shift by one position backwards (position i sees i + 1).
+    shifted = A.causal_leakage(lambda x: jnp.roll(x, -1, axis=-2), x, 3)
+    np.testing.assert_allclose(shifted, 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="t must be < T"):
+        A.causal_leakage(causal, x, 6)
+
+
+def test_reverse_batch_targets_are_reversed_tokens():
+    tokens, targets = A.reverse_batch(jax.random.key(0), 4, 6, 10)
+    assert tokens.shape == (4, 6) and tokens.dtype == jnp.int32
+    np.testing.assert_array_equal(targets, np.asarray(tokens)[:, ::-1])
+
+
+def test_reverse_model_learns_the_anti_diagonal():
+    model = A.ReverseModel(8, 6, 32, 2, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+    step = train.make_train_step(A.reverse_loss, has_aux=True)
+    keys = jax.random.split(jax.random.key(1), 250)
+    history = train.fit(
+        step, model, optimizer, lambda i: A.reverse_batch(keys[i], 64, 6, 8), 250, progress=False
+    )
+    assert history.last("accuracy") > 0.95
+    _, weights = model(A.reverse_batch(jax.random.key(2), 16, 6, 8)[0], return_weights=True)
+    anti = np.asarray(weights).max(axis=1)[:, np.arange(6), np.arange(6)[::-1]]  # best head
+    assert anti.mean() > 0.8
+
+
+def test_benchmark_kernels_reports_time_and_quadratic_naive_memory():
+    result = A.benchmark_kernels([64, 128], block_size=32, d=16, repeats=1)
+    assert result["T"].tolist() == [64, 128]
+    assert (result["naive_seconds"] > 0).all() and (result["blockwise_seconds"] > 0).all()
+    if np.isfinite(result["naive_bytes"]).all():  # backends that report scratch memory
+        # The naive kernel holds T x T float32 scores: at least 4 T^2 bytes, growing 4x.
+        assert (result["naive_bytes"] >= 4 * result["T"] ** 2).all()
+        assert result["naive_bytes"][1] / result["naive_bytes"][0] > 3.0
+        assert result["blockwise_bytes"][1] < result["naive_bytes"][1]
