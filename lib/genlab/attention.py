@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from genlab.validate import broadcast_shapes, float_array, positive_int
 
 __all__ = [
     "LearnedPositions",
@@ -59,23 +60,6 @@ __all__ = [
 # --- argument checks -----------------------------------------------------------------------------
 
 
-def _float_array(name: str, x, min_ndim: int = 0) -> jax.Array:
-    """``x`` as a JAX array of a floating dtype with at least ``min_ndim`` axes."""
-    if x is None or isinstance(x, (str, bytes, dict)):
-        raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}")
-    try:
-        x = jnp.asarray(x)
-    except TypeError as error:
-        raise TypeError(f"{name} must be an array of numbers ({error})") from None
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
-    if x.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} axes, got shape {x.shape}")
-    return x
-
-
 def _bool_mask(name: str, mask) -> jax.Array:
     if mask is None or isinstance(mask, (str, bytes, dict)):
         raise TypeError(f"{name} must be a boolean array, got {type(mask).__name__}")
@@ -88,38 +72,22 @@ def _bool_mask(name: str, mask) -> jax.Array:
     return mask
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _broadcast(names: tuple[str, ...], *shapes: tuple[int, ...]) -> tuple[int, ...]:
-    try:
-        return jnp.broadcast_shapes(*shapes)
-    except ValueError:
-        shown = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
-        raise ValueError(f"shapes do not broadcast: {shown}") from None
-
-
 def _check_qkv(q, k, v=None):
-    q = _float_array("q", q, 2)
-    k = _float_array("k", k, 2)
+    q = float_array("q", q, min_ndim=2)
+    k = float_array("k", k, min_ndim=2)
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k need the same feature size d on the last axis, got q {q.shape}, k {k.shape}"
         )
-    _broadcast(("q batch", "k batch"), q.shape[:-2], k.shape[:-2])
+    broadcast_shapes(("q batch", "k batch"), q.shape[:-2], k.shape[:-2])
     if v is None:
         return q, k
-    v = _float_array("v", v, 2)
+    v = float_array("v", v, min_ndim=2)
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(
             f"v must have one row per key (T_k = {k.shape[-2]} on axis -2), got v {v.shape}"
         )
-    _broadcast(("q batch", "k batch", "v batch"), q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    broadcast_shapes(("q batch", "k batch", "v batch"), q.shape[:-2], k.shape[:-2], v.shape[:-2])
     return q, k, v
 
 
@@ -172,10 +140,10 @@ def masked_softmax(scores, mask=None) -> jax.Array:
         each row summing to 1 over the keys it may attend to. A row with no allowed key is all
         zeros (never NaN).
     """
-    scores = _float_array("scores", scores, 1)
+    scores = float_array("scores", scores, min_ndim=1)
     if mask is not None:
         mask = _bool_mask("mask", mask)
-        _broadcast(("scores", "mask"), scores.shape, mask.shape)
+        broadcast_shapes(("scores", "mask"), scores.shape, mask.shape)
     return _masked_softmax(scores, mask)
 
 
@@ -206,11 +174,11 @@ def scaled_dot_product_attention(q, k, v, mask=None) -> tuple[jax.Array, jax.Arr
     if mask is not None:
         mask = _bool_mask("mask", mask)
         scores_shape = (
-            *_broadcast(("q", "k"), q.shape[:-2], k.shape[:-2]),
+            *broadcast_shapes(("q", "k"), q.shape[:-2], k.shape[:-2]),
             q.shape[-2],
             k.shape[-2],
         )
-        _broadcast(("scores", "mask"), scores_shape, mask.shape)
+        broadcast_shapes(("scores", "mask"), scores_shape, mask.shape)
     return _sdpa(q, k, v, mask)
 
 
@@ -238,7 +206,7 @@ def softmax_entropy(scores) -> jax.Array:
         ``[...]``: ``-sum_j p_j log p_j`` with ``p = softmax(scores)``; between 0 (one-hot) and
         ``log T_k`` (uniform).
     """
-    return _entropy(_float_array("scores", scores, 1))
+    return _entropy(float_array("scores", scores, min_ndim=1))
 
 
 def causal_leakage(attend, x, t: int) -> jax.Array:
@@ -254,8 +222,8 @@ def causal_leakage(attend, x, t: int) -> jax.Array:
         x: float ``[..., T, D]``.
         t: the first perturbed position, ``1 <= t < T``.
     """
-    x = _float_array("x", x, 2)
-    t = _positive_int("t", t)
+    x = float_array("x", x, min_ndim=2)
+    t = positive_int("t", t)
     if t >= x.shape[-2]:
         raise ValueError(f"t must be < T = {x.shape[-2]}, got {t}")
     perturbed = x.at[..., t:, :].add(1.0)  # (..., T, D)
@@ -274,7 +242,7 @@ def _causal(T: int) -> jax.Array:
 
 def causal_mask(T: int) -> jax.Array:
     """Boolean ``[T, T]``: entry ``(i, j)`` is True where key ``j <= query i`` (section 3)."""
-    return _causal(_positive_int("T", T))
+    return _causal(positive_int("T", T))
 
 
 def padding_mask(lengths, T: int) -> jax.Array:
@@ -287,7 +255,7 @@ def padding_mask(lengths, T: int) -> jax.Array:
     The middle axis of size 1 broadcasts over the queries of ``[B, T_q, T_k]`` scores; add
     ``[:, None]`` for per-head scores ``[B, H, T_q, T_k]``.
     """
-    T = _positive_int("T", T)
+    T = positive_int("T", T)
     if lengths is None or isinstance(lengths, (str, bytes, dict)):
         raise TypeError(f"lengths must be an integer array [B], got {type(lengths).__name__}")
     lengths = jnp.asarray(lengths)
@@ -309,8 +277,8 @@ def split_heads(x, num_heads: int) -> jax.Array:
     Head ``h`` takes features ``h * d : (h + 1) * d`` with ``d = D // num_heads``. Any number of
     leading axes is allowed: ``[..., T, D] -> [..., H, T, d]``.
     """
-    x = _float_array("x", x, 2)
-    num_heads = _positive_int("num_heads", num_heads)
+    x = float_array("x", x, min_ndim=2)
+    num_heads = positive_int("num_heads", num_heads)
     *lead, T, D = x.shape
     if D % num_heads:
         raise ValueError(f"num_heads={num_heads} must divide the feature size D={D}")
@@ -320,7 +288,7 @@ def split_heads(x, num_heads: int) -> jax.Array:
 
 def merge_heads(x) -> jax.Array:
     """The inverse of :func:`split_heads`: ``[B, H, T, d] -> [B, T, H * d]`` (section 4)."""
-    x = _float_array("x", x, 3)
+    x = float_array("x", x, min_ndim=3)
     *lead, H, T, d = x.shape
     x = jnp.swapaxes(x, -3, -2)  # (..., T, H, d)
     return x.reshape(*lead, T, H * d)  # (..., T, D)
@@ -341,8 +309,8 @@ class MultiHeadSelfAttention(nnx.Module):
     """
 
     def __init__(self, num_heads: int, d_model: int, *, rngs: nnx.Rngs):
-        num_heads = _positive_int("num_heads", num_heads)
-        d_model = _positive_int("d_model", d_model)
+        num_heads = positive_int("num_heads", num_heads)
+        d_model = positive_int("d_model", d_model)
         if d_model % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide d_model={d_model}")
         self.num_heads, self.d_model = num_heads, d_model
@@ -384,7 +352,7 @@ def sinusoidal_positions(T: int, D: int) -> jax.Array:
     ``PE[p, 2i] = sin(p / 10000^(2i / D))`` and ``PE[p, 2i + 1] = cos(p / 10000^(2i / D))``;
     for odd ``D`` the last column is a sine.
     """
-    return _sinusoidal(_positive_int("T", T), _positive_int("D", D))
+    return _sinusoidal(positive_int("T", T), positive_int("D", D))
 
 
 class LearnedPositions(nnx.Module):
@@ -394,13 +362,13 @@ class LearnedPositions(nnx.Module):
     """
 
     def __init__(self, max_len: int, d_model: int, *, rngs: nnx.Rngs, stddev: float = 0.02):
-        self.max_len = _positive_int("max_len", max_len)
-        self.d_model = _positive_int("d_model", d_model)
+        self.max_len = positive_int("max_len", max_len)
+        self.d_model = positive_int("d_model", d_model)
         init = nnx.initializers.normal(stddev)
         self.table = nnx.Param(init(rngs.params(), (self.max_len, self.d_model)))
 
     def __call__(self, T: int) -> jax.Array:
-        T = _positive_int("T", T)
+        T = positive_int("T", T)
         if T > self.max_len:
             raise ValueError(f"T={T} exceeds max_len={self.max_len} of the position table")
         return self.table[...][:T]  # (T, D)
@@ -473,7 +441,7 @@ def online_softmax_attention(q, k, v, block_size: int, causal: bool = False) -> 
         a query with no allowed key gets zeros.
     """
     q, k, v = _check_qkv(q, k, v)
-    block_size = _positive_int("block_size", block_size)
+    block_size = positive_int("block_size", block_size)
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     if causal and q.shape[-2] != k.shape[-2]:
@@ -545,7 +513,7 @@ def benchmark_kernels(
     """
     import time
 
-    block_size = _positive_int("block_size", block_size)
+    block_size = positive_int("block_size", block_size)
     kernels = {
         "naive": jax.jit(lambda q, k, v: _sdpa(q, k, v, None)[0]),
         "blockwise": jax.jit(lambda q, k, v: _online(q, k, v, block_size=block_size, causal=False)),
@@ -553,7 +521,7 @@ def benchmark_kernels(
     result = {name: [] for name in ("T", "naive_seconds", "blockwise_seconds")}
     result.update(naive_bytes=[], blockwise_bytes=[])
     for T in lengths:
-        T = _positive_int("T", T)
+        T = positive_int("T", T)
         keys = jax.random.split(jax.random.key(seed), 3)
         q, k, v = (jax.random.normal(key, (1, num_heads, T, d)) for key in keys)
         result["T"].append(T)
