@@ -18,10 +18,12 @@ export PATH                := $(CURDIR)/$(BIN):$(PATH)
 CHAPTERS := $(notdir $(wildcard solutions/[0-9][0-9]_*))
 CH ?=
 LAB_ARGS ?=
+FROM ?=
+WORKERS ?= 2
 # Jupyter refuses to run as root (containers, CI) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test release grade feedback export bench lint clean
+.PHONY: setup lab test release release-chapter collect grade feedback export demo-grade bench lint clean
 
 setup: $(STAMP)
 
@@ -45,20 +47,34 @@ test: setup
 release: setup
 	for ch in $(CHAPTERS); do $(BIN)/nbgrader generate_assignment $$ch --force || exit 1; done
 
-## Instructors: autograde collected submissions of one chapter: make grade CH=00_jax_primer
+## Instructors (see README): one command per classroom step, CH=<chapter folder>.
+release-chapter: setup
+	@test -n "$(CH)" || (echo "usage: make release-chapter CH=00_jax_primer"; exit 2)
+	$(BIN)/genlab release $(CH)
+
+collect: setup
+	@test -n "$(CH)" -a -n "$(FROM)" || (echo "usage: make collect CH=<chapter> FROM=<folder or .zip>"; exit 2)
+	$(BIN)/genlab collect $(CH) --from "$(FROM)"
+
+## Parallel, isolated autograde of every submission; report in reports/CH.csv.
 grade: setup
 	@test -n "$(CH)" || (echo "usage: make grade CH=<chapter folder, e.g. 00_jax_primer>"; exit 2)
-	$(BIN)/nbgrader autograde $(CH)
+	$(BIN)/genlab grade $(CH) --workers $(WORKERS)
 
 feedback: setup
 	@test -n "$(CH)" || (echo "usage: make feedback CH=<chapter folder>"; exit 2)
-	$(BIN)/nbgrader generate_feedback $(CH)
+	$(BIN)/genlab feedback $(CH)
 
 export: setup
-	$(BIN)/nbgrader export
+	$(BIN)/genlab export --to grades.csv
 
+## Grade the bundled demo class (build/demo-class) end to end and print its table.
+demo-grade: setup
+	$(BIN)/genlab demo --workers $(WORKERS)
+
+## Benchmarks -> bench/results.md (peers measured when installed: pip install -e '.[bench]').
 bench: setup
-	$(BIN)/python bench/notebooks.py
+	$(BIN)/python -m bench.run
 
 lint: setup
 	$(BIN)/ruff check lib tests bench

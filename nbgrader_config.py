@@ -1,5 +1,21 @@
 """nbgrader configuration for the GenLab course (run nbgrader from the repository root)."""
 
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
+    GetGrades,
+    IgnorePattern,
+    LimitOutput,
+    SaveAutoGrades,
+)
+
+from genlab.classroom_execute import DropDuplicateIds, ResilientExecute
+from genlab.classroom_feedback import HideHiddenTests
+
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
 c.CourseDirectory.course_id = "genlab"
@@ -14,6 +30,39 @@ c.Execute.raise_on_iopub_timeout = False
 # A student who deletes a graded cell gets it back (and scores 0 on it) instead of
 # silently turning the notebook into "needs manual grading".
 c.OverwriteCells.add_missing_cells = True
+
+# A graded cell a student duplicated is kept once (nbgrader's DeduplicateIds would crash).
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DropDuplicateIds,
+    OverwriteKernelspec,
+    OverwriteCells,
+    CheckCellMetadata,
+]
+# nbgrader's autograde steps with Execute replaced by ResilientExecute: after a cell that timed
+# out (a loop stuck in XLA ignores interrupts) or killed the kernel (os._exit, out of memory) it
+# restarts the kernel, re-runs the earlier cells and goes on, so only that exercise scores 0;
+# it also caps each cell's recorded output.
+c.Autograde.autograde_preprocessors = [
+    ResilientExecute,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+c.ResilientExecute.max_output_chars = 200_000
+c.LimitOutput.max_lines = 1000
+
+# Feedback shows scores, visible checks and their messages, never the hidden tests' source.
+c.GenerateFeedback.preprocessors = [HideHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]
+
+# LMS downloads for `nbgrader zip_collect` / `genlab collect --zip`: files named
+# <anything>_<student id>_attempt_<timestamp>_<notebook file> (Moodle/Blackboard style).
+c.FileNameCollectorPlugin.named_regexp = (
+    r".*_(?P<student_id>[A-Za-z0-9.@-]+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.+)"
+)
 
 # Students see their solutions cleared to this stub.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

@@ -42,3 +42,7 @@ def test_submission_stuck_in_compiled_code_scores_zero_instead_of_aborting(tmp_p
     assert "Timeout waiting for execute reply" in graded.stderr
     scores = grading.read_scores(tmp_path / "gradebook.db", "tiny", "tiny", "stuck")
     assert scores["test_double"] == (0.0, 1.0)
+    # ResilientExecute restarted the stuck kernel and re-ran the earlier cells: the next
+    # exercise is graded normally instead of waiting out its own timeout.
+    assert "restarting the kernel" in graded.stderr
+    assert scores["test_root"] == (1.0, 1.0)

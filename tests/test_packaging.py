@@ -61,7 +61,9 @@ def test_readme_quick_start_has_exactly_two_commands_and_ci_runs_the_second():
 
 def test_makefile_targets_exist():
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("lab", "test", "release", "grade", "feedback", "export", "bench"):
+    targets = ("lab", "test", "release", "release-chapter", "collect", "grade", "feedback",
+               "export", "demo-grade", "bench")  # fmt: skip
+    for target in targets:
         assert re.search(rf"^{target}:", makefile, flags=re.M), target
 
 
@@ -73,3 +75,18 @@ def test_nbgrader_config_settings():
     assert config.Execute.timeout >= 120
     assert config.Execute.raise_on_iopub_timeout is False
     assert config.OverwriteCells.add_missing_cells is True
+
+
+def test_genlab_command_offers_every_classroom_step():
+    import subprocess
+
+    assert PYPROJECT["project"]["scripts"]["genlab"] == "genlab.cli:main"
+    done = subprocess.run(
+        [sys.executable, "-m", "genlab.cli", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    for step in ("release", "collect", "grade", "feedback", "export", "demo"):
+        assert step in done.stdout, step
+    readme = (ROOT / "README.md").read_text().split("## For instructors", 1)[1]
+    for command in ("make collect", "make grade", "make feedback", "make export", "demo-grade"):
+        assert command in readme, command

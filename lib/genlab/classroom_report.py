@@ -1,0 +1,149 @@
+"""The class report: one row per student and chapter with the score, the reasons for lost or
+odd points (timeouts, a dead kernel, restored or duplicated cells, an unreadable file, truncated
+output) and the integrity scan's flags."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from genlab.classroom_execute import DEAD_ENAME, TIMEOUT_ENAME, TRUNCATED_NOTE
+from genlab.classroom_scan import scan_notebook
+
+TRUNCATED_MARK = TRUNCATED_NOTE.split("{")[0]
+
+
+@dataclass
+class Row:
+    student: str
+    chapter: str
+    score: float
+    max_score: float
+    status: str  # "graded" or "failed"
+    reasons: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _grade_id(cell, index: int) -> str:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {index}"
+
+
+def submission_problems(path: Path, expected_ids: set[str]) -> list[str]:
+    """What is wrong with a submitted notebook file before it is run."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        nb = nbformat.from_dict(raw)
+        nbformat.validate(nb)
+    except FileNotFoundError:
+        return [f"{path.name} is missing from the submission"]
+    except Exception as error:  # JSON or schema error: say which, briefly
+        message = str(error).splitlines()[0][:120]
+        return [f"{path.name} is not a readable notebook ({type(error).__name__}: {message})"]
+    ids = [
+        c["metadata"]["nbgrader"]["grade_id"]
+        for c in nb.cells
+        if "grade_id" in c.get("metadata", {}).get("nbgrader", {})
+    ]
+    problems = []
+    missing = sorted(expected_ids - set(ids))
+    if missing:
+        problems.append("deleted cells restored from the release: " + ", ".join(missing))
+    duplicated = sorted(name for name, n in Counter(ids).items() if n > 1)
+    if duplicated:
+        problems.append("duplicated cells dropped: " + ", ".join(duplicated))
+    return problems
+
+
+def execution_problems(path: Path) -> list[str]:
+    """Timeouts, dead kernels, memory errors and truncated output in an autograded notebook."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return []
+    problems = []
+    for index, cell in enumerate(nb.cells):
+        where = _grade_id(cell, index)
+        for output in cell.get("outputs", []):
+            kind = output.get("output_type")
+            if kind == "error" and output.get("ename") == TIMEOUT_ENAME:
+                problems.append(f"{where}: cell time limit exceeded (kernel restarted)")
+            elif kind == "error" and output.get("ename") == DEAD_ENAME:
+                problems.append(f"{where}: the kernel died (exit or crash; restarted)")
+            elif kind == "error" and output.get("ename") == "MemoryError":
+                problems.append(f"{where}: memory limit exceeded (MemoryError)")
+            elif kind == "stream" and TRUNCATED_MARK in output.get("text", ""):
+                problems.append(f"{where}: output truncated")
+    return problems
+
+
+def cell_scores(gradebook: Path, chapter: str, student: str) -> dict[str, tuple]:
+    """``{grade_id: (score, max_score)}`` over every notebook of the student's submission."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{Path(gradebook).resolve()}") as gb:
+        try:
+            submission = gb.find_submission(chapter, student)
+        except MissingEntry:
+            return {}
+        return {
+            g.name: (float(g.score or 0.0), float(g.max_score))
+            for nb in submission.notebooks
+            for g in nb.grades
+        }
+
+
+def build_row(layout, chapter: str, student: str, run, notebooks: dict[str, set[str]]) -> Row:
+    """The report row of one graded student; ``notebooks`` maps notebook names to grade ids."""
+    scores = cell_scores(layout.db_path, chapter, student)
+    row = Row(
+        student, chapter,
+        score=sum(s for s, _ in scores.values()), max_score=sum(m for _, m in scores.values()),
+        status="graded" if run.graded else "failed", seconds=run.seconds,
+    )  # fmt: skip
+    for name, ids in notebooks.items():
+        submitted = layout.submitted(student, chapter) / f"{name}.ipynb"
+        row.reasons += submission_problems(submitted, ids)
+        row.reasons += execution_problems(layout.autograded(student, chapter) / f"{name}.ipynb")
+        row.flags += scan_notebook(submitted)
+    if run.timed_out:
+        row.reasons.append("notebook time limit exceeded: process killed, scored 0")
+    elif not run.graded and not row.reasons:
+        last = [
+            line.strip()
+            for line in run.log.splitlines()
+            if ("Error" in line or "ERROR" in line) and "Please see" not in line
+        ]
+        row.reasons.append("nbgrader could not grade it: " + (last[-1] if last else "see log"))
+    return row
+
+
+def format_table(rows: list[Row]) -> str:
+    """A plain-text table: student, chapter, score, status, reasons and flags."""
+    header = ("student", "chapter", "score", "status", "reasons / flags")
+    body = []
+    for r in rows:
+        notes = r.reasons + [f"FLAGGED {f}" for f in r.flags]
+        body.append((r.student, r.chapter, f"{r.score:g}/{r.max_score:g}", r.status,
+                     "; ".join(notes) or "-"))  # fmt: skip
+    widths = [max(len(str(x[i])) for x in [header, *body]) for i in range(4)]
+    lines = []
+    for values in [header, *body]:
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(values, widths)) + "  " + values[4])
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["student", "chapter", "score", "max_score", "status", "reasons", "flags"])
+        for r in rows:
+            writer.writerow([r.student, r.chapter, r.score, r.max_score, r.status,
+                             " | ".join(r.reasons), " | ".join(r.flags)])  # fmt: skip

@@ -1,0 +1,123 @@
+"""The demo class, graded end to end (genlab.classroom_demo): every row's expected outcome,
+other students unaffected, an intact and idempotent gradebook, leak-free feedback, the
+integrity report. One module-scoped run (2 workers) serves every test here."""
+
+from __future__ import annotations
+
+import html
+import re
+import sqlite3
+
+import nbformat
+import pytest
+
+from genlab import classroom, grading
+from genlab.classroom_demo import CASES, CHAPTERS, LIMITS, run_demo
+from genlab.classroom_feedback import hidden_lines, strip_hidden
+from genlab.classroom_report import cell_scores
+
+from conftest import ROOT
+
+EXPECTED = {(ch, s): case[2] for ch, cases in CASES.items() for s, case in cases.items()}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    result = run_demo(tmp_path_factory.mktemp("demo-class"), ROOT, workers=2, progress=False)
+    print("\n" + result.table)
+    return result
+
+
+def rows(demo) -> dict:
+    return {(r.chapter, r.student): r for r in demo.rows}
+
+
+def all_scores(root) -> dict:
+    return {
+        (ch, s): cell_scores(root / "gradebook.db", ch, s) for ch in CHAPTERS for s in CASES[ch]
+    }
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_demo_row_matches_its_expected_outcome(demo, key):
+    chapter, student = key
+    expected, row = EXPECTED[key], rows(demo)[key]
+    scores = cell_scores(demo.root / "gradebook.db", chapter, student)
+    tests = {cell: s for cell, s in scores.items() if cell.startswith(grading.TEST_PREFIX)}
+    assert tests, f"no scores for {student}"
+    zero = set(tests) if expected.zero is None else set(expected.zero)
+    wrong = {c: s for c, s in tests.items() if (s[0] != 0) if c in zero}
+    wrong |= {c: s for c, s in tests.items() if c not in zero and s[0] != s[1]}
+    assert not wrong, f"{student}: unexpected scores {wrong}; reasons {row.reasons}"
+    assert row.status == expected.status, row
+    assert expected.reason in "; ".join(row.reasons), row.reasons
+    assert bool(row.flags) == expected.flagged, row.flags
+
+
+def test_demo_table_lists_every_student_and_the_flagged_ones(demo):
+    table = demo.table
+    for chapter, student in EXPECTED:
+        assert re.search(rf"^{re.escape(student)}\s+{chapter}", table, flags=re.M), student
+    flagged = [line for line in table.splitlines() if "FLAGGED" in line]
+    assert flagged and all(line.startswith("cheat") for line in flagged), flagged
+    assert "assigns jnp.allclose" in table
+
+
+def test_regrading_is_idempotent_and_the_gradebook_stays_intact(demo):
+    before = all_scores(demo.root)
+    chapter = CHAPTERS[0]
+    again = classroom.grade(
+        demo.root, chapter, ["correct", "broken_json", "partial"], workers=2,
+        limits=LIMITS[chapter], progress=False,
+    )  # fmt: skip
+    assert {r.student: r.score for r in again} == {
+        s: sum(v[0] for v in before[chapter, s].values())
+        for s in ("correct", "broken_json", "partial")
+    }
+    assert all_scores(demo.root) == before
+    with sqlite3.connect(demo.root / "gradebook.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        (count,) = db.execute("SELECT count(*) FROM submitted_assignment").fetchone()
+    assert count == len(EXPECTED)
+
+
+def _text(path) -> str:
+    """The visible text of an HTML file: tags dropped, entities decoded, spaces collapsed."""
+    raw = re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8"))
+    return " ".join(html.unescape(raw).split())
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_feedback_shows_scores_and_visible_checks_but_never_hidden_tests(demo, chapter):
+    solution = nbformat.read(ROOT / "solutions" / chapter / f"{chapter}.ipynb", as_version=4)
+    visible = {
+        " ".join(line.split())
+        for cell in solution.cells
+        for line in strip_hidden(cell.source)[0].splitlines()
+    }
+    # Hidden lines that occur nowhere else in the notebook (a line such as `for ns in (True,
+    # False):` may also be a visible check's); short ones like `])` could match anything.
+    hidden = {
+        " ".join(line.split())
+        for cell in solution.cells
+        for line in hidden_lines(cell.source)
+        if len(line.strip()) > 12
+    } - visible
+    assert len(hidden) > 20
+    pages = sorted((demo.root / "feedback").glob(f"*/{chapter}/*.html"))
+    students = {p.parts[-3] for p in pages}
+    assert students == {s for s, c in CASES[chapter].items() if c[2].status == "graded"}
+    for page in pages:
+        text = _text(page)
+        leaked = [line for line in hidden if line in text]
+        assert not leaked, f"{page} shows hidden test lines: {leaked[:3]}"
+    partial = _text(demo.root / "feedback" / "partial" / chapter / f"{chapter}.html")
+    # A visible check's source and the scores are there (so the grep above can see code).
+    first = grading.TEST_PREFIX + grading.exercise_names(solution)[0]
+    visible = next(
+        line for line in grading.graded_cells(solution)[first].source.splitlines()
+        if line.startswith("check.")
+    )  # fmt: skip
+    assert " ".join(visible.split()) in partial
+    assert "hidden tests: run by the grader, not shown" in partial
+    assert re.search(r"Score: \d", partial), "feedback should show the score"

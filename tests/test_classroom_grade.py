@@ -1,0 +1,159 @@
+"""Parallel, isolated grading (genlab.classroom_grade) and the collect/export steps, on a tiny
+course: the same scores as serial grading, limits that hold, no view of other students."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import zipfile
+
+import nbformat
+import psutil
+import pytest
+from tiny_notebooks import tiny_notebook
+
+from genlab import classroom, grading
+from genlab.classroom_grade import Layout, check_student_id
+from genlab.classroom_limits import GB, Limits
+from genlab.classroom_report import cell_scores
+
+from conftest import ROOT
+
+SNOOP = (
+    "import os\n"
+    "print('HOME=' + os.environ['HOME'])\n"
+    "print('PEERS=' + ','.join(sorted(os.listdir('../..'))))\n"
+    "def root(x):\n"
+    "    return math.sqrt(x)"
+)
+SUBMISSIONS = {
+    "ok": {},
+    "wrong": {"double": "def double(x):\n    return x * x"},
+    "blank": None,
+    "snoop": {"root": SNOOP},
+}
+LIMITS = Limits(cell_seconds=60, notebook_seconds=300, memory_bytes=4 * GB)
+
+
+def make_course(root):
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    (root / "solutions" / "tiny").mkdir(parents=True)
+    nbformat.write(tiny_notebook(), root / "solutions" / "tiny" / "tiny.ipynb")
+    classroom.release(root, "tiny")
+    return root
+
+
+def write(root, student, nb):
+    folder = root / "submitted" / student / "tiny"
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / "tiny.ipynb")
+
+
+@pytest.fixture(scope="module")
+def courses(tmp_path_factory):
+    """The same four submissions graded serially (course 1) and on 2 workers (course 2)."""
+    graded = {}
+    for workers in (1, 2):
+        root = make_course(tmp_path_factory.mktemp(f"tiny-{workers}"))
+        release = nbformat.read(root / "chapters" / "tiny" / "tiny.ipynb", as_version=4)
+        filled = grading.fill_answers(release, tiny_notebook())
+        for student, answers in SUBMISSIONS.items():
+            nb = release if answers is None else filled
+            for name, source in (answers or {}).items():
+                nb = grading.replace_answer(nb, name, source)
+            write(root, student, nb)
+        rows = classroom.grade(root, "tiny", workers=workers, limits=LIMITS, progress=False)
+        graded[workers] = (root, {r.student: r for r in rows})
+    return graded
+
+
+def test_parallel_scores_equal_serial_scores(courses):
+    (serial_root, _), (parallel_root, _) = courses[1], courses[2]
+    for student in SUBMISSIONS:
+        serial = cell_scores(serial_root / "gradebook.db", "tiny", student)
+        assert serial == cell_scores(parallel_root / "gradebook.db", "tiny", student), student
+    expected = {
+        "ok": {"test_double": (1.0, 1.0), "test_root": (1.0, 1.0)},
+        "wrong": {"test_double": (0.0, 1.0), "test_root": (1.0, 1.0)},
+        "blank": {"test_double": (0.0, 1.0), "test_root": (0.0, 1.0)},
+        "snoop": {"test_double": (1.0, 1.0), "test_root": (1.0, 1.0)},
+    }
+    assert {s: cell_scores(serial_root / "gradebook.db", "tiny", s) for s in expected} == expected
+
+
+def test_report_rows_and_csv(courses):
+    root, rows = courses[2]
+    assert rows["ok"].score == 2 and rows["ok"].max_score == 2 and not rows["ok"].flags
+    assert rows["blank"].score == 0 and rows["blank"].status == "graded"
+    assert any("os.listdir" in flag for flag in rows["snoop"].flags), rows["snoop"].flags
+    with open(root / "reports" / "tiny.csv") as f:
+        report = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(report) == set(SUBMISSIONS)
+    assert "os.listdir" in report["snoop"]["flags"]
+
+
+def test_grading_process_sees_a_private_home_and_only_its_own_submission(courses):
+    root, _ = courses[2]
+    nb = nbformat.read(root / "autograded" / "snoop" / "tiny" / "tiny.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    home = text.split("HOME=", 1)[1].split()[0]
+    assert "genlab-grade-" in home and not home.startswith(str(root)), home
+    assert text.split("PEERS=", 1)[1].split()[0] == "snoop", text
+
+
+def test_notebook_time_limit_kills_the_grading_process_and_scores_zero(tmp_path):
+    root = make_course(tmp_path)
+    release = nbformat.read(root / "chapters" / "tiny" / "tiny.ipynb", as_version=4)
+    filled = grading.fill_answers(release, tiny_notebook())
+    stuck = "import time\ntime.sleep(600)\ndef double(x):\n    return 2 * x"
+    write(root, "sleeper", grading.replace_answer(filled, "double", stuck))
+    before = {p.pid for p in psutil.process_iter()}
+    limits = Limits(cell_seconds=900, notebook_seconds=15)
+    (row,) = classroom.grade(root, "tiny", workers=1, limits=limits, progress=False)
+    assert row.status == "failed" and row.score == 0 and row.max_score == 2
+    assert any("notebook time limit" in r for r in row.reasons), row.reasons
+    left = [
+        p for p in psutil.process_iter(["pid", "cmdline"])
+        if p.pid not in before and "ipykernel" in " ".join(p.info["cmdline"] or [])
+    ]  # fmt: skip
+    assert not left, f"kernels left running: {left}"
+    assert not (root / "autograded" / "sleeper").exists()
+
+
+def test_collect_from_folder_and_from_lms_zip(tmp_path):
+    root = make_course(tmp_path / "course")
+    release = root / "chapters" / "tiny" / "tiny.ipynb"
+    inbox = tmp_path / "inbox"
+    (inbox / "alice").mkdir(parents=True)
+    shutil.copy(release, inbox / "alice" / "tiny.ipynb")
+    (inbox / "bob" / "tiny").mkdir(parents=True)
+    shutil.copy(release, inbox / "bob" / "tiny" / "tiny.ipynb")
+    assert classroom.collect(root, "tiny", inbox) == ["alice", "bob"]
+    archive = tmp_path / "lms.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(release, "tiny_carol_attempt_2026-11-20-10-00-00_tiny.ipynb")
+    assert classroom.collect(root, "tiny", archive) == ["alice", "bob", "carol"]
+    assert (root / "submitted" / "carol" / "tiny" / "tiny.ipynb").is_file()
+    assert (root / "submitted" / "bob" / "tiny" / "tiny.ipynb").is_file()
+
+
+def test_export_writes_every_grade(courses):
+    root, _ = courses[2]
+    out = classroom.export(root, root / "grades.csv")
+    with open(out) as f:
+        grades = {(r["student_id"], r["assignment"]): float(r["score"]) for r in csv.DictReader(f)}
+    assert grades[("ok", "tiny")] == 2 and grades[("blank", "tiny")] == 0
+
+
+def test_student_ids_must_be_plain_names():
+    assert check_student_id("alice.b-2@uni") == "alice.b-2@uni"
+    for bad in ("../bob", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError):
+            check_student_id(bad)
+
+
+def test_layout_paths(tmp_path):
+    layout = Layout(tmp_path)
+    assert layout.submitted("a", "ch") == tmp_path / "submitted" / "a" / "ch"
+    assert layout.db_url.startswith("sqlite:///")
