@@ -8,6 +8,7 @@ seconds per submission, serial and on 2 workers.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from bench.harness import ROOT, Table
+from genlab import classroom, grading
 
 FULL_BUDGET, FAST_BUDGET = 180.0, 60.0
 
@@ -69,5 +71,54 @@ def notebook_table(quick: bool) -> Table:
     return table
 
 
+def _course(root: Path, chapter: str, quick: bool) -> tuple[Path, nbformat.NotebookNode]:
+    """A temporary course holding one chapter's source; returns it and the solution notebook."""
+    root.mkdir(parents=True)
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    source = root / "solutions" / chapter
+    if quick:  # the test suite's two-exercise notebook (tests/ is on sys.path there)
+        from tiny_notebooks import tiny_notebook
+
+        source.mkdir(parents=True)
+        nbformat.write(tiny_notebook(), source / f"{chapter}.ipynb")
+    else:
+        shutil.copytree(ROOT / "solutions" / chapter, source)
+    classroom.release(root, chapter)
+    return root, nbformat.read(source / f"{chapter}.ipynb", as_version=4)
+
+
+def autograde_table(quick: bool) -> Table:
+    """Seconds per submission graded serially and on 2 workers, in the same run."""
+    chapter, students = ("tiny", 2) if quick else ("00_jax_primer", 4)
+    table = Table(
+        "Autograding: seconds per submission, serial vs 2 workers",
+        ["chapter", "submissions", "serial (s each)", "2 workers (s each)", "speed-up",
+         "same scores"],
+        notes=[
+            "`genlab grade` (one isolated `nbgrader autograde` process per student) on copies "
+            "of the filled-in solution, first with 1 worker, then in a fresh course with 2. "
+            "Wall time divided by the number of submissions."
+        ],
+    )  # fmt: skip
+    seconds, scores = {}, {}
+    top = Path(tempfile.mkdtemp(prefix="genlab-bench-grade-"))
+    for workers in (1, 2):
+        root, solution = _course(top / f"workers-{workers}", chapter, quick)
+        release = root / "chapters" / chapter / f"{chapter}.ipynb"
+        filled = grading.fill_answers(nbformat.read(release, as_version=4), solution)
+        for i in range(students):
+            folder = root / "submitted" / f"student{i}" / chapter
+            folder.mkdir(parents=True)
+            nbformat.write(filled, folder / f"{chapter}.ipynb")
+        start = time.perf_counter()
+        rows = classroom.grade(root, chapter, workers=workers, progress=False)
+        seconds[workers] = (time.perf_counter() - start) / students
+        scores[workers] = sorted((r.student, r.score) for r in rows)
+    shutil.rmtree(top, ignore_errors=True)
+    table.add(chapter, students, seconds[1], seconds[2], seconds[1] / seconds[2],
+              "yes" if scores[1] == scores[2] else "NO")  # fmt: skip
+    return table
+
+
 def run(quick: bool = False) -> list[Table]:
-    return [notebook_table(quick)]
+    return [notebook_table(quick), autograde_table(quick)]

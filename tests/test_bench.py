@@ -55,10 +55,12 @@ def test_training_benchmark_rows_are_positive(quick_tables):
     assert table.rows[0][0].startswith("course step")
 
 
-def test_course_benchmark_times_a_notebook(quick_tables):
-    table = quick_tables["course"][0]
-    assert table.rows[0][0] == "tiny.ipynb"
-    assert all(v > 0 for v in _numbers(table, "full (s)"))
+def test_course_benchmark_times_a_notebook_and_grading(quick_tables):
+    notebooks, grading = quick_tables["course"]
+    assert notebooks.rows[0][0] == "tiny.ipynb"
+    assert all(v > 0 for v in _numbers(notebooks, "full (s)"))
+    assert grading.rows[0][-1] == "yes", "serial and parallel grading gave different scores"
+    assert _numbers(grading, "serial (s each)")[0] > 0
 
 
 def test_runner_writes_a_report_with_the_machine(tmp_path):
