@@ -1,0 +1,636 @@
+"""A GPT in Flax NNX with GPT-2's architecture, its KV cache, and GPT-2 weight loading.
+
+The chapter (``solutions/04_gpt_sampling/04_gpt_sampling.ipynb``) teaches the pieces in this
+order; the notebook's hidden tests compare the student's versions with the ones here.
+Shape letters: B batch, T time (tokens), D model width, H heads, V vocabulary.
+
+    lm_loss           section 1, mean next-token cross-entropy in nats
+    perplexity        section 1, exp(loss)
+    teacher_forced_accuracy  section 8, what a one-shot argmax "generate" really computes
+    pre_ln_block      section 2, x + attn(ln_1(x)), then + mlp(ln_2(x))
+    GPTConfig, GPT    section 2, the model (nanoGPT's layout, built bottom-up)
+    update_kv_cache   section 6, write new keys/values at a position of a fixed-size cache
+    generate          section 6, KV-cached generation in one jitted ``lax.scan``
+    load_gpt2_weights section 7, a Hugging Face GPT-2 state dict -> GPT
+
+Architecture (GPT-2, Radford et al. 2019): learned token and position embeddings; pre-LayerNorm
+blocks ``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``; causal multi-head attention with scale
+1/sqrt(head_dim); an MLP of width 4D with GELU in its tanh form; a final LayerNorm; the output
+head is the token embedding transposed (tied weights). LayerNorm epsilon 1e-5. No dropout.
+Attention itself is :func:`genlab.attention.scaled_dot_product_attention` (chapter 03).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import struct
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from genlab import sampling
+from genlab.attention import merge_heads, scaled_dot_product_attention, split_heads
+
+__all__ = [
+    "GPT",
+    "GPT2Vocab",
+    "GPTConfig",
+    "TRACE_COUNTS",
+    "generate",
+    "init_cache",
+    "lm_loss",
+    "load_gpt2_small",
+    "load_gpt2_weights",
+    "make_logits_fn",
+    "perplexity",
+    "pre_ln_block",
+    "read_safetensors",
+    "teacher_forced_accuracy",
+    "update_kv_cache",
+]
+
+# How many times each jitted program was traced (compiled); tests use it to show that
+# generation compiles once and not once per token.
+TRACE_COUNTS: dict[str, int] = {"generate": 0, "logits": 0}
+
+
+# --- losses ---------------------------------------------------------------------------------
+
+
+def lm_loss(logits, targets):
+    """Mean next-token cross-entropy in nats over every position of every sequence.
+
+    ``loss = -mean_{b, t} log softmax(logits[b, t])[targets[b, t]]``. The targets are already
+    shifted: ``targets[..., t]`` is the token that follows input position t.
+
+    Args:
+        logits: float [..., T, V], the model's outputs.
+        targets: integer [..., T], values in [0, V).
+
+    Returns:
+        float32 scalar (shape ()).
+    """
+    logits = jnp.asarray(logits)
+    targets = jnp.asarray(targets)
+    if logits.ndim < 1 or logits.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"lm_loss: logits [..., T, V] and targets [..., T] disagree: logits {logits.shape}, "
+            f"targets {targets.shape}"
+        )
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(f"lm_loss: targets must be integer token ids, got dtype {targets.dtype}")
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # (..., T, V)
+    picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]  # (..., T)
+    return -jnp.mean(picked)
+
+
+def perplexity(loss):
+    """``exp(loss)``: the effective number of equally likely choices per token (loss in nats)."""
+    return jnp.exp(jnp.asarray(loss))
+
+
+def teacher_forced_accuracy(logits, tokens):
+    """How often the argmax at position t is the true token at t + 1 (section 8, pitfall 1).
+
+    This is what the one-shot "generate" ``argmax(model(tokens), -1)`` really computes: T
+    next-token guesses, each conditioned on the *true* prefix, not a continuation.
+
+    Args:
+        logits: float [B, T, V], the model's outputs on ``tokens``.
+        tokens: integer [B, T], T >= 2.
+
+    Returns:
+        float32 scalar: mean over b and t = 0..T-2 of [argmax(logits[b, t]) == tokens[b, t + 1]].
+    """
+    logits, tokens = jnp.asarray(logits), jnp.asarray(tokens)
+    if logits.ndim != 3 or logits.shape[:2] != tokens.shape or tokens.shape[1] < 2:
+        raise ValueError(
+            f"logits [B, T, V] and tokens [B, T] with T >= 2 expected, got logits {logits.shape}"
+            f" and tokens {tokens.shape}"
+        )
+    guesses = jnp.argmax(logits[:, :-1], axis=-1)  # (B, T - 1)
+    return jnp.mean((guesses == tokens[:, 1:]).astype(jnp.float32))
+
+
+# --- the model, bottom-up -------------------------------------------------------------------
+
+
+def pre_ln_block(x, ln_1, attn, ln_2, mlp):
+    """One pre-LayerNorm transformer block (GPT-2): normalise, transform, add back.
+
+        h = x + attn(ln_1(x))
+        y = h + mlp(ln_2(h))
+
+    Args:
+        x: float [B, T, D].
+        ln_1, ln_2: callables [B, T, D] -> [B, T, D] (LayerNorms).
+        attn: callable [B, T, D] -> [B, T, D] (causal self-attention), called once.
+        mlp: callable [B, T, D] -> [B, T, D], called once.
+
+    Returns:
+        float [B, T, D].
+    """
+    x = x + attn(ln_1(x))  # (B, T, D)
+    return x + mlp(ln_2(x))  # (B, T, D)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Hyperparameters of a :class:`GPT`; the defaults are the tiny CPU model of the chapter.
+
+    Attributes:
+        vocab_size: V, number of token ids (65 covers a typical character vocabulary).
+        block_size: longest sequence the model reads, the number of learned positions.
+        num_layers: transformer blocks.
+        num_heads: attention heads; must divide ``d_model``.
+        d_model: D, the width of the residual stream (the MLP is 4D wide).
+        ln_eps: LayerNorm epsilon, 1e-5 as in GPT-2 (``nnx.LayerNorm`` defaults to 1e-6).
+        init_std: std of the normal initializer (GPT-2: 0.02); residual output projections use
+            ``init_std / sqrt(2 * num_layers)`` so the residual stream's variance does not grow
+            with depth.
+    """
+
+    vocab_size: int = 65
+    block_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    d_model: int = 128
+    ln_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "num_layers", "num_heads", "d_model"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"GPTConfig.num_heads ({self.num_heads}) must divide d_model ({self.d_model})"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @classmethod
+    def tiny(cls, vocab_size: int = 65, **changes) -> GPTConfig:
+        """The chapter's CPU model: 4 layers, 4 heads, width 128, block 128 (about 0.8M params)."""
+        return replace(cls(vocab_size=vocab_size), **changes)
+
+    @classmethod
+    def gpt2_small(cls) -> GPTConfig:
+        """GPT-2 small (124M parameters): 12 layers, 12 heads, width 768, 1024 positions."""
+        return cls(vocab_size=50257, block_size=1024, num_layers=12, num_heads=12, d_model=768)
+
+
+def _linear(d_in: int, d_out: int, std: float, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(
+        d_in,
+        d_out,
+        kernel_init=nnx.initializers.normal(std),
+        bias_init=nnx.initializers.zeros_init(),
+        rngs=rngs,
+    )
+
+
+def update_kv_cache(cache, new, pos):
+    """Write ``new`` into ``cache`` at time positions ``pos, ..., pos + T_new - 1``.
+
+    Args:
+        cache: float [..., T_max, D_h] (e.g. [B, H, T_max, D_h]), keys or values so far.
+        new: float [..., T_new, D_h], same leading axes, the keys or values of the new tokens.
+        pos: int or int32 scalar array (may be traced under ``jit``), 0 <= pos <= T_max - T_new:
+            the absolute position of the first new token.
+
+    Returns:
+        float [..., T_max, D_h], same dtype as ``cache``; entries outside the written range are
+        unchanged. The shape never changes, so a jitted loop does not recompile.
+    """
+    new = jnp.asarray(new).astype(cache.dtype)
+    return jax.lax.dynamic_update_slice_in_dim(cache, new, pos, axis=-2)
+
+
+def init_cache(config: GPTConfig, batch_size: int, max_len: int | None = None, dtype=jnp.float32):
+    """An empty KV cache: per layer a pair (keys, values) of zeros [B, H, T_max, D_h]."""
+    t_max = config.block_size if max_len is None else max_len
+    shape = (batch_size, config.num_heads, t_max, config.head_dim)
+    return tuple(
+        (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(config.num_layers)
+    )
+
+
+class CausalSelfAttention(nnx.Module):
+    """Multi-head causal self-attention with separate q, k, v projections and an output one."""
+
+    def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
+        d, std = config.d_model, config.init_std
+        self.num_heads = config.num_heads
+        self.query = _linear(d, d, std, rngs)
+        self.key = _linear(d, d, std, rngs)
+        self.value = _linear(d, d, std, rngs)
+        self.out = _linear(d, d, std / math.sqrt(2 * config.num_layers), rngs)
+
+    def __call__(self, x, cache=None, pos=0):
+        """x: [B, T, D] -> ([B, T, D], new cache).
+
+        Without a cache the T tokens sit at positions 0..T-1. With ``cache = (k, v)`` of shape
+        [B, H, T_max, D_h] they sit at ``pos, ..., pos + T - 1``: their keys and values are
+        written there and each attends to every cached position up to its own.
+        """
+        q = split_heads(self.query(x), self.num_heads)  # (B, H, T, D_h)
+        k = split_heads(self.key(x), self.num_heads)  # (B, H, T, D_h)
+        v = split_heads(self.value(x), self.num_heads)  # (B, H, T, D_h)
+        t = x.shape[1]
+        if cache is None:
+            mask = jnp.tril(jnp.ones((t, t), bool))  # (T, T)
+            new_cache = None
+        else:
+            k = update_kv_cache(cache[0], k, pos)  # (B, H, T_max, D_h)
+            v = update_kv_cache(cache[1], v, pos)  # (B, H, T_max, D_h)
+            new_cache = (k, v)
+            query_pos = pos + jnp.arange(t)  # (T,)
+            mask = jnp.arange(k.shape[-2])[None, :] <= query_pos[:, None]  # (T, T_max)
+        out, _ = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, D_h)
+        return self.out(merge_heads(out)), new_cache  # (B, T, D)
+
+
+class MLP(nnx.Module):
+    """Linear D -> 4D, GELU (tanh form, as in GPT-2), Linear 4D -> D."""
+
+    def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
+        d, std = config.d_model, config.init_std
+        self.fc = _linear(d, 4 * d, std, rngs)
+        self.proj = _linear(4 * d, d, std / math.sqrt(2 * config.num_layers), rngs)
+
+    def __call__(self, x):
+        return self.proj(jax.nn.gelu(self.fc(x), approximate=True))  # (B, T, D)
+
+
+class Block(nnx.Module):
+    """A pre-LN transformer block: :func:`pre_ln_block` with LayerNorms, attention and MLP."""
+
+    def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
+        d = config.d_model
+        self.ln_1 = nnx.LayerNorm(d, epsilon=config.ln_eps, rngs=rngs)
+        self.attn = CausalSelfAttention(config, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(d, epsilon=config.ln_eps, rngs=rngs)
+        self.mlp = MLP(config, rngs=rngs)
+
+    def __call__(self, x, cache=None, pos=0):
+        """x: [B, T, D] -> ([B, T, D], this layer's new cache or None)."""
+        written = []
+
+        def attn(h):
+            out, layer_cache = self.attn(h, cache, pos)
+            written.append(layer_cache)
+            return out
+
+        y = pre_ln_block(x, self.ln_1, attn, self.ln_2, self.mlp)
+        return y, written[0]
+
+
+class GPT(nnx.Module):
+    """A GPT-2-style decoder-only language model.
+
+    Call ``model(tokens)`` with int [B, T] (T <= block_size) to get logits float [B, T, V];
+    ``model.forward_with_cache(tokens, cache, pos)`` runs the same computation for tokens at
+    positions ``pos, ...`` against a KV cache (see :func:`init_cache`) and returns
+    ``(logits, new_cache)``.
+    """
+
+    def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        embed_init = nnx.initializers.normal(config.init_std)
+        self.wte = nnx.Embed(
+            config.vocab_size, config.d_model, embedding_init=embed_init, rngs=rngs
+        )
+        self.wpe = nnx.Embed(
+            config.block_size, config.d_model, embedding_init=embed_init, rngs=rngs
+        )
+        self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.ln_f = nnx.LayerNorm(config.d_model, epsilon=config.ln_eps, rngs=rngs)
+
+    def _check_tokens(self, tokens, pos=0):
+        tokens = jnp.asarray(tokens)
+        if tokens.ndim != 2:
+            raise ValueError(f"GPT: tokens must have shape [B, T], got {tokens.shape}")
+        if not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise TypeError(f"GPT: tokens must be integer ids, got dtype {tokens.dtype}")
+        if isinstance(pos, int) and pos + tokens.shape[1] > self.config.block_size:
+            raise ValueError(
+                f"GPT: positions up to {pos + tokens.shape[1]} exceed block_size "
+                f"{self.config.block_size}"
+            )
+        return tokens
+
+    def _run(self, tokens, caches, pos):
+        positions = pos + jnp.arange(tokens.shape[1])  # (T,)
+        x = self.wte(tokens) + self.wpe(positions)[None]  # (B, T, D)
+        new_caches = []
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, None if caches is None else caches[i], pos)
+            new_caches.append(layer_cache)
+        x = self.ln_f(x)
+        logits = self.wte.attend(x)  # (B, T, V), head tied to the token embedding
+        return logits, (None if caches is None else tuple(new_caches))
+
+    def __call__(self, tokens):
+        """tokens: int [B, T] -> logits float32 [B, T, V]."""
+        return self._run(self._check_tokens(tokens), None, 0)[0]
+
+    def forward_with_cache(self, tokens, cache, pos):
+        """tokens int [B, T] at positions pos..pos+T-1 -> (logits [B, T, V], new cache)."""
+        return self._run(self._check_tokens(tokens, pos), cache, pos)
+
+
+def num_params(model: nnx.Module) -> int:
+    """Number of trainable parameters (tied weights counted once)."""
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+# --- generation -----------------------------------------------------------------------------
+
+
+@partial(jax.jit, static_argnames=("graphdef",))
+def _logits(graphdef, state, tokens):
+    TRACE_COUNTS["logits"] += 1
+    return nnx.merge(graphdef, state)(tokens)
+
+
+def make_logits_fn(model: GPT) -> Callable:
+    """A jitted ``tokens int [B, T] -> logits [B, T, V]`` of the model's current weights.
+
+    It compiles once per input shape (the weights are an argument, not constants), which is
+    what :func:`genlab.sampling.generate` needs: its buffer has a fixed shape.
+    """
+    graphdef, state = nnx.split(model)
+    return lambda tokens: _logits(graphdef, state, jnp.asarray(tokens, jnp.int32))
+
+
+def _choose(key, logits, temperature, top_k, top_p, flags):
+    use_top_k, use_top_p, greedy = flags
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return sampling.sample_traced(key, logits, temperature, top_k, top_p, use_top_k, use_top_p)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "num_new_tokens", "flags"))
+def _generate_cached(
+    graphdef, state, key, prompt, temperature, top_k, top_p, num_new_tokens, flags
+):
+    TRACE_COUNTS["generate"] += 1  # runs only while tracing
+    model = nnx.merge(graphdef, state)
+    batch, t0 = prompt.shape
+    cache = init_cache(model.config, batch, t0 + num_new_tokens)
+    logits, cache = model.forward_with_cache(prompt, cache, 0)  # prefill: (B, T0, V)
+
+    def step(carry, _):
+        key, cache, last_logits, pos = carry
+        key, subkey = jax.random.split(key)  # one split per step, as in the naive loop
+        token = _choose(subkey, last_logits, temperature, top_k, top_p, flags)  # (B,)
+        logits, cache = model.forward_with_cache(token[:, None], cache, pos)  # (B, 1, V)
+        return (key, cache, logits[:, 0], pos + 1), token
+
+    carry = (key, cache, logits[:, -1], jnp.asarray(t0, jnp.int32))
+    _, tokens = jax.lax.scan(step, carry, None, length=num_new_tokens)  # (N, B)
+    return jnp.concatenate([prompt, tokens.T], axis=1)  # (B, T0 + N)
+
+
+def generate(
+    model: GPT,
+    key,
+    prompt,
+    num_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+):
+    """KV-cached generation: one jitted program, a prefill then a ``lax.scan`` over new tokens.
+
+    Same key convention as :func:`genlab.sampling.generate` (the naive loop): before step i,
+    ``key, subkey = jax.random.split(key)`` and the token is drawn with ``subkey`` from the
+    logits at position T0 + i - 1, so both give the same tokens for the same key. The cache has
+    the fixed length T0 + N; the program is compiled once per (model structure, prompt shape, N,
+    which filters are on, greedy or not) and then reused for any key, prompt, weights,
+    temperature, k and p.
+
+    Args:
+        model: a :class:`GPT`.
+        key: a ``jax.random`` key.
+        prompt: integer [B, T0], T0 >= 1, with T0 + N <= block_size.
+        num_new_tokens: N >= 1.
+        temperature, top_k, top_p: as in :func:`genlab.sampling.sample_next_token`.
+        greedy: argmax instead of sampling.
+
+    Returns:
+        int32 [B, T0 + N]: the prompt followed by the new tokens.
+    """
+    prompt = jnp.asarray(prompt)
+    if prompt.ndim != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"prompt must have shape [B, T0] with T0 >= 1, got {prompt.shape}")
+    if not jnp.issubdtype(prompt.dtype, jnp.integer):
+        raise TypeError(f"prompt must hold integer token ids, got dtype {prompt.dtype}")
+    if isinstance(num_new_tokens, bool) or not isinstance(num_new_tokens, numbers.Integral):
+        raise TypeError(f"num_new_tokens must be an int, got {type(num_new_tokens).__name__}")
+    if num_new_tokens < 1:
+        raise ValueError(f"num_new_tokens must be >= 1, got {num_new_tokens}")
+    total = prompt.shape[1] + num_new_tokens
+    if total > model.config.block_size:
+        raise ValueError(
+            f"prompt length {prompt.shape[1]} + num_new_tokens {num_new_tokens} = {total} "
+            f"exceeds the model's block_size {model.config.block_size}"
+        )
+    sampling.check_sampling_args(temperature, top_k, top_p)  # clear errors, outside jit
+    graphdef, state = nnx.split(model)
+    return _generate_cached(
+        graphdef,
+        state,
+        key,
+        prompt.astype(jnp.int32),
+        jnp.float32(temperature),  # traced: a new temperature, k or p does not recompile
+        jnp.int32(1 if top_k is None else top_k),
+        jnp.float32(1.0 if top_p is None else top_p),
+        num_new_tokens=int(num_new_tokens),
+        flags=(top_k is not None, top_p is not None, bool(greedy)),
+    )
+
+
+# --- GPT-2 weights --------------------------------------------------------------------------
+
+
+def _get(state_dict: Mapping, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    for key in (name, "transformer." + name):
+        if key in state_dict:
+            value = np.asarray(state_dict[key], dtype=np.float32)
+            if value.shape != shape:
+                raise ValueError(f"state_dict[{key!r}] has shape {value.shape}, expected {shape}")
+            return value
+    raise KeyError(f"state_dict has no {name!r} (nor 'transformer.{name}')")
+
+
+def load_gpt2_weights(model: GPT, state_dict: Mapping) -> GPT:
+    """Copy a Hugging Face GPT-2 state dict into ``model`` (in place) and return it.
+
+    ``state_dict`` maps names such as ``transformer.h.0.attn.c_attn.weight`` (the
+    ``transformer.`` prefix is optional) to NumPy arrays. GPT-2's ``Conv1D`` layers store
+    weights as [in, out], the layout of ``nnx.Linear.kernel``, so no transpose is needed;
+    ``c_attn`` [D, 3D] holds the query, key and value projections side by side and is split
+    into three. ``lm_head.weight`` is ignored (tied to ``wte``). The config must match the
+    weights' shapes (vocabulary, positions, width, layers); a mismatch raises ValueError.
+    """
+    cfg = model.config
+    d = cfg.d_model
+    wpe = state_dict.get("transformer.wpe.weight", state_dict.get("wpe.weight"))
+    n_positions = None if wpe is None else np.shape(wpe)[0]
+    if n_positions is not None and n_positions < cfg.block_size:
+        raise ValueError(f"state dict has {n_positions} positions, config.block_size is larger")
+    model.wte.embedding[...] = _get(state_dict, "wte.weight", (cfg.vocab_size, d))
+    model.wpe.embedding[...] = _get(state_dict, "wpe.weight", (n_positions, d))[: cfg.block_size]
+    for i, block in enumerate(model.blocks):
+        p = f"h.{i}."
+        block.ln_1.scale[...] = _get(state_dict, p + "ln_1.weight", (d,))
+        block.ln_1.bias[...] = _get(state_dict, p + "ln_1.bias", (d,))
+        w = _get(state_dict, p + "attn.c_attn.weight", (d, 3 * d))
+        b = _get(state_dict, p + "attn.c_attn.bias", (3 * d,))
+        for j, proj in enumerate((block.attn.query, block.attn.key, block.attn.value)):
+            proj.kernel[...] = w[:, j * d : (j + 1) * d]
+            proj.bias[...] = b[j * d : (j + 1) * d]
+        block.attn.out.kernel[...] = _get(state_dict, p + "attn.c_proj.weight", (d, d))
+        block.attn.out.bias[...] = _get(state_dict, p + "attn.c_proj.bias", (d,))
+        block.ln_2.scale[...] = _get(state_dict, p + "ln_2.weight", (d,))
+        block.ln_2.bias[...] = _get(state_dict, p + "ln_2.bias", (d,))
+        block.mlp.fc.kernel[...] = _get(state_dict, p + "mlp.c_fc.weight", (d, 4 * d))
+        block.mlp.fc.bias[...] = _get(state_dict, p + "mlp.c_fc.bias", (4 * d,))
+        block.mlp.proj.kernel[...] = _get(state_dict, p + "mlp.c_proj.weight", (4 * d, d))
+        block.mlp.proj.bias[...] = _get(state_dict, p + "mlp.c_proj.bias", (d,))
+    if f"h.{cfg.num_layers}.ln_1.weight" in state_dict or (
+        f"transformer.h.{cfg.num_layers}.ln_1.weight" in state_dict
+    ):
+        raise ValueError(f"state dict has more than config.num_layers = {cfg.num_layers} layers")
+    model.ln_f.scale[...] = _get(state_dict, "ln_f.weight", (d,))
+    model.ln_f.bias[...] = _get(state_dict, "ln_f.bias", (d,))
+    return model
+
+
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64}
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``.safetensors`` file into NumPy arrays (no torch needed).
+
+    The format: an 8-byte little-endian header length n, n bytes of JSON mapping each tensor
+    name to its dtype, shape and byte offsets, then the raw data.
+    """
+    raw = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    data = memoryview(raw)[8 + n :]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"{name}: unsupported dtype {info['dtype']}")
+        start, end = info["data_offsets"]
+        array = np.frombuffer(data[start:end], dtype=_SAFETENSORS_DTYPES[info["dtype"]])
+        out[name] = array.reshape(info["shape"]).astype(np.float32)
+    return out
+
+
+GPT2_URL = "https://huggingface.co/openai-community/gpt2/resolve/main/"
+
+
+def load_gpt2_small(
+    directory: str | os.PathLike | None = None, *, download: bool = True, timeout: float = 10.0
+):
+    """GPT-2 small (124M) with OpenAI's weights, and its byte-level BPE tokenizer's files.
+
+    Looks for ``model.safetensors``, ``vocab.json`` and ``merges.txt`` in ``directory``
+    (default ``~/.cache/genlab/gpt2``) and, with ``download=True``, fetches missing ones from
+    the Hugging Face hub (about 550 MB).
+
+    Returns:
+        (model, files): the :class:`GPT` and a dict of the three files' paths.
+
+    Raises:
+        OSError: a file is missing and cannot be downloaded (e.g. offline); the message says so.
+    """
+    directory = Path(directory or Path.home() / ".cache" / "genlab" / "gpt2")
+    files = {name: directory / name for name in ("model.safetensors", "vocab.json", "merges.txt")}
+    for name, path in files.items():
+        if path.is_file():
+            continue
+        if not download:
+            raise OSError(f"GPT-2 file {path} is missing and download=False")
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            with urllib.request.urlopen(GPT2_URL + name, timeout=timeout) as response:
+                partial_path = path.with_suffix(path.suffix + ".part")
+                partial_path.write_bytes(response.read())
+                partial_path.replace(path)
+        except OSError as error:  # URLError and timeouts are OSErrors
+            raise OSError(
+                f"could not download GPT-2's {name} ({error}); are you offline?"
+            ) from None
+    state_dict = read_safetensors(files["model.safetensors"])
+    model = GPT(GPTConfig.gpt2_small(), rngs=nnx.Rngs(0))
+    return load_gpt2_weights(model, state_dict), files
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters (its vocab.json uses it)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+class GPT2Vocab:
+    """GPT-2's vocabulary (``vocab.json``): exact decoding, approximate encoding.
+
+    ``decode`` is exact. ``encode`` is a greedy longest-match over the vocabulary, not GPT-2's
+    BPE merges: for plain English words it gives the same ids, which is enough to prompt the
+    model in the optional section 7 without a tokenizer library.
+    """
+
+    def __init__(self, vocab_path: str | os.PathLike):
+        self.token_to_id: dict[str, int] = json.loads(Path(vocab_path).read_text(encoding="utf-8"))
+        self.id_to_token = {i: t for t, i in self.token_to_id.items()}
+        self.byte_to_char = _bytes_to_unicode()
+        self.char_to_byte = {c: b for b, c in self.byte_to_char.items()}
+        self._longest = max(len(t) for t in self.token_to_id)
+
+    def encode(self, text: str) -> list[int]:
+        chars = "".join(self.byte_to_char[b] for b in text.encode("utf-8"))
+        ids, i = [], 0
+        while i < len(chars):
+            for j in range(min(len(chars), i + self._longest), i, -1):
+                if chars[i:j] in self.token_to_id:
+                    ids.append(self.token_to_id[chars[i:j]])
+                    i = j
+                    break
+            else:
+                raise ValueError(f"character {chars[i]!r} is not in the vocabulary")
+        return ids
+
+    def decode(self, ids) -> str:
+        chars = "".join(self.id_to_token[int(i)] for i in np.asarray(ids).reshape(-1))
+        return bytes(self.char_to_byte[c] for c in chars).decode("utf-8", errors="replace")

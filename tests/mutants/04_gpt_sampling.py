@@ -1,0 +1,600 @@
+"""Mutants of chapter 04's graded exercises (solutions/04_gpt_sampling/04_gpt_sampling.ipynb).
+
+``WRONG[name]`` maps a variant name to source code defining ``name`` with a plausible mistake;
+each must fail the notebook's ``test_<name>`` cell (hidden tests included). ``CORRECT[name]``
+holds valid alternatives to the solution; each must pass it. The sources are executed in the
+kernel after the solution notebook has run, so they may use what its imports cell defined
+(``jax``, ``jnp``, ``np``, ``nnx``, ``optax``) and the notebook's other answers
+(``apply_temperature``, ``top_k_filter``, ``top_p_filter``, ``sample_next_token``).
+
+The first wrong variant of the first exercise is the "wrong submission" of the nbgrader pipeline
+test, so it must fail its own test cell and nothing else.
+"""
+
+WRONG = {
+    "lm_loss": {
+        "softmax_over_wrong_axis": """
+def lm_loss(logits, targets):
+    log_p = jax.nn.log_softmax(logits, axis=-2)
+    return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0])
+""",
+        "shifted_again": """
+def lm_loss(logits, targets):
+    log_p = jax.nn.log_softmax(logits[..., :-1, :], axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_p, targets[..., 1:, None], axis=-1)[..., 0])
+""",
+        "summed_not_averaged": """
+def lm_loss(logits, targets):
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.sum(jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0])
+""",
+        "log_of_softmax_overflows": """
+def lm_loss(logits, targets):
+    p = jax.nn.softmax(logits, axis=-1)
+    return -jnp.mean(jnp.log(jnp.take_along_axis(p, targets[..., None], axis=-1)[..., 0]))
+""",
+        "positive_log_likelihood": """
+def lm_loss(logits, targets):
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0])
+""",
+    },
+    "pre_ln_block": {
+        "no_residual": """
+def pre_ln_block(x, ln_1, attn, ln_2, mlp):
+    h = attn(ln_1(x))
+    return mlp(ln_2(h))
+""",
+        "post_ln": """
+def pre_ln_block(x, ln_1, attn, ln_2, mlp):
+    h = ln_1(x + attn(x))
+    return ln_2(h + mlp(h))
+""",
+        "parallel_branches": """
+def pre_ln_block(x, ln_1, attn, ln_2, mlp):
+    return x + attn(ln_1(x)) + mlp(ln_2(x))
+""",
+        "second_residual_from_input": """
+def pre_ln_block(x, ln_1, attn, ln_2, mlp):
+    h = x + attn(ln_1(x))
+    return x + mlp(ln_2(h))
+""",
+        "norms_swapped": """
+def pre_ln_block(x, ln_1, attn, ln_2, mlp):
+    h = x + attn(ln_2(x))
+    return h + mlp(ln_1(h))
+""",
+    },
+    "apply_temperature": {
+        "temperature_multiplied": """
+def apply_temperature(logits, t):
+    if not t > 0:
+        raise ValueError("temperature must be > 0")
+    return jnp.asarray(logits) * t
+""",
+        "zero_allowed": """
+def apply_temperature(logits, t):
+    if t < 0:
+        raise ValueError("temperature must be >= 0")
+    return jnp.asarray(logits) / t
+""",
+        "no_check": """
+def apply_temperature(logits, t):
+    return jnp.asarray(logits) / t
+""",
+        "probabilities_returned": """
+def apply_temperature(logits, t):
+    if not t > 0:
+        raise ValueError("temperature must be > 0")
+    return jax.nn.softmax(jnp.asarray(logits) / t, axis=-1)
+""",
+    },
+    "top_k_filter": {
+        "keeps_k_minus_1": """
+def top_k_filter(logits, k):
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    logits = jnp.asarray(logits)
+    if k >= logits.shape[-1]:
+        return logits
+    kth = jax.lax.top_k(logits, k)[0][..., -1:]
+    return jnp.where(logits <= kth, -jnp.inf, logits)
+""",
+        "drops_ties": """
+def top_k_filter(logits, k):
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    logits = jnp.asarray(logits)
+    if k >= logits.shape[-1]:
+        return logits
+    _, idx = jax.lax.top_k(logits, k)
+    keep = jnp.sum(jax.nn.one_hot(idx, logits.shape[-1], dtype=bool), axis=-2) > 0
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+        "zero_instead_of_minus_inf": """
+def top_k_filter(logits, k):
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    logits = jnp.asarray(logits)
+    if k >= logits.shape[-1]:
+        return logits
+    kth = jax.lax.top_k(logits, k)[0][..., -1:]
+    return jnp.where(logits < kth, 0.0, logits)
+""",
+        "threshold_over_whole_batch": """
+def top_k_filter(logits, k):
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    logits = jnp.asarray(logits)
+    if k >= logits.shape[-1]:
+        return logits
+    kth = jnp.sort(logits.reshape(-1))[-k]
+    return jnp.where(logits < kth, -jnp.inf, logits)
+""",
+        "large_k_crashes": """
+def top_k_filter(logits, k):
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    logits = jnp.asarray(logits)
+    kth = jax.lax.top_k(logits, k)[0][..., -1:]
+    return jnp.where(logits < kth, -jnp.inf, logits)
+""",
+    },
+    "top_p_filter": {
+        "drops_crossing_token": """
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    if not 0.0 < p <= 1.0:
+        raise ValueError("p must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    order = jnp.argsort(-logits, axis=-1)
+    probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
+    keep_sorted = jnp.cumsum(probs, axis=-1) < p
+    keep_sorted = keep_sorted | (jnp.arange(logits.shape[-1]) < min_tokens_to_keep)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+        "keeps_one_extra": """
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    if not 0.0 < p <= 1.0:
+        raise ValueError("p must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    order = jnp.argsort(-logits, axis=-1)
+    probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    before = jnp.concatenate([jnp.zeros_like(before[..., :1]), before[..., :-1]], axis=-1)
+    keep_sorted = (before < p) | (jnp.arange(logits.shape[-1]) < min_tokens_to_keep)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+        "left_in_sorted_order": """
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    if not 0.0 < p <= 1.0:
+        raise ValueError("p must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    sorted_logits = -jnp.sort(-logits, axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    keep = (before < p) | (jnp.arange(logits.shape[-1]) < min_tokens_to_keep)
+    return jnp.where(keep, sorted_logits, -jnp.inf)
+""",
+        "ignores_min_tokens_to_keep": """
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    if not 0.0 < p <= 1.0:
+        raise ValueError("p must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    order = jnp.argsort(-logits, axis=-1)
+    probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
+    keep_sorted = (jnp.cumsum(probs, axis=-1) - probs) < p
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+        "unnormalised_probabilities": """
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    if not 0.0 < p <= 1.0:
+        raise ValueError("p must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    order = jnp.argsort(-logits, axis=-1)
+    probs = jnp.exp(jnp.take_along_axis(logits, order, axis=-1))
+    before = jnp.cumsum(probs, axis=-1) - probs
+    keep_sorted = (before < p) | (jnp.arange(logits.shape[-1]) < min_tokens_to_keep)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+    },
+    "sample_next_token": {
+        "temperature_after_filters": """
+def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    logits = apply_temperature(logits, temperature)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+""",
+        "top_p_before_top_k": """
+def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
+    logits = apply_temperature(logits, temperature)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+""",
+        "categorical_on_probabilities": """
+def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
+    logits = apply_temperature(logits, temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return jax.random.categorical(key, jax.nn.softmax(logits, axis=-1), axis=-1).astype(jnp.int32)
+""",
+        "key_split_first": """
+def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
+    _, key = jax.random.split(key)
+    logits = apply_temperature(logits, temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+""",
+        "greedy_argmax": """
+def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
+    logits = apply_temperature(logits, temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+""",
+    },
+    "generate": {
+        "same_key_every_step": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    for i in range(num_new_tokens):
+        logits = logits_fn(buffer)[:, t0 + i - 1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(key, logits, temperature, top_k, top_p))
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
+        "reads_last_buffer_position": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    for i in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(buffer)[:, -1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(subkey, logits, temperature, top_k, top_p))
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
+        "samples_with_carried_key": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    for i in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(buffer)[:, t0 + i - 1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(key, logits, temperature, top_k, top_p))
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
+        "one_shot_argmax": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    guesses = jnp.argmax(logits_fn(buffer), axis=-1)
+    return buffer.at[:, t0:].set(guesses[:, t0 - 1 : -1])
+""",
+    },
+    "update_kv_cache": {
+        "written_at_pos_plus_1": """
+def update_kv_cache(cache, new, pos):
+    new = jnp.asarray(new, cache.dtype)
+    return jax.lax.dynamic_update_slice_in_dim(cache, new, pos + 1, axis=-2)
+""",
+        "concatenated": """
+def update_kv_cache(cache, new, pos):
+    return jnp.concatenate([cache, new], axis=-2)
+""",
+        "only_first_new_token": """
+def update_kv_cache(cache, new, pos):
+    return cache.at[..., pos, :].set(new[..., 0, :])
+""",
+        "python_slice_of_traced_pos": """
+def update_kv_cache(cache, new, pos):
+    pos = int(pos)
+    return cache.at[..., pos : pos + new.shape[-2], :].set(new)
+""",
+        "wrong_axis": """
+def update_kv_cache(cache, new, pos):
+    new = jnp.asarray(new, cache.dtype)
+    return jax.lax.dynamic_update_slice_in_dim(cache, new, pos, axis=-1)
+""",
+    },
+    "teacher_forced_accuracy": {
+        "not_shifted": """
+def teacher_forced_accuracy(logits, tokens):
+    return jnp.mean((jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32))
+""",
+        "shifted_the_wrong_way": """
+def teacher_forced_accuracy(logits, tokens):
+    return jnp.mean((jnp.argmax(logits[:, 1:], axis=-1) == tokens[:, :-1]).astype(jnp.float32))
+""",
+        "counts_not_mean": """
+def teacher_forced_accuracy(logits, tokens):
+    return jnp.sum((jnp.argmax(logits[:, :-1], axis=-1) == tokens[:, 1:]).astype(jnp.float32))
+""",
+        "rolled_includes_last": """
+def teacher_forced_accuracy(logits, tokens):
+    targets = jnp.roll(tokens, -1, axis=1)
+    return jnp.mean((jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32))
+""",
+    },
+    "nucleus_size": {
+        "temperature_after_top_p": """
+def nucleus_size(logits, p, temperature=1.0):
+    filtered = apply_temperature(top_p_filter(logits, p), temperature)
+    return jnp.sum(jnp.isfinite(filtered), axis=-1).astype(jnp.int32)
+""",
+        "temperature_multiplied": """
+def nucleus_size(logits, p, temperature=1.0):
+    filtered = top_p_filter(jnp.asarray(logits) * temperature, p)
+    return jnp.sum(jnp.isfinite(filtered), axis=-1).astype(jnp.int32)
+""",
+        "counts_dropped_tokens": """
+def nucleus_size(logits, p, temperature=1.0):
+    filtered = top_p_filter(apply_temperature(logits, temperature), p)
+    return jnp.sum(jnp.isinf(filtered), axis=-1).astype(jnp.int32)
+""",
+        "strict_cumsum_count": """
+def nucleus_size(logits, p, temperature=1.0):
+    probs = jax.nn.softmax(apply_temperature(logits, temperature), axis=-1)
+    return jnp.sum(jnp.cumsum(-jnp.sort(-probs, axis=-1), axis=-1) < p, axis=-1).astype(jnp.int32)
+""",
+    },
+    "step_keys": {
+        "split_into_n": """
+def step_keys(key, num_steps):
+    return jax.random.split(key, num_steps)
+""",
+        "same_key_repeated": """
+def step_keys(key, num_steps):
+    return jnp.stack([key] * num_steps)
+""",
+        "carried_keys": """
+def step_keys(key, num_steps):
+    keys = []
+    for _ in range(num_steps):
+        key, subkey = jax.random.split(key)
+        keys.append(key)
+    return jnp.stack(keys)
+""",
+        "fold_in_step": """
+def step_keys(key, num_steps):
+    return jnp.stack([jax.random.fold_in(key, i) for i in range(num_steps)])
+""",
+    },
+}
+
+CORRECT = {
+    "lm_loss": {
+        "optax": """
+def lm_loss(logits, targets):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+""",
+        "logsumexp_minus_picked": """
+def lm_loss(logits, targets):
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - picked)
+""",
+        "one_hot": """
+def lm_loss(logits, targets):
+    one_hot = jax.nn.one_hot(targets, logits.shape[-1])
+    return -jnp.sum(one_hot * jax.nn.log_softmax(logits, axis=-1)) / targets.size
+""",
+    },
+    "pre_ln_block": {
+        "two_lines": """
+def pre_ln_block(x, ln_1, attn, ln_2, mlp):
+    x = x + attn(ln_1(x))
+    x = x + mlp(ln_2(x))
+    return x
+""",
+        "residual_form": """
+def pre_ln_block(x, ln_1, attn, ln_2, mlp):
+    a = attn(ln_1(x))
+    m = mlp(ln_2(x + a))
+    return x + a + m
+""",
+    },
+    "apply_temperature": {
+        "multiply_by_inverse": """
+def apply_temperature(logits, t):
+    if t <= 0:
+        raise ValueError(f"temperature must be positive, got {t}")
+    return jnp.asarray(logits) * (1.0 / t)
+""",
+        "jnp_divide": """
+def apply_temperature(logits, t):
+    if not (t > 0):
+        raise ValueError("temperature")
+    return jnp.divide(logits, t)
+""",
+    },
+    "top_k_filter": {
+        "sort_threshold": """
+def top_k_filter(logits, k):
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    logits = jnp.asarray(logits)
+    k = min(k, logits.shape[-1])
+    kth = jnp.sort(logits, axis=-1)[..., -k][..., None]
+    return jnp.where(logits >= kth, logits, -jnp.inf)
+""",
+        "negated_sort": """
+def top_k_filter(logits, k):
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    logits = jnp.asarray(logits)
+    if k >= logits.shape[-1]:
+        return logits
+    kth = -jnp.sort(-logits, axis=-1)[..., k - 1 : k]
+    return jnp.where(logits < kth, -jnp.inf, logits)
+""",
+    },
+    "top_p_filter": {
+        "ascending_like_transformers": """
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    if not 0.0 < p <= 1.0:
+        raise ValueError("p must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    order = jnp.argsort(logits, axis=-1)
+    probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
+    remove = jnp.cumsum(probs, axis=-1) <= 1 - p
+    v = logits.shape[-1]
+    remove = remove & (jnp.arange(v) < v - min_tokens_to_keep)
+    keep = jnp.take_along_axis(~remove, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+        "shifted_cumsum": """
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    if p <= 0 or p > 1:
+        raise ValueError(f"p must be in (0, 1], got {p}")
+    logits = jnp.asarray(logits)
+    order = jnp.argsort(-logits, axis=-1)
+    probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
+    cum = jnp.cumsum(probs, axis=-1)
+    before = jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], axis=-1)
+    keep_sorted = before < p
+    keep_sorted = keep_sorted.at[..., :min_tokens_to_keep].set(True)
+    keep = jnp.zeros_like(keep_sorted)
+    keep = jnp.put_along_axis(keep, order, keep_sorted, axis=-1, inplace=False)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+    },
+    "sample_next_token": {
+        "gumbel_max": """
+def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
+    logits = apply_temperature(logits, temperature)
+    logits = logits if top_k is None else top_k_filter(logits, top_k)
+    logits = logits if top_p is None else top_p_filter(logits, top_p)
+    return jax.random.categorical(key, logits).astype(jnp.int32)
+""",
+        "filters_in_a_list": """
+def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
+    steps = [lambda x: apply_temperature(x, temperature)]
+    if top_k is not None:
+        steps.append(lambda x: top_k_filter(x, top_k))
+    if top_p is not None:
+        steps.append(lambda x: top_p_filter(x, top_p))
+    for f in steps:
+        logits = f(logits)
+    return jnp.asarray(jax.random.categorical(key, logits, axis=-1), jnp.int32)
+""",
+    },
+    "generate": {
+        "growing_context": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    tokens = jnp.asarray(prompt, jnp.int32)
+    for _ in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(tokens)[:, -1]
+        if greedy:
+            token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        else:
+            token = sample_next_token(subkey, logits, temperature, top_k, top_p)
+        tokens = jnp.concatenate([tokens, token[:, None]], axis=1)
+    return tokens
+""",
+        "precomputed_keys": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    t0 = prompt.shape[1]
+    buffer = jnp.pad(prompt, ((0, 0), (0, num_new_tokens)))
+    subkeys = []
+    for _ in range(num_new_tokens):
+        key, sub = jax.random.split(key)
+        subkeys.append(sub)
+    for i, sub in enumerate(subkeys):
+        logits = logits_fn(buffer)[:, t0 + i - 1]
+        token = (jnp.argmax(logits, axis=-1) if greedy
+                 else sample_next_token(sub, logits, temperature, top_k, top_p))
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
+    },
+    "update_kv_cache": {
+        "dynamic_update_slice": """
+def update_kv_cache(cache, new, pos):
+    start = (0,) * (cache.ndim - 2) + (pos, 0)
+    return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), start)
+""",
+        "masked_gather": """
+def update_kv_cache(cache, new, pos):
+    t_max, t_new = cache.shape[-2], new.shape[-2]
+    offset = jnp.arange(t_max) - pos
+    inside = (offset >= 0) & (offset < t_new)
+    gathered = jnp.take(new, jnp.clip(offset, 0, t_new - 1), axis=-2)
+    return jnp.where(inside[:, None], gathered, cache).astype(cache.dtype)
+""",
+    },
+    "teacher_forced_accuracy": {
+        "count_then_divide": """
+def teacher_forced_accuracy(logits, tokens):
+    hits = jnp.argmax(logits, axis=-1)[:, :-1] == tokens[:, 1:]
+    return hits.sum() / hits.size
+""",
+        "numpy_style": """
+def teacher_forced_accuracy(logits, tokens):
+    guesses = logits[:, :-1].argmax(-1)
+    return (guesses == tokens[:, 1:]).mean()
+""",
+    },
+    "nucleus_size": {
+        "count_not_minus_inf": """
+def nucleus_size(logits, p, temperature=1.0):
+    filtered = top_p_filter(apply_temperature(logits, temperature), p)
+    return (filtered > -jnp.inf).sum(axis=-1).astype(jnp.int32)
+""",
+        "direct_count": """
+def nucleus_size(logits, p, temperature=1.0):
+    probs = jax.nn.softmax(jnp.asarray(logits) / temperature, axis=-1)
+    sorted_probs = -jnp.sort(-probs, axis=-1)
+    before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs
+    return jnp.maximum(jnp.sum(before < p, axis=-1), 1).astype(jnp.int32)
+""",
+    },
+    "step_keys": {
+        "fori_loop_style": """
+def step_keys(key, num_steps):
+    out = []
+    while len(out) < num_steps:
+        pair = jax.random.split(key)
+        key = pair[0]
+        out.append(pair[1])
+    return jnp.stack(out)
+""",
+        "scan": """
+def step_keys(key, num_steps):
+    def body(k, _):
+        k, sub = jax.random.split(k)
+        return k, sub
+    return jax.lax.scan(body, key, None, length=num_steps)[1]
+""",
+    },
+}

@@ -1,0 +1,257 @@
+"""genlab.sampling against transformers' logits warpers (committed fixture) and by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genlab import sampling
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "hf_warpers.npz"
+
+
+@pytest.fixture(scope="module")
+def warpers():
+    return dict(np.load(FIXTURE))
+
+
+def _kept(x) -> np.ndarray:
+    return np.isfinite(np.asarray(x))
+
+
+def test_apply_temperature_matches_transformers(warpers):
+    for t in warpers["temperatures"]:
+        got = sampling.apply_temperature(warpers["logits"], float(t))
+        np.testing.assert_allclose(got, warpers[f"temperature_{t}"], rtol=1e-6)
+
+
+def test_apply_temperature_rejects_nonpositive():
+    for t in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            sampling.apply_temperature(jnp.zeros(3), t)
+    with pytest.raises(TypeError, match="temperature"):
+        sampling.apply_temperature(jnp.zeros(3), "hot")
+
+
+def test_top_k_filter_matches_transformers_with_ties(warpers):
+    for k in warpers["top_ks"]:
+        got = np.asarray(sampling.top_k_filter(warpers["logits"], int(k)))
+        np.testing.assert_array_equal(got, warpers[f"top_k_{k}"])
+
+
+def test_top_k_filter_keeps_ties_at_threshold():
+    got = sampling.top_k_filter(jnp.array([1.0, 3.0, 2.0, 2.0, 0.0]), 2)
+    np.testing.assert_array_equal(_kept(got), [False, True, True, True, False])
+
+
+def test_top_k_filter_large_k_keeps_everything():
+    logits = jnp.array([[0.3, -1.0, 2.0]])
+    np.testing.assert_array_equal(sampling.top_k_filter(logits, 3), logits)
+    np.testing.assert_array_equal(sampling.top_k_filter(logits, 10), logits)
+
+
+def test_top_k_filter_rejects_bad_k():
+    with pytest.raises(ValueError, match="k"):
+        sampling.top_k_filter(jnp.zeros(4), 0)
+    with pytest.raises(TypeError, match="k"):
+        sampling.top_k_filter(jnp.zeros(4), 2.5)
+    with pytest.raises(ValueError, match="logits"):
+        sampling.top_k_filter(jnp.array(1.0), 1)
+
+
+def _boundary_tie(logits: np.ndarray, kept: np.ndarray) -> bool:
+    """True if a dropped token has the same logit as a kept one (the cut falls inside a tie)."""
+    finite_kept = logits[kept]
+    dropped = logits[~kept & np.isfinite(logits)]
+    return bool(finite_kept.size and dropped.size and dropped.max() >= finite_kept.min())
+
+
+def _is_nucleus(logits: np.ndarray, kept: np.ndarray, p: float, m: int, tol: float = 1e-6) -> bool:
+    """kept holds the most probable tokens, reaches mass p, and is minimal (up to float error)."""
+    finite = np.isfinite(logits)
+    probs = np.zeros_like(logits, dtype=np.float64)
+    probs[finite] = np.exp(logits[finite] - logits[finite].max())
+    probs /= probs.sum()
+    dropped = ~kept & finite
+    if dropped.any() and logits[dropped].max() > logits[kept].min():
+        return False
+    mass, smallest = probs[kept].sum(), probs[kept].min()
+    minimal = kept.sum() <= m or mass - smallest < p + tol
+    return bool(mass >= p - tol and minimal)
+
+
+def test_top_p_filter_matches_transformers(warpers):
+    """Exact agreement, except where the cut falls inside a run of equal logits: torch.sort
+    orders ties arbitrarily (and sums in another order), so there both must be valid nuclei."""
+    logits = warpers["logits"]
+    for p, m in warpers["top_ps"]:
+        want = warpers[f"top_p_{p}_{int(m)}"]
+        got = np.asarray(sampling.top_p_filter(logits, float(p), int(m)))
+        for row in range(logits.shape[0]):
+            if _boundary_tie(logits[row], _kept(want[row])):
+                for name, out in (("genlab", got), ("transformers", want)):
+                    assert _is_nucleus(logits[row], _kept(out[row]), p, int(m)), (name, p, m, row)
+                np.testing.assert_array_equal(
+                    got[row][_kept(got[row])], logits[row][_kept(got[row])]
+                )
+            else:
+                np.testing.assert_array_equal(got[row], want[row], err_msg=f"p={p} m={m} row {row}")
+
+
+def test_top_p_filter_keeps_token_that_crosses_p():
+    logits = jnp.log(jnp.array([0.5, 0.35, 0.1, 0.05]))
+    np.testing.assert_array_equal(
+        _kept(sampling.top_p_filter(logits, 0.9)), [True, True, True, False]
+    )
+    np.testing.assert_array_equal(
+        _kept(sampling.top_p_filter(logits, 0.5)), [True, False, False, False]
+    )
+    np.testing.assert_array_equal(_kept(sampling.top_p_filter(logits, 1.0)), [True] * 4)
+
+
+def test_top_p_filter_min_tokens_to_keep():
+    logits = jnp.array([10.0, 0.0, -1.0, -2.0])
+    np.testing.assert_array_equal(_kept(sampling.top_p_filter(logits, 0.5, 3)), [1, 1, 1, 0])
+
+
+def test_top_p_filter_rejects_bad_p():
+    for p in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="p"):
+            sampling.top_p_filter(jnp.zeros(4), p)
+    with pytest.raises(ValueError, match="min_tokens_to_keep"):
+        sampling.top_p_filter(jnp.zeros(4), 0.5, 0)
+
+
+def test_top_p_filter_matches_numpy_loop():
+    """An independent, obviously-correct loop over sorted probabilities."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=2.0, size=(50, 12)).astype(np.float32)
+    for p in (0.2, 0.7, 0.95):
+        got = _kept(sampling.top_p_filter(logits, p))
+        for row in range(len(logits)):
+            probs = np.exp(logits[row] - logits[row].max())
+            probs /= probs.sum()
+            want, total = np.zeros(12, bool), 0.0
+            for index in np.argsort(-probs):
+                want[index] = True
+                total += probs[index]
+                if total >= p:
+                    break
+            np.testing.assert_array_equal(got[row], want)
+
+
+def test_sample_next_token_frequencies_match_filtered_softmax():
+    logits = jnp.array([2.0, 1.0, 0.5, 0.0, -1.0])
+    keys = jax.random.split(jax.random.key(0), 20000)
+    draws = jax.vmap(lambda k: sampling.sample_next_token(k, logits, 0.7, top_k=4, top_p=0.9))(keys)
+    filtered = sampling.top_p_filter(sampling.top_k_filter(logits / 0.7, 4), 0.9)
+    want = np.asarray(jax.nn.softmax(filtered))
+    freq = np.bincount(np.asarray(draws), minlength=5) / len(keys)
+    np.testing.assert_allclose(freq, want, atol=0.015)
+    assert freq[want == 0].sum() == 0
+
+
+def test_sample_next_token_uses_categorical_with_key():
+    key = jax.random.key(5)
+    logits = jax.random.normal(jax.random.key(1), (3, 7))
+    got = sampling.sample_next_token(key, logits, 1.3, top_k=5)
+    want = jax.random.categorical(key, sampling.top_k_filter(logits / 1.3, 5), axis=-1)
+    np.testing.assert_array_equal(got, want)
+    assert got.shape == (3,) and got.dtype == jnp.int32
+
+
+def test_sample_next_token_rejects_bad_arguments():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="temperature"):
+        sampling.sample_next_token(key, jnp.zeros(3), temperature=0.0)
+    with pytest.raises(ValueError, match="top-k"):
+        sampling.sample_next_token(key, jnp.zeros(3), top_k=0)
+    with pytest.raises(ValueError, match="top-p"):
+        sampling.sample_next_token(key, jnp.zeros(3), top_p=1.2)
+
+
+def test_entropy_known_values():
+    np.testing.assert_allclose(sampling.entropy(jnp.zeros(8)), np.log(8), rtol=1e-6)
+    np.testing.assert_allclose(sampling.entropy(jnp.array([0.0, -jnp.inf])), 0.0, atol=1e-7)
+    p = np.array([0.5, 0.25, 0.25])
+    np.testing.assert_allclose(sampling.entropy(jnp.log(p)), -(p * np.log(p)).sum(), rtol=1e-6)
+
+
+def test_distinct_ngrams_counts():
+    assert sampling.distinct_ngrams([1, 2, 1, 2, 1], 2) == pytest.approx(2 / 4)
+    assert sampling.distinct_ngrams(np.array([[1, 2, 3], [1, 2, 3]]), 3) == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="n"):
+        sampling.distinct_ngrams([1, 2], 3)
+
+
+def _bigram_logits_fn(table):
+    """A causal 'model' whose logits at t depend only on token t: logits = table[tokens]."""
+    return lambda tokens: table[tokens]
+
+
+def test_generate_greedy_follows_argmax_chain():
+    table = jnp.full((4, 4), -5.0).at[jnp.arange(4), (jnp.arange(4) + 1) % 4].set(5.0)
+    out = sampling.generate(
+        jax.random.key(0), _bigram_logits_fn(table), jnp.array([[2]]), 5, greedy=True
+    )
+    np.testing.assert_array_equal(out, [[2, 3, 0, 1, 2, 3]])
+
+
+def test_generate_splits_key_once_per_step():
+    table = jax.random.normal(jax.random.key(2), (6, 6))
+    prompt = jnp.array([[1, 4], [0, 5]])
+    out = sampling.generate(jax.random.key(7), _bigram_logits_fn(table), prompt, 4, top_k=3)
+    key, tokens = jax.random.key(7), prompt
+    for _ in range(4):
+        key, subkey = jax.random.split(key)
+        nxt = sampling.sample_next_token(subkey, table[tokens[:, -1]], top_k=3)
+        tokens = jnp.concatenate([tokens, nxt[:, None]], axis=1)
+    np.testing.assert_array_equal(out, tokens)
+
+
+def test_generate_rejects_bad_prompt():
+    with pytest.raises(ValueError, match="prompt"):
+        sampling.generate(jax.random.key(0), lambda t: t, jnp.array([1, 2]), 3)
+    with pytest.raises(ValueError, match="num_new_tokens"):
+        sampling.generate(jax.random.key(0), lambda t: t, jnp.array([[1, 2]]), -1)
+
+
+def test_step_keys_match_split_loop():
+    keys = sampling.step_keys(jax.random.key(3), 5)
+    key, want = jax.random.key(3), []
+    for _ in range(5):
+        key, sub = jax.random.split(key)
+        want.append(jax.random.key_data(sub))
+    np.testing.assert_array_equal(jax.random.key_data(keys), np.stack(want))
+    with pytest.raises(ValueError, match="num_steps"):
+        sampling.step_keys(jax.random.key(0), 0)
+
+
+def test_nucleus_size_grows_with_temperature():
+    logits = jnp.log(jnp.array([0.5, 0.35, 0.1, 0.05]))
+    assert int(sampling.nucleus_size(logits, 0.9)) == 3
+    assert int(sampling.nucleus_size(logits, 0.9, 0.1)) == 1
+    assert int(sampling.nucleus_size(logits, 0.9, 5.0)) == 4
+
+
+@pytest.mark.parametrize(
+    "settings", [{}, {"top_k": 3}, {"top_p": 0.7}, {"top_k": 30, "top_p": 0.5}]
+)
+def test_sample_traced_matches_sample_next_token(settings):
+    logits = jax.random.normal(jax.random.key(8), (16, 20)) * 2
+    key = jax.random.key(9)
+    want = sampling.sample_next_token(key, logits, 0.8, **settings)
+    got = jax.jit(sampling.sample_traced, static_argnums=(5, 6))(
+        key,
+        logits,
+        0.8,
+        settings.get("top_k", 1),
+        settings.get("top_p", 1.0),
+        "top_k" in settings,
+        "top_p" in settings,
+    )
+    np.testing.assert_array_equal(got, want)
