@@ -30,17 +30,24 @@ def tiny_config(quick: bool) -> gpt.GPTConfig:
     return gpt.GPTConfig.tiny(vocab_size=VOCAB, block_size=prompt + new)
 
 
-def _hf_seconds(transformers, torch, config, prompt, new, repeats):
-    hf_config = transformers.GPT2Config(
+def hf_config(transformers, config: gpt.GPTConfig):
+    """The transformers ``GPT2Config`` of the same model, without dropout."""
+    return transformers.GPT2Config(
         vocab_size=config.vocab_size,
         n_positions=config.block_size,
         n_embd=config.d_model,
         n_layer=config.num_layers,
         n_head=config.num_heads,
         layer_norm_epsilon=config.ln_eps,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
+
+
+def _hf_seconds(transformers, torch, config, prompt, new, repeats):
     torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(hf_config).eval()
+    model = transformers.GPT2LMHeadModel(hf_config(transformers, config)).eval()
     ids = torch.from_numpy(np.asarray(prompt, np.int64))
 
     def run():

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from bench.generation import hf_config
 from bench.harness import Table, first_call_seconds, median_seconds, optional_module
 from genlab import gpt, train
 
@@ -71,19 +72,8 @@ def _functional_step(model):
 
 
 def _torch_row(torch, transformers, config, batch, repeats):
-    hf_config = transformers.GPT2Config(
-        vocab_size=config.vocab_size,
-        n_positions=config.block_size,
-        n_embd=config.d_model,
-        n_layer=config.num_layers,
-        n_head=config.num_heads,
-        layer_norm_epsilon=config.ln_eps,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
     torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(hf_config).train()
+    model = transformers.GPT2LMHeadModel(hf_config(transformers, config)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
     tokens = torch.from_numpy(np.asarray(batch[0], np.int64))
     targets = torch.from_numpy(np.asarray(batch[1], np.int64))

@@ -437,15 +437,7 @@ def generate(
     Returns:
         int32 [B, T0 + N]: the prompt followed by the new tokens.
     """
-    prompt = jnp.asarray(prompt)
-    if prompt.ndim != 2 or prompt.shape[1] < 1:
-        raise ValueError(f"prompt must have shape [B, T0] with T0 >= 1, got {prompt.shape}")
-    if not jnp.issubdtype(prompt.dtype, jnp.integer):
-        raise TypeError(f"prompt must hold integer token ids, got dtype {prompt.dtype}")
-    if isinstance(num_new_tokens, bool) or not isinstance(num_new_tokens, numbers.Integral):
-        raise TypeError(f"num_new_tokens must be an int, got {type(num_new_tokens).__name__}")
-    if num_new_tokens < 1:
-        raise ValueError(f"num_new_tokens must be >= 1, got {num_new_tokens}")
+    prompt = sampling.check_prompt(prompt, num_new_tokens, min_new_tokens=1)
     total = prompt.shape[1] + num_new_tokens
     if total > model.config.block_size:
         raise ValueError(

@@ -31,6 +31,7 @@ import numpy as np
 
 __all__ = [
     "apply_temperature",
+    "check_prompt",
     "distinct_ngrams",
     "entropy",
     "generate",
@@ -321,6 +322,24 @@ def distinct_ngrams(tokens, n):
 # --- the naive generation loop --------------------------------------------------------------
 
 
+def check_prompt(prompt, num_new_tokens, *, min_new_tokens: int) -> jax.Array:
+    """Check a generation request; return ``prompt`` as an integer array [B, T0].
+
+    Raises a ValueError/TypeError naming ``prompt`` (not [B, T0] with T0 >= 1, or not integer
+    ids) or ``num_new_tokens`` (not an int, or below ``min_new_tokens``).
+    """
+    prompt = jnp.asarray(prompt)
+    if prompt.ndim != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"prompt must have shape [B, T0] with T0 >= 1, got {prompt.shape}")
+    if not jnp.issubdtype(prompt.dtype, jnp.integer):
+        raise TypeError(f"prompt must hold integer token ids, got dtype {prompt.dtype}")
+    if isinstance(num_new_tokens, bool) or not isinstance(num_new_tokens, numbers.Integral):
+        raise TypeError(f"num_new_tokens must be an int, got {type(num_new_tokens).__name__}")
+    if num_new_tokens < min_new_tokens:
+        raise ValueError(f"num_new_tokens must be >= {min_new_tokens}, got {num_new_tokens}")
+    return prompt
+
+
 def generate(
     key,
     logits_fn: Callable,
@@ -356,15 +375,7 @@ def generate(
     Returns:
         int32 [B, T0 + N]: the prompt followed by the N generated tokens.
     """
-    prompt = jnp.asarray(prompt)
-    if prompt.ndim != 2 or prompt.shape[1] < 1:
-        raise ValueError(f"prompt must have shape [B, T0] with T0 >= 1, got {prompt.shape}")
-    if not jnp.issubdtype(prompt.dtype, jnp.integer):
-        raise TypeError(f"prompt must hold integer token ids, got dtype {prompt.dtype}")
-    if isinstance(num_new_tokens, bool) or not isinstance(num_new_tokens, numbers.Integral):
-        raise TypeError(f"num_new_tokens must be an int, got {type(num_new_tokens).__name__}")
-    if num_new_tokens < 0:
-        raise ValueError(f"num_new_tokens must be >= 0, got {num_new_tokens}")
+    prompt = check_prompt(prompt, num_new_tokens, min_new_tokens=0)
     batch, t0 = prompt.shape
     buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
     for i in range(num_new_tokens):
