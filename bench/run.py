@@ -45,9 +45,14 @@ def report(names: list[str], quick: bool) -> str:
         "",
     ]
     for name in names:
-        start = time.perf_counter()
+        start, load = time.perf_counter(), os.getloadavg()[0]
         module = importlib.import_module(f"bench.{name}")
         for table in module.run(quick=quick):
+            table.notes.append(
+                f"Load average (1 min) when this benchmark started: {load:.1f}, when it ended: "
+                f"{os.getloadavg()[0]:.1f} (on {os.cpu_count()} cores; above that, other work "
+                f"competed for the CPU and absolute times are inflated)."
+            )
             parts.append(table.markdown())
         print(f"bench {name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return "\n".join(parts)
