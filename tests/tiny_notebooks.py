@@ -20,8 +20,13 @@ def answer_cell(name: str, body: str):
 
 
 def graded_test_cell(name: str, source: str, points: int = 1):
-    """An nbgrader test cell ``test_<name>`` worth ``points``."""
-    cell = new_code_cell(source)
+    """An nbgrader test cell ``test_<name>`` worth ``points``: visible ``source``, then the hidden
+    probe of ``genlab.probes.tiny``."""
+    hidden = (
+        "### BEGIN HIDDEN TESTS\nfrom genlab.probing import probe\n\n"
+        f'probe("tiny", "{name}", globals())\n### END HIDDEN TESTS'
+    )
+    cell = new_code_cell(f"{source}\n\n{hidden}")
     cell.metadata.nbgrader = {
         "grade": True, "grade_id": f"test_{name}", "locked": True, "points": points,
         "schema_version": 3, "solution": False, "task": False,

@@ -18,8 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from genlab.classroom_grade import Layout, autograde, check_student_id
+from genlab.classroom_grade import Layout, autograde, check_student_id, record_hashes
 from genlab.classroom_limits import Limits, private_env
+from genlab.classroom_sandbox import sandbox_problem
 from genlab.classroom_report import Row, build_row, format_table, write_csv
 
 
@@ -82,7 +83,9 @@ def collect(root: Path, chapter: str, source: Path) -> list[str]:
     else:
         raise ClassroomError(f"{source}: expected a folder of student folders or a .zip file")
     submitted = root / "submitted"
-    return sorted(p.parent.name for p in submitted.glob(f"*/{chapter}") if p.is_dir())
+    students = sorted(p.parent.name for p in submitted.glob(f"*/{chapter}") if p.is_dir())
+    record_hashes(Layout(root), chapter, students)  # what is graded later must match these
+    return students
 
 
 def chapter_cells(root: Path, chapter: str) -> dict[str, set[str]]:
@@ -98,11 +101,22 @@ def chapter_cells(root: Path, chapter: str) -> dict[str, set[str]]:
 
 
 def grade(root: Path, chapter: str, students=None, *, workers: int = 2,
-          limits: Limits | None = None, progress: bool = True) -> list[Row]:  # fmt: skip
-    """Autograde the class on ``workers`` processes; write ``reports/CH.csv``; return its rows."""
+          limits: Limits | None = None, progress: bool = True, sandbox: bool = True,
+          seed: int | None = None) -> list[Row]:  # fmt: skip
+    """Autograde the class in sandboxes on ``workers`` processes; update ``reports/CH.csv``
+    (other students' rows are kept); return the rows of the students graded now.
+
+    ``sandbox=False`` (``--unsafe-no-sandbox``) grades without bubblewrap; every row says so.
+    """
+    if sandbox:
+        problem = sandbox_problem()
+        if problem:
+            raise ClassroomError(f"cannot grade in a sandbox: {problem}. Fix that, or grade "
+                                 "unsafely with --unsafe-no-sandbox (every row will say so).")
     layout = Layout(root)
-    runs = autograde(layout, chapter, students, workers=workers, limits=limits, progress=progress)
     notebooks = chapter_cells(root, chapter)
+    runs = autograde(layout, chapter, students, notebooks=notebooks, workers=workers,
+                     limits=limits, progress=progress, sandbox=sandbox, seed=seed)  # fmt: skip
     rows = [build_row(layout, chapter, s, run, notebooks) for s, run in runs.items()]
     write_csv(rows, root / "reports" / f"{chapter}.csv")
     return rows

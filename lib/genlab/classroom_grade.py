@@ -1,17 +1,30 @@
-"""Parallel, isolated autograding of a class, merged into one gradebook.
+"""Sandboxed, parallel autograding of a class; the score is decided outside the student's kernel.
 
-Each student is graded by its own ``nbgrader autograde CH --student ID`` process in a private
-temporary course: a copy of the course configuration, the chapter's source, a gradebook holding
-only the assignment (no other student), and a copy of that one student's submission. The
-process runs under :class:`~genlab.classroom_limits.Limits` with a temporary home. When it ends,
-the parent (and only the parent, so SQLite has a single writer) copies the scores into the course
-gradebook, the autograded notebook into ``autograded/ID/CH`` and nbgrader's log into
-``logs/CH/ID.log``. N students run at once on a
-thread pool whose threads only wait for their subprocess.
+For each student, in a private temporary folder:
+
+1. the submission is copied (and hashed: the copy is what is scanned and graded) into a scratch
+   course with the chapter's configuration and a gradebook that holds only the assignment (the
+   release's cells, no solutions, no other student);
+2. ``nbgrader autograde CH --student ID`` runs inside the sandbox (:mod:`genlab.classroom_sandbox`)
+   under :class:`~genlab.classroom_limits.Limits`. nbgrader restores locked cells and runs the
+   notebook; each graded test cell's hidden part records the student's outputs on probe inputs
+   drawn from a seed chosen now (:mod:`genlab.probing`);
+3. after the sandbox is gone, this (trusted) process reads the records, recomputes the references
+   on the same probes (once per class, see :class:`genlab.probing.Judge`), and writes the scores
+   into the course gradebook. Nothing the kernel printed, replied or wrote into nbgrader's
+   scratch gradebook counts. The autograded notebook is kept for feedback, with each test cell's
+   outputs capped and the grader's one-line verdict added.
+
+N students run at once on a thread pool whose threads only wait for their sandbox; only the main
+thread judges and writes the course gradebook, so SQLite has a single writer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -20,9 +33,17 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genlab.classroom_limits import Limits, private_env, run_limited
+import nbformat
+
+from genlab import probing
+from genlab.classroom_limits import Limits, run_limited
+from genlab.classroom_sandbox import INSIDE, bwrap_command, prepare_scratch, sandbox_env
 
 SAFE_ID = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@")
+NO_SANDBOX = "graded WITHOUT a sandbox (--unsafe-no-sandbox): the score may be forged"
+MAX_NOTEBOOK_BYTES = 64 << 20
+MAX_CELL_OUTPUT_CHARS = 5_000
+VERDICT_PREFIX = "Grader: "
 
 
 @dataclass(frozen=True)
@@ -46,10 +67,17 @@ class Layout:
     def autograded(self, student: str, chapter: str) -> Path:
         return self.root / "autograded" / student / chapter
 
+    def graded(self, student: str, chapter: str) -> Path:
+        """The copy of the submission that was scanned and graded."""
+        return self.root / "graded" / student / chapter
+
+    def hashes(self, chapter: str) -> Path:
+        return self.root / "hashes" / f"{chapter}.json"
+
 
 @dataclass
 class GradeRun:
-    """What one student's grading process produced (plain data, read from its gradebook)."""
+    """What grading one student produced: how the sandbox ended and the trusted verdicts."""
 
     student: str
     chapter: str
@@ -57,20 +85,215 @@ class GradeRun:
     timed_out: bool
     seconds: float
     log: str
-    # {notebook: {grade_id: (auto_score, needs_manual_grade)}}; empty when nothing was graded.
-    grades: dict = field(default_factory=dict)
-    comments: dict = field(default_factory=dict)  # {notebook: {comment_id: auto_comment}}
-    timestamp: object = None
+    verdicts: dict = field(default_factory=dict)  # {test cell grade_id: probing.Verdict}
+    notes: list = field(default_factory=list)  # reasons found while grading (hash, sandbox)
+    copy: Path | None = None  # the graded (immutable) copy of the submission folder
+    workdir: Path | None = None  # the temporary folder of this run (removed by judge_run)
 
     @property
     def graded(self) -> bool:
-        return self.returncode == 0 and bool(self.grades) and not self.timed_out
+        return self.returncode == 0 and not self.timed_out
 
 
 def check_student_id(student: str) -> str:
     if not student or student.startswith(".") or not set(student) <= SAFE_ID:
         raise ValueError(f"student id {student!r}: use letters, digits, '_', '-', '.', '@'")
     return student
+
+
+# --- the submission, hashed -----------------------------------------------------------------
+
+
+def copy_regular_files(source: Path, target: Path) -> None:
+    """Copy the folders and regular files of ``source`` to ``target``; symlinks are left out."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(source.iterdir()):
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            copy_regular_files(entry, target / entry.name)
+        elif entry.is_file():
+            shutil.copy2(entry, target / entry.name)
+
+
+def folder_hashes(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every regular file under ``folder`` (symlinks skipped)."""
+    hashes = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            hashes[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def record_hashes(layout: Layout, chapter: str, students) -> None:
+    """Remember the hashes of these students' submissions (at collection)."""
+    path = layout.hashes(chapter)
+    known = json.loads(path.read_text()) if path.exists() else {}
+    for student in students:
+        known[student] = folder_hashes(layout.submitted(student, chapter))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(known, indent=1, sort_keys=True))
+
+
+def hash_problem(layout: Layout, chapter: str, student: str, copy: Path) -> str | None:
+    """A mismatch between the graded copy and the hashes taken at collection, if any.
+
+    A submission placed in ``submitted/`` by hand has no hashes yet: they are taken now.
+    """
+    path = layout.hashes(chapter)
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if student not in known:
+        record_hashes(layout, chapter, [student])
+        return None
+    now = folder_hashes(copy)
+    changed = sorted(n for n in set(now) | set(known[student]) if now.get(n) != known[student].get(n))
+    if changed:
+        return "submission changed since it was collected (hash mismatch: " + ", ".join(changed) + ")"
+    return None
+
+
+# --- one student ----------------------------------------------------------------------------
+
+
+def _scratch_course(layout: Layout, template: Path, chapter: str, student: str, copy: Path,
+                    scratch: Path) -> Path:  # fmt: skip
+    course = scratch / "course"
+    course.mkdir(parents=True)
+    shutil.copy(layout.root / "nbgrader_config.py", course)
+    shutil.copy(template, course / "gradebook.db")
+    # nbgrader copies the source's non-notebook files over the submission; the notebooks (the
+    # solutions) are never copied into the sandbox.
+    source = layout.root / layout.source / chapter
+    shutil.copytree(source, course / layout.source / chapter,
+                    ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))  # fmt: skip
+    copy_regular_files(copy, course / "submitted" / student / chapter)
+    for name in ("records", "home", "state"):
+        (scratch / name).mkdir()
+    return course
+
+
+def grade_one(layout: Layout, template: Path, chapter: str, student: str, limits: Limits,
+              seed: int, *, sandbox: bool = True) -> GradeRun:  # fmt: skip
+    """Run one student's notebook (sandboxed) and leave its records for :func:`judge_run`.
+
+    The records and the autograded notebook are left in a temporary folder that
+    :func:`judge_run` reads and removes.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="genlab-grade-"))
+    copy = tmp / "submission"
+    copy_regular_files(layout.submitted(student, chapter), copy)
+    notes = []
+    problem = hash_problem(layout, chapter, student, copy)
+    if problem:
+        notes.append(problem)
+    scratch = tmp / "scratch"
+    course = _scratch_course(layout, template, chapter, student, copy, scratch)
+    command = [
+        sys.executable, "-m", "nbgrader", "autograde", chapter, "--student", student,
+        "--force", f"--Execute.timeout={limits.cell_seconds}",
+        f"--ResilientExecute.max_output_chars={limits.output_chars}",
+    ]  # fmt: skip
+    inside = INSIDE if sandbox else scratch
+    env = sandbox_env({
+        probing.RECORD_DIR_ENV: str(inside / "records"),
+        probing.SEED_ENV: str(seed),
+        "HOME": str(inside / "home"),
+    } | ({} if sandbox else _state_env(scratch)))  # fmt: skip
+    if sandbox:
+        prepare_scratch(scratch)
+        command = bwrap_command(command, scratch, env, cwd=INSIDE / "course")
+    else:
+        notes.append(NO_SANDBOX)
+    done = run_limited(command, cwd=course, env=env, limits=limits, log=tmp / "autograde.log")
+    run = GradeRun(student, chapter, done.returncode, done.timed_out, done.seconds, done.log,
+                   notes=notes, copy=copy)  # fmt: skip
+    run.workdir = tmp
+    return run
+
+
+def _state_env(scratch: Path) -> dict[str, str]:
+    state = scratch / "state"
+    return {
+        "JUPYTER_CONFIG_DIR": str(state / "jupyter-config"),
+        "JUPYTER_DATA_DIR": str(state / "jupyter-data"),
+        "JUPYTER_RUNTIME_DIR": str(state / "jupyter-runtime"),
+        "IPYTHONDIR": str(state / "ipython"),
+        "MPLCONFIGDIR": str(state / "matplotlib"),
+    }
+
+
+def judge_run(layout: Layout, judge: probing.Judge, run: GradeRun, notebooks) -> None:
+    """The trusted verdicts of one run (from its records), its log and its feedback notebook."""
+    tmp = run.workdir
+    try:
+        logs = layout.root / "logs" / run.chapter
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp / "autograde.log", logs / f"{run.student}.log")
+        for cells in notebooks.values():
+            for cell in sorted(cells):
+                if cell.startswith("test_"):
+                    name = cell.removeprefix("test_")
+                    run.verdicts[cell] = judge.verdict(tmp / "scratch" / "records", name)
+        target = layout.autograded(run.student, run.chapter)
+        if target.exists():
+            shutil.rmtree(target)
+        produced = tmp / "scratch" / "course" / "autograded" / run.student / run.chapter
+        if run.graded:
+            target.mkdir(parents=True)
+            for name in notebooks:
+                source = produced / f"{name}.ipynb"
+                if _inside(source, tmp / "scratch"):  # the sandbox may have planted symlinks
+                    _safe_feedback_copy(source, target / f"{name}.ipynb", run.verdicts)
+        graded = layout.graded(run.student, run.chapter)
+        if graded.exists():
+            shutil.rmtree(graded)
+        copy_regular_files(run.copy, graded)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
+
+
+def _capped(outputs: list) -> list:
+    kept, used = [], 0
+    for output in outputs:
+        size = len(json.dumps(output))
+        if used + size > MAX_CELL_OUTPUT_CHARS and output.get("output_type") != "error":
+            kept.append(nbformat.v4.new_output("stream", name="stdout",
+                                               text="[more output not shown in feedback]\n"))
+            break
+        if output.get("output_type") == "error":
+            output["traceback"] = [f"{output.get('ename')}: {str(output.get('evalue'))[:300]}"]
+        kept.append(output)
+        used += size
+    return kept
+
+
+def _safe_feedback_copy(source: Path, target: Path, verdicts: dict) -> None:
+    """Copy an autograded notebook (untrusted) for feedback: size-capped, outputs capped, and
+    every graded test cell ending with the grader's verdict."""
+    try:
+        if source.is_symlink() or source.stat().st_size > MAX_NOTEBOOK_BYTES:
+            return
+        nb = nbformat.read(source, as_version=4)
+    except Exception:  # an unreadable notebook gets no feedback page
+        return
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = _capped(cell.get("outputs", []))
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in verdicts:
+            verdict = verdicts[grade_id]
+            word = "passed" if verdict.passed else "failed"
+            text = f"{VERDICT_PREFIX}{word}. {verdict.message}\n"
+            cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=text))
+    nbformat.write(nb, target)
+
+
+# --- the class ------------------------------------------------------------------------------
 
 
 def template_gradebook(layout: Layout, chapter: str, folder: Path) -> Path:
@@ -91,78 +314,57 @@ def template_gradebook(layout: Layout, chapter: str, folder: Path) -> Path:
     return path
 
 
-def _read_run(db: Path, chapter: str, student: str, run: GradeRun) -> None:
-    from nbgrader.api import Gradebook, MissingEntry
+def _timestamp(layout: Layout, run: GradeRun):
+    from nbgrader.utils import parse_utc
 
-    if not db.exists():
-        return
-    with Gradebook(f"sqlite:///{db}") as gb:
-        try:
-            submission = gb.find_submission(chapter, student)
-        except MissingEntry:
-            return
-        run.timestamp = submission.timestamp
-        for notebook in submission.notebooks:
-            run.grades[notebook.name] = {
-                g.name: (g.auto_score, g.needs_manual_grade) for g in notebook.grades
-            }
-            run.comments[notebook.name] = {c.name: c.auto_comment for c in notebook.comments}
+    path = run.copy / "timestamp.txt" if run.copy else None
+    try:
+        return parse_utc(path.read_text().strip()) if path and path.is_file() else None
+    except Exception:  # an unparsable timestamp is ignored, as nbgrader does
+        return None
 
 
-def grade_one(layout: Layout, template: Path, chapter: str, student: str, limits: Limits):
-    """Grade one student's submission in a private temporary course; return a GradeRun."""
-    with tempfile.TemporaryDirectory(prefix="genlab-grade-") as tmp:
-        work = Path(tmp) / "course"
-        work.mkdir()
-        shutil.copy(layout.root / "nbgrader_config.py", work)
-        shutil.copy(template, work / "gradebook.db")
-        shutil.copytree(layout.root / layout.source / chapter, work / layout.source / chapter)
-        shutil.copytree(layout.submitted(student, chapter), work / "submitted" / student / chapter)
-        command = [
-            sys.executable, "-m", "nbgrader", "autograde", chapter, "--student", student,
-            "--force", f"--Execute.timeout={limits.cell_seconds}",
-            f"--ResilientExecute.max_output_chars={limits.output_chars}",
-        ]  # fmt: skip
-        done = run_limited(
-            command, cwd=work, env=private_env(Path(tmp) / "state"), limits=limits,
-            log=Path(tmp) / "autograde.log",
-        )  # fmt: skip
-        run = GradeRun(student, chapter, done.returncode, done.timed_out, done.seconds, done.log)
-        logs = layout.root / "logs" / chapter
-        logs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(Path(tmp) / "autograde.log", logs / f"{student}.log")
-        if not done.timed_out:
-            _read_run(work / "gradebook.db", chapter, student, run)
-        target = layout.autograded(student, chapter)
-        if target.exists():
-            shutil.rmtree(target)
-        produced = work / "autograded" / student / chapter
-        if run.graded and produced.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(produced, target)
-        return run
+def merge(layout: Layout, run: GradeRun) -> list[str]:
+    """Write one run's verdicts into the course gradebook; return notes on manual scores.
 
-
-def merge(layout: Layout, run: GradeRun) -> None:
-    """Write one GradeRun into the course gradebook (scores 0 when nothing was graded)."""
+    Every graded cell scores its points when the trusted verdict passed, else 0. A manual score
+    overrides the autograder in nbgrader; any present is reported, since the grader never sets
+    one.
+    """
     from nbgrader.api import Gradebook
 
+    notes = []
     with Gradebook(layout.db_url) as gb, warnings.catch_warnings():
         # nbgrader's own submission factory triggers a harmless SQLAlchemy autoflush warning.
         warnings.simplefilter("ignore")
         gb.update_or_create_student(run.student)
-        extra = {"timestamp": run.timestamp} if run.timestamp else {}
+        stamp = _timestamp(layout, run)
+        extra = {"timestamp": stamp} if stamp else {}
         submission = gb.update_or_create_submission(run.chapter, run.student, **extra)
         for notebook in submission.notebooks:
-            grades = run.grades.get(notebook.name, {}) if run.graded else {}
             for grade in notebook.grades:
-                score, manual = grades.get(grade.name, (0.0, False))
-                grade.auto_score = score or 0.0
-                grade.needs_manual_grade = bool(manual)
-            comments = run.comments.get(notebook.name, {}) if run.graded else {}
+                verdict = run.verdicts.get(grade.name)
+                passed = verdict is not None and verdict.passed
+                grade.auto_score = float(grade.max_score) if passed else 0.0
+                grade.needs_manual_grade = False
+                if grade.manual_score is not None:
+                    notes.append(f"{grade.name}: a manual score ({grade.manual_score:g}) "
+                                 "overrides the autograder; confirm an instructor set it")  # fmt: skip
             for comment in notebook.comments:
-                comment.auto_comment = comments.get(comment.name)
+                comment.auto_comment = None
         gb.db.commit()
+    return notes
+
+
+def _finish(layout: Layout, judge, student: str, future, notebooks, chapter: str) -> GradeRun:
+    """Judge a finished run in the main thread; a crash scores 0 for that student only."""
+    try:
+        run = future.result()
+        judge_run(layout, judge, run, notebooks)
+    except Exception as error:  # one student's crash never stops the class
+        run = GradeRun(student, chapter, -1, False, 0.0, "",
+                       notes=[f"grading crashed: {type(error).__name__}: {error}"])  # fmt: skip
+    return run
 
 
 def students_of(layout: Layout, chapter: str) -> list[str]:
@@ -177,28 +379,38 @@ def autograde(
     chapter: str,
     students=None,
     *,
+    notebooks: dict[str, set[str]],
     workers: int = 2,
     limits: Limits | None = None,
     progress: bool = True,
+    sandbox: bool = True,
+    seed: int | None = None,
 ) -> dict[str, GradeRun]:
-    """Grade ``students`` (default: everyone with a submission) on ``workers`` processes."""
+    """Grade ``students`` (default: everyone with a submission) on ``workers`` sandboxes.
+
+    ``notebooks``: ``{notebook name: grade ids}`` of the chapter. ``seed``: the probe seed
+    (default: drawn now, unknown to the students).
+    """
     from tqdm.auto import tqdm
 
     limits = Limits() if limits is None else limits
-
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    judge = probing.Judge(chapter, seed)
     students = [check_student_id(s) for s in (students or students_of(layout, chapter))]
     runs: dict[str, GradeRun] = {}
     with tempfile.TemporaryDirectory(prefix="genlab-template-") as tmp:
         template = template_gradebook(layout, chapter, Path(tmp))
+        os.chmod(template, 0o644)
         bar = tqdm(total=len(students), desc=f"grading {chapter}", unit="student",
                    disable=not progress)  # fmt: skip
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {
-                pool.submit(grade_one, layout, template, chapter, s, limits): s for s in students
-            }
+                pool.submit(grade_one, layout, template, chapter, s, limits, seed, sandbox=sandbox): s
+                for s in students
+            }  # fmt: skip
             for future in as_completed(futures):
-                run = future.result()
-                merge(layout, run)  # the parent is the only writer of the course gradebook
+                run = _finish(layout, judge, futures[future], future, notebooks, chapter)
+                run.notes += merge(layout, run)
                 runs[run.student] = run
                 bar.set_postfix_str(run.student)
                 bar.update()

@@ -1,10 +1,14 @@
 """The class report: one row per student and chapter with the score, the reasons for lost or
 odd points (timeouts, a dead kernel, restored or duplicated cells, an unreadable file, truncated
-output) and the integrity scan's flags."""
+output, a changed submission, a manual score, no sandbox) and the flags: the integrity scan's,
+the probes' (the reference was called while graded) and answers that are the library's
+reference copied."""
 
 from __future__ import annotations
 
+import ast
 import csv
+import inspect
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +19,7 @@ import nbformat
 from genlab.classroom_execute import DEAD_ENAME, TIMEOUT_ENAME, TRUNCATED_NOTE
 from genlab.classroom_scan import scan_notebook
 
+MIN_COPY_STATEMENTS = 6
 TRUNCATED_MARK = TRUNCATED_NOTE.split("{")[0]
 
 
@@ -98,19 +103,75 @@ def cell_scores(gradebook: Path, chapter: str, student: str) -> dict[str, tuple]
         }
 
 
+def _code_sources(path: Path) -> set[str]:
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return set()
+    return {c.source for c in nb.cells if c.cell_type == "code"}
+
+
+def _body_dump(node) -> str:
+    """The AST of a def/class without docstrings and decorators, for comparing implementations."""
+    node = ast.parse(ast.unparse(node)).body[0]
+    for sub in ast.walk(node):
+        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            sub.decorator_list = []
+            body = sub.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                sub.body = body[1:] or [ast.Pass()]
+    return ast.dump(node, annotate_fields=False)
+
+
+def reference_copies(path: Path, chapter: str) -> list[str]:
+    """Answers in the notebook at ``path`` whose code is the library's reference, copied."""
+    from genlab.probing import probes_for
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+        specs = probes_for(chapter)
+    except Exception:
+        return []
+    flags = []
+    for cell in nb.cells:
+        name = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell.cell_type != "code" or name not in specs:
+            continue
+        try:
+            reference = ast.parse(inspect.getsource(inspect.unwrap(specs[name].reference)))
+            answer = ast.parse(cell.source)
+        except (OSError, TypeError, SyntaxError):
+            continue
+        mine = [n for n in answer.body if getattr(n, "name", None) == name]
+        statements = sum(isinstance(n, ast.stmt) for n in ast.walk(reference.body[0]))
+        # A short reference can be written the same way by chance; five statements are not.
+        if mine and statements >= MIN_COPY_STATEMENTS and (
+            _body_dump(mine[0]) == _body_dump(reference.body[0])
+        ):
+            flags.append(f"{name}: the answer is the library's reference, copied")
+    return flags
+
+
 def build_row(layout, chapter: str, student: str, run, notebooks: dict[str, set[str]]) -> Row:
-    """The report row of one graded student; ``notebooks`` maps notebook names to grade ids."""
+    """The report row of one graded student; ``notebooks`` maps notebook names to grade ids.
+
+    The scan reads the graded copy of the submission (``graded/ID/CH``), not ``submitted/``.
+    """
     scores = cell_scores(layout.db_path, chapter, student)
     row = Row(
         student, chapter,
         score=sum(s for s, _ in scores.values()), max_score=sum(m for _, m in scores.values()),
         status="graded" if run.graded else "failed", seconds=run.seconds,
     )  # fmt: skip
+    row.reasons += run.notes
     for name, ids in notebooks.items():
-        submitted = layout.submitted(student, chapter) / f"{name}.ipynb"
-        row.reasons += submission_problems(submitted, ids)
+        graded = layout.graded(student, chapter) / f"{name}.ipynb"
+        row.reasons += submission_problems(graded, ids)
         row.reasons += execution_problems(layout.autograded(student, chapter) / f"{name}.ipynb")
-        row.flags += scan_notebook(submitted)
+        release = _code_sources(layout.root / "chapters" / chapter / f"{name}.ipynb")
+        row.flags += scan_notebook(graded, release or None)
+        row.flags += reference_copies(graded, chapter)
+    row.flags += [f"{cell}: {flag}" for cell, v in sorted(run.verdicts.items()) for flag in v.flags]
     if run.timed_out:
         row.reasons.append("notebook time limit exceeded: process killed, scored 0")
     elif not run.graded and not row.reasons:
@@ -139,11 +200,21 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+CSV_HEADER = ["student", "chapter", "score", "max_score", "status", "reasons", "flags"]
+
+
 def write_csv(rows: list[Row], path: Path) -> None:
+    """Update the report at ``path``: these students' rows are replaced, the others kept."""
+    table = {}
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as old:
+            table = {r["student"]: [r[k] for k in CSV_HEADER] for r in csv.DictReader(old)}
+    for r in rows:
+        table[r.student] = [r.student, r.chapter, r.score, r.max_score, r.status,
+                            " | ".join(r.reasons), " | ".join(r.flags)]  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        writer.writerow(["student", "chapter", "score", "max_score", "status", "reasons", "flags"])
-        for r in rows:
-            writer.writerow([r.student, r.chapter, r.score, r.max_score, r.status,
-                             " | ".join(r.reasons), " | ".join(r.flags)])  # fmt: skip
+        writer.writerow(CSV_HEADER)
+        for student in sorted(table):
+            writer.writerow(table[student])

@@ -2,7 +2,7 @@
 
 genlab release  CH                      student version of CH into chapters/
 genlab collect  CH --from PATH          a folder of student folders, or an LMS .zip
-genlab grade    CH [--workers N] [...]  parallel autograde, report in reports/CH.csv
+genlab grade    CH [--workers N] [...]  sandboxed parallel autograde, report in reports/CH.csv
 genlab feedback CH                      feedback/ID/CH/*.html without hidden tests
 genlab export   [--to grades.csv]       every grade as CSV
 genlab demo     [--workers N]           build, grade and report the demo class
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-timeout", type=int, default=defaults.cell_seconds)
     p.add_argument("--notebook-timeout", type=int, default=defaults.notebook_seconds)
     p.add_argument("--memory-gb", type=float, default=defaults.memory_bytes / GB)
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="grade without bubblewrap (scores can then be forged; every row says so)")
     sub.add_parser("feedback").add_argument("chapter")
     sub.add_parser("export").add_argument("--to", type=Path, default=Path("grades.csv"))
     p = sub.add_parser("demo")
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
             limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
                             memory_bytes=int(args.memory_gb * GB))  # fmt: skip
             rows = classroom.grade(root, args.chapter, args.student, workers=args.workers,
-                                   limits=limits)  # fmt: skip
+                                   limits=limits, sandbox=not args.unsafe_no_sandbox)  # fmt: skip
             print(classroom.format_table(rows))
             print(f"report: {root / 'reports' / (args.chapter + '.csv')}")
         elif args.command == "feedback":

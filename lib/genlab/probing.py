@@ -122,6 +122,7 @@ PROBE_MODULES = {
     "02_vae_elbo": "genlab.probes.vae",
     "03_self_attention": "genlab.probes.attention",
     "04_gpt_sampling": "genlab.probes.gpt_sampling",
+    "tiny": "genlab.probes.tiny",
 }
 
 

@@ -1,0 +1,152 @@
+"""The grading sandbox: a student's notebook, its kernel and everything they start, under bubblewrap.
+
+One sandbox per student (``bwrap``, Debian package ``bubblewrap``):
+
+- its own PID namespace: when the graded command ends, every process left in it (a double-forked
+  daemon included) is killed with it; ``--die-with-parent`` does the same if the grader dies;
+- its own network namespace: only a loopback of its own (the grader's 127.0.0.1 is unreachable);
+- a root file system that holds only what Python needs, read-only: ``/usr``, the Python
+  installation, the virtualenv, the ``genlab`` sources (an editable install stays read-only) and
+  a few files of ``/etc``; no course folder, no home, a private ``/tmp``;
+- one writable folder, ``/grading``, holding the copy of this student's submission;
+- an unprivileged uid: run as root, the grader drops to ``nobody`` (65534) inside the sandbox
+  after bwrap has built it; run as another user, bwrap maps that user to 65534 in a user namespace;
+- an environment built from an allow-list, not a copy of the grader's.
+
+:func:`sandbox_problem` says why a sandbox cannot be made here (bwrap missing, namespaces off).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import genlab
+
+NOBODY = 65534
+INSIDE = Path("/grading")
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf",
+             "localtime", "hosts", "mime.types")  # fmt: skip
+# Variables copied from the grader's environment when set (numerics and JAX configuration).
+PASS_PREFIXES = ("JAX_", "XLA_", "GENLAB_", "OPENBLAS_", "OMP_", "TF_CPP_")
+DROP_PRIVILEGES = (
+    "import os, sys; os.setgroups([]); os.setgid({id}); os.setuid({id}); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def python_paths() -> list[Path]:
+    """The folders the grading Python reads: its installation, the virtualenv, genlab's sources."""
+    paths = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.exec_prefix),
+             Path(genlab.__file__).resolve().parents[1]}  # fmt: skip
+    paths |= {Path(p) for p in site.getsitepackages() if Path(p).is_dir()}
+    paths.add(Path(os.path.realpath(sys.executable)).parents[1])
+    kept: list[Path] = []
+    for path in sorted(p.resolve() for p in paths):
+        if path == Path("/") or any(path.is_relative_to(k) for k in kept):
+            continue
+        kept.append(path)
+    return kept
+
+
+def _ancestors(path: Path) -> list[Path]:
+    return [p for p in reversed(path.parents) if p != Path("/")]
+
+
+def sandbox_env(extra: dict[str, str]) -> dict[str, str]:
+    """The sandbox's environment: an allow-list plus ``extra`` (paths inside the sandbox)."""
+    state = INSIDE / "state"
+    env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+        "HOME": str(INSIDE / "home"),
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "MPLBACKEND": "Agg",
+        "JUPYTER_CONFIG_DIR": str(state / "jupyter-config"),
+        "JUPYTER_DATA_DIR": str(state / "jupyter-data"),
+        "JUPYTER_RUNTIME_DIR": str(state / "jupyter-runtime"),
+        "IPYTHONDIR": str(state / "ipython"),
+        "MPLCONFIGDIR": str(state / "matplotlib"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    for name, value in os.environ.items():
+        if name.startswith(PASS_PREFIXES) and name not in ("GENLAB_RECORD_DIR",):
+            env[name] = value
+    env.update(extra)
+    return env
+
+
+def bwrap_command(command: list[str], scratch: Path, env: dict[str, str], *,
+                  readonly: tuple[Path, ...] = (), cwd: Path = INSIDE) -> list[str]:  # fmt: skip
+    """``command`` wrapped in bwrap: ``scratch`` is mounted read-write at ``/grading``.
+
+    ``readonly``: more host folders to show read-only at their own path (a compilation cache).
+    """
+    args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
+            "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]  # fmt: skip
+    root = os.geteuid() == 0
+    if not root:
+        args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+    for name in ("usr",):
+        args += ["--ro-bind", f"/{name}", f"/{name}"]
+    for name in ("bin", "lib", "lib64", "sbin", "lib32"):
+        top = Path("/") / name
+        if top.is_symlink():
+            args += ["--symlink", os.readlink(top), str(top)]
+        elif top.is_dir():
+            args += ["--ro-bind", str(top), str(top)]
+    for name in ETC_FILES:
+        if (Path("/etc") / name).exists():
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    made: set[Path] = set()
+    for path in [*python_paths(), *readonly]:
+        if path.is_relative_to("/usr"):
+            continue
+        for parent in _ancestors(path):  # traversable by the unprivileged uid
+            if parent not in made:
+                made.add(parent)
+                args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind", str(path), str(path)]
+    args += ["--bind", str(scratch), str(INSIDE), "--chdir", str(cwd), "--clearenv"]
+    for name, value in sorted(env.items()):
+        args += ["--setenv", name, value]
+    if root:  # bwrap builds the sandbox as root; the graded command runs as nobody
+        args += [sys.executable, "-I", "-c", DROP_PRIVILEGES.format(id=NOBODY)]
+    return args + list(command)
+
+
+def prepare_scratch(scratch: Path) -> None:
+    """Hand the scratch folder to the sandbox's uid (when grading as root)."""
+    if os.geteuid() != 0:
+        return
+    for folder, dirs, files in os.walk(scratch):
+        os.chown(folder, NOBODY, NOBODY)
+        for name in files:
+            os.chown(os.path.join(folder, name), NOBODY, NOBODY, follow_symlinks=False)
+
+
+def sandbox_problem() -> str | None:
+    """None when a sandbox can be made here, else why not (shown in refusals and reports)."""
+    if shutil.which("bwrap") is None:
+        return ("bubblewrap (bwrap) is not installed: on Debian/Ubuntu `apt-get install "
+                "bubblewrap`, on Fedora `dnf install bubblewrap`")  # fmt: skip
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="genlab-sandbox-check-") as tmp:
+        scratch = Path(tmp)
+        prepare_scratch(scratch)
+        command = bwrap_command([sys.executable, "-I", "-c", "print('ok')"], scratch,
+                                sandbox_env({}))  # fmt: skip
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"bwrap could not start: {error}"
+    if done.returncode != 0 or done.stdout.strip() != "ok":
+        detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"bwrap cannot create a sandbox here (user namespaces off?): {detail}"
+    return None

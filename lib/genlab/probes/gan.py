@@ -1,0 +1,409 @@
+"""Probes of chapter 01, GAN math (references in :mod:`genlab.gan`)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genlab import check, data, gan
+from genlab.probing import Case, Probe, call, close
+
+
+def _f32(array) -> jax.Array:
+    return jnp.asarray(array, jnp.float32)
+
+
+def _distributions(rng: np.random.Generator, shape, zero_share: float) -> jax.Array:
+    """Probability vectors on the last axis, about ``zero_share`` of the entries exactly 0."""
+    p = rng.random(shape) * (rng.random(shape) >= zero_share)
+    p[..., 0] += 1e-3  # no all-zero rows
+    return _f32(p / p.sum(axis=-1, keepdims=True))
+
+
+# --- section 1: the game --------------------------------------------------------------------
+
+
+def bce_with_logits_cases(rng: np.random.Generator) -> list[Case]:
+    extreme = jnp.array([100.0, -100.0, 100.0, -100.0])
+    cases = [
+        Case("bce_with_logits(0, 1)", call(jnp.array(0.0), 1.0)),
+        Case("bce_with_logits(0, 0)", call(jnp.array(0.0), 0.0)),
+        Case("bce_with_logits(2, 1)", call(jnp.array(2.0), 1.0)),
+        Case("bce_with_logits(2, 0)", call(jnp.array(2.0), 0.0)),
+        Case("bce_with_logits([100, -100, 100, -100], [1, 0, 0, 1])",
+             call(extreme, jnp.array([1.0, 0.0, 0.0, 1.0])), close(1e-5, 1e-5)),
+        Case("bce_with_logits(logits (3, 1), labels (2,)) broadcasts to (3, 2)",
+             call(jnp.array([[-1.0], [0.0], [1.0]]), jnp.array([0.0, 1.0]))),
+    ]  # fmt: skip
+    logits, labels = _f32(rng.normal(scale=20.0, size=(5, 7))), _f32(rng.random((5, 7)))
+    cases.append(Case("bce_with_logits(random logits (5, 7), soft labels)", call(logits, labels),
+                      close(1e-5, 1e-5, dtype="float")))  # fmt: skip
+    logits = jnp.array([1e4, -1e4, 1e4, -1e4, 30.0, -30.0, 1e-3, 0.0])
+    for label in (0.0, 1.0, float(np.round(rng.uniform(0.05, 0.95), 2))):
+        labels = jnp.full(logits.shape, label)
+        cases.append(Case(f"bce_with_logits(logits +-1e4, +-30, 1e-3, 0 with labels = {label})",
+                          call(logits, labels), close(1e-5, 1e-5)))  # fmt: skip
+    logits = _f32(rng.normal(scale=3.0, size=(2, 3, 4)))
+    cases.append(Case("bce_with_logits(logits (2, 3, 4), Python float label 1.0)",
+                      call(logits, 1.0), close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+def discriminator_loss_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("discriminator_loss(zeros (4, 1), zeros (6, 1)) = log 4",
+             call(jnp.zeros((4, 1)), jnp.zeros((6, 1)))),
+        Case("discriminator_loss([[2], [-1]], [[0.5]])",
+             call(jnp.array([[2.0], [-1.0]]), jnp.array([[0.5]]))),
+        Case("discriminator_loss(zeros (10,), [3.0]) (means over each batch separately)",
+             call(jnp.zeros(10), jnp.array([3.0]))),
+        Case("discriminator_loss(confident logits [200, 50], [-200, -80])",
+             call(jnp.array([200.0, 50.0]), jnp.array([-200.0, -80.0]))),
+    ]  # fmt: skip
+    for shape_r, shape_f in [((8, 1), (5, 1)), ((6,), (3,)), ((4, 2), (4, 2))]:
+        real = _f32(rng.normal(scale=3.0, size=shape_r))
+        fake = _f32(rng.normal(scale=3.0, size=shape_f))
+        cases.append(Case(f"discriminator_loss(real {shape_r}, fake {shape_f})", call(real, fake),
+                          close(1e-5, 1e-6)))  # fmt: skip
+    real, fake = jnp.array([-300.0, 2.0, 1e4]), jnp.array([300.0, -1e4, 0.0, 5.0])
+    cases.append(Case("discriminator_loss(extreme logits, +-300 and +-1e4)", call(real, fake),
+                      close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+def _falls_when_fooled(non_saturating: bool):
+    def run(function):
+        return (function(jnp.array([2.0]), non_saturating),
+                function(jnp.array([-2.0]), non_saturating))  # fmt: skip
+
+    return run
+
+
+def _compare_falls(got, want, label: str) -> None:
+    if isinstance(got, tuple) and len(got) == 2 and all(np.size(g) == 1 for g in got):
+        check.is_true(float(np.ravel(got[0])[0]) < float(np.ravel(got[1])[0]),
+                      f"{label}: the loss must be smaller when D(G(z)) is larger "
+                      "(the generator minimises it)")  # fmt: skip
+    close()(got, want, label)
+
+
+FLAGS = (True, False)
+
+
+def _both_ways(fake, keyword: bool = True):
+    def run(function):
+        if keyword:
+            return {f"non_saturating={ns}": function(fake, non_saturating=ns) for ns in FLAGS}
+        return {f"non_saturating={ns}": function(fake, ns) for ns in FLAGS}
+
+    return run
+
+
+def generator_loss_cases(rng: np.random.Generator) -> list[Case]:
+    zeros, logits = jnp.zeros((5, 1)), jnp.array([-3.0, 1.0])
+    cases = [
+        Case("generator_loss(zeros (5, 1)) (non-saturating by default: log 2)", call(zeros)),
+        Case("generator_loss(zeros (5, 1), non_saturating=False) = -log 2",
+             call(zeros, non_saturating=False)),
+        Case("generator_loss([-3, 1]) (non-saturating: -mean log D)", call(logits)),
+        Case("generator_loss([-3, 1], non_saturating=False) (mean log(1 - D))",
+             call(logits, non_saturating=False)),
+    ]  # fmt: skip
+    for ns in (True, False):
+        cases.append(Case(f"generator_loss(non_saturating={ns}) at fake logits 2 and -2",
+                          _falls_when_fooled(ns), _compare_falls))  # fmt: skip
+    cases.append(Case("generator_loss([1e4, -1e4]) both ways (finite)",
+                      _both_ways(jnp.array([1e4, -1e4]))))  # fmt: skip
+    for shape in [(7,), (6, 1), (2, 3)]:
+        fake = _f32(rng.normal(scale=4.0, size=shape))
+        cases.append(Case(f"generator_loss(fake {shape}) both ways", _both_ways(fake),
+                          close(1e-5, 1e-6)))  # fmt: skip
+    fake = jnp.array([-500.0, 1e4, 3.0, -1e4])
+    label = "generator_loss(extreme logits, +-1e4 and -500) both ways, flag passed positionally"
+    cases.append(Case(label, _both_ways(fake, keyword=False), close(1e-5, 1e-6)))
+    return cases
+
+
+# --- section 2: the optimal discriminator and divergences ------------------------------------
+
+
+def optimal_discriminator_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("optimal_discriminator(p_data (5,), p_g (5,)) with one-sided and all-zero points",
+             call(jnp.array([0.2, 0.5, 0.0, 0.3, 0.0]), jnp.array([0.6, 0.5, 0.4, 0.0, 0.0]))),
+        Case("optimal_discriminator(p_data (2, 1), p_g (3,)) with densities above 1",
+             call(jnp.array([[4.0], [0.0]]), jnp.array([1.0, 4.0, 0.0]))),
+    ]  # fmt: skip
+    p_data = _f32(rng.exponential(size=(6, 5)) * (rng.random((6, 5)) < 0.6))
+    p_g = _f32(rng.exponential(size=(6, 5)) * (rng.random((6, 5)) < 0.6))
+    cases += [
+        Case("optimal_discriminator(random densities (6, 5) with zeros)", call(p_data, p_g),
+             close(1e-6, 1e-7)),
+        Case("optimal_discriminator(zeros (3, 2), zeros (3, 2)) = 0.5",
+             call(jnp.zeros((3, 2)), jnp.zeros((3, 2)))),
+        Case("optimal_discriminator(tiny (1e-30) and large (3e5) densities)",
+             call(jnp.array([1e-30, 50.0, 3.0]), jnp.array([1e-30, 1e-3, 3e5])), close(1e-5, 1e-7)),
+    ]  # fmt: skip
+    return cases
+
+
+def kl_divergence_cases(rng: np.random.Generator) -> list[Case]:
+    half = jnp.array([0.5, 0.5])
+    cases = [
+        Case("kl_divergence(p, p) = 0", call(half, half), close(1e-5, 1e-7)),
+        Case("kl_divergence([1, 0], [0.5, 0.5]) (0 log 0 = 0)", call(jnp.array([1.0, 0.0]), half)),
+        Case("kl_divergence([0.5, 0.5], [1, 0]) = +inf", call(half, jnp.array([1.0, 0.0]))),
+        Case("kl_divergence(p (2, 3), q (3,)) over the last axis only",
+             call(jnp.array([[0.2, 0.3, 0.5], [0.0, 0.5, 0.5]]), jnp.array([0.25, 0.25, 0.5]))),
+    ]  # fmt: skip
+    for shape_p, shape_q, zeros_p, zeros_q, what in [
+        ((4, 6), (4, 6), 0.3, 0.0, "zeros in p"),
+        ((2, 3, 5), (5,), 0.0, 0.0, "no zeros"),
+        ((3, 4), (3, 4), 0.0, 0.4, "zeros in q (+inf)"),
+    ]:
+        p, q = _distributions(rng, shape_p, zeros_p), _distributions(rng, shape_q, zeros_q)
+        cases.append(Case(f"kl_divergence(p {shape_p}, q {shape_q}) with {what}", call(p, q),
+                          close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+def js_divergence_cases(rng: np.random.Generator) -> list[Case]:
+    p = jnp.array([0.5, 0.5, 0.0, 0.0])
+    q = jnp.array([0.0, 0.0, 0.25, 0.75])
+    one, half = jnp.array([1.0, 0.0]), jnp.array([0.5, 0.5])
+    cases = [
+        Case("js_divergence(p, p) = 0", call(p, p), close(1e-5, 1e-7)),
+        Case("js_divergence(disjoint p, q) = log 2 (natural log)", call(p, q)),
+        Case("js_divergence([1, 0], [0.5, 0.5])", call(one, half)),
+        Case("js_divergence([0.5, 0.5], [1, 0]) (symmetric)", call(half, one)),
+        Case("js_divergence(p (3, 4), q (4,))", call(jnp.tile(p, (3, 1)), q)),
+    ]
+    for shape_p, shape_q in [((5, 6), (5, 6)), ((2, 3, 4), (4,)), ((7,), (3, 7))]:
+        p, q = _distributions(rng, shape_p, 0.3), _distributions(rng, shape_q, 0.3)
+        cases.append(Case(f"js_divergence(p {shape_p}, q {shape_q}) with zeros", call(p, q),
+                          close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+def gan_value_cases(rng: np.random.Generator) -> list[Case]:
+    half, one, other = jnp.array([0.5, 0.5]), jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+    cases = [
+        Case("gan_value(p, p, d = 1/2) = -log 4", call(half, half, half)),
+        Case("gan_value([0.9, 0.1], [0.2, 0.8], d = 1/2) = -log 4",
+             call(jnp.array([0.9, 0.1]), jnp.array([0.2, 0.8]), half)),
+        Case("gan_value(disjoint supports, perfect d) (0 log 0 = 0)", call(one, other, one)),
+        Case("gan_value([1, 0], [0.5, 0.5], d = [0, 0.5]) = -inf",
+             call(one, half, jnp.array([0.0, 0.5]))),
+        Case("gan_value(p_data (2, 2), p_g (2,), d (2,))",
+             call(jnp.array([[0.25, 0.75], [1.0, 0.0]]), half, jnp.array([0.5, 0.8]))),
+    ]  # fmt: skip
+    p_data, p_g = _distributions(rng, (4, 6), 0.3), _distributions(rng, (4, 6), 0.3)
+    d = _f32(rng.uniform(0.02, 0.98, size=(4, 6)))
+    d_star = gan.optimal_discriminator(p_data, p_g)  # 0 or 1 exactly where one side is 0
+    cases += [
+        Case("gan_value(random p_data, p_g, d (4, 6))", call(p_data, p_g, d), close(1e-5, 1e-6)),
+        Case("gan_value(p_data, p_g, D*) with zeros in p_data and p_g (d is 0 or 1 there)",
+             call(p_data, p_g, d_star), close(1e-5, 1e-6)),
+    ]  # fmt: skip
+    p_data, p_g = _distributions(rng, (2, 3, 5), 0.0), _distributions(rng, (5,), 0.0)
+    d = _f32(rng.uniform(0.1, 0.9, size=(5,)))
+    cases.append(Case("gan_value(p_data (2, 3, 5), p_g (5,), d (5,))", call(p_data, p_g, d),
+                      close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+# --- section 4: mode coverage ----------------------------------------------------------------
+
+
+def _compare_coverage(atol: float = 1e-6):
+    def compare(got, want, label: str) -> None:
+        if not isinstance(got, tuple) or len(got) != 2:
+            check.is_true(False, f"{label}: expected a tuple (covered, high_quality), got "
+                                 f"{type(got).__name__}")  # fmt: skip
+        check.shape(f"{label}: covered", got[0], ())
+        check.dtype(f"{label}: covered", got[0], "int")
+        check.equal(f"{label}: covered", np.asarray(got[0]).astype(np.int64),
+                    np.asarray(want[0]).astype(np.int64))  # fmt: skip
+        check.shape(f"{label}: high_quality", got[1], ())
+        check.allclose(f"{label}: high_quality", got[1], want[1], atol=atol)
+
+    return compare
+
+
+def _ring_samples(rng: np.random.Generator, centers: np.ndarray, std: float) -> jax.Array:
+    modes = rng.choice([0, 1, 3, 4, 6], size=160, p=[0.4, 0.3, 0.2, 0.06, 0.04])
+    samples = centers[modes] + 1.2 * std * rng.normal(size=(160, 2))
+    samples[:30] = rng.uniform(-2.5, 2.5, size=(30, 2))  # strays
+    return _f32(samples)
+
+
+def mode_coverage_cases(rng: np.random.Generator) -> list[Case]:
+    centers = data.ring_centers(8, 2.0)  # (8, 2)
+    offsets = jnp.array([[0.1, 0.0], [0.0, -0.1], [0.05, 0.05]])
+    samples = jnp.concatenate([jnp.tile(centers[0], (5, 1)), centers[3] + offsets,
+                               jnp.zeros((1, 2))])  # fmt: skip
+    compare = _compare_coverage()
+    cases = [Case("mode_coverage(9 samples near modes 0 and 3, std=0.05)",
+                  call(samples, centers, std=0.05), compare)]  # fmt: skip
+    for min_count in (4, 5, 6):
+        cases.append(
+            Case(
+                f"mode_coverage(the same 9 samples, min_count={min_count})",
+                call(samples, centers, 0.05, min_count=min_count),
+                compare,
+            )
+        )
+    cases.append(Case("mode_coverage(the same 9 samples, num_std=1.0)",
+                      call(samples, centers, 0.05, num_std=1.0), compare))  # fmt: skip
+    ring = np.asarray(centers)
+    for std, num_std, min_count in [(0.05, 3.0, 1), (0.1, 2.0, 5), (0.02, 3.0, 10)]:
+        samples = _ring_samples(rng, ring, std)
+        cases.append(Case(f"mode_coverage(160 ring samples with strays, std={std}, "
+                          f"num_std={num_std}, min_count={min_count})",
+                          call(samples, centers, std, num_std=num_std, min_count=min_count),
+                          compare))  # fmt: skip
+    grid = np.stack(np.meshgrid([-1.0, 1.0], [-1.0, 1.0], [0.0], indexing="ij"), -1)
+    samples = _f32(rng.normal(scale=0.8, size=(200, 3)))
+    cases.append(
+        Case(
+            "mode_coverage(3-D points, 4 centers, std=0.2, min_count=3)",
+            call(samples, _f32(grid.reshape(-1, 3)), 0.2, min_count=3),
+            compare,
+        )
+    )
+    # Exact ties (a point with x = 0 is as far from (-1, 0) as from (1, 0)) go to the lower index:
+    # mode 0 is then covered too. A sample at exactly num_std * std (0.5) is high quality.
+    pair = jnp.array([[-1.0, 0.0], [1.0, 0.0]])
+    on_bisector = _f32(np.c_[np.zeros(3), rng.uniform(-0.5, 0.5, size=3)])
+    near_one = jnp.array([[1.0, 0.1], [1.0, -0.1], [1.1, 0.0]])
+    cases.append(Case("mode_coverage: samples equidistant from two centers (ties go to the lower "
+                      "index, as jnp.argmin), min_count=3",
+                      call(jnp.concatenate([on_bisector, near_one]), pair, 0.75, min_count=3),
+                      compare))  # fmt: skip
+    boundary = jnp.array([[-0.5, 0.0], [-1.0, -0.5], [1.0, 0.5], [1.3, 0.0]])
+    cases.append(
+        Case(
+            "mode_coverage: samples at exactly num_std * std from a center count "
+            "(std=0.25, num_std=2.0)",
+            call(boundary, pair, 0.25, num_std=2.0),
+            compare,
+        )
+    )
+    return cases
+
+
+# --- section 6: the 1-D Wasserstein distance -------------------------------------------------
+
+
+def wasserstein_1d_cases(rng: np.random.Generator) -> list[Case]:
+    x = jnp.array([[0.0, 0.0, 1.0, 1.0], [4.0, -1.0, 2.0, 0.0]])
+    y = jnp.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    cases = [
+        Case("wasserstein_1d([0, 1, 2], [1, 2, 3]) = 1 (a shift by 1)",
+             call(jnp.array([0.0, 1.0, 2.0]), jnp.array([1.0, 2.0, 3.0]))),
+        Case("wasserstein_1d([3, 0, 1], [2, 1, 0]) (unsorted samples)",
+             call(jnp.array([3.0, 0.0, 1.0]), jnp.array([2.0, 1.0, 0.0]))),
+        Case("wasserstein_1d(x (2, 4), y (2, 4)), one distance per row", call(x, y)),
+    ]  # fmt: skip
+    for shape_x, shape_y in [((50,), (50,)), ((3, 20), (3, 20)), ((2, 3, 9), (9,))]:
+        x = _f32(rng.standard_t(2.0, size=shape_x))
+        y = _f32(rng.normal(1.0, 2.0, size=shape_y))
+        cases.append(Case(f"wasserstein_1d(heavy-tailed x {shape_x}, y {shape_y})", call(x, y),
+                          close(1e-5, 1e-5)))  # fmt: skip
+    return cases
+
+
+# --- section 6: WGAN-GP -------------------------------------------------------------------------
+
+
+def _linear_critic(w):
+    return lambda x: x @ w
+
+
+def _squared_norm_critic(x):
+    return jnp.sum(x**2, axis=1)
+
+
+def _tanh_critic(w1, w2, column: bool = False):
+    def critic(x):  # (B, ...) -> (B,), or (B, 1) with column
+        scores = jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2
+        return scores[:, None] if column else scores
+
+    return critic
+
+
+def _with_critic(make_critic, real, fake, seed: int, **kwargs):
+    return lambda function: function(make_critic(), real, fake, jax.random.key(seed), **kwargs)
+
+
+def _tanh_weights(rng: np.random.Generator):
+    return _f32(rng.normal(size=(6, 8))), _f32(rng.normal(size=(8,)))
+
+
+_REAL = jnp.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]])
+_FAKE = jnp.array([[0.0, 0.0], [2.0, 2.0], [-1.0, 1.0]])
+
+
+def gradient_penalty_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("gradient_penalty(linear critic with |w| = 5) = 16",
+             _with_critic(lambda: _linear_critic(jnp.array([3.0, 4.0])), _REAL, _FAKE, 0)),
+        Case("gradient_penalty(linear critic with |w| = 1) = 0",
+             _with_critic(lambda: _linear_critic(jnp.array([0.6, 0.8])), _REAL, _FAKE, 0)),
+        Case("gradient_penalty(critic |x|^2) with the pinned interpolation",
+             _with_critic(lambda: _squared_norm_critic, _REAL, _FAKE, 0)),
+    ]  # fmt: skip
+    w1, w2 = _tanh_weights(rng)
+    for shape in [(5, 6), (4, 2, 3), (1, 6)]:
+        real, fake = _f32(rng.normal(size=shape)), _f32(rng.normal(2.0, 1.0, size=shape))
+        seed = int(rng.integers(1 << 30))
+        cases.append(Case(f"gradient_penalty(tanh critic, real {shape})",
+                          _with_critic(lambda: _tanh_critic(w1, w2), real, fake, seed),
+                          close(1e-4, 1e-6)))  # fmt: skip
+    real, fake = _f32(rng.normal(size=(4, 6))), _f32(rng.normal(size=(4, 6)))
+    seed = int(rng.integers(1 << 30))
+    cases.append(Case("gradient_penalty(tanh critic with [B, 1] output, real (4, 6))",
+                      _with_critic(lambda: _tanh_critic(w1, w2, column=True), real, fake, seed),
+                      close(1e-4, 1e-6)))  # fmt: skip
+    return cases
+
+
+def wgan_critic_loss_cases(rng: np.random.Generator) -> list[Case]:
+    unit, five = jnp.array([0.6, 0.8]), jnp.array([3.0, 4.0])
+    cases = [
+        Case("wgan_critic_loss(linear critic with |w| = 1) (no penalty)",
+             _with_critic(lambda: _linear_critic(unit), _REAL, _FAKE, 0)),
+        Case("wgan_critic_loss(linear critic with |w| = 5, default gp_weight=10)",
+             _with_critic(lambda: _linear_critic(five), _REAL, _FAKE, 0)),
+        Case("wgan_critic_loss(linear critic with |w| = 5, gp_weight=0.5)",
+             _with_critic(lambda: _linear_critic(five), _REAL, _FAKE, 0, gp_weight=0.5)),
+    ]  # fmt: skip
+    w1, w2 = _tanh_weights(rng)
+    for shape, weight, column in [((5, 6), 10.0, False), ((4, 2, 3), 2.5, False),
+                                  ((7, 6), 0.0, True), ((3, 6), 1.0, True)]:  # fmt: skip
+        real, fake = _f32(rng.normal(size=shape)), _f32(rng.normal(1.5, 2.0, size=shape))
+        seed = int(rng.integers(1 << 30))
+        output = "[B, 1]" if column else "[B]"
+        cases.append(Case(f"wgan_critic_loss(tanh critic with {output} output, real {shape}, "
+                          f"gp_weight={weight})",
+                          _with_critic(lambda c=column: _tanh_critic(w1, w2, column=c), real,
+                                       fake, seed, gp_weight=weight),
+                          close(1e-4, 1e-5)))  # fmt: skip
+    return cases
+
+
+PROBES = [
+    Probe("bce_with_logits", gan.bce_with_logits, bce_with_logits_cases),
+    Probe("discriminator_loss", gan.discriminator_loss, discriminator_loss_cases),
+    Probe("generator_loss", gan.generator_loss, generator_loss_cases),
+    Probe("optimal_discriminator", gan.optimal_discriminator, optimal_discriminator_cases),
+    Probe("kl_divergence", gan.kl_divergence, kl_divergence_cases),
+    Probe("js_divergence", gan.js_divergence, js_divergence_cases),
+    Probe("gan_value", gan.gan_value, gan_value_cases),
+    Probe("mode_coverage", gan.mode_coverage, mode_coverage_cases),
+    Probe("wasserstein_1d", gan.wasserstein_1d, wasserstein_1d_cases),
+    Probe("gradient_penalty", gan.gradient_penalty, gradient_penalty_cases),
+    Probe("wgan_critic_loss", gan.wgan_critic_loss, wgan_critic_loss_cases,
+          uses=("gradient_penalty",)),
+]  # fmt: skip

@@ -1,0 +1,457 @@
+"""Probes of chapter 04, GPT sampling (references in :mod:`genlab.gpt` and :mod:`genlab.sampling`).
+
+Shape letters: B batch, T time (tokens), V vocabulary, D model width, H heads, N new tokens.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from genlab import check, gpt, sampling
+from genlab.probing import Case, Probe, call, close, exact
+
+NUCLEUS_MARGIN = 1e-5  # random top-p rows keep every running total this far from p
+
+
+def _f32(array) -> jax.Array:
+    return jnp.asarray(array, jnp.float32)
+
+
+def _i32(array) -> jax.Array:
+    return jnp.asarray(array, jnp.int32)
+
+
+def _key(rng: np.random.Generator) -> jax.Array:
+    return jax.random.key(int(rng.integers(1 << 30)))
+
+
+def _tokens(got, want, label: str) -> None:
+    """A comparison for token ids and counts: an integer dtype, then exactly the reference."""
+    check.dtype(label, got, "int")
+    exact(got, want, label)
+
+
+def _settings(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "default settings"
+
+
+# --- random logits whose nucleus is not a float rounding away from p -------------------------
+
+
+def _nucleus_margin(row, p: float, min_tokens_to_keep: int = 1) -> float:
+    """How far the running totals of one row (float64) are from p, over the tokens a top-p
+    filter decides on (beyond min_tokens_to_keep, of nonzero probability)."""
+    x = np.asarray(row, np.float64)
+    probs = np.exp(x - np.max(x))
+    probs = -np.sort(-probs / probs.sum())
+    before = np.cumsum(probs) - probs
+    decided = (probs > 0) & (np.arange(len(probs)) >= min_tokens_to_keep)
+    return float(np.min(np.abs(before - p)[decided], initial=np.inf))
+
+
+def _top_k_np(x: np.ndarray, k: int | None) -> np.ndarray:
+    if k is None or k >= x.shape[-1]:
+        return x
+    kth = -np.sort(-x, axis=-1)[..., k - 1 : k]
+    return np.where(x < kth, -np.inf, x)
+
+
+def _nucleus_logits(rng, shape, scale: float, p: float | None, min_tokens_to_keep: int = 1,
+                    temperature: float = 1.0, top_k: int | None = None) -> jax.Array:  # fmt: skip
+    """Normal logits of ``shape``; with p, each row redrawn until the top-p filter of
+    ``top_k(logits / temperature)`` is clear of ties with p (a correct answer computed in
+    another order of float operations keeps the same tokens)."""
+    rows = rng.normal(scale=scale, size=(int(np.prod(shape[:-1], dtype=int)), shape[-1]))
+    for i in range(len(rows)):
+        while p is not None and _nucleus_margin(
+            _top_k_np(rows[i] / temperature, top_k), p, min_tokens_to_keep
+        ) < NUCLEUS_MARGIN:
+            rows[i] = rng.normal(scale=scale, size=shape[-1])
+    return _f32(rows.reshape(shape))
+
+
+# --- section 1: the language-modelling loss ---------------------------------------------------
+
+
+def lm_loss_cases(rng: np.random.Generator) -> list[Case]:
+    finite = close(1e-5, 1e-6, dtype="float")
+    cases = [
+        Case("lm_loss(uniform logits of shape (2, 3, 5), targets (2, 3)) = log 5",
+             call(jnp.zeros((2, 3, 5)), jnp.array([[0, 1, 2], [3, 4, 0]])), finite),
+        Case("lm_loss([[[2, 0, 0]]], [[0]])",
+             call(jnp.array([[[2.0, 0.0, 0.0]]]), jnp.array([[0]])), finite),
+        Case("lm_loss(two positions) (a mean over all positions)",
+             call(jnp.array([[[50.0, 0.0], [0.0, 0.0]]]), jnp.array([[0, 1]])), finite),
+        Case("lm_loss(logits of size 1e3) stays finite",
+             call(jnp.array([[[1e3, -1e3, 0.0]]]), jnp.array([[1]])), finite),
+    ]  # fmt: skip
+    for shape, scale in [((4, 6, 11), 3.0), ((7, 3), 3.0), ((2, 3, 5, 9), 3.0),
+                         ((3, 4, 6), 500.0)]:  # fmt: skip
+        logits = _f32(rng.normal(scale=scale, size=shape))
+        targets = _i32(rng.integers(0, shape[-1], size=shape[:-1]))
+        kind = "huge random logits" if scale > 100 else "random logits"
+        cases.append(Case(f"lm_loss({kind} of shape {shape}, targets {shape[:-1]})",
+                          call(logits, targets), close(1e-5, 1e-6, dtype="float")))  # fmt: skip
+    return cases
+
+
+# --- section 2: the pre-LN block -------------------------------------------------------------
+
+
+def _hand_parts_run(x):
+    return lambda f: f(x, lambda h: 2 * h, jnp.sin, lambda h: h - 1, jnp.cos)
+
+
+def _zero_parts_run(x):
+    zero = lambda h: jnp.zeros_like(h)  # noqa: E731
+    return lambda f: f(x, jnp.tanh, zero, jnp.tanh, zero)
+
+
+def _random_parts_run(x, w1, w2):
+    """Nonlinear stand-ins for the four parts; also counts the calls of attn and mlp."""
+
+    def run(f):
+        calls = {"attn": 0, "mlp": 0}
+
+        def attn(h):
+            calls["attn"] += 1
+            return jnp.tanh(h @ w1)
+
+        def mlp(h):
+            calls["mlp"] += 1
+            return jnp.sin(h @ w2)
+
+        out = f(x, lambda h: h / (1 + jnp.abs(h)), attn, lambda h: 0.5 * h + 1.0, mlp)
+        return {"output": out, "calls of attn and of mlp": np.array([calls["attn"], calls["mlp"]])}
+
+    return run
+
+
+def _block_run(config, seed: int, x, norms=None):
+    """pre_ln_block with the modules of a gpt.Block built from nnx.Rngs(seed); ``norms`` sets
+    (scale, bias) of ln_1 and ln_2 so that the two LayerNorms differ."""
+
+    def run(f):
+        block = gpt.Block(config, rngs=nnx.Rngs(seed))
+        if norms is not None:
+            for ln, (scale, bias) in zip((block.ln_1, block.ln_2), norms):
+                ln.scale[...], ln.bias[...] = scale, bias
+        return f(x, block.ln_1, lambda h: block.attn(h)[0], block.ln_2, block.mlp)
+
+    return run
+
+
+def pre_ln_block_cases(rng: np.random.Generator) -> list[Case]:
+    x = jnp.arange(12.0).reshape(1, 3, 4) / 10
+    tiny = gpt.GPTConfig.tiny()
+    cases = [
+        Case("pre_ln_block with ln_1=2h, attn=sin, ln_2=h-1, mlp=cos, x of shape (1, 3, 4)",
+             _hand_parts_run(x), close(1e-5, 1e-6)),
+        Case("pre_ln_block(x, attn = mlp = 0) (the residual keeps x)", _zero_parts_run(x)),
+        Case("pre_ln_block with the modules of a tiny GPT's block, x of shape (2, 5, 128)",
+             _block_run(tiny, 0, jax.random.normal(jax.random.key(0), (2, 5, tiny.d_model))),
+             close(1e-5, 1e-5)),
+    ]  # fmt: skip
+    for shape in [(2, 4, 6), (1, 7, 3), (3, 5, 8)]:
+        x = _f32(rng.normal(size=shape))
+        w1, w2 = (_f32(rng.normal(size=(shape[-1], shape[-1]))) for _ in range(2))
+        cases.append(Case(f"pre_ln_block(random x of shape {shape}, nonlinear parts): output, "
+                          "and attn and mlp called once each",
+                          _random_parts_run(x, w1, w2), close(1e-5, 1e-6)))  # fmt: skip
+    large = gpt.GPTConfig.tiny(init_std=0.5)
+    seed = int(rng.integers(1 << 16))
+    x = _f32(rng.normal(size=(2, 5, large.d_model)))
+    norms = [(_f32(rng.uniform(0.5, 2.0, size=large.d_model)),
+              _f32(rng.normal(size=large.d_model))) for _ in range(2)]  # fmt: skip
+    cases.append(Case("pre_ln_block with a gpt.Block's modules (large weights, two different "
+                      "LayerNorms), x of shape (2, 5, 128)", _block_run(large, seed, x, norms),
+                      close(1e-5, 1e-5)))  # fmt: skip
+    return cases
+
+
+# --- section 5: temperature, top-k, top-p, sampling ------------------------------------------
+
+
+def apply_temperature_cases(rng: np.random.Generator) -> list[Case]:
+    logits = jnp.array([2.0, 1.0, -jnp.inf])
+    cases = [
+        Case("apply_temperature([2, 1, -inf], 0.5)", call(logits, 0.5)),
+        Case("apply_temperature([2, 1, -inf], 2.0)", call(logits, 2.0)),
+        Case("apply_temperature(logits, 0) must raise", call(logits, 0.0), raises=(ValueError,)),
+        Case("apply_temperature(logits, -1) must raise", call(logits, -1.0), raises=(ValueError,)),
+    ]
+    random = _f32(rng.normal(scale=2.0, size=(3, 4, 9)))
+    temperatures = [float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.5, 0.95)), 1.0,
+                    float(rng.uniform(2.0, 5.0))]  # fmt: skip
+    for t in temperatures:
+        cases.append(Case(f"apply_temperature(random logits of shape (3, 4, 9), t={t:.3g})",
+                          call(random, t), close(1e-6, 1e-6, dtype="float")))  # fmt: skip
+    masked = random.at[:, :, :3].set(-jnp.inf)
+    cases.append(Case("apply_temperature(logits with -inf entries, t=0.7) (-inf stays -inf)",
+                      call(masked, 0.7), close(1e-6, 1e-6)))  # fmt: skip
+    tiny = -float(rng.uniform(1e-4, 1e-2))
+    cases.append(Case("apply_temperature(logits, a small negative t) must raise",
+                      call(random, tiny), raises=(ValueError,)))  # fmt: skip
+    return cases
+
+
+def top_k_filter_cases(rng: np.random.Generator) -> list[Case]:
+    logits = jnp.array([1.0, 3.0, 2.0, 0.5, -1.0])
+    tied = jnp.array([1.0, 3.0, 2.0, 2.0, 0.0])
+    rows = jnp.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    cases = [
+        Case("top_k_filter([1, 3, 2, 0.5, -1], 2)", call(logits, 2)),
+        Case("top_k_filter([1, 3, 2, 0.5, -1], 1) (greedy)", call(logits, 1)),
+        Case("top_k_filter([1, 3, 2, 2, 0], 2) (ties at the threshold kept)", call(tied, 2)),
+        Case("top_k_filter(5 logits, 5) keeps everything", call(logits, 5)),
+        Case("top_k_filter(5 logits, 50) keeps everything", call(logits, 50)),
+        Case("top_k_filter(two rows, 1) (rows filtered independently)", call(rows, 1)),
+        Case("top_k_filter(logits, 0) must raise", call(logits, 0), raises=(ValueError,)),
+    ]
+    random = _f32(rng.normal(size=(4, 3, 12)))
+    for k in (1, 2, int(rng.integers(3, 11)), 11, 12, 13):
+        cases.append(Case(f"top_k_filter(random logits of shape (4, 3, 12), {k})",
+                          call(random, k)))  # fmt: skip
+    values = np.sort(rng.choice(np.arange(-8, 9) / 4, size=4, replace=False)).astype(np.float32)
+    ties = jnp.asarray(rng.choice(values, size=(6, 10)))
+    for k in (1, 3, 6):
+        cases.append(Case(f"top_k_filter(rows of 4 distinct values with ties, shape (6, 10), {k})",
+                          call(ties, k)))  # fmt: skip
+    return cases
+
+
+def _kept(logits, p: float, **kwargs):
+    return lambda f: np.isfinite(np.asarray(f(logits, p, **kwargs)))
+
+
+def top_p_filter_cases(rng: np.random.Generator) -> list[Case]:
+    logits = jnp.log(jnp.array([0.5, 0.35, 0.1, 0.05]))
+    shuffled = logits[jnp.array([2, 0, 3, 1])]
+    peaked = jnp.array([10.0, 0.0, -1.0, -2.0])
+    cases = [
+        Case("top_p_filter(log [0.5, 0.35, 0.1, 0.05], 0.9): which tokens are kept (the one "
+             "crossing p is kept)", _kept(logits, 0.9), exact),
+        Case("top_p_filter(log [0.5, 0.35, 0.1, 0.05], 0.45): which tokens are kept",
+             _kept(logits, 0.45), exact),
+        Case("top_p_filter(log [0.5, 0.35, 0.1, 0.05], 0.6): which tokens are kept",
+             _kept(logits, 0.6), exact),
+        Case("top_p_filter(log [0.5, 0.35, 0.1, 0.05], 1.0): which tokens are kept",
+             _kept(logits, 1.0), exact),
+        Case("top_p_filter(shuffled log [0.1, 0.5, 0.05, 0.35], 0.9) (original order, kept "
+             "logits unchanged)", call(shuffled, 0.9), close(1e-6, 1e-6)),
+        Case("top_p_filter(peaked, 0.5, min_tokens_to_keep=3): which tokens are kept",
+             _kept(peaked, 0.5, min_tokens_to_keep=3), exact),
+        Case("top_p_filter(logits, 0.0) must raise", call(logits, 0.0), raises=(ValueError,)),
+        Case("top_p_filter(logits, 1.5) must raise", call(logits, 1.5), raises=(ValueError,)),
+    ]  # fmt: skip
+    settings = [(float(rng.uniform(0.02, 0.1)), 1), (float(rng.uniform(0.2, 0.4)), 1),
+                (float(rng.uniform(0.65, 0.85)), 1), (float(rng.uniform(0.9, 0.98)), 1),
+                (1.0, 1), (float(rng.uniform(0.4, 0.6)), 4), (0.99, 2)]  # fmt: skip
+    for p, m in settings:
+        random = _nucleus_logits(rng, (5, 4, 15), 2.0, p, m)
+        cases.append(Case(f"top_p_filter(random logits of shape (5, 4, 15), p={p:.3g}, "
+                          f"min_tokens_to_keep={m})", call(random, p, m)))  # fmt: skip
+    p = float(rng.uniform(0.5, 0.9))
+    after_top_k = jnp.asarray(_top_k_np(np.asarray(_nucleus_logits(rng, (6, 12), 2.0, p, 1,
+                                                                   top_k=5)), 5))  # fmt: skip
+    cases.append(Case(f"top_p_filter(logits with -inf entries after top-k, shape (6, 12), "
+                      f"p={p:.3g})", call(after_top_k, p)))  # fmt: skip
+    bad = -float(rng.uniform(0.05, 0.5))
+    cases.append(Case("top_p_filter(logits, a negative p) must raise", call(logits, bad),
+                      raises=(ValueError,)))  # fmt: skip
+    return cases
+
+
+def _vmapped_draws(keys, row, **settings):
+    return lambda f: jax.vmap(lambda k: f(k, row, **settings))(keys)
+
+
+def sample_next_token_cases(rng: np.random.Generator) -> list[Case]:
+    key = jax.random.key(0)
+    logits = jnp.array([[2.0, 1.0, 0.5, 0.0, -1.0], [0.0, 0.0, 3.0, 0.0, 0.0]])
+    cases = [
+        Case("sample_next_token(key, logits (2, 5), temperature=0.8, top_k=3) vs "
+             "categorical(key, filtered logits)", call(key, logits, temperature=0.8, top_k=3),
+             _tokens),
+        Case("sample_next_token vmapped over 4000 keys, one row, top_k=2 (draws tokens 0 and 1 "
+             "only, P(token 0) = sigmoid(1))",
+             _vmapped_draws(jax.random.split(jax.random.key(1), 4000), logits[0], top_k=2),
+             _tokens),
+    ]  # fmt: skip
+    settings = [{}, {"temperature": round(float(rng.uniform(0.3, 0.7)), 3)},
+                {"temperature": round(float(rng.uniform(1.2, 2.0)), 3), "top_k": 5},
+                {"top_p": round(float(rng.uniform(0.5, 0.7)), 3)},
+                {"temperature": 2.0, "top_p": round(float(rng.uniform(0.6, 0.8)), 3)},
+                {"temperature": 1.5, "top_k": 8, "top_p": 0.5}]  # fmt: skip
+    for s in settings:
+        random = _nucleus_logits(rng, (64, 20), 2.0, s.get("top_p"),
+                                 temperature=s.get("temperature", 1.0), top_k=s.get("top_k"))
+        cases.append(Case(f"sample_next_token(key, random logits of shape (64, 20), "
+                          f"{_settings(s)})", call(_key(rng), random, **s), _tokens))  # fmt: skip
+    for shape, s in [((20,), {"temperature": 0.9}), ((3, 4, 20), {"top_k": 4, "top_p": 0.9})]:
+        random = _nucleus_logits(rng, shape, 2.0, s.get("top_p"), top_k=s.get("top_k"))
+        cases.append(Case(f"sample_next_token(key, random logits of shape {shape}, "
+                          f"{_settings(s)})", call(_key(rng), random, **s), _tokens))  # fmt: skip
+    return cases
+
+
+# --- section 5: the naive generation loop ----------------------------------------------------
+
+
+def _bigram_run(table, key, prompt, num_new_tokens: int, **settings):
+    """generate with the causal toy model whose logits at position t are table[token t]."""
+    return lambda f: f(key, lambda tokens: table[tokens], prompt, num_new_tokens, **settings)
+
+
+def _gpt_run(config, seed: int, key, prompt, num_new_tokens: int, **settings):
+    """generate with the logits function of a freshly initialised gpt.GPT(nnx.Rngs(seed))."""
+
+    def run(f):
+        logits_fn = gpt.make_logits_fn(gpt.GPT(config, rngs=nnx.Rngs(seed)))
+        return f(key, logits_fn, prompt, num_new_tokens, **settings)
+
+    return run
+
+
+def generate_cases(rng: np.random.Generator) -> list[Case]:
+    counting = jnp.full((4, 4), -5.0).at[jnp.arange(4), (jnp.arange(4) + 1) % 4].set(5.0)
+    cases = [
+        Case("generate(greedy, counting bigram, prompt [[2], [0]], 5 new tokens)",
+             _bigram_run(counting, jax.random.key(0), jnp.array([[2], [0]]), 5, greedy=True),
+             _tokens),
+        Case("generate(key 7, random bigram, prompt [[1, 4]], 2 new tokens) (one split per "
+             "step, the subkey draws)", _bigram_run(jax.random.normal(jax.random.key(1), (6, 6)),
+                                                    jax.random.key(7), jnp.array([[1, 4]]), 2),
+             _tokens),
+    ]  # fmt: skip
+    table = _f32(rng.normal(scale=2.0, size=(6, 6)))
+    prompt = _i32(rng.integers(0, 6, size=(2, 3)))
+    cases.append(Case("generate(random bigram, prompt (2, 3), 0 new tokens) returns the prompt",
+                      _bigram_run(table, _key(rng), prompt, 0), _tokens))  # fmt: skip
+    cases.append(Case("generate(random bigram, prompt (2, 3), 6 new tokens, temperature=0.7)",
+                      _bigram_run(table, _key(rng), prompt, 6, temperature=0.7), _tokens))
+    config = gpt.GPTConfig(vocab_size=9, block_size=24, num_layers=1, num_heads=2, d_model=16)
+    seed = int(rng.integers(1 << 16))
+    prompt = _i32(rng.integers(0, 9, size=(3, 4)))
+    for s in [{"greedy": True}, {}, {"temperature": 0.6, "top_k": 3}, {"top_p": 0.8}]:
+        cases.append(Case(f"generate(tiny GPT from nnx.Rngs({seed}), prompt (3, 4), 12 new "
+                          f"tokens, {_settings(s)})", _gpt_run(config, seed, _key(rng), prompt,
+                                                               12, **s), _tokens))  # fmt: skip
+    return cases
+
+
+# --- section 6: the KV cache -----------------------------------------------------------------
+
+
+def _jitted(cache, new, pos: int):
+    return lambda f: jax.jit(f)(cache, new, jnp.int32(pos))
+
+
+def update_kv_cache_cases(rng: np.random.Generator) -> list[Case]:
+    zeros = jnp.zeros((1, 1, 6, 2))
+    filled = jnp.arange(12.0).reshape(1, 1, 6, 2)
+    cases = [
+        Case("update_kv_cache(zeros (1, 1, 6, 2), ones (1, 1, 1, 2), pos=3)",
+             call(zeros, jnp.ones((1, 1, 1, 2)), 3)),
+        Case("update_kv_cache(arange (1, 1, 6, 2), two new rows at pos 0)",
+             call(filled, -jnp.ones((1, 1, 2, 2)), 0)),
+        Case("jit(update_kv_cache)(zeros (1, 1, 6, 2), ones, pos=int32(5))",
+             _jitted(zeros, jnp.ones((1, 1, 1, 2)), 5)),
+    ]  # fmt: skip
+    cache = _f32(rng.normal(size=(2, 3, 10, 4)))
+    for t_new, pos in [(1, 0), (1, 9), (4, int(rng.integers(1, 7))), (3, 7)]:
+        new = _f32(rng.normal(size=(2, 3, t_new, 4)))
+        cases.append(Case(f"update_kv_cache(random cache (2, 3, 10, 4), T_new={t_new}, "
+                          f"pos={pos})", call(cache, new, pos), close(dtype=jnp.float32)))
+        cases.append(Case(f"jit(update_kv_cache)(random cache (2, 3, 10, 4), T_new={t_new}, "
+                          f"pos=int32({pos}))", _jitted(cache, new, pos)))  # fmt: skip
+    cache, new = _f32(rng.normal(size=(8, 5))), _f32(rng.normal(size=(2, 5)))
+    pos = int(rng.integers(1, 6))
+    cases.append(Case(f"update_kv_cache(cache (8, 5) without leading axes, T_new=2, pos={pos})",
+                      call(cache, new, pos)))  # fmt: skip
+    cases.append(Case("update_kv_cache(cache (8, 5), T_new=2, pos=int32 array, not jitted)",
+                      call(cache, new, jnp.int32(pos))))  # fmt: skip
+    return cases
+
+
+# --- section 8: pitfalls ---------------------------------------------------------------------
+
+
+def teacher_forced_accuracy_cases(rng: np.random.Generator) -> list[Case]:
+    tokens = jnp.array([[0, 1, 2, 0]])
+    cases = [
+        Case("teacher_forced_accuracy(2 of 3 right)",
+             call(jax.nn.one_hot(jnp.array([[1, 2, 1, 1]]), 3), tokens)),
+        Case("teacher_forced_accuracy(all right; the last guess does not count)",
+             call(jax.nn.one_hot(jnp.array([[1, 2, 0, 2]]), 3), tokens)),
+    ]  # fmt: skip
+    for shape in [(3, 7, 5), (1, 2, 4), (4, 12, 3)]:
+        logits = _f32(rng.normal(size=shape))
+        tokens = _i32(rng.integers(0, shape[-1], size=shape[:2]))
+        cases.append(Case(f"teacher_forced_accuracy(random logits of shape {shape})",
+                          call(logits, tokens), close(dtype="float")))  # fmt: skip
+    for shape in [(3, 7, 5), (4, 12, 3)]:
+        tokens = _i32(rng.integers(0, shape[-1], size=shape[:2]))
+        good = jax.nn.one_hot(jnp.roll(tokens, -1, axis=1), shape[-1])
+        logits = _f32(2.0 * good + rng.normal(size=shape))
+        cases.append(Case(f"teacher_forced_accuracy(logits of shape {shape} that mostly predict "
+                          "the next token)", call(logits, tokens), close(dtype="float")))
+    return cases
+
+
+def nucleus_size_cases(rng: np.random.Generator) -> list[Case]:
+    logits = jnp.log(jnp.array([0.5, 0.35, 0.1, 0.05]))
+    cases = [
+        Case("nucleus_size(log [0.5, 0.35, 0.1, 0.05], 0.9)", call(logits, 0.9), _tokens),
+        Case("nucleus_size(log [0.5, 0.35, 0.1, 0.05], 0.9, temperature=0.1) (colder: fewer "
+             "tokens)", call(logits, 0.9, 0.1), _tokens),
+        Case("nucleus_size(log [0.5, 0.35, 0.1, 0.05], 0.9, temperature=5.0) (hotter: more "
+             "tokens)", call(logits, 0.9, 5.0), _tokens),
+        Case("nucleus_size(two rows of shape (2, 4), 0.5)",
+             call(jnp.stack([logits, logits]), 0.5), _tokens),
+    ]  # fmt: skip
+    settings = [(0.5, 0.5), (0.9, 1.0), (0.9, float(rng.uniform(2.0, 3.0))),
+                (float(rng.uniform(0.2, 0.4)), 4.0)]  # fmt: skip
+    for p, t in settings:
+        random = _nucleus_logits(rng, (6, 25), 2.0, p, temperature=t)
+        cases.append(Case(f"nucleus_size(random logits of shape (6, 25), p={p:.3g}, "
+                          f"temperature={t:.3g})", call(random, p, t), _tokens))  # fmt: skip
+    random = _nucleus_logits(rng, (6, 25), 2.0, 0.8)
+    cases.append(Case("nucleus_size(random logits of shape (6, 25), 0.8) (default "
+                      "temperature)", call(random, 0.8), _tokens))  # fmt: skip
+    return cases
+
+
+def _key_data(key, num_steps: int):
+    return lambda f: jax.random.key_data(f(key, num_steps))
+
+
+def step_keys_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [Case("step_keys(key(0), 4): the subkeys of one split per step (all different, the "
+                  "first is jax.random.split(key)[1])", _key_data(jax.random.key(0), 4), exact)]
+    for n in (1, 7, 16):
+        seed = int(rng.integers(1 << 30))
+        cases.append(Case(f"step_keys(key({seed}), {n}) (key data of the subkeys)",
+                          _key_data(jax.random.key(seed), n), exact))  # fmt: skip
+    return cases
+
+
+PROBES = [
+    Probe("lm_loss", gpt.lm_loss, lm_loss_cases),
+    Probe("pre_ln_block", gpt.pre_ln_block, pre_ln_block_cases),
+    Probe("apply_temperature", sampling.apply_temperature, apply_temperature_cases),
+    Probe("top_k_filter", sampling.top_k_filter, top_k_filter_cases),
+    Probe("top_p_filter", sampling.top_p_filter, top_p_filter_cases),
+    Probe("sample_next_token", sampling.sample_next_token, sample_next_token_cases,
+          uses=("apply_temperature", "top_k_filter", "top_p_filter")),
+    Probe("generate", sampling.generate, generate_cases,
+          uses=("apply_temperature", "top_k_filter", "top_p_filter", "sample_next_token")),
+    Probe("update_kv_cache", gpt.update_kv_cache, update_kv_cache_cases),
+    Probe("teacher_forced_accuracy", gpt.teacher_forced_accuracy, teacher_forced_accuracy_cases),
+    Probe("nucleus_size", sampling.nucleus_size, nucleus_size_cases,
+          uses=("apply_temperature", "top_p_filter")),
+    Probe("step_keys", sampling.step_keys, step_keys_cases),
+]  # fmt: skip
