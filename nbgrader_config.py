@@ -13,7 +13,7 @@ from nbgrader.preprocessors import (
     SaveAutoGrades,
 )
 
-from genlab.classroom_execute import DropDuplicateIds, ResilientExecute
+from genlab.classroom_execute import DropDuplicateIds, DropKernelResults, ResilientExecute
 from genlab.classroom_feedback import HideHiddenTests
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
@@ -43,11 +43,14 @@ c.Autograde.sanitize_preprocessors = [
 # out (a loop stuck in XLA ignores interrupts) or killed the kernel (os._exit, out of memory) it
 # restarts the kernel, re-runs the earlier cells and goes on, so only that exercise scores 0;
 # it also caps each cell's recorded output.
+# DropKernelResults: a test cell's execute_result is not partial credit (genlab decides scores
+# outside the kernel; see genlab.classroom_grade).
 c.Autograde.autograde_preprocessors = [
     ResilientExecute,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
+    DropKernelResults,
     SaveAutoGrades,
     AssignLatePenalties,
     CheckCellMetadata,

@@ -17,7 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from bench.harness import ROOT, Table
-from genlab import classroom, grading
+from genlab import classroom, grading, probing
 
 FULL_BUDGET, FAST_BUDGET = 180.0, 60.0
 
@@ -104,12 +104,7 @@ def autograde_table(quick: bool) -> Table:
     top = Path(tempfile.mkdtemp(prefix="genlab-bench-grade-"))
     for workers in (1, 2):
         root, solution = _course(top / f"workers-{workers}", chapter, quick)
-        release = root / "chapters" / chapter / f"{chapter}.ipynb"
-        filled = grading.fill_answers(nbformat.read(release, as_version=4), solution)
-        for i in range(students):
-            folder = root / "submitted" / f"student{i}" / chapter
-            folder.mkdir(parents=True)
-            nbformat.write(filled, folder / f"{chapter}.ipynb")
+        _filled_class(root, chapter, solution, students)
         start = time.perf_counter()
         rows = classroom.grade(root, chapter, workers=workers, progress=False)
         seconds[workers] = (time.perf_counter() - start) / students
@@ -120,5 +115,48 @@ def autograde_table(quick: bool) -> Table:
     return table
 
 
+def _filled_class(root: Path, chapter: str, solution, students: int) -> None:
+    release = root / "chapters" / chapter / f"{chapter}.ipynb"
+    filled = grading.fill_answers(nbformat.read(release, as_version=4), solution)
+    for i in range(students):
+        folder = root / "submitted" / f"student{i}" / chapter
+        folder.mkdir(parents=True)
+        nbformat.write(filled, folder / f"{chapter}.ipynb")
+
+
+def sandbox_table(quick: bool) -> Table:
+    """Seconds per submission with and without the sandbox (one worker), same scores."""
+    chapter, students = ("tiny", 2) if quick else ("00_jax_primer", 3)
+    table = Table(
+        "Autograding: the sandbox's cost",
+        ["chapter", "submissions", "no sandbox (s each)", "sandbox (s each)", "sandbox / none",
+         "references (s per class)", "same scores"],
+        notes=[
+            "`genlab grade --workers 1` on copies of the filled-in solution, in one fresh course "
+            "per mode: `--unsafe-no-sandbox`, then the bubblewrap sandbox. Both decide the score "
+            "outside the kernel; 'references' is the trusted side's one-off cost per class "
+            "(computing the reference on every probe), included in the per-submission times."
+        ],
+    )  # fmt: skip
+    seconds, scores, judge = {}, {}, 0.0
+    top = Path(tempfile.mkdtemp(prefix="genlab-bench-sandbox-"))
+    for sandbox in (False, True):
+        root, solution = _course(top / f"sandbox-{sandbox}", chapter, quick)
+        _filled_class(root, chapter, solution, students)
+        start = time.perf_counter()
+        rows = classroom.grade(root, chapter, workers=1, progress=False, sandbox=sandbox, seed=1)
+        seconds[sandbox] = (time.perf_counter() - start) / students
+        scores[sandbox] = sorted((r.student, r.score) for r in rows)
+    start = time.perf_counter()
+    judge_all = probing.Judge(chapter, 2)
+    for name in judge_all.specs:
+        judge_all.expected(name)
+    judge = time.perf_counter() - start
+    shutil.rmtree(top, ignore_errors=True)
+    table.add(chapter, students, seconds[False], seconds[True], seconds[True] / seconds[False],
+              judge, "yes" if scores[False] == scores[True] else "NO")  # fmt: skip
+    return table
+
+
 def run(quick: bool = False) -> list[Table]:
-    return [notebook_table(quick), autograde_table(quick)]
+    return [notebook_table(quick), autograde_table(quick), sandbox_table(quick)]

@@ -4,15 +4,21 @@ integrity report. One module-scoped run (2 workers) serves every test here."""
 
 from __future__ import annotations
 
+import ast
 import html
+import os
 import re
 import sqlite3
+import sys
+from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 
+import genlab
 from genlab import classroom, grading
-from genlab.classroom_demo import CASES, CHAPTERS, LIMITS, run_demo
+from genlab.classroom_demo import CASES, CHAPTERS, DAEMON_MARK, LIMITS, PWNED, SECRET_NAME, run_demo
 from genlab.classroom_feedback import hidden_lines, strip_hidden
 from genlab.classroom_report import cell_scores
 
@@ -21,9 +27,16 @@ from conftest import ROOT
 EXPECTED = {(ch, s): case[2] for ch, cases in CASES.items() for s, case in cases.items()}
 
 
+SECRET = "instructor-token-4f1c9a"
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    result = run_demo(tmp_path_factory.mktemp("demo-class"), ROOT, workers=2, progress=False)
+    os.environ[SECRET_NAME] = SECRET  # an instructor's variable the snooping student looks for
+    try:
+        result = run_demo(tmp_path_factory.mktemp("demo-class"), ROOT, workers=2, progress=False)
+    finally:
+        del os.environ[SECRET_NAME]
     print("\n" + result.table)
     return result
 
@@ -58,9 +71,44 @@ def test_demo_table_lists_every_student_and_the_flagged_ones(demo):
     table = demo.table
     for chapter, student in EXPECTED:
         assert re.search(rf"^{re.escape(student)}\s+{chapter}", table, flags=re.M), student
-    flagged = [line for line in table.splitlines() if "FLAGGED" in line]
-    assert flagged and all(line.startswith("cheat") for line in flagged), flagged
-    assert "assigns jnp.allclose" in table
+    flagged = {line.split()[0] for line in table.splitlines() if "FLAGGED" in line}
+    assert flagged == {s for (_, s), e in EXPECTED.items() if e.flagged}, flagged
+    assert "jnp.allclose" in table
+
+
+def test_the_gradebook_attack_changes_nothing_and_leaves_no_process(demo):
+    with sqlite3.connect(demo.root / "gradebook.db") as db:
+        manual = db.execute("SELECT count(*) FROM grade WHERE manual_score IS NOT NULL").fetchone()
+    assert manual == (0,), "a kernel wrote manual scores into the course gradebook"
+    alive = [p for p in psutil.process_iter(["cmdline"])
+             if DAEMON_MARK in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    assert not alive, f"the daemon outlived grading: {alive}"
+    submitted = demo.root / "submitted" / "gradebook" / CHAPTERS[0] / f"{CHAPTERS[0]}.ipynb"
+    assert "sqlite3.connect" in submitted.read_text(), "the evidence was erased"
+
+
+def _snoop_report(demo) -> dict:
+    chapter = CHAPTERS[0]
+    nb = nbformat.read(demo.root / "autograded" / "snoop" / chapter / f"{chapter}.ipynb", 4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "")
+            if text.startswith("SNOOP "):
+                return ast.literal_eval(text.removeprefix("SNOOP ").strip())
+    raise AssertionError("the snooping submission's report is missing")
+
+
+def test_the_snooping_student_finds_nothing_and_sends_nothing(demo):
+    seen = _snoop_report(demo)
+    assert seen["solutions"] == [] and seen["classmates"] == [], seen
+    assert seen["environment"] == {}, seen
+    assert seen["network"] != "sent" and demo.received == b"", (seen, demo.received)
+    for folder in (Path(genlab.__file__).parent, Path(sys.prefix)):
+        assert seen[str(folder)] != "written" and not (folder / PWNED).exists()
+    for folder in ("autograded", "feedback", "logs"):
+        for path in (demo.root / folder).rglob("*"):
+            if path.is_file():
+                assert SECRET not in path.read_text(errors="replace"), path
 
 
 def test_regrading_is_idempotent_and_the_gradebook_stays_intact(demo):
@@ -103,7 +151,7 @@ def test_feedback_shows_scores_and_visible_checks_but_never_hidden_tests(demo, c
         for line in hidden_lines(cell.source)
         if len(line.strip()) > 12
     } - visible
-    assert len(hidden) > 20
+    assert any("probe(" in line for line in hidden), hidden
     pages = sorted((demo.root / "feedback").glob(f"*/{chapter}/*.html"))
     students = {p.parts[-3] for p in pages}
     assert students == {s for s, c in CASES[chapter].items() if c[2].status == "graded"}

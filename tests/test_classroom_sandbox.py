@@ -124,5 +124,7 @@ print("parent done")
 """
     done, scratch = run_in_sandbox(tmp_path, code)
     assert "parent done" in done.log and (scratch / "started").exists(), done.log
-    alive = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+    alive = [
+        p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])
+    ]
     assert not alive, f"daemon survived the sandbox: {alive}"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from genlab.classroom_grade import Layout, autograde, check_student_id, record_hashes
 from genlab.classroom_limits import Limits, private_env
-from genlab.classroom_sandbox import sandbox_problem
 from genlab.classroom_report import Row, build_row, format_table, write_csv
+from genlab.classroom_sandbox import sandbox_problem
 
 
 class ClassroomError(RuntimeError):

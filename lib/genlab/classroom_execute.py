@@ -28,7 +28,7 @@ from jupyter_core.utils import run_sync
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import ensure_async
 from nbformat import NotebookNode
-from nbgrader.preprocessors import DeduplicateIds, Execute
+from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor
 from traitlets import Integer
 
 TIMEOUT_ENAME = "CellTimeoutError"
@@ -158,4 +158,19 @@ class DropDuplicateIds(DeduplicateIds):
         cell, resources = super().preprocess_cell(cell, resources, cell_index)
         if cell.metadata.get("nbgrader") == {}:
             del cell.metadata["nbgrader"]
+        return cell, resources
+
+
+class DropKernelResults(NbGraderPreprocessor):
+    """Drop the ``execute_result`` outputs of graded test cells before nbgrader scores them.
+
+    nbgrader reads a test cell's numeric ``execute_result`` as partial credit, so a kernel that
+    calls ``sys.displayhook`` could forge it (or crash nbgrader with more than the cell's
+    points). The course's scores come from the grader's verdict outside the kernel anyway.
+    """
+
+    def preprocess_cell(self, cell, resources, index):
+        grading = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and grading.get("grade") and not grading.get("solution"):
+            cell.outputs = [o for o in cell.outputs if o.get("output_type") != "execute_result"]
         return cell, resources

@@ -146,9 +146,13 @@ def hash_problem(layout: Layout, chapter: str, student: str, copy: Path) -> str 
         record_hashes(layout, chapter, [student])
         return None
     now = folder_hashes(copy)
-    changed = sorted(n for n in set(now) | set(known[student]) if now.get(n) != known[student].get(n))
+    changed = sorted(
+        n for n in set(now) | set(known[student]) if now.get(n) != known[student].get(n)
+    )
     if changed:
-        return "submission changed since it was collected (hash mismatch: " + ", ".join(changed) + ")"
+        return (
+            "submission changed since it was collected (hash mismatch: " + ", ".join(changed) + ")"
+        )
     return None
 
 
@@ -261,8 +265,11 @@ def _capped(outputs: list) -> list:
     for output in outputs:
         size = len(json.dumps(output))
         if used + size > MAX_CELL_OUTPUT_CHARS and output.get("output_type") != "error":
-            kept.append(nbformat.v4.new_output("stream", name="stdout",
-                                               text="[more output not shown in feedback]\n"))
+            kept.append(
+                nbformat.v4.new_output(
+                    "stream", name="stdout", text="[more output not shown in feedback]\n"
+                )
+            )
             break
         if output.get("output_type") == "error":
             output["traceback"] = [f"{output.get('ename')}: {str(output.get('evalue'))[:300]}"]
@@ -348,8 +355,10 @@ def merge(layout: Layout, run: GradeRun) -> list[str]:
                 grade.auto_score = float(grade.max_score) if passed else 0.0
                 grade.needs_manual_grade = False
                 if grade.manual_score is not None:
-                    notes.append(f"{grade.name}: a manual score ({grade.manual_score:g}) "
-                                 "overrides the autograder; confirm an instructor set it")  # fmt: skip
+                    notes.append(
+                        f"{grade.name}: a manual score ({grade.manual_score:g}) overrides the "
+                        "autograder; confirm an instructor set it"
+                    )
             for comment in notebook.comments:
                 comment.auto_comment = None
         gb.db.commit()
@@ -405,7 +414,8 @@ def autograde(
                    disable=not progress)  # fmt: skip
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {
-                pool.submit(grade_one, layout, template, chapter, s, limits, seed, sandbox=sandbox): s
+                pool.submit(grade_one, layout, template, chapter, s, limits, seed,
+                            sandbox=sandbox): s
                 for s in students
             }  # fmt: skip
             for future in as_completed(futures):

@@ -10,7 +10,6 @@ run and stops a memory bomb long before the machine runs out.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -40,15 +39,22 @@ class Limits:
     output_chars: int = 200_000
 
 
-def _set_limits(limits: Limits):
-    def apply() -> None:  # runs in the child between fork and exec
-        if limits.memory_bytes:
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        if limits.file_bytes:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+# A launcher that sets the limits in a fresh interpreter, then becomes the command. (A
+# ``preexec_fn`` would run Python between fork and exec in the grader, which holds JAX's threads.)
+LAUNCHER = (
+    "import os, resource, sys\n"
+    "for name, value in ((resource.RLIMIT_AS, {memory}), (resource.RLIMIT_FSIZE, {file}),\n"
+    "                    (resource.RLIMIT_CORE, 0)):\n"
+    "    if value >= 0:\n"
+    "        resource.setrlimit(name, (value, value))\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
-    return apply
+
+def limited(command: list[str], limits: Limits) -> list[str]:
+    """``command`` started through the launcher that applies ``limits`` (0 = unlimited)."""
+    code = LAUNCHER.format(memory=limits.memory_bytes or -1, file=limits.file_bytes or -1)
+    return [sys.executable, "-I", "-c", code, *command]
 
 
 def private_env(folder: Path, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -112,14 +118,13 @@ def run_limited(command: list[str], *, cwd: Path, env: dict, limits: Limits, log
     start = time.monotonic()
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            command,
+            limited(command, limits),
             cwd=cwd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_set_limits(limits),
         )
         try:
             process.wait(timeout=limits.notebook_seconds)

@@ -145,8 +145,10 @@ def reference_copies(path: Path, chapter: str) -> list[str]:
         mine = [n for n in answer.body if getattr(n, "name", None) == name]
         statements = sum(isinstance(n, ast.stmt) for n in ast.walk(reference.body[0]))
         # A short reference can be written the same way by chance; five statements are not.
-        if mine and statements >= MIN_COPY_STATEMENTS and (
-            _body_dump(mine[0]) == _body_dump(reference.body[0])
+        if (
+            mine
+            and statements >= MIN_COPY_STATEMENTS
+            and (_body_dump(mine[0]) == _body_dump(reference.body[0]))
         ):
             flags.append(f"{name}: the answer is the library's reference, copied")
     return flags

@@ -1,4 +1,4 @@
-"""The grading sandbox: a student's notebook, its kernel and everything they start, under bubblewrap.
+"""The grading sandbox: a student's notebook, its kernel and all they start, under bubblewrap.
 
 One sandbox per student (``bwrap``, Debian package ``bubblewrap``):
 
@@ -32,7 +32,8 @@ INSIDE = Path("/grading")
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf",
              "localtime", "hosts", "mime.types")  # fmt: skip
 # Variables copied from the grader's environment when set (numerics and JAX configuration).
-PASS_PREFIXES = ("JAX_", "XLA_", "GENLAB_", "OPENBLAS_", "OMP_", "TF_CPP_")
+PASS_PREFIXES = ("JAX_", "XLA_", "OPENBLAS_", "OMP_", "TF_CPP_")
+PASS_NAMES = ("GENLAB_FAST", "GENLAB_COMPILE_CACHE")
 DROP_PRIVILEGES = (
     "import os, sys; os.setgroups([]); os.setgid({id}); os.setuid({id}); "
     "os.execv(sys.argv[1], sys.argv[1:])"
@@ -74,7 +75,7 @@ def sandbox_env(extra: dict[str, str]) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     for name, value in os.environ.items():
-        if name.startswith(PASS_PREFIXES) and name not in ("GENLAB_RECORD_DIR",):
+        if name.startswith(PASS_PREFIXES) or name in PASS_NAMES:
             env[name] = value
     env.update(extra)
     return env
@@ -124,7 +125,7 @@ def prepare_scratch(scratch: Path) -> None:
     """Hand the scratch folder to the sandbox's uid (when grading as root)."""
     if os.geteuid() != 0:
         return
-    for folder, dirs, files in os.walk(scratch):
+    for folder, _, files in os.walk(scratch):
         os.chown(folder, NOBODY, NOBODY)
         for name in files:
             os.chown(os.path.join(folder, name), NOBODY, NOBODY, follow_symlinks=False)

@@ -253,11 +253,12 @@ class _Scanner(ast.NodeVisitor):
             return
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-        called = {func} if isinstance(func, ast.Name) and name in ATTR_CALLS else set()
-        args, skip = node.args, called
+        args, skip = node.args, set()  # nodes already judged here, not visited again
+        if isinstance(func, ast.Name) and name in ATTR_CALLS:
+            skip.add(func)  # a direct call, not getattr passed around as a value
         if name in ATTR_CALLS and args:
             obj = self.parts(args[0]) if isinstance(args[0], (ast.Name, ast.Attribute)) else None
-            skip |= {args[0]} if isinstance(args[0], ast.Name) else set()
+            skip |= {args[0]} if isinstance(args[0], ast.Name) else set()  # not "np as a value"
             where = ".".join(obj) if obj else "a computed object"
             attr = args[1] if len(args) > 1 else None
             constant = isinstance(attr, ast.Constant) and isinstance(attr.value, str)

@@ -60,7 +60,7 @@ FLAG_REFERENCE = "called the library's reference"
 def close(rtol: float = 1e-5, atol: float = 1e-6, dtype: str | None = None):
     """A comparison: every output array matches the reference within tolerance.
 
-    ``dtype`` (``'float'``, ``'int'``, ``'bool'`` or an exact dtype) also checks each output's dtype.
+    ``dtype`` (``'float'``, ``'int'``, ``'bool'`` or an exact dtype) also checks the dtypes.
     """
 
     def compare(got, want, label: str) -> None:
@@ -206,7 +206,7 @@ def _decode(node, arrays):
         return None
     if not isinstance(node, dict) or len(node) != 1:
         raise ValueError("malformed output tree")
-    (kind, body), = node.items()
+    ((kind, body),) = node.items()
     if kind == "tuple" and isinstance(body, list):
         return tuple(_decode(v, arrays) for v in body)
     if kind == "dict" and isinstance(body, dict):
@@ -497,6 +497,9 @@ class Judge:
         try:
             outcomes, flags = read_records(record_dir, name, self.seed, len(cases))
         except RecordError as error:
-            return Verdict(False, f"{name}: no valid records ({error}); the test cell stopped "
-                                  "before the grader's probes ran, or did not run")  # fmt: skip
+            return Verdict(
+                False,
+                f"{name}: 0 points: the test cell stopped before its hidden "
+                f"probes ran (see the error above), or did not run ({error})",
+            )
         return judge(self.specs[name], cases, outcomes, flags, self.expected(name))

@@ -57,8 +57,13 @@ def sample_mixture_cases(rng: np.random.Generator) -> list[Case]:
         means = _f32(5.0 * rng.normal(size=num_components))
         stds = jnp.linspace(0.25, 2.0, num_components)
         key = jax.random.key(int(rng.integers(1 << 30)))
-        cases.append(Case(f"sample_mixture(K={num_components}, n={n}) vs the pinned recipe",
-                          call(key, means, stds, n), close(1e-6, 1e-6, dtype=jnp.float32)))
+        cases.append(
+            Case(
+                f"sample_mixture(K={num_components}, n={n}) vs the pinned recipe",
+                call(key, means, stds, n),
+                close(1e-6, 1e-6, dtype=jnp.float32),
+            )
+        )
     return cases
 
 
@@ -133,8 +138,10 @@ def mlp_cases(rng: np.random.Generator) -> list[Case]:
                   _mlp_hand_weights)]  # fmt: skip
     for sizes in [(2, 3, 1), (3, 7, 2)]:
         seed = int(rng.integers(1 << 16))
-        inputs = [_f32(2.0 * rng.normal(size=shape)) for shape in [(sizes[0],), (8, sizes[0]),
-                                                                     (2, 3, sizes[0])]]
+        inputs = [
+            _f32(2.0 * rng.normal(size=shape))
+            for shape in [(sizes[0],), (8, sizes[0]), (2, 3, sizes[0])]
+        ]
         cases.append(Case(f"MLP{sizes} built with nnx.Rngs({seed}): parameters at "
                           "initialisation (create hidden before out) and outputs",
                           _mlp_outputs(sizes, seed, inputs), close(1e-5, 1e-5)))  # fmt: skip
@@ -186,8 +193,13 @@ def noisy_copies_cases(rng: np.random.Generator) -> list[Case]:
     for shape, num_copies in [((), 1), ((2, 3), 5), ((4,), 3)]:
         key = jax.random.key(int(rng.integers(1 << 30)))
         x = jnp.arange(float(np.prod(shape, dtype=int))).reshape(shape) - 2.0
-        cases.append(Case(f"noisy_copies(key, x of shape {shape}, {num_copies}) vs the pinned "
-                          "recipe", call(key, x, num_copies), close(1e-6, 1e-6, dtype=jnp.float32)))
+        cases.append(
+            Case(
+                f"noisy_copies(key, x of shape {shape}, {num_copies}) vs the pinned recipe",
+                call(key, x, num_copies),
+                close(1e-6, 1e-6, dtype=jnp.float32),
+            )
+        )
     return cases
 
 
