@@ -12,6 +12,8 @@ export JUPYTER_DATA_DIR    := $(CURDIR)/.jupyter/data
 export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
 export IPYTHONDIR          := $(CURDIR)/.jupyter/ipython
 export MPLCONFIGDIR        := $(CURDIR)/.jupyter/matplotlib
+# JAX's persistent compilation cache (genlab.runtime): programs compiled once load next time.
+export GENLAB_COMPILE_CACHE ?= $(CURDIR)/.jupyter/jax-cache
 # nbgrader calls tools of its environment (alembic) by name.
 export PATH                := $(CURDIR)/$(BIN):$(PATH)
 

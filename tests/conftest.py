@@ -27,6 +27,9 @@ os.environ.setdefault("MPLCONFIGDIR", str(_STATE / "matplotlib"))
 os.environ["MPLBACKEND"] = "Agg"
 # nbgrader runs tools of its environment (alembic) by name when it creates a gradebook.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+# One compilation cache for the whole run (every kernel and nbgrader process inherits it), so a
+# program compiled by one test loads in the next; a fresh folder, so no earlier run's entries.
+os.environ["GENLAB_COMPILE_CACHE"] = str(_STATE / "jax-cache")
 # A developer's own GENLAB_FAST must not leak into tests that choose the mode themselves.
 os.environ.pop("GENLAB_FAST", None)
 os.environ.pop("NBGRADER_EXECUTION", None)

@@ -157,3 +157,52 @@ def test_layout_paths(tmp_path):
     layout = Layout(tmp_path)
     assert layout.submitted("a", "ch") == tmp_path / "submitted" / "a" / "ch"
     assert layout.db_url.startswith("sqlite:///")
+
+
+def test_regrading_one_student_keeps_the_others_rows_in_the_report(courses):
+    root, _ = courses[1]
+    classroom.grade(root, "tiny", ["wrong"], workers=1, limits=LIMITS, progress=False)
+    with open(root / "reports" / "tiny.csv") as f:
+        report = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(report) == set(SUBMISSIONS)
+    assert float(report["wrong"]["score"]) == 1 and float(report["ok"]["score"]) == 2
+
+
+def test_without_a_sandbox_grading_refuses_unless_told_and_then_every_row_says_so(
+    tmp_path, monkeypatch
+):
+    root = make_course(tmp_path)
+    release = nbformat.read(root / "chapters" / "tiny" / "tiny.ipynb", as_version=4)
+    write(root, "alice", grading.fill_answers(release, tiny_notebook()))
+    monkeypatch.setattr(classroom, "sandbox_problem", lambda: "bwrap is not installed")
+    with pytest.raises(classroom.ClassroomError, match="bwrap is not installed"):
+        classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
+    (row,) = classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False, sandbox=False)
+    assert row.score == 2 and any("WITHOUT a sandbox" in r for r in row.reasons), row.reasons
+
+
+def test_a_submission_changed_after_collection_is_reported(tmp_path):
+    root = make_course(tmp_path / "course")
+    release = root / "chapters" / "tiny" / "tiny.ipynb"
+    (tmp_path / "inbox" / "alice").mkdir(parents=True)
+    shutil.copy(release, tmp_path / "inbox" / "alice" / "tiny.ipynb")
+    classroom.collect(root, "tiny", tmp_path / "inbox")
+    submitted = root / "submitted" / "alice" / "tiny" / "tiny.ipynb"
+    nb = grading.fill_answers(nbformat.read(submitted, as_version=4), tiny_notebook())
+    nbformat.write(nb, submitted)  # changed after collection
+    (row,) = classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
+    assert any("hash mismatch: tiny.ipynb" in r for r in row.reasons), row.reasons
+    graded = root / "graded" / "alice" / "tiny" / "tiny.ipynb"
+    assert graded.read_bytes() == submitted.read_bytes()  # what was scanned and graded
+
+
+def test_a_manual_score_in_the_gradebook_is_reported(courses):
+    from nbgrader.api import Gradebook
+
+    root, _ = courses[1]
+    with Gradebook(Layout(root).db_url) as gb:
+        gb.find_grade("test_double", "tiny", "tiny", "blank").manual_score = 1.0
+        gb.db.commit()
+    (row,) = classroom.grade(root, "tiny", ["blank"], workers=1, limits=LIMITS, progress=False)
+    assert any("manual score (1) overrides" in r for r in row.reasons), row.reasons
+    assert row.score == 1  # nbgrader prefers the manual score; the report says so

@@ -1,4 +1,8 @@
-"""Every solution notebook runs top to bottom, and is stored the way the course expects."""
+"""Every solution notebook runs top to bottom, and is stored the way the course expects.
+
+The full run records the probes as autograding does, and the trusted side's verdict on those
+records must give the solution every point: one execution checks the notebook and the grader.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from genlab import grading, runtime
+from genlab import grading, probing, runtime
 
 from conftest import SOLUTION_NOTEBOOKS
 
@@ -16,7 +20,12 @@ IDS = [f"{p.parent.name}/{p.name}" for p in SOLUTION_NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=IDS)
-def test_solution_notebook_executes_in_full_mode(path):
+def test_solution_notebook_executes_in_full_mode_and_its_records_score_full_marks(
+    path, tmp_path, monkeypatch
+):
+    seed = 7 + sum(map(ord, path.stem))
+    monkeypatch.setenv(probing.RECORD_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(probing.SEED_ENV, str(seed))
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
@@ -24,6 +33,13 @@ def test_solution_notebook_executes_in_full_mode(path):
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError naming the failing cell
     print(f"{path.name}: executed in {time.perf_counter() - start:.1f} s (full mode)")
+    judge = probing.Judge(path.parent.name, seed)
+    failed = {}
+    for name in grading.exercise_names(nb):
+        verdict = judge.verdict(tmp_path, name)
+        if not verdict.passed:
+            failed[name] = verdict.message
+    assert not failed, f"the grader failed the solution: {failed}"
 
 
 @pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=IDS)
@@ -55,10 +71,13 @@ def test_exercises_follow_the_cell_convention(path):
         assert f"def {name}(" in answer.source or f"class {name}(" in answer.source, name
         assert grading.BEGIN_SOLUTION in answer.source and grading.END_SOLUTION in answer.source
         assert test.metadata.nbgrader.get("points", 0) > 0, f"test_{name} has no points"
-        assert "### BEGIN HIDDEN TESTS" in test.source, f"test_{name} has no hidden tests"
-        assert "from genlab import" in test.source, f"test_{name} must compare with genlab"
+        hidden = test.source.split("### BEGIN HIDDEN TESTS")[-1]
+        call = f'probe("{path.parent.name}", "{name}", globals())'
+        assert call in hidden, f"test_{name}: its hidden tests must be the probe call {call}"
     graded_tests = [g for g, c in cells.items() if c.metadata.nbgrader.get("grade")]
     orphans = set(graded_tests) - {grading.TEST_PREFIX + n for n in grading.exercise_names(nb)}
     if path.stem == path.parent.name:
         assert grading.exercise_names(nb), "a chapter's main notebook needs graded exercises"
+        probes = set(probing.probes_for(path.parent.name))
+        assert probes == set(grading.exercise_names(nb)), "every exercise needs exactly one probe"
     assert not orphans, f"graded cells without an answer cell: {orphans}"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import random
 import sys
 import types
@@ -80,3 +81,46 @@ def test_setup_cell_installs_from_the_repository_in_colab(monkeypatch):
     assert calls == [
         [sys.executable, "-m", "pip", "install", "-q", f"git+{runtime.repository_url()}"]
     ]
+
+
+CACHE_SCRIPT = """
+import sys
+import numpy as np
+from genlab import probing, runtime
+judge = probing.Judge("00_jax_primer", 5)
+arrays = {}
+for name in sorted(judge.specs):
+    for i, outputs in enumerate(judge.expected(name)):
+        for j, (_, value, _) in enumerate(probing._pairs(outputs, outputs, "")):
+            arrays[f"{name}/{i}/{j}"] = value
+np.savez(sys.argv[1], **arrays)
+print(runtime.COMPILE_CACHE)
+"""
+
+
+def test_the_compilation_cache_changes_no_result(tmp_path):
+    """Chapter 00's references on the probes: cache off, cold and warm give identical bits."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    results = {}
+    for run, setting in (("off", "0"), ("cold", str(cache)), ("warm", str(cache))):
+        env = dict(os.environ, GENLAB_COMPILE_CACHE=setting)
+        done = subprocess.run([sys.executable, "-c", CACHE_SCRIPT, str(tmp_path / f"{run}.npz")],
+                              env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        with np.load(tmp_path / f"{run}.npz") as npz:
+            results[run] = {k: npz[k] for k in npz.files}
+    assert len(list(cache.iterdir())) > 10, "the cache was not written"
+    assert results["off"].keys() == results["warm"].keys()
+    for key, value in results["off"].items():
+        for run in ("cold", "warm"):
+            assert np.array_equal(value, results[run][key], equal_nan=True), (run, key)
+
+
+def test_compile_cache_dir_follows_the_environment(tmp_path):
+    assert runtime.compile_cache_dir({"GENLAB_COMPILE_CACHE": "0"}) is None
+    assert runtime.compile_cache_dir({"GENLAB_COMPILE_CACHE": str(tmp_path)}) == tmp_path
+    default = runtime.compile_cache_dir({"XDG_CACHE_HOME": str(tmp_path)})
+    assert default == tmp_path / "genlab" / "jax"

@@ -102,21 +102,25 @@ def chapter_cells(root: Path, chapter: str) -> dict[str, set[str]]:
 
 def grade(root: Path, chapter: str, students=None, *, workers: int = 2,
           limits: Limits | None = None, progress: bool = True, sandbox: bool = True,
-          seed: int | None = None) -> list[Row]:  # fmt: skip
+          seed: int | None = None, warm: bool = True) -> list[Row]:  # fmt: skip
     """Autograde the class in sandboxes on ``workers`` processes; update ``reports/CH.csv``
     (other students' rows are kept); return the rows of the students graded now.
 
     ``sandbox=False`` (``--unsafe-no-sandbox``) grades without bubblewrap; every row says so.
+    ``warm``: run the solution once first to fill the compilation cache the sandboxes read.
     """
     if sandbox:
         problem = sandbox_problem()
         if problem:
-            raise ClassroomError(f"cannot grade in a sandbox: {problem}. Fix that, or grade "
-                                 "unsafely with --unsafe-no-sandbox (every row will say so).")
+            raise ClassroomError(
+                f"cannot grade in a sandbox: {problem}. Fix that, or grade "
+                "unsafely with --unsafe-no-sandbox (every row will say so)."
+            )
     layout = Layout(root)
     notebooks = chapter_cells(root, chapter)
     runs = autograde(layout, chapter, students, notebooks=notebooks, workers=workers,
-                     limits=limits, progress=progress, sandbox=sandbox, seed=seed)  # fmt: skip
+                     limits=limits, progress=progress, sandbox=sandbox, seed=seed,
+                     warm=warm)  # fmt: skip
     rows = [build_row(layout, chapter, s, run, notebooks) for s, run in runs.items()]
     write_csv(rows, root / "reports" / f"{chapter}.csv")
     return rows

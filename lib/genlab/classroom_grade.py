@@ -35,7 +35,7 @@ from pathlib import Path
 
 import nbformat
 
-from genlab import probing
+from genlab import grading, probing, runtime
 from genlab.classroom_limits import Limits, run_limited
 from genlab.classroom_sandbox import INSIDE, bwrap_command, prepare_scratch, sandbox_env
 
@@ -176,8 +176,10 @@ def _scratch_course(layout: Layout, template: Path, chapter: str, student: str, 
     return course
 
 
-def grade_one(layout: Layout, template: Path, chapter: str, student: str, limits: Limits,
-              seed: int, *, sandbox: bool = True) -> GradeRun:  # fmt: skip
+def grade_one(
+    layout: Layout, template: Path, chapter: str, student: str, limits: Limits, seed: int, *,
+    sandbox: bool = True, cache: Path | None = None,
+) -> GradeRun:  # fmt: skip
     """Run one student's notebook (sandboxed) and leave its records for :func:`judge_run`.
 
     The records and the autograded notebook are left in a temporary folder that
@@ -202,10 +204,12 @@ def grade_one(layout: Layout, template: Path, chapter: str, student: str, limits
         probing.RECORD_DIR_ENV: str(inside / "records"),
         probing.SEED_ENV: str(seed),
         "HOME": str(inside / "home"),
+        runtime.CACHE_ENV: str(cache) if cache else "0",
     } | ({} if sandbox else _state_env(scratch)))  # fmt: skip
     if sandbox:
         prepare_scratch(scratch)
-        command = bwrap_command(command, scratch, env, cwd=INSIDE / "course")
+        readonly = (cache,) if cache else ()  # the warmed cache, never written by a student
+        command = bwrap_command(command, scratch, env, cwd=INSIDE / "course", readonly=readonly)
     else:
         notes.append(NO_SANDBOX)
     done = run_limited(command, cwd=course, env=env, limits=limits, log=tmp / "autograde.log")
@@ -365,6 +369,44 @@ def merge(layout: Layout, run: GradeRun) -> list[str]:
     return notes
 
 
+def warm_cache(layout: Layout, chapter: str, seed: int, limits: Limits) -> Path | None:
+    """Run the chapter's solution notebook once as grading will (fast mode, this seed) with the
+    course's compilation cache in ``cache/jax``; return the cache folder (None when the cache
+    is off: ``GENLAB_COMPILE_CACHE=0``).
+
+    The solution is the instructor's code, so it runs outside the sandbox. Its records must
+    pass the grader's own verdict; an exercise that does not is printed as a warning.
+    """
+    from nbclient import NotebookClient
+
+    if runtime.compile_cache_dir() is None:
+        return None
+    cache = layout.root / "cache" / "jax"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache, 0o755)
+    runtime.enable_compile_cache({runtime.CACHE_ENV: str(cache)})  # the judge's programs too
+    source = layout.root / layout.source / chapter
+    with tempfile.TemporaryDirectory(prefix="genlab-warm-") as tmp:
+        work, records = Path(tmp) / "work", Path(tmp) / "records"
+        shutil.copytree(source, work)
+        env = dict(os.environ) | _state_env(Path(tmp)) | {
+            runtime.CACHE_ENV: str(cache), probing.RECORD_DIR_ENV: str(records),
+            probing.SEED_ENV: str(seed), "NBGRADER_EXECUTION": "autograde", "MPLBACKEND": "Agg",
+        }  # fmt: skip
+        judge = probing.Judge(chapter, seed)
+        for path in sorted(work.glob("*.ipynb")):
+            nb = nbformat.read(path, as_version=4)
+            client = NotebookClient(nb, timeout=limits.cell_seconds, allow_errors=True,
+                                    resources={"metadata": {"path": str(work)}})  # fmt: skip
+            client.execute(env=env)
+            for name in grading.exercise_names(nb):
+                verdict = judge.verdict(records, name)
+                if not verdict.passed:
+                    print(f"warning: the solution fails its own probe: {verdict.message}",
+                          file=sys.stderr)  # fmt: skip
+    return cache
+
+
 def _finish(layout: Layout, judge, student: str, future, notebooks, chapter: str) -> GradeRun:
     """Judge a finished run in the main thread; a crash scores 0 for that student only."""
     try:
@@ -394,16 +436,19 @@ def autograde(
     progress: bool = True,
     sandbox: bool = True,
     seed: int | None = None,
+    warm: bool = True,
 ) -> dict[str, GradeRun]:
     """Grade ``students`` (default: everyone with a submission) on ``workers`` sandboxes.
 
     ``notebooks``: ``{notebook name: grade ids}`` of the chapter. ``seed``: the probe seed
-    (default: drawn now, unknown to the students).
+    (default: drawn now, unknown to the students). ``warm``: first run the solution once to fill
+    the course's compilation cache, which every sandbox then reads (read-only).
     """
     from tqdm.auto import tqdm
 
     limits = Limits() if limits is None else limits
     seed = secrets.randbelow(2**31) if seed is None else seed
+    cache = warm_cache(layout, chapter, seed, limits) if warm else None
     judge = probing.Judge(chapter, seed)
     students = [check_student_id(s) for s in (students or students_of(layout, chapter))]
     runs: dict[str, GradeRun] = {}
@@ -415,7 +460,7 @@ def autograde(
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {
                 pool.submit(grade_one, layout, template, chapter, s, limits, seed,
-                            sandbox=sandbox): s
+                            sandbox=sandbox, cache=cache): s
                 for s in students
             }  # fmt: skip
             for future in as_completed(futures):

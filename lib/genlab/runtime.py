@@ -1,4 +1,5 @@
-"""Where the course runs: device and Colab detection, seeding, the FAST switch, install hints.
+"""Where the course runs: device and Colab detection, seeding, the FAST switch, install hints,
+and JAX's persistent compilation cache.
 
 ``FAST`` is True when the environment variable ``GENLAB_FAST`` is ``1`` or when nbgrader is
 autograding (nbgrader sets ``NBGRADER_EXECUTION=autograde`` in the kernel). Notebooks size their
@@ -11,7 +12,9 @@ from __future__ import annotations
 import os
 import random
 import sys
+import warnings
 from importlib import metadata
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -26,6 +29,53 @@ def is_fast(environ: dict[str, str] | None = None) -> bool:
 
 
 FAST: bool = is_fast()
+
+
+CACHE_ENV = "GENLAB_COMPILE_CACHE"
+
+
+def compile_cache_dir(environ: dict[str, str] | None = None) -> Path | None:
+    """Where compiled XLA programs are kept between runs, or None when the cache is off.
+
+    ``GENLAB_COMPILE_CACHE`` decides: ``0`` turns it off, a path chooses the folder (``make lab``
+    uses ``.jupyter/jax-cache`` in the project); unset, it is ``~/.cache/genlab/jax``.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(CACHE_ENV, "")
+    if value == "0":
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "genlab" / "jax"
+
+
+def enable_compile_cache(environ: dict[str, str] | None = None) -> Path | None:
+    """Turn on JAX's persistent compilation cache (see :func:`compile_cache_dir`).
+
+    A program compiled once (by an earlier run, or by the grader's warm-up) is then loaded
+    instead of compiled again; JAX keys each entry by the program, the compiler options and its
+    own version, so a cached program computes exactly what a fresh compile would. A read-only
+    folder (the grading sandbox's view of the warmed cache) is read and never written.
+    Returns the folder in use, or None.
+    """
+    path = compile_cache_dir(environ)
+    if path is None:
+        return None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    if not path.is_dir():
+        return None
+    if not os.access(path, os.W_OK):
+        warnings.filterwarnings("ignore", message="Error writing persistent compilation cache")
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
+COMPILE_CACHE: Path | None = enable_compile_cache()
 
 
 def fast_or_full(fast, full):

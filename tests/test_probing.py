@@ -1,0 +1,112 @@
+"""genlab.probing: cases drawn from a seed, records that survive a hostile kernel, the
+verdict, and the catch of a call into the reference."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from genlab import check, probing
+from genlab.probes import tiny
+
+
+def spec(name="double"):
+    return probing.probes_for("tiny")[name]
+
+
+def outcomes_of(function, name="double", seed=3):
+    cases = probing.make_cases(spec(name), seed)
+    return cases, probing.run_cases(function, cases)
+
+
+def test_cases_depend_on_the_seed_and_are_the_same_for_one_seed():
+    labels = [c.label for c in probing.make_cases(spec(), 1)]
+    assert labels == [c.label for c in probing.make_cases(spec(), 1)]
+    assert labels != [c.label for c in probing.make_cases(spec(), 2)]
+
+
+def test_judge_passes_the_reference_and_fails_a_wrong_answer_naming_the_case():
+    cases, outcomes = outcomes_of(tiny.double)
+    assert probing.judge(spec(), cases, outcomes, []).passed
+    cases, outcomes = outcomes_of(lambda x: x * x)
+    verdict = probing.judge(spec(), cases, outcomes, [])
+    assert not verdict.passed and verdict.message.startswith("double(3)"), verdict.message
+
+
+def test_a_case_that_must_raise_fails_when_the_call_returns():
+    cases, outcomes = outcomes_of(lambda x: abs(x) ** 0.5, name="root")
+    verdict = probing.judge(spec("root"), cases, outcomes, [])
+    assert not verdict.passed and "expected ValueError to be raised" in verdict.message
+
+
+def test_records_round_trip_and_the_trusted_judge_agrees(tmp_path):
+    cases, outcomes = outcomes_of(tiny.double, seed=11)
+    probing.write_records(tmp_path, "double", 11, outcomes, [])
+    judge = probing.Judge("tiny", 11)
+    assert judge.verdict(tmp_path, "double").passed
+    assert not probing.Judge("tiny", 12).verdict(tmp_path, "double").passed  # another run's seed
+
+
+@pytest.mark.parametrize("damage", ["missing", "symlink", "huge", "malformed", "pickle", "count"])
+def test_damaged_records_score_zero_with_a_reason(tmp_path, damage, monkeypatch):
+    cases, outcomes = outcomes_of(tiny.double, seed=5)
+    records = tmp_path / "records"
+    probing.write_records(records, "double", 5, outcomes, [])
+    meta = records / "double.json"
+    if damage == "missing":
+        meta.unlink()
+    elif damage == "symlink":  # a kernel pointing the grader at another file
+        real = tmp_path / "elsewhere.json"
+        meta.rename(real)
+        os.symlink(real, meta)
+    elif damage == "huge":
+        monkeypatch.setattr(probing, "MAX_JSON_BYTES", 10)
+    elif damage == "malformed":
+        meta.write_text("{not json")
+    elif damage == "pickle":  # an object array is stored pickled; the grader never unpickles
+        np.savez(records / "double.npz", a0=np.array([{"x": 1}], dtype=object))
+    elif damage == "count":
+        data = json.loads(meta.read_text())
+        meta.write_text(json.dumps(data | {"cases": data["cases"][:1]}))
+    verdict = probing.Judge("tiny", 5).verdict(records, "double")
+    assert not verdict.passed and "0 points" in verdict.message, verdict.message
+
+
+def test_calling_the_reference_is_caught_and_scores_zero():
+    def sneaky(x):
+        return tiny.double(x)
+
+    with probing.tripwire(tiny.double, sneaky) as flags:
+        sneaky(2.0)
+    assert flags and probing.FLAG_REFERENCE in flags[0]
+    with probing.tripwire(tiny.double, tiny.double) as flags:
+        pass
+    assert flags and "the reference itself" in flags[0]
+    with probing.tripwire(tiny.double, lambda x: 2 * x) as flags:
+        pass
+    assert not flags
+    cases, outcomes = outcomes_of(tiny.double)
+    assert not probing.judge(spec(), cases, outcomes, ["called the reference"]).passed
+
+
+def test_probe_in_a_plain_kernel_raises_a_check_error_and_records_when_told(tmp_path, monkeypatch):
+    namespace = {"double": lambda x: x + 1}
+    with pytest.raises(check.CheckError, match="double"):
+        probing.probe("tiny", "double", namespace)
+    monkeypatch.setenv(probing.RECORD_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(probing.SEED_ENV, "9")
+    probing.probe("tiny", "double", namespace)  # records, judges nothing
+    assert not probing.Judge("tiny", 9).verdict(tmp_path, "double").passed
+    namespace["double"] = lambda x: x + x
+    probing.probe("tiny", "double", namespace)
+    assert probing.Judge("tiny", 9).verdict(tmp_path, "double").passed
+
+
+def test_earlier_exercises_are_bound_to_their_references_while_probed_then_restored():
+    namespace = {"root": "student's root"}
+    with probing.bound_to_references(namespace, ("root", "double"), "tiny"):
+        assert namespace["root"] is tiny.root and namespace["double"] is tiny.double
+    assert namespace == {"root": "student's root"}
