@@ -174,6 +174,9 @@ def build_row(layout, chapter: str, student: str, run, notebooks: dict[str, set[
         row.flags += scan_notebook(graded, release or None)
         row.flags += reference_copies(graded, chapter)
     row.flags += [f"{cell}: {flag}" for cell, v in sorted(run.verdicts.items()) for flag in v.flags]
+    unrecorded = [cell for cell, v in sorted(run.verdicts.items()) if "0 points:" in v.message]
+    if run.graded and unrecorded:
+        row.reasons.append("no probe records (the test cell stopped early): " + ", ".join(unrecorded))
     if run.timed_out:
         row.reasons.append("notebook time limit exceeded: process killed, scored 0")
     elif not run.graded and not row.reasons:
