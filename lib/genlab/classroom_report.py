@@ -176,7 +176,8 @@ def build_row(layout, chapter: str, student: str, run, notebooks: dict[str, set[
     row.flags += [f"{cell}: {flag}" for cell, v in sorted(run.verdicts.items()) for flag in v.flags]
     unrecorded = [cell for cell, v in sorted(run.verdicts.items()) if "0 points:" in v.message]
     if run.graded and unrecorded:
-        row.reasons.append("no probe records (the test cell stopped early): " + ", ".join(unrecorded))
+        stopped = ", ".join(unrecorded)
+        row.reasons.append(f"no probe records (the test cell stopped early): {stopped}")
     if run.timed_out:
         row.reasons.append("notebook time limit exceeded: process killed, scored 0")
     elif not run.graded and not row.reasons:

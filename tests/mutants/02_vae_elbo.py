@@ -218,6 +218,11 @@ def iwae_bound(log_weights):
 def iwae_bound(log_weights):
     return jnp.max(log_weights, axis=0) - jnp.log(log_weights.shape[0])
 """,
+        "max_trick_nan_on_all_minus_inf": """
+def iwae_bound(log_weights):
+    m = jnp.max(log_weights, axis=0)
+    return m + jnp.log(jnp.mean(jnp.exp(log_weights - m), axis=0))
+""",
     },
     "elbo": {
         "kl_added": """
@@ -272,6 +277,15 @@ def elbo(key, x, encode, decode, beta=1.0):
     rec = jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits), -1)
     kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, -1)
     return rec - beta * kl
+""",
+        "beta_as_python_float": """
+def elbo(key, x, encode, decode, beta=1.0):
+    mean, log_var = encode(x)
+    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape)
+    logits = decode(z)
+    rec = jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits), -1)
+    kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, -1)
+    return rec - float(beta) * kl
 """,
     },
 }
@@ -391,6 +405,12 @@ def elbo(key, x, encode, decode, beta=1.0):
     z = mu + jnp.exp(lv / 2) * jax.random.normal(key, mu.shape)
     rec = -optax.sigmoid_binary_cross_entropy(decode(z), x).sum(-1)
     return rec - beta * 0.5 * (jnp.exp(lv) + mu**2 - 1 - lv).sum(-1)
+""",
+        "calls_the_chapter_helpers": """
+def elbo(key, x, encode, decode, beta=1.0):
+    mean, log_var = encode(x)
+    z = reparameterize(key, mean, log_var)
+    return bernoulli_log_likelihood(x, decode(z)) - beta * gaussian_kl_standard(mean, log_var)
 """,
     },
 }
