@@ -1,17 +1,18 @@
-"""The real nbgrader pipeline in a temporary course, for every chapter.
+"""The real nbgrader pipeline in a temporary course, for the chapters the demo class does not
+grade (the demo grades chapters 00 and 01 end to end; tests/test_classroom.py).
 
 One course per chapter: ``nbgrader generate_assignment`` from a copy of ``solutions/CH``, then
-submissions from three "students", graded by ``genlab.classroom.grade`` (one real
-``nbgrader autograde --student`` process per student, two at a time), and scores read back from
-the gradebook:
+submissions from three "students", graded by ``genlab.classroom.grade`` (one sandboxed
+``nbgrader autograde --student`` per student, two at a time, the verdict outside the kernel), and
+scores read back from the gradebook:
 
 - ``solution``: the release with every answer filled in from the solution -> full marks;
 - ``blank``: the untouched release -> zero autograded points, no crash;
 - ``wrong``: the solution with one function replaced by a mutant -> points lost exactly there.
 
 A corrupt notebook and the other ways a submission can go wrong are the demo class's job
-(tests/test_classroom.py). The release generated here also proves ``chapters/`` in sync with
-``solutions/``.
+(tests/test_classroom.py). Every chapter's release is regenerated and compared with
+``chapters/`` (in sync with ``solutions/``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ import nbformat
 import pytest
 
 from genlab import classroom, grading
+from genlab.classroom_demo import CHAPTERS as DEMO_CHAPTERS
 from genlab.classroom_limits import Limits
 
 from conftest import CHAPTERS, MUTANTS, RELEASE, ROOT, SOLUTIONS
+
+PIPELINE_CHAPTERS = [c for c in CHAPTERS if c not in DEMO_CHAPTERS]
 
 
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
@@ -53,15 +57,22 @@ def tree_files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module", params=CHAPTERS)
-def course(request, tmp_path_factory):
-    """A graded temporary course for one chapter: (chapter, course dir, autograde result)."""
-    chapter = request.param
-    course = tmp_path_factory.mktemp(f"course-{chapter}")
+def released(tmp: Path, chapter: str) -> Path:
+    """A temporary course holding ``chapter``'s source, released by nbgrader."""
+    course = tmp / f"course-{chapter}"
+    course.mkdir()
     shutil.copy(ROOT / "nbgrader_config.py", course)
     shutil.copytree(SOLUTIONS / chapter, course / "solutions" / chapter)
     generated = nbgrader(course, "generate_assignment", chapter, "--force")
     assert generated.returncode == 0, generated.stdout + generated.stderr
+    return course
+
+
+@pytest.fixture(scope="module", params=PIPELINE_CHAPTERS)
+def course(request, tmp_path_factory):
+    """A graded temporary course for one chapter: (chapter, course dir, autograde result)."""
+    chapter = request.param
+    course = released(tmp_path_factory.mktemp("pipeline"), chapter)
 
     release = course / "chapters" / chapter
     name = f"{chapter}.ipynb"
@@ -79,7 +90,8 @@ def course(request, tmp_path_factory):
         shutil.copytree(release, folder)
         nbformat.write(nb, folder / name)
 
-    rows = classroom.grade(course, chapter, workers=2, limits=Limits(), progress=False)
+    # warm=False: three students do not repay a warm-up run (the demo class exercises it)
+    rows = classroom.grade(course, chapter, workers=2, limits=Limits(), progress=False, warm=False)
     return {
         "chapter": chapter,
         "course": course,
@@ -96,10 +108,11 @@ def scores(course: dict, student: str) -> dict[str, tuple]:
     )
 
 
-def test_release_matches_committed_chapters(course):
-    generated = course["course"] / "chapters" / course["chapter"]
-    committed = RELEASE / course["chapter"]
-    assert committed.is_dir(), f"chapters/{course['chapter']} is missing: run `make release`"
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_release_matches_committed_chapters(chapter, tmp_path):
+    generated = released(tmp_path, chapter) / "chapters" / chapter
+    committed = RELEASE / chapter
+    assert committed.is_dir(), f"chapters/{chapter} is missing: run `make release`"
     assert tree_files(generated) == tree_files(committed), "run `make release` and commit"
     _, mismatch, errors = filecmp.cmpfiles(
         generated, committed, sorted(tree_files(generated)), shallow=False
