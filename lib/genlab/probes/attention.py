@@ -280,7 +280,7 @@ def _mhsa_own_weights(cls):
     mask = attention.causal_mask(5)
     moved = layer(x, mask)[:, 0] - layer(x.at[:, 1:].add(1.0), mask)[:, 0]  # (B, D)
     return {"output shape": np.asarray(layer(x).shape),
-            "change at position 0 when later positions change": moved}  # fmt: skip
+            "position 0 moved by later positions (causal mask)": moved}  # fmt: skip
 
 
 def _mhsa_set_weights(H: int, D: int, weights: dict, x: jax.Array, lengths: jax.Array):
@@ -302,16 +302,14 @@ def MultiHeadSelfAttention_cases(rng: np.random.Generator) -> list[Case]:
     cases = [
         Case("MultiHeadSelfAttention(2, 8): query, key, value and out must be nnx.Linear",
              _mhsa_linears, _all_linear),
-        Case("MultiHeadSelfAttention(2, 8) with its own initialisation on x (3, 5, 8): output "
-             "shape, and position 0 ignores the future under a causal mask", _mhsa_own_weights,
-             close(1e-5, 1e-5)),
+        Case("MultiHeadSelfAttention(2, 8) with its own initialisation, x (3, 5, 8)",
+             _mhsa_own_weights, close(1e-5, 1e-5)),
     ]  # fmt: skip
     for B, T, D, H in [(2, 6, 16, 4), (3, 5, 12, 1)]:
         weights = {n: (_normal(rng, (D, D), D**-0.5), _normal(rng, (D,))) for n in _PROJECTIONS}
         x = _normal(rng, (B, T, D))
         lengths = jnp.asarray(rng.integers(1, T + 1, size=B))
-        label = (f"MultiHeadSelfAttention({H}, {D}) with set weights and non-zero biases "
-                 f"(as flax.nnx.MultiHeadAttention computes it), x {(B, T, D)}")  # fmt: skip
+        label = f"MultiHeadSelfAttention({H}, {D}) with set weights and biases, x {(B, T, D)}"
         cases.append(Case(label, _mhsa_set_weights(H, D, weights, x, lengths), close(1e-4, 1e-4)))
     return cases
 
