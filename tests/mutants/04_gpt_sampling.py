@@ -38,6 +38,11 @@ def lm_loss(logits, targets):
     log_p = jax.nn.log_softmax(logits, axis=-1)
     return jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0])
 """,
+        "softmax_over_axis_2": """
+def lm_loss(logits, targets):
+    log_p = jax.nn.log_softmax(logits, axis=2)
+    return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0])
+""",
     },
     "pre_ln_block": {
         "no_residual": """
@@ -63,6 +68,12 @@ def pre_ln_block(x, ln_1, attn, ln_2, mlp):
 def pre_ln_block(x, ln_1, attn, ln_2, mlp):
     h = x + attn(ln_2(x))
     return h + mlp(ln_1(h))
+""",
+        "attn_called_twice": """
+def pre_ln_block(x, ln_1, attn, ln_2, mlp):
+    a = attn(ln_1(x))
+    h = x + attn(ln_1(x))
+    return h + mlp(ln_2(h))
 """,
     },
     "apply_temperature": {
@@ -200,6 +211,18 @@ def top_p_filter(logits, p, min_tokens_to_keep=1):
     keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
     return jnp.where(keep, logits, -jnp.inf)
 """,
+        "min_tokens_by_index": """
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    if not 0.0 < p <= 1.0:
+        raise ValueError("p must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    order = jnp.argsort(-logits, axis=-1)
+    probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    keep = jnp.take_along_axis(before < p, jnp.argsort(order, axis=-1), axis=-1)
+    keep = keep | (jnp.arange(logits.shape[-1]) < min_tokens_to_keep)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
     },
     "sample_next_token": {
         "temperature_after_filters": """
@@ -245,6 +268,15 @@ def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+""",
+        "top_p_ignored_with_top_k": """
+def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
+    logits = apply_temperature(logits, temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    elif top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 """,
     },
     "generate": {
@@ -298,6 +330,20 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
     guesses = jnp.argmax(logits_fn(buffer), axis=-1)
     return buffer.at[:, t0:].set(guesses[:, t0 - 1 : -1])
 """,
+        "filters_not_passed_on": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    for i in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(buffer)[:, t0 + i - 1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(subkey, logits, temperature))
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
     },
     "update_kv_cache": {
         "written_at_pos_plus_1": """
@@ -322,6 +368,10 @@ def update_kv_cache(cache, new, pos):
 def update_kv_cache(cache, new, pos):
     new = jnp.asarray(new, cache.dtype)
     return jax.lax.dynamic_update_slice_in_dim(cache, new, pos, axis=-1)
+""",
+        "four_axes_only": """
+def update_kv_cache(cache, new, pos):
+    return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), (0, 0, pos, 0))
 """,
     },
     "teacher_forced_accuracy": {

@@ -66,9 +66,11 @@ def _nucleus_logits(rng, shape, scale: float, p: float | None, min_tokens_to_kee
     another order of float operations keeps the same tokens)."""
     rows = rng.normal(scale=scale, size=(int(np.prod(shape[:-1], dtype=int)), shape[-1]))
     for i in range(len(rows)):
-        while p is not None and _nucleus_margin(
-            _top_k_np(rows[i] / temperature, top_k), p, min_tokens_to_keep
-        ) < NUCLEUS_MARGIN:
+        while (
+            p is not None
+            and _nucleus_margin(_top_k_np(rows[i] / temperature, top_k), p, min_tokens_to_keep)
+            < NUCLEUS_MARGIN
+        ):
             rows[i] = rng.normal(scale=scale, size=shape[-1])
     return _f32(rows.reshape(shape))
 
@@ -287,8 +289,14 @@ def sample_next_token_cases(rng: np.random.Generator) -> list[Case]:
                 {"temperature": 2.0, "top_p": round(float(rng.uniform(0.6, 0.8)), 3)},
                 {"temperature": 1.5, "top_k": 8, "top_p": 0.5}]  # fmt: skip
     for s in settings:
-        random = _nucleus_logits(rng, (64, 20), 2.0, s.get("top_p"),
-                                 temperature=s.get("temperature", 1.0), top_k=s.get("top_k"))
+        random = _nucleus_logits(
+            rng,
+            (64, 20),
+            2.0,
+            s.get("top_p"),
+            temperature=s.get("temperature", 1.0),
+            top_k=s.get("top_k"),
+        )
         cases.append(Case(f"sample_next_token(key, random logits of shape (64, 20), "
                           f"{_settings(s)})", call(_key(rng), random, **s), _tokens))  # fmt: skip
     for shape, s in [((20,), {"temperature": 0.9}), ((3, 4, 20), {"top_k": 4, "top_p": 0.9})]:
@@ -331,8 +339,13 @@ def generate_cases(rng: np.random.Generator) -> list[Case]:
     prompt = _i32(rng.integers(0, 6, size=(2, 3)))
     cases.append(Case("generate(random bigram, prompt (2, 3), 0 new tokens) returns the prompt",
                       _bigram_run(table, _key(rng), prompt, 0), _tokens))  # fmt: skip
-    cases.append(Case("generate(random bigram, prompt (2, 3), 6 new tokens, temperature=0.7)",
-                      _bigram_run(table, _key(rng), prompt, 6, temperature=0.7), _tokens))
+    cases.append(
+        Case(
+            "generate(random bigram, prompt (2, 3), 6 new tokens, temperature=0.7)",
+            _bigram_run(table, _key(rng), prompt, 6, temperature=0.7),
+            _tokens,
+        )
+    )
     config = gpt.GPTConfig(vocab_size=9, block_size=24, num_layers=1, num_heads=2, d_model=16)
     seed = int(rng.integers(1 << 16))
     prompt = _i32(rng.integers(0, 9, size=(3, 4)))
@@ -364,8 +377,13 @@ def update_kv_cache_cases(rng: np.random.Generator) -> list[Case]:
     cache = _f32(rng.normal(size=(2, 3, 10, 4)))
     for t_new, pos in [(1, 0), (1, 9), (4, int(rng.integers(1, 7))), (3, 7)]:
         new = _f32(rng.normal(size=(2, 3, t_new, 4)))
-        cases.append(Case(f"update_kv_cache(random cache (2, 3, 10, 4), T_new={t_new}, "
-                          f"pos={pos})", call(cache, new, pos), close(dtype=jnp.float32)))
+        cases.append(
+            Case(
+                f"update_kv_cache(random cache (2, 3, 10, 4), T_new={t_new}, pos={pos})",
+                call(cache, new, pos),
+                close(dtype=jnp.float32),
+            )
+        )
         cases.append(Case(f"jit(update_kv_cache)(random cache (2, 3, 10, 4), T_new={t_new}, "
                           f"pos=int32({pos}))", _jitted(cache, new, pos)))  # fmt: skip
     cache, new = _f32(rng.normal(size=(8, 5))), _f32(rng.normal(size=(2, 5)))
@@ -397,8 +415,14 @@ def teacher_forced_accuracy_cases(rng: np.random.Generator) -> list[Case]:
         tokens = _i32(rng.integers(0, shape[-1], size=shape[:2]))
         good = jax.nn.one_hot(jnp.roll(tokens, -1, axis=1), shape[-1])
         logits = _f32(2.0 * good + rng.normal(size=shape))
-        cases.append(Case(f"teacher_forced_accuracy(logits of shape {shape} that mostly predict "
-                          "the next token)", call(logits, tokens), close(dtype="float")))
+        cases.append(
+            Case(
+                f"teacher_forced_accuracy(logits of shape {shape} that mostly predict "
+                "the next token)",
+                call(logits, tokens),
+                close(dtype="float"),
+            )
+        )
     return cases
 
 
@@ -430,8 +454,14 @@ def _key_data(key, num_steps: int):
 
 
 def step_keys_cases(rng: np.random.Generator) -> list[Case]:
-    cases = [Case("step_keys(key(0), 4): the subkeys of one split per step (all different, the "
-                  "first is jax.random.split(key)[1])", _key_data(jax.random.key(0), 4), exact)]
+    cases = [
+        Case(
+            "step_keys(key(0), 4): the subkeys of one split per step (all different, the "
+            "first is jax.random.split(key)[1])",
+            _key_data(jax.random.key(0), 4),
+            exact,
+        )
+    ]
     for n in (1, 7, 16):
         seed = int(rng.integers(1 << 30))
         cases.append(Case(f"step_keys(key({seed}), {n}) (key data of the subkeys)",
