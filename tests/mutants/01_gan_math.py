@@ -37,6 +37,11 @@ def bce_with_logits(logits, labels):
     logits = jnp.asarray(logits)
     return jnp.maximum(logits, 0) - logits * labels + jnp.log(jnp.exp(-jnp.abs(logits)))
 """,
+        "hard_labels_only": """
+def bce_with_logits(logits, labels):
+    labels = jnp.asarray(labels)
+    return jnp.where(labels > 0.5, jax.nn.softplus(-logits), jax.nn.softplus(logits))
+""",
     },
     "discriminator_loss": {
         "summed_instead_of_averaged": """
@@ -248,6 +253,23 @@ def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
     per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
     covered = jnp.sum(per_mode >= min_count)
     return covered.astype(jnp.int32), covered / centers.shape[0]
+""",
+        "strictly_inside_radius": """
+def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) < num_std * std
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
+        "ties_to_the_last_center": """
+def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    m = centers.shape[0]
+    nearest = m - 1 - jnp.argmin(distances[:, ::-1], axis=-1)
+    close = jnp.min(distances, axis=-1) <= num_std * std
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, m) * close[:, None], axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
 """,
     },
     "wasserstein_1d": {
