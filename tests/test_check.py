@@ -19,7 +19,7 @@ def test_shape_accepts_wildcards_and_names_the_mismatch():
 def test_dtype_by_kind_and_exact():
     check.dtype("x", jnp.zeros(2, jnp.float32), "float")
     check.dtype("x", np.zeros(2, np.int32), np.int32)
-    with pytest.raises(CheckError, match="expected a int dtype, got float32"):
+    with pytest.raises(CheckError, match="expected a dtype of kind int, got float32"):
         check.dtype("x", jnp.zeros(2), "int")
     with pytest.raises(CheckError, match="expected dtype bool"):
         check.dtype("mask", np.zeros(2, np.int8), bool)

@@ -63,7 +63,7 @@ def dtype(name: str, x, expected) -> None:
     actual = _as_numpy(name, x).dtype
     if isinstance(expected, str) and expected in _KINDS:
         if not _issubdtype(actual, _KINDS[expected]):
-            _fail(f"{name}: expected a {expected} dtype, got {actual}")
+            _fail(f"{name}: expected a dtype of kind {expected}, got {actual}")
     elif actual != np.dtype(expected):
         _fail(f"{name}: expected dtype {np.dtype(expected)}, got {actual}")
 
