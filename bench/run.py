@@ -33,6 +33,13 @@ def _jupyter_state() -> None:
         os.environ.setdefault(name, str(state / name.lower()))
 
 
+LOADED = (
+    "**NOT A RESULT: the machine was loaded** (the load average exceeded the {cores} cores while "
+    "this benchmark ran), so other work competed for the CPU and these times and ratios are "
+    "distorted. Measure again on a quiet machine."
+)
+
+
 def report(names: list[str], quick: bool) -> str:
     parts = [
         "# Benchmarks",
@@ -44,15 +51,18 @@ def report(names: list[str], quick: bool) -> str:
         *machine_summary(),
         "",
     ]
+    cores = os.cpu_count() or 1
     for name in names:
         start, load = time.perf_counter(), os.getloadavg()[0]
         module = importlib.import_module(f"bench.{name}")
         for table in module.run(quick=quick):
+            end = os.getloadavg()[0]
             table.notes.append(
                 f"Load average (1 min) when this benchmark started: {load:.1f}, when it ended: "
-                f"{os.getloadavg()[0]:.1f} (on {os.cpu_count()} cores; above that, other work "
-                f"competed for the CPU and absolute times are inflated)."
+                f"{end:.1f} (on {cores} cores)."
             )
+            if max(load, end) > cores:
+                table.notes.insert(0, LOADED.format(cores=cores))
             parts.append(table.markdown())
         print(f"bench {name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return "\n".join(parts)
@@ -63,12 +73,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check it works")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated names")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results.md"), help="or -")
+    parser.add_argument(
+        "--allow-load",
+        action="store_true",
+        help="measure on a loaded machine anyway (tables marked NOT A RESULT)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
     _jupyter_state()
+    cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+    if load > cores and not args.quick and args.output != "-" and not args.allow_load:
+        parser.error(f"the load average is {load:.1f} on {cores} cores: the numbers would not be "
+                     "results. Stop other work and run again (or pass --allow-load, and the tables "
+                     "will be marked NOT A RESULT)")  # fmt: skip
     text = report(names, args.quick)
     if args.output == "-":
         print(text)
