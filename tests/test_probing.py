@@ -50,7 +50,10 @@ def test_records_round_trip_and_the_trusted_judge_agrees(tmp_path):
     assert not probing.Judge("tiny", 12).verdict(tmp_path, "double").passed  # another run's seed
 
 
-@pytest.mark.parametrize("damage", ["missing", "symlink", "huge", "malformed", "pickle", "count"])
+DAMAGE = ["missing", "symlink", "huge", "malformed", "pickle", "strings", "zip bomb", "count"]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
 def test_damaged_records_score_zero_with_a_reason(tmp_path, damage, monkeypatch):
     cases, outcomes = outcomes_of(tiny.double, seed=5)
     records = tmp_path / "records"
@@ -68,6 +71,11 @@ def test_damaged_records_score_zero_with_a_reason(tmp_path, damage, monkeypatch)
         meta.write_text("{not json")
     elif damage == "pickle":  # an object array is stored pickled; the grader never unpickles
         np.savez(records / "double.npz", a0=np.array([{"x": 1}], dtype=object))
+    elif damage == "strings":
+        np.savez(records / "double.npz", **{f"a{i}": np.array(["6"]) for i in range(5)})
+    elif damage == "zip bomb":  # a few KB on disk, 2 MB unpacked, over a 1 MB cap
+        monkeypatch.setattr(probing, "MAX_ARRAY_BYTES", 1 << 20)
+        np.savez_compressed(records / "double.npz", a0=np.zeros(1 << 18))
     elif damage == "count":
         data = json.loads(meta.read_text())
         meta.write_text(json.dumps(data | {"cases": data["cases"][:1]}))

@@ -35,6 +35,7 @@ import os
 import stat
 import sys
 import threading
+import zipfile
 import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ RECORD_DIR_ENV = "GENLAB_RECORD_DIR"
 SEED_ENV = "GENLAB_PROBE_SEED"
 MAX_JSON_BYTES = 2 << 20
 MAX_NPZ_BYTES = 64 << 20
+MAX_ARRAY_BYTES = 256 << 20
 FLAG_REFERENCE = "called the library's reference"
 
 
@@ -388,8 +390,13 @@ def read_records(folder: Path, name: str, seed: int, num_cases: int):
         os.close(folder_fd)
     try:
         meta = json.loads(meta_bytes)
+        with zipfile.ZipFile(io.BytesIO(npz_bytes)) as archive:  # no zip bombs
+            if sum(info.file_size for info in archive.infolist()) > MAX_ARRAY_BYTES:
+                raise RecordError(f"{name}.npz unpacks to more than {MAX_ARRAY_BYTES} bytes")
         with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
+        if any(a.dtype.kind not in "biufc" for a in arrays.values()):
+            raise RecordError(f"{name}.npz holds arrays that are not numeric")
         if meta.get("name") != name or meta.get("seed") != seed:
             raise RecordError("records were not made by this grading run (name or seed differ)")
         cases = meta["cases"]
