@@ -3,14 +3,17 @@
 The tiny GPT (4 layers, 4 heads, width 128, block 128, vocabulary 96) on batches of 32 x 128
 tokens with AdamW. Rows: the course's step (``genlab.train.make_train_step``: ``nnx.jit`` with
 model and optimizer as arguments), the same step as a plain ``jax.jit`` of split state with
-donated buffers, and the pieces of one step (forward, forward + backward) to see where the time
-goes. When torch and transformers are installed, ``GPT2LMHeadModel`` on the same configuration
-with ``torch.optim.AdamW`` in eager mode is the peer.
+donated buffers, the course step with the opt-in ``GPTConfig(matmul_dtype="bfloat16")``
+(bfloat16 matmul inputs, float32 accumulation; float32 stays the default), and the pieces of one
+step (forward, forward + backward) to see where the time goes. When torch and transformers are
+installed, ``GPT2LMHeadModel`` on the same configuration with ``torch.optim.AdamW`` in eager
+mode is the peer.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +123,20 @@ def run(quick: bool = False) -> list[Table]:
     seconds = median_seconds(lambda: functional(batch), repeats=repeats, warmup=0)
     table.add(
         "jax.jit of split state, donated buffers",
+        first,
+        1e3 * seconds,
+        tokens / seconds,
+        course / seconds,
+    )
+
+    low = gpt.GPT(replace(config, matmul_dtype="bfloat16"), rngs=nnx.Rngs(0))
+    low_optimizer = nnx.Optimizer(low, _optimizer(), wrt=nnx.Param)
+    first = first_call_seconds(lambda: course_step(low, low_optimizer, batch))
+    seconds = median_seconds(
+        lambda: course_step(low, low_optimizer, batch), repeats=repeats, warmup=0
+    )
+    table.add(
+        'course step, opt-in matmul_dtype="bfloat16"',
         first,
         1e3 * seconds,
         tokens / seconds,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -14,6 +15,7 @@ import pytest
 from flax import nnx
 
 from genlab import gpt, sampling
+from genlab.attention import scaled_dot_product_attention, split_heads
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "hf_gpt2_tiny.npz"
 
@@ -296,3 +298,58 @@ def test_teacher_forced_accuracy_counts_shifted_hits():
     np.testing.assert_allclose(gpt.teacher_forced_accuracy(logits, tokens), 2 / 3, rtol=1e-6)
     with pytest.raises(ValueError, match="T >= 2"):
         gpt.teacher_forced_accuracy(jnp.zeros((1, 1, 3)), jnp.zeros((1, 1), jnp.int32))
+
+
+def test_causal_attention_matches_chapter_03_attention_and_its_gradients():
+    q, k, v = jax.random.normal(jax.random.key(6), (3, 2, 2, 5, 4))  # (B, H, T, D_h) each
+    full = jnp.tril(jnp.ones((5, 5), bool))  # (T, T)
+    cached = jnp.arange(5)[None, :] <= (2 + jnp.arange(2))[:, None]  # 2 queries at positions 2, 3
+
+    for mask, q_ in ((full, q), (cached, q[:, :, :2])):
+
+        def ours(q, k, v, mask=mask):
+            return jnp.sum(jnp.sin(gpt.causal_attention(q, k, v, mask)))
+
+        def chapter_03(q, k, v, mask=mask):
+            return jnp.sum(jnp.sin(scaled_dot_product_attention(q, k, v, mask)[0]))
+
+        np.testing.assert_allclose(ours(q_, k, v), chapter_03(q_, k, v), rtol=1e-6)
+        got = jax.grad(ours, argnums=(0, 1, 2))(q_, k, v)
+        want = jax.grad(chapter_03, argnums=(0, 1, 2))(q_, k, v)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+def test_fused_qkv_gradients_equal_separate_projections(tiny):
+    attn = tiny.blocks[0].attn
+    x = jax.random.normal(jax.random.key(8), (2, 6, 32))  # (B, T, D)
+
+    def fused(attn):
+        return jnp.sum(jnp.tanh(jnp.concatenate(attn.qkv(x), axis=-1)))
+
+    def separate(attn):
+        heads = [split_heads(p(x), attn.num_heads) for p in (attn.query, attn.key, attn.value)]
+        return jnp.sum(jnp.tanh(jnp.concatenate(heads, axis=-1)))
+
+    got, want = nnx.grad(fused)(attn), nnx.grad(separate)(attn)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+def test_matmul_dtype_bfloat16_is_opt_in_and_close_to_float32(tiny):
+    assert gpt.GPTConfig().matmul_dtype == "float32"
+    with pytest.raises(ValueError, match="matmul_dtype"):
+        gpt.GPTConfig(matmul_dtype="float16")
+    low = gpt.GPT(replace(tiny.config, matmul_dtype="bfloat16"), rngs=nnx.Rngs(3))
+    tokens = jax.random.randint(jax.random.key(9), (2, 10), 0, 11)
+    exact, rounded = tiny(tokens), low(tokens)
+    assert rounded.dtype == jnp.float32
+    np.testing.assert_allclose(rounded, exact, atol=2e-2)
+    assert not np.array_equal(rounded, exact)
+
+    def loss(model):
+        return gpt.lm_loss(model(tokens[:, :-1]), tokens[:, 1:])
+
+    got, want = nnx.grad(loss)(low), nnx.grad(loss)(tiny)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, atol=1e-2 * float(jnp.max(jnp.abs(w))) + 1e-6)
