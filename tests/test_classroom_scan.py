@@ -326,3 +326,31 @@ def test_hidden_tests_use_the_reference_they_compare_with(chapter):
         ]
         assert imported, f"{chapter}: test_{name}'s hidden tests import nothing from genlab"
         assert any(f"{m}." in "\n".join(hidden) for m in imported), name
+
+
+def test_an_answer_pasted_from_the_library_is_flagged_but_the_same_code_written_anew_is_not(
+    tmp_path,
+):
+    import inspect
+
+    import nbformat
+
+    from genlab import primer
+    from genlab.classroom_report import reference_copies
+
+    pasted = inspect.getsource(primer.logsumexp)
+    head, _, body = pasted.split('"""')  # the reference's code around its docstring
+    anew = head + '"""My own words."""' + body
+    cases = {"pasted": pasted, "without decorator": pasted.split("\n", 1)[1], "anew": anew,
+             "short and alike": "def power_sum(x, n):\n    return x"}  # fmt: skip
+    flagged = {}
+    for label, source in cases.items():
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata.nbgrader = {"grade_id": source.split("def ")[1].split("(")[0]}
+        nb.cells = [cell]
+        nbformat.write(nb, tmp_path / f"{label}.ipynb")
+        flagged[label] = bool(reference_copies(tmp_path / f"{label}.ipynb", "00_jax_primer"))
+    # "anew" keeps the reference's validation code word for word: flagged too.
+    assert flagged == {"pasted": True, "without decorator": True, "anew": True,
+                       "short and alike": False}  # fmt: skip

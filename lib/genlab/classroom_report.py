@@ -19,7 +19,6 @@ import nbformat
 from genlab.classroom_execute import DEAD_ENAME, TIMEOUT_ENAME, TRUNCATED_NOTE
 from genlab.classroom_scan import scan_notebook
 
-MIN_COPY_STATEMENTS = 6
 TRUNCATED_MARK = TRUNCATED_NOTE.split("{")[0]
 
 
@@ -123,8 +122,23 @@ def _body_dump(node) -> str:
     return ast.dump(node, annotate_fields=False)
 
 
+def _copied(answer: ast.AST, reference: ast.AST) -> bool:
+    """True when ``answer`` (a def or class) is the library's ``reference`` pasted in: it carries
+    the reference's own docstring, or the reference's code including its input validation
+    (``raise`` statements a notebook answer has no reason to reproduce word for word)."""
+    docstring = ast.get_docstring(reference)
+    if docstring and ast.get_docstring(answer) == docstring:
+        return True
+    validates = any(isinstance(n, ast.Raise) for n in ast.walk(reference))
+    return validates and _body_dump(answer) == _body_dump(reference)
+
+
 def reference_copies(path: Path, chapter: str) -> list[str]:
-    """Answers in the notebook at ``path`` whose code is the library's reference, copied."""
+    """Answers in the notebook at ``path`` that are the library's reference, copied.
+
+    Writing the same few lines as the reference by chance is easy, so the same code alone is
+    not enough (see :func:`_copied`).
+    """
     from genlab.probing import probes_for
 
     try:
@@ -143,13 +157,7 @@ def reference_copies(path: Path, chapter: str) -> list[str]:
         except (OSError, TypeError, SyntaxError):
             continue
         mine = [n for n in answer.body if getattr(n, "name", None) == name]
-        statements = sum(isinstance(n, ast.stmt) for n in ast.walk(reference.body[0]))
-        # A short reference can be written the same way by chance; five statements are not.
-        if (
-            mine
-            and statements >= MIN_COPY_STATEMENTS
-            and (_body_dump(mine[0]) == _body_dump(reference.body[0]))
-        ):
+        if mine and _copied(mine[0], reference.body[0]):
             flags.append(f"{name}: the answer is the library's reference, copied")
     return flags
 
