@@ -36,8 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-timeout", type=int, default=defaults.cell_seconds)
     p.add_argument("--notebook-timeout", type=int, default=defaults.notebook_seconds)
     p.add_argument("--memory-gb", type=float, default=defaults.memory_bytes / GB)
-    p.add_argument("--unsafe-no-sandbox", action="store_true",
-                   help="grade without bubblewrap (scores can then be forged; every row says so)")
+    p.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="grade without bubblewrap (scores can then be forged; every row says so)",
+    )
     sub.add_parser("feedback").add_argument("chapter")
     sub.add_parser("export").add_argument("--to", type=Path, default=Path("grades.csv"))
     p = sub.add_parser("demo")

@@ -116,6 +116,20 @@ def call(*args, **kwargs) -> Callable[[Any], Any]:
     return lambda function: function(*args, **kwargs)
 
 
+def f32(array):
+    """``array`` as a float32 JAX array (probe inputs are float32, as in the notebooks)."""
+    import jax.numpy as jnp
+
+    return jnp.asarray(array, jnp.float32)
+
+
+def key_from(rng: np.random.Generator):
+    """A JAX PRNG key drawn from the case generator ``rng``."""
+    import jax
+
+    return jax.random.key(int(rng.integers(1 << 30)))
+
+
 # --- chapters -------------------------------------------------------------------------------
 
 PROBE_MODULES = {

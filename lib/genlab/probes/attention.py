@@ -8,15 +8,11 @@ import numpy as np
 from flax import nnx
 
 from genlab import attention, check
-from genlab.probing import Case, Probe, call, close
-
-
-def _f32(array) -> jax.Array:
-    return jnp.asarray(array, jnp.float32)
+from genlab.probing import Case, Probe, call, close, f32
 
 
 def _normal(rng: np.random.Generator, shape, scale: float = 1.0) -> jax.Array:
-    return _f32(scale * rng.normal(size=shape))
+    return f32(scale * rng.normal(size=shape))
 
 
 def _exact(kind: str):
@@ -78,7 +74,7 @@ def masked_softmax_cases(rng: np.random.Generator) -> list[Case]:
         mask = jnp.asarray(rng.random(mask_shape) < 0.6)
         label = f"masked_softmax(scores (2, 3, 5, 7), mask {mask_shape} that broadcasts)"
         cases.append(Case(label, call(scores, mask), tol))
-    extreme = _f32([[1e4, -1e4, 0.0, 5e3], [-1e4, -1e4, -1e4, -1e4], [1e4, 1e4, 1e4, 1e4]])
+    extreme = f32([[1e4, -1e4, 0.0, 5e3], [-1e4, -1e4, -1e4, -1e4], [1e4, 1e4, 1e4, 1e4]])
     mask = jnp.array([[False, True, True, True], [True, False, True, True], [False] * 4])
     label = "masked_softmax(scores of size 1e4, mask with a fully masked row)"
     cases.append(Case(label, call(extreme, mask), tol))
@@ -106,7 +102,7 @@ def _out_and_weights(out_tol: tuple[float, float], weights_tol: tuple[float, flo
 
 def scaled_dot_product_attention_cases(rng: np.random.Generator) -> list[Case]:
     default = _out_and_weights((1e-5, 1e-5), (1e-5, 1e-5))
-    v = _f32(np.random.default_rng(0).normal(size=(2, 4, 5)))
+    v = f32(np.random.default_rng(0).normal(size=(2, 4, 5)))
     ones_q, ones_k = jnp.ones((2, 3, 8)), jnp.ones((2, 4, 8))
     cases = [
         Case("scaled_dot_product_attention: the lookup of section 1 (keys = unit vectors)",
@@ -151,7 +147,7 @@ def softmax_entropy_cases(rng: np.random.Generator) -> list[Case]:
     masked = scores.at[..., 4:].set(-jnp.inf).at[0, 0, 1:].set(-jnp.inf)
     label = "softmax_entropy(scores (4, 3, 9) with -inf entries; a row with one finite entry)"
     cases.append(Case(label, call(masked)))
-    big = _f32([[1e4, 0.0, -1e4], [1e3, 1e3, 1e3], [-1e4, -1e4, 3.0]])
+    big = f32([[1e4, 0.0, -1e4], [1e3, 1e3, 1e3], [-1e4, -1e4, 3.0]])
     cases.append(Case("softmax_entropy(scores of size 1e4)", call(big), close(1e-5, 1e-5)))
     return cases
 
@@ -325,7 +321,7 @@ def sinusoidal_positions_cases(rng: np.random.Generator) -> list[Case]:
 
 def online_softmax_attention_cases(rng: np.random.Generator) -> list[Case]:
     visible = np.random.default_rng(1)
-    q, k, v = (_f32(visible.normal(size=(2, 6, 4))) for _ in range(3))
+    q, k, v = (f32(visible.normal(size=(2, 6, 4))) for _ in range(3))
     k_growing = jnp.linspace(0.0, 4.0, 6)[:, None] * jnp.ones((6, 4))
     tol = close(1e-5, 1e-5)
     cases = [

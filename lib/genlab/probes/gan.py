@@ -7,18 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from genlab import check, data, gan
-from genlab.probing import Case, Probe, call, close
-
-
-def _f32(array) -> jax.Array:
-    return jnp.asarray(array, jnp.float32)
+from genlab.probing import Case, Probe, call, close, f32
 
 
 def _distributions(rng: np.random.Generator, shape, zero_share: float) -> jax.Array:
     """Probability vectors on the last axis, about ``zero_share`` of the entries exactly 0."""
     p = rng.random(shape) * (rng.random(shape) >= zero_share)
     p[..., 0] += 1e-3  # no all-zero rows
-    return _f32(p / p.sum(axis=-1, keepdims=True))
+    return f32(p / p.sum(axis=-1, keepdims=True))
 
 
 # --- section 1: the game --------------------------------------------------------------------
@@ -36,7 +32,7 @@ def bce_with_logits_cases(rng: np.random.Generator) -> list[Case]:
         Case("bce_with_logits(logits (3, 1), labels (2,)) broadcasts to (3, 2)",
              call(jnp.array([[-1.0], [0.0], [1.0]]), jnp.array([0.0, 1.0]))),
     ]  # fmt: skip
-    logits, labels = _f32(rng.normal(scale=20.0, size=(5, 7))), _f32(rng.random((5, 7)))
+    logits, labels = f32(rng.normal(scale=20.0, size=(5, 7))), f32(rng.random((5, 7)))
     cases.append(Case("bce_with_logits(random logits (5, 7), soft labels)", call(logits, labels),
                       close(1e-5, 1e-5, dtype="float")))  # fmt: skip
     logits = jnp.array([1e4, -1e4, 1e4, -1e4, 30.0, -30.0, 1e-3, 0.0])
@@ -44,7 +40,7 @@ def bce_with_logits_cases(rng: np.random.Generator) -> list[Case]:
         labels = jnp.full(logits.shape, label)
         cases.append(Case(f"bce_with_logits(logits +-1e4, +-30, 1e-3, 0 with labels = {label})",
                           call(logits, labels), close(1e-5, 1e-5)))  # fmt: skip
-    logits = _f32(rng.normal(scale=3.0, size=(2, 3, 4)))
+    logits = f32(rng.normal(scale=3.0, size=(2, 3, 4)))
     cases.append(Case("bce_with_logits(logits (2, 3, 4), Python float label 1.0)",
                       call(logits, 1.0), close(1e-5, 1e-6)))  # fmt: skip
     return cases
@@ -62,8 +58,8 @@ def discriminator_loss_cases(rng: np.random.Generator) -> list[Case]:
              call(jnp.array([200.0, 50.0]), jnp.array([-200.0, -80.0]))),
     ]  # fmt: skip
     for shape_r, shape_f in [((8, 1), (5, 1)), ((6,), (3,)), ((4, 2), (4, 2))]:
-        real = _f32(rng.normal(scale=3.0, size=shape_r))
-        fake = _f32(rng.normal(scale=3.0, size=shape_f))
+        real = f32(rng.normal(scale=3.0, size=shape_r))
+        fake = f32(rng.normal(scale=3.0, size=shape_f))
         cases.append(Case(f"discriminator_loss(real {shape_r}, fake {shape_f})", call(real, fake),
                           close(1e-5, 1e-6)))  # fmt: skip
     real, fake = jnp.array([-300.0, 2.0, 1e4]), jnp.array([300.0, -1e4, 0.0, 5.0])
@@ -116,7 +112,7 @@ def generator_loss_cases(rng: np.random.Generator) -> list[Case]:
     cases.append(Case("generator_loss([1e4, -1e4]) both ways (finite)",
                       _both_ways(jnp.array([1e4, -1e4]))))  # fmt: skip
     for shape in [(7,), (6, 1), (2, 3)]:
-        fake = _f32(rng.normal(scale=4.0, size=shape))
+        fake = f32(rng.normal(scale=4.0, size=shape))
         cases.append(Case(f"generator_loss(fake {shape}) both ways", _both_ways(fake),
                           close(1e-5, 1e-6)))  # fmt: skip
     fake = jnp.array([-500.0, 1e4, 3.0, -1e4])
@@ -135,8 +131,8 @@ def optimal_discriminator_cases(rng: np.random.Generator) -> list[Case]:
         Case("optimal_discriminator(p_data (2, 1), p_g (3,)) with densities above 1",
              call(jnp.array([[4.0], [0.0]]), jnp.array([1.0, 4.0, 0.0]))),
     ]  # fmt: skip
-    p_data = _f32(rng.exponential(size=(6, 5)) * (rng.random((6, 5)) < 0.6))
-    p_g = _f32(rng.exponential(size=(6, 5)) * (rng.random((6, 5)) < 0.6))
+    p_data = f32(rng.exponential(size=(6, 5)) * (rng.random((6, 5)) < 0.6))
+    p_g = f32(rng.exponential(size=(6, 5)) * (rng.random((6, 5)) < 0.6))
     cases += [
         Case("optimal_discriminator(random densities (6, 5) with zeros)", call(p_data, p_g),
              close(1e-6, 1e-7)),
@@ -199,7 +195,7 @@ def gan_value_cases(rng: np.random.Generator) -> list[Case]:
              call(jnp.array([[0.25, 0.75], [1.0, 0.0]]), half, jnp.array([0.5, 0.8]))),
     ]  # fmt: skip
     p_data, p_g = _distributions(rng, (4, 6), 0.3), _distributions(rng, (4, 6), 0.3)
-    d = _f32(rng.uniform(0.02, 0.98, size=(4, 6)))
+    d = f32(rng.uniform(0.02, 0.98, size=(4, 6)))
     d_star = gan.optimal_discriminator(p_data, p_g)  # 0 or 1 exactly where one side is 0
     cases += [
         Case("gan_value(random p_data, p_g, d (4, 6))", call(p_data, p_g, d), close(1e-5, 1e-6)),
@@ -207,7 +203,7 @@ def gan_value_cases(rng: np.random.Generator) -> list[Case]:
              call(p_data, p_g, d_star), close(1e-5, 1e-6)),
     ]  # fmt: skip
     p_data, p_g = _distributions(rng, (2, 3, 5), 0.0), _distributions(rng, (5,), 0.0)
-    d = _f32(rng.uniform(0.1, 0.9, size=(5,)))
+    d = f32(rng.uniform(0.1, 0.9, size=(5,)))
     cases.append(Case("gan_value(p_data (2, 3, 5), p_g (5,), d (5,))", call(p_data, p_g, d),
                       close(1e-5, 1e-6)))  # fmt: skip
     return cases
@@ -235,7 +231,7 @@ def _ring_samples(rng: np.random.Generator, centers: np.ndarray, std: float) -> 
     modes = rng.choice([0, 1, 3, 4, 6], size=160, p=[0.4, 0.3, 0.2, 0.06, 0.04])
     samples = centers[modes] + 1.2 * std * rng.normal(size=(160, 2))
     samples[:30] = rng.uniform(-2.5, 2.5, size=(30, 2))  # strays
-    return _f32(samples)
+    return f32(samples)
 
 
 def mode_coverage_cases(rng: np.random.Generator) -> list[Case]:
@@ -264,18 +260,18 @@ def mode_coverage_cases(rng: np.random.Generator) -> list[Case]:
                           call(samples, centers, std, num_std=num_std, min_count=min_count),
                           compare))  # fmt: skip
     grid = np.stack(np.meshgrid([-1.0, 1.0], [-1.0, 1.0], [0.0], indexing="ij"), -1)
-    samples = _f32(rng.normal(scale=0.8, size=(200, 3)))
+    samples = f32(rng.normal(scale=0.8, size=(200, 3)))
     cases.append(
         Case(
             "mode_coverage(3-D points, 4 centers, std=0.2, min_count=3)",
-            call(samples, _f32(grid.reshape(-1, 3)), 0.2, min_count=3),
+            call(samples, f32(grid.reshape(-1, 3)), 0.2, min_count=3),
             compare,
         )
     )
     # Exact ties (a point with x = 0 is as far from (-1, 0) as from (1, 0)) go to the lower index:
     # mode 0 is then covered too. A sample at exactly num_std * std (0.5) is high quality.
     pair = jnp.array([[-1.0, 0.0], [1.0, 0.0]])
-    on_bisector = _f32(np.c_[np.zeros(3), rng.uniform(-0.5, 0.5, size=3)])
+    on_bisector = f32(np.c_[np.zeros(3), rng.uniform(-0.5, 0.5, size=3)])
     near_one = jnp.array([[1.0, 0.1], [1.0, -0.1], [1.1, 0.0]])
     cases.append(Case("mode_coverage: samples equidistant from two centers (ties go to the lower "
                       "index, as jnp.argmin), min_count=3",
@@ -307,8 +303,8 @@ def wasserstein_1d_cases(rng: np.random.Generator) -> list[Case]:
         Case("wasserstein_1d(x (2, 4), y (2, 4)), one distance per row", call(x, y)),
     ]  # fmt: skip
     for shape_x, shape_y in [((50,), (50,)), ((3, 20), (3, 20)), ((2, 3, 9), (9,))]:
-        x = _f32(rng.standard_t(2.0, size=shape_x))
-        y = _f32(rng.normal(1.0, 2.0, size=shape_y))
+        x = f32(rng.standard_t(2.0, size=shape_x))
+        y = f32(rng.normal(1.0, 2.0, size=shape_y))
         cases.append(Case(f"wasserstein_1d(heavy-tailed x {shape_x}, y {shape_y})", call(x, y),
                           close(1e-5, 1e-5)))  # fmt: skip
     return cases
@@ -338,7 +334,7 @@ def _with_critic(make_critic, real, fake, seed: int, **kwargs):
 
 
 def _tanh_weights(rng: np.random.Generator):
-    return _f32(rng.normal(size=(6, 8))), _f32(rng.normal(size=(8,)))
+    return f32(rng.normal(size=(6, 8))), f32(rng.normal(size=(8,)))
 
 
 _REAL = jnp.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]])
@@ -356,12 +352,12 @@ def gradient_penalty_cases(rng: np.random.Generator) -> list[Case]:
     ]  # fmt: skip
     w1, w2 = _tanh_weights(rng)
     for shape in [(5, 6), (4, 2, 3), (1, 6)]:
-        real, fake = _f32(rng.normal(size=shape)), _f32(rng.normal(2.0, 1.0, size=shape))
+        real, fake = f32(rng.normal(size=shape)), f32(rng.normal(2.0, 1.0, size=shape))
         seed = int(rng.integers(1 << 30))
         cases.append(Case(f"gradient_penalty(tanh critic, real {shape})",
                           _with_critic(lambda: _tanh_critic(w1, w2), real, fake, seed),
                           close(1e-4, 1e-6)))  # fmt: skip
-    real, fake = _f32(rng.normal(size=(4, 6))), _f32(rng.normal(size=(4, 6)))
+    real, fake = f32(rng.normal(size=(4, 6))), f32(rng.normal(size=(4, 6)))
     seed = int(rng.integers(1 << 30))
     cases.append(Case("gradient_penalty(tanh critic with [B, 1] output, real (4, 6))",
                       _with_critic(lambda: _tanh_critic(w1, w2, column=True), real, fake, seed),
@@ -382,7 +378,7 @@ def wgan_critic_loss_cases(rng: np.random.Generator) -> list[Case]:
     w1, w2 = _tanh_weights(rng)
     for shape, weight, column in [((5, 6), 10.0, False), ((4, 2, 3), 2.5, False),
                                   ((7, 6), 0.0, True), ((3, 6), 1.0, True)]:  # fmt: skip
-        real, fake = _f32(rng.normal(size=shape)), _f32(rng.normal(1.5, 2.0, size=shape))
+        real, fake = f32(rng.normal(size=shape)), f32(rng.normal(1.5, 2.0, size=shape))
         seed = int(rng.integers(1 << 30))
         output = "[B, 1]" if column else "[B]"
         cases.append(Case(f"wgan_critic_loss(tanh critic with {output} output, real {shape}, "

@@ -11,21 +11,13 @@ import numpy as np
 from flax import nnx
 
 from genlab import check, gpt, sampling
-from genlab.probing import Case, Probe, call, close, exact
+from genlab.probing import Case, Probe, call, close, exact, f32, key_from
 
 NUCLEUS_MARGIN = 1e-5  # random top-p rows keep every running total this far from p
 
 
-def _f32(array) -> jax.Array:
-    return jnp.asarray(array, jnp.float32)
-
-
 def _i32(array) -> jax.Array:
     return jnp.asarray(array, jnp.int32)
-
-
-def _key(rng: np.random.Generator) -> jax.Array:
-    return jax.random.key(int(rng.integers(1 << 30)))
 
 
 def _tokens(got, want, label: str) -> None:
@@ -72,7 +64,7 @@ def _nucleus_logits(rng, shape, scale: float, p: float | None, min_tokens_to_kee
             < NUCLEUS_MARGIN
         ):
             rows[i] = rng.normal(scale=scale, size=shape[-1])
-    return _f32(rows.reshape(shape))
+    return f32(rows.reshape(shape))
 
 
 # --- section 1: the language-modelling loss ---------------------------------------------------
@@ -92,7 +84,7 @@ def lm_loss_cases(rng: np.random.Generator) -> list[Case]:
     ]  # fmt: skip
     for shape, scale in [((4, 6, 11), 3.0), ((7, 3), 3.0), ((2, 3, 5, 9), 3.0),
                          ((3, 4, 6), 500.0)]:  # fmt: skip
-        logits = _f32(rng.normal(scale=scale, size=shape))
+        logits = f32(rng.normal(scale=scale, size=shape))
         targets = _i32(rng.integers(0, shape[-1], size=shape[:-1]))
         kind = "huge random logits" if scale > 100 else "random logits"
         cases.append(Case(f"lm_loss({kind} of shape {shape}, targets {shape[:-1]})",
@@ -158,16 +150,16 @@ def pre_ln_block_cases(rng: np.random.Generator) -> list[Case]:
              close(1e-5, 1e-5)),
     ]  # fmt: skip
     for shape in [(2, 4, 6), (1, 7, 3), (3, 5, 8)]:
-        x = _f32(rng.normal(size=shape))
-        w1, w2 = (_f32(rng.normal(size=(shape[-1], shape[-1]))) for _ in range(2))
+        x = f32(rng.normal(size=shape))
+        w1, w2 = (f32(rng.normal(size=(shape[-1], shape[-1]))) for _ in range(2))
         cases.append(Case(f"pre_ln_block(random x of shape {shape}, nonlinear parts): output, "
                           "and attn and mlp called once each",
                           _random_parts_run(x, w1, w2), close(1e-5, 1e-6)))  # fmt: skip
     large = gpt.GPTConfig.tiny(init_std=0.5)
     seed = int(rng.integers(1 << 16))
-    x = _f32(rng.normal(size=(2, 5, large.d_model)))
-    norms = [(_f32(rng.uniform(0.5, 2.0, size=large.d_model)),
-              _f32(rng.normal(size=large.d_model))) for _ in range(2)]  # fmt: skip
+    x = f32(rng.normal(size=(2, 5, large.d_model)))
+    norms = [(f32(rng.uniform(0.5, 2.0, size=large.d_model)),
+              f32(rng.normal(size=large.d_model))) for _ in range(2)]  # fmt: skip
     cases.append(Case("pre_ln_block with a gpt.Block's modules (large weights, two different "
                       "LayerNorms), x of shape (2, 5, 128)", _block_run(large, seed, x, norms),
                       close(1e-5, 1e-5)))  # fmt: skip
@@ -185,7 +177,7 @@ def apply_temperature_cases(rng: np.random.Generator) -> list[Case]:
         Case("apply_temperature(logits, 0) must raise", call(logits, 0.0), raises=(ValueError,)),
         Case("apply_temperature(logits, -1) must raise", call(logits, -1.0), raises=(ValueError,)),
     ]
-    random = _f32(rng.normal(scale=2.0, size=(3, 4, 9)))
+    random = f32(rng.normal(scale=2.0, size=(3, 4, 9)))
     temperatures = [float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.5, 0.95)), 1.0,
                     float(rng.uniform(2.0, 5.0))]  # fmt: skip
     for t in temperatures:
@@ -213,7 +205,7 @@ def top_k_filter_cases(rng: np.random.Generator) -> list[Case]:
         Case("top_k_filter(two rows, 1) (rows filtered independently)", call(rows, 1)),
         Case("top_k_filter(logits, 0) must raise", call(logits, 0), raises=(ValueError,)),
     ]
-    random = _f32(rng.normal(size=(4, 3, 12)))
+    random = f32(rng.normal(size=(4, 3, 12)))
     for k in (1, 2, int(rng.integers(3, 11)), 11, 12, 13):
         cases.append(Case(f"top_k_filter(random logits of shape (4, 3, 12), {k})",
                           call(random, k)))  # fmt: skip
@@ -297,12 +289,14 @@ def sample_next_token_cases(rng: np.random.Generator) -> list[Case]:
             temperature=s.get("temperature", 1.0),
             top_k=s.get("top_k"),
         )
+        key = key_from(rng)
         cases.append(Case(f"sample_next_token(key, random logits of shape (64, 20), "
-                          f"{_settings(s)})", call(_key(rng), random, **s), _tokens))  # fmt: skip
+                          f"{_settings(s)})", call(key, random, **s), _tokens))  # fmt: skip
     for shape, s in [((20,), {"temperature": 0.9}), ((3, 4, 20), {"top_k": 4, "top_p": 0.9})]:
         random = _nucleus_logits(rng, shape, 2.0, s.get("top_p"), top_k=s.get("top_k"))
+        key = key_from(rng)
         cases.append(Case(f"sample_next_token(key, random logits of shape {shape}, "
-                          f"{_settings(s)})", call(_key(rng), random, **s), _tokens))  # fmt: skip
+                          f"{_settings(s)})", call(key, random, **s), _tokens))  # fmt: skip
     return cases
 
 
@@ -335,14 +329,14 @@ def generate_cases(rng: np.random.Generator) -> list[Case]:
                                                     jax.random.key(7), jnp.array([[1, 4]]), 2),
              _tokens),
     ]  # fmt: skip
-    table = _f32(rng.normal(scale=2.0, size=(6, 6)))
+    table = f32(rng.normal(scale=2.0, size=(6, 6)))
     prompt = _i32(rng.integers(0, 6, size=(2, 3)))
     cases.append(Case("generate(random bigram, prompt (2, 3), 0 new tokens) returns the prompt",
-                      _bigram_run(table, _key(rng), prompt, 0), _tokens))  # fmt: skip
+                      _bigram_run(table, key_from(rng), prompt, 0), _tokens))  # fmt: skip
     cases.append(
         Case(
             "generate(random bigram, prompt (2, 3), 6 new tokens, temperature=0.7)",
-            _bigram_run(table, _key(rng), prompt, 6, temperature=0.7),
+            _bigram_run(table, key_from(rng), prompt, 6, temperature=0.7),
             _tokens,
         )
     )
@@ -351,7 +345,7 @@ def generate_cases(rng: np.random.Generator) -> list[Case]:
     prompt = _i32(rng.integers(0, 9, size=(3, 4)))
     for s in [{"greedy": True}, {}, {"temperature": 0.6, "top_k": 3}, {"top_p": 0.8}]:
         cases.append(Case(f"generate(tiny GPT from nnx.Rngs({seed}), prompt (3, 4), 12 new "
-                          f"tokens, {_settings(s)})", _gpt_run(config, seed, _key(rng), prompt,
+                          f"tokens, {_settings(s)})", _gpt_run(config, seed, key_from(rng), prompt,
                                                                12, **s), _tokens))  # fmt: skip
     return cases
 
@@ -374,9 +368,9 @@ def update_kv_cache_cases(rng: np.random.Generator) -> list[Case]:
         Case("jit(update_kv_cache)(zeros (1, 1, 6, 2), ones, pos=int32(5))",
              _jitted(zeros, jnp.ones((1, 1, 1, 2)), 5)),
     ]  # fmt: skip
-    cache = _f32(rng.normal(size=(2, 3, 10, 4)))
+    cache = f32(rng.normal(size=(2, 3, 10, 4)))
     for t_new, pos in [(1, 0), (1, 9), (4, int(rng.integers(1, 7))), (3, 7)]:
-        new = _f32(rng.normal(size=(2, 3, t_new, 4)))
+        new = f32(rng.normal(size=(2, 3, t_new, 4)))
         cases.append(
             Case(
                 f"update_kv_cache(random cache (2, 3, 10, 4), T_new={t_new}, pos={pos})",
@@ -386,7 +380,7 @@ def update_kv_cache_cases(rng: np.random.Generator) -> list[Case]:
         )
         cases.append(Case(f"jit(update_kv_cache)(random cache (2, 3, 10, 4), T_new={t_new}, "
                           f"pos=int32({pos}))", _jitted(cache, new, pos)))  # fmt: skip
-    cache, new = _f32(rng.normal(size=(8, 5))), _f32(rng.normal(size=(2, 5)))
+    cache, new = f32(rng.normal(size=(8, 5))), f32(rng.normal(size=(2, 5)))
     pos = int(rng.integers(1, 6))
     cases.append(Case(f"update_kv_cache(cache (8, 5) without leading axes, T_new=2, pos={pos})",
                       call(cache, new, pos)))  # fmt: skip
@@ -407,14 +401,14 @@ def teacher_forced_accuracy_cases(rng: np.random.Generator) -> list[Case]:
              call(jax.nn.one_hot(jnp.array([[1, 2, 0, 2]]), 3), tokens)),
     ]  # fmt: skip
     for shape in [(3, 7, 5), (1, 2, 4), (4, 12, 3)]:
-        logits = _f32(rng.normal(size=shape))
+        logits = f32(rng.normal(size=shape))
         tokens = _i32(rng.integers(0, shape[-1], size=shape[:2]))
         cases.append(Case(f"teacher_forced_accuracy(random logits of shape {shape})",
                           call(logits, tokens), close(dtype="float")))  # fmt: skip
     for shape in [(3, 7, 5), (4, 12, 3)]:
         tokens = _i32(rng.integers(0, shape[-1], size=shape[:2]))
         good = jax.nn.one_hot(jnp.roll(tokens, -1, axis=1), shape[-1])
-        logits = _f32(2.0 * good + rng.normal(size=shape))
+        logits = f32(2.0 * good + rng.normal(size=shape))
         cases.append(
             Case(
                 f"teacher_forced_accuracy(logits of shape {shape} that mostly predict "

@@ -9,11 +9,7 @@ import optax
 from flax import nnx
 
 from genlab import primer
-from genlab.probing import Case, Probe, call, close, exact
-
-
-def _f32(array) -> jax.Array:
-    return jnp.asarray(array, jnp.float32)
+from genlab.probing import Case, Probe, call, close, exact, f32, key_from
 
 
 def logsumexp_cases(rng: np.random.Generator) -> list[Case]:
@@ -30,10 +26,10 @@ def logsumexp_cases(rng: np.random.Generator) -> list[Case]:
     ]
     for shape in [(5,), (4, 6), (2, 3, 4), (3, 1, 5)]:
         axis = int(rng.integers(-len(shape), len(shape)))
-        x = _f32(30.0 * rng.normal(size=shape))
+        x = f32(30.0 * rng.normal(size=shape))
         cases.append(Case(f"logsumexp(x of shape {shape}, axis={axis})", call(x, axis=axis),
                           close(1e-5, 1e-5, dtype="float")))  # fmt: skip
-    scales = _f32(rng.choice([1.0, 1e3, 3e4], size=(4, 1)) * rng.normal(size=(4, 5)))
+    scales = f32(rng.choice([1.0, 1e3, 3e4], size=(4, 1)) * rng.normal(size=(4, 5)))
     extreme = scales.at[3, 1].set(-jnp.inf)
     for axis in (0, -1):
         cases.append(Case(f"logsumexp(rows on very different scales, axis={axis})",
@@ -54,9 +50,9 @@ def sample_mixture_cases(rng: np.random.Generator) -> list[Case]:
              call(jax.random.key(2), jnp.array([2.0]), jnp.array([3.0]), 20)),
     ]  # fmt: skip
     for num_components, n in [(1, 20), (3, 20), (8, 64)]:
-        means = _f32(5.0 * rng.normal(size=num_components))
+        means = f32(5.0 * rng.normal(size=num_components))
         stds = jnp.linspace(0.25, 2.0, num_components)
-        key = jax.random.key(int(rng.integers(1 << 30)))
+        key = key_from(rng)
         cases.append(
             Case(
                 f"sample_mixture(K={num_components}, n={n}) vs the pinned recipe",
@@ -68,7 +64,7 @@ def sample_mixture_cases(rng: np.random.Generator) -> list[Case]:
 
 
 def _regression(rng: np.random.Generator, n: int, d: int):
-    return _f32(rng.normal(size=d)), _f32(rng.normal(size=(n, d))), _f32(3.0 * rng.normal(size=n))
+    return f32(rng.normal(size=d)), f32(rng.normal(size=(n, d))), f32(3.0 * rng.normal(size=n))
 
 
 def mse_grad_cases(rng: np.random.Generator) -> list[Case]:
@@ -105,7 +101,7 @@ def power_sum_cases(rng: np.random.Generator) -> list[Case]:
         Case("power_sum at 1, -1, 0, 2, -2 with n=6", call(jnp.array([1.0, -1.0, 0, 2, -2]), 6)),
     ]
     for n, shape in [(1, (4,)), (2, (3, 2)), (3, ()), (4, (5,)), (5, (2, 2, 2)), (7, (6,))]:
-        x = _f32(rng.uniform(-1.5, 1.5, size=shape))
+        x = f32(rng.uniform(-1.5, 1.5, size=shape))
         cases.append(Case(f"power_sum(x of shape {shape}, {n})", call(x, n), close(1e-5, 1e-5)))
         cases.append(Case(f"power_sum(x of shape {shape}, n={n})", call(x, n=n),
                           close(1e-5, 1e-5)))  # fmt: skip
@@ -139,7 +135,7 @@ def mlp_cases(rng: np.random.Generator) -> list[Case]:
     for sizes in [(2, 3, 1), (3, 7, 2)]:
         seed = int(rng.integers(1 << 16))
         inputs = [
-            _f32(2.0 * rng.normal(size=shape))
+            f32(2.0 * rng.normal(size=shape))
             for shape in [(sizes[0],), (8, sizes[0]), (2, 3, sizes[0])]
         ]
         cases.append(Case(f"MLP{sizes} built with nnx.Rngs({seed}): parameters at "
@@ -168,7 +164,7 @@ def _zero_linear():
 
 def train_step_cases(rng: np.random.Generator) -> list[Case]:
     x = jnp.array([[1.0, 0.0], [0.0, 1.0]])
-    x_fit = _f32(rng.normal(size=(32, 2)))
+    x_fit = f32(rng.normal(size=(32, 2)))
     cases = [
         Case("train_step: one SGD(0.1) step of a zero linear model (loss before the update, "
              "then the parameters)", _train_run(_zero_linear, lambda: optax.sgd(0.1), x,
@@ -177,7 +173,7 @@ def train_step_cases(rng: np.random.Generator) -> list[Case]:
              _train_run(lambda: nnx.Linear(2, 1, rngs=nnx.Rngs(1)), lambda: optax.adam(0.1),
                         x_fit, x_fit @ jnp.array([[3.0], [-1.0]]) + 0.5, 40), close(1e-4, 1e-5)),
     ]  # fmt: skip
-    x, y = _f32(rng.normal(size=(16, 3))), _f32(rng.normal(size=(16, 2)))
+    x, y = f32(rng.normal(size=(16, 3))), f32(rng.normal(size=(16, 2)))
     seed = int(rng.integers(1 << 16))
     for tx_name, make_tx in [("sgd(0.05)", lambda: optax.sgd(0.05)),
                              ("adam(0.01)", lambda: optax.adam(0.01))]:  # fmt: skip
@@ -191,7 +187,7 @@ def noisy_copies_cases(rng: np.random.Generator) -> list[Case]:
     cases = [Case("noisy_copies(key, x of shape (3,), 4)",
                   call(jax.random.key(0), jnp.array([1.0, 2.0, 3.0]), 4))]  # fmt: skip
     for shape, num_copies in [((), 1), ((2, 3), 5), ((4,), 3)]:
-        key = jax.random.key(int(rng.integers(1 << 30)))
+        key = key_from(rng)
         x = jnp.arange(float(np.prod(shape, dtype=int))).reshape(shape) - 2.0
         cases.append(
             Case(

@@ -11,18 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from genlab import check, vae
-from genlab.probing import Case, Probe, call, close
+from genlab.probing import Case, Probe, call, close, f32, key_from
 
 LOG_2 = float(np.log(2.0))
 LOG_4 = float(np.log(4.0))
-
-
-def _f32(array) -> jax.Array:
-    return jnp.asarray(array, jnp.float32)
-
-
-def _key(rng: np.random.Generator) -> jax.Array:
-    return jax.random.key(int(rng.integers(1 << 30)))
 
 
 def _nonnegative(rtol: float, atol: float):
@@ -72,8 +64,8 @@ def gaussian_kl_standard_cases(rng: np.random.Generator) -> list[Case]:
              call(jnp.zeros(1), jnp.array([-LOG_4]))),
     ]  # fmt: skip
     for shape in [(5,), (4, 3), (2, 3, 6)]:
-        mean = _f32(rng.normal(scale=2.0, size=shape))
-        log_var = _f32(rng.uniform(-4.0, 3.0, size=shape))
+        mean = f32(rng.normal(scale=2.0, size=shape))
+        log_var = f32(rng.uniform(-4.0, 3.0, size=shape))
         cases.append(Case(f"gaussian_kl_standard(mean, log_var of shape {shape})",
                           call(mean, log_var), _nonnegative(1e-5, 1e-5)))  # fmt: skip
     mean = jnp.array([[0.0, 0.0, 3.0], [0.1, -2.0, 0.0]])
@@ -95,10 +87,10 @@ def gaussian_kl_cases(rng: np.random.Generator) -> list[Case]:
              call(m, v, jnp.zeros(2), jnp.zeros(2))),
     ]  # fmt: skip
     for shape_q, shape_p in [((4,), (4,)), ((3, 5), (5,)), ((2, 3, 2), (3, 2))]:
-        mq = _f32(rng.normal(scale=2.0, size=shape_q))
-        vq = _f32(rng.uniform(-3.0, 2.0, size=shape_q))
-        mp = _f32(rng.normal(size=shape_p))
-        vp = _f32(rng.uniform(-2.0, 3.0, size=shape_p))
+        mq = f32(rng.normal(scale=2.0, size=shape_q))
+        vq = f32(rng.uniform(-3.0, 2.0, size=shape_q))
+        mp = f32(rng.normal(size=shape_p))
+        vp = f32(rng.uniform(-2.0, 3.0, size=shape_p))
         cases.append(
             Case(
                 f"gaussian_kl(q of shape {shape_q}, p of shape {shape_p})",
@@ -128,13 +120,13 @@ def gaussian_log_likelihood_cases(rng: np.random.Generator) -> list[Case]:
              call(jnp.ones((4, 3)), m, v), close(1e-5, 1e-4)),
     ]  # fmt: skip
     for shape in [(6,), (3, 4), (2, 2, 5)]:
-        x = _f32(rng.normal(scale=2.0, size=shape))
-        m = _f32(rng.normal(size=shape))
-        v = _f32(rng.uniform(-3.0, 3.0, size=shape))
+        x = f32(rng.normal(scale=2.0, size=shape))
+        m = f32(rng.normal(size=shape))
+        v = f32(rng.uniform(-3.0, 3.0, size=shape))
         cases.append(Case(f"gaussian_log_likelihood(x, mean, log_var of shape {shape})",
                           call(x, m, v), close(1e-5, 1e-4)))  # fmt: skip
-    x = _f32(rng.normal(size=(5, 2)))
-    m, v = _f32(rng.normal(size=2)), _f32(rng.uniform(-2.0, 2.0, size=2))
+    x = f32(rng.normal(size=(5, 2)))
+    m, v = f32(rng.normal(size=2)), f32(rng.uniform(-2.0, 2.0, size=2))
     cases.append(Case("gaussian_log_likelihood(x (5, 2), mean (2,), log_var (2,))",
                       call(x, m, v), close(1e-5, 1e-4)))  # fmt: skip
     return cases
@@ -151,8 +143,8 @@ def bernoulli_log_likelihood_cases(rng: np.random.Generator) -> list[Case]:
              _finite_close(1e-5, 1e-6)),
     ]  # fmt: skip
     for shape in [(8,), (3, 5), (2, 3, 4)]:
-        x = _f32(rng.uniform(0.0, 1.0, size=shape))
-        logits = _f32(rng.normal(scale=4.0, size=shape))
+        x = f32(rng.uniform(0.0, 1.0, size=shape))
+        logits = f32(rng.normal(scale=4.0, size=shape))
         cases.append(Case(f"bernoulli_log_likelihood(x, logits of shape {shape})",
                           call(x, logits), close(1e-5, 1e-4)))  # fmt: skip
     x = jnp.array([[0.0, 1.0, 0.5, 1.0], [1.0, 0.0, 0.25, 0.0]])
@@ -208,12 +200,12 @@ def reparameterize_cases(rng: np.random.Generator) -> list[Case]:
              _reparameterize_grads(key, mean, log_var, 1), close(1e-5, 1e-6)),
     ]  # fmt: skip
     for shape in [(4,), (3, 2), (2, 3, 5)]:
-        mean = _f32(rng.normal(scale=2.0, size=shape))
-        log_var = _f32(rng.uniform(-4.0, 3.0, size=shape))
+        mean = f32(rng.normal(scale=2.0, size=shape))
+        log_var = f32(rng.uniform(-4.0, 3.0, size=shape))
         cases.append(
             Case(
                 f"reparameterize(key, mean, log_var of shape {shape}) vs the pinned recipe",
-                call(_key(rng), mean, log_var),
+                call(key_from(rng), mean, log_var),
                 close(1e-5, 1e-5),
             )
         )
@@ -232,9 +224,9 @@ def _estimator_cases(name: str, rng: np.random.Generator, recipe: str, atol: flo
              close(1e-5, 1e-5)),
     ]  # fmt: skip
     for shape, n in [((), 1), ((3,), 7), ((2, 3), 16)]:
-        theta = _f32(rng.normal(size=shape))
+        theta = f32(rng.normal(size=shape))
         cases.append(Case(f"{name}(key, theta of shape {shape}, {n}) vs the pinned recipe",
-                          call(_key(rng), theta, n), close(1e-5, 1e-5)))  # fmt: skip
+                          call(key_from(rng), theta, n), close(1e-5, 1e-5)))  # fmt: skip
     return cases
 
 
@@ -260,14 +252,14 @@ def iwae_bound_cases(rng: np.random.Generator) -> list[Case]:
              _finite_close(1e-6, 1e-6)),
     ]  # fmt: skip
     for shape in [(5,), (7, 3), (3, 2, 4), (1, 6)]:
-        log_weights = _f32(50.0 * rng.normal(size=shape) - 300.0)
+        log_weights = f32(50.0 * rng.normal(size=shape) - 300.0)
         cases.append(Case(f"iwae_bound(log_weights of shape {shape}, around -300)",
                           call(log_weights), close(1e-5, 1e-4)))  # fmt: skip
     inf = jnp.inf
     large = jnp.array([[1000.0, -inf, 3.0], [999.0, 2.0, -inf], [998.0, -1.0, 4.0]])
     cases.append(Case("iwae_bound(log_weights (3, 3) with entries near 1000 and -inf)",
                       call(large), close(1e-5, 1e-4)))  # fmt: skip
-    some_inf = _f32(rng.normal(size=(4, 3))).at[:, 1].set(-inf).at[2, 2].set(-inf)
+    some_inf = f32(rng.normal(size=(4, 3))).at[:, 1].set(-inf).at[2, 2].set(-inf)
     cases.append(Case("iwae_bound(log_weights (4, 3) with a column of -inf, so -inf there)",
                       call(some_inf), close(1e-5, 1e-4)))  # fmt: skip
     return cases
@@ -320,10 +312,10 @@ def elbo_cases(rng: np.random.Generator) -> list[Case]:
         Case("elbo(beta=4)", _elbo_run(key, x, _visible_pair, a, beta=4.0), close(1e-5, 1e-5)),
     ]  # fmt: skip
     for (b, d, z), beta in [((4, 5, 2), 1.0), ((3, 8, 3), 0.25), ((1, 6, 1), 3.0)]:
-        x = _f32(rng.uniform(size=(b, d)))
-        a_enc = _f32(rng.normal(size=(d, 2 * z)))
-        a_dec = _f32(2.0 * rng.normal(size=(z, d)))
-        key = _key(rng)
+        x = f32(rng.uniform(size=(b, d)))
+        a_enc = f32(rng.normal(size=(d, 2 * z)))
+        a_dec = f32(2.0 * rng.normal(size=(z, d)))
+        key = key_from(rng)
         cases.append(
             Case(
                 f"elbo(key, x of shape {(b, d)}, linear encoder and decoder with "
