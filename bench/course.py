@@ -121,7 +121,7 @@ def autograde_table(quick: bool) -> Table:
     chapter, students = ("tiny", 2) if quick else ("00_jax_primer", 4)
     table = Table(
         "Autograding: seconds per submission, cold vs warm, 1 vs 2 workers",
-        ["chapter", "setting", "submissions", "s per submission", "same scores"],
+        ["chapter", "setting", "submissions", "s per submission", "scores", "same scores"],
         notes=[
             "`genlab grade` (sandboxed, the verdict outside the kernel) on copies of the "
             "filled-in solution, each setting in a fresh course. 'cold': no compilation cache; "
@@ -137,10 +137,11 @@ def autograde_table(quick: bool) -> Table:
         "warm, 2 workers": _grade_class(top, "warm-2", chapter, students, quick, workers=2),
     }  # fmt: skip
     scores = {tuple(r[1]) for r in results.values()}
-    for setting, (seconds, _) in results.items():
-        table.add(chapter, setting, students, seconds, "yes" if len(scores) == 1 else "NO")
+    for setting, (seconds, got) in results.items():
+        table.add(chapter, setting, students, seconds, " ".join(f"{s:g}" for _, s in got),
+                  "yes" if len(scores) == 1 else "NO")  # fmt: skip
     table.add(chapter, "the warm-up alone (once per class)", 1,
-              _warm_up_seconds(top, chapter, quick), "-")  # fmt: skip
+              _warm_up_seconds(top, chapter, quick), "-", "-")  # fmt: skip
     shutil.rmtree(top, ignore_errors=True)
     return table
 

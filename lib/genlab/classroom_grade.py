@@ -221,6 +221,7 @@ def grade_one(
 
 def _state_env(scratch: Path) -> dict[str, str]:
     state = scratch / "state"
+    state.mkdir(parents=True, exist_ok=True)
     return {
         "JUPYTER_CONFIG_DIR": str(state / "jupyter-config"),
         "JUPYTER_DATA_DIR": str(state / "jupyter-data"),
@@ -384,7 +385,6 @@ def warm_cache(layout: Layout, chapter: str, seed: int, limits: Limits) -> Path 
     cache = layout.root / "cache" / "jax"
     cache.mkdir(parents=True, exist_ok=True)
     os.chmod(cache, 0o755)
-    runtime.enable_compile_cache({runtime.CACHE_ENV: str(cache)})  # the judge's programs too
     source = layout.root / layout.source / chapter
     with tempfile.TemporaryDirectory(prefix="genlab-warm-") as tmp:
         work, records = Path(tmp) / "work", Path(tmp) / "records"
