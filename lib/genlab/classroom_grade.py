@@ -28,6 +28,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -125,14 +126,20 @@ def folder_hashes(folder: Path) -> dict[str, str]:
     return hashes
 
 
+_HASHES_LOCK = threading.Lock()  # grading threads read and add hashes concurrently
+
+
 def record_hashes(layout: Layout, chapter: str, students) -> None:
     """Remember the hashes of these students' submissions (at collection)."""
-    path = layout.hashes(chapter)
-    known = json.loads(path.read_text()) if path.exists() else {}
-    for student in students:
-        known[student] = folder_hashes(layout.submitted(student, chapter))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(known, indent=1, sort_keys=True))
+    with _HASHES_LOCK:
+        path = layout.hashes(chapter)
+        known = json.loads(path.read_text()) if path.exists() else {}
+        for student in students:
+            known[student] = folder_hashes(layout.submitted(student, chapter))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(known, indent=1, sort_keys=True))
+        os.replace(partial, path)
 
 
 def hash_problem(layout: Layout, chapter: str, student: str, copy: Path) -> str | None:
@@ -141,7 +148,8 @@ def hash_problem(layout: Layout, chapter: str, student: str, copy: Path) -> str 
     A submission placed in ``submitted/`` by hand has no hashes yet: they are taken now.
     """
     path = layout.hashes(chapter)
-    known = json.loads(path.read_text()) if path.exists() else {}
+    with _HASHES_LOCK:
+        known = json.loads(path.read_text()) if path.exists() else {}
     if student not in known:
         record_hashes(layout, chapter, [student])
         return None
