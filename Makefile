@@ -14,6 +14,8 @@ export IPYTHONDIR          := $(CURDIR)/.jupyter/ipython
 export MPLCONFIGDIR        := $(CURDIR)/.jupyter/matplotlib
 # JAX's persistent compilation cache (genlab.runtime): programs compiled once load next time.
 export GENLAB_COMPILE_CACHE ?= $(CURDIR)/.jupyter/jax-cache
+# Small models every run trains the same way (genlab.model_cache): trained once, then loaded.
+export GENLAB_MODEL_CACHE ?= $(CURDIR)/.jupyter/models
 # nbgrader calls tools of its environment (alembic) by name.
 export PATH                := $(CURDIR)/$(BIN):$(PATH)
 

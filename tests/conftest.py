@@ -30,6 +30,8 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 # One compilation cache for the whole run (every kernel and nbgrader process inherits it), so a
 # program compiled by one test loads in the next; a fresh folder, so no earlier run's entries.
 os.environ["GENLAB_COMPILE_CACHE"] = str(_STATE / "jax-cache")
+# Trained models (genlab.model_cache) likewise: trained once per run, then loaded.
+os.environ["GENLAB_MODEL_CACHE"] = str(_STATE / "models")
 # A developer's own GENLAB_FAST must not leak into tests that choose the mode themselves.
 os.environ.pop("GENLAB_FAST", None)
 os.environ.pop("NBGRADER_EXECUTION", None)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import nbformat
 
-from genlab import grading, probing, runtime
+from genlab import grading, model_cache, probing, runtime
 from genlab.classroom_limits import Limits, run_limited
 from genlab.classroom_sandbox import INSIDE, bwrap_command, prepare_scratch, sandbox_env
 
@@ -213,10 +213,12 @@ def grade_one(
         probing.SEED_ENV: str(seed),
         "HOME": str(inside / "home"),
         runtime.CACHE_ENV: str(cache) if cache else "0",
+        model_cache.CACHE_ENV: str(_models(cache)) if cache else "0",
     } | ({} if sandbox else _state_env(scratch)))  # fmt: skip
     if sandbox:
         prepare_scratch(scratch)
-        readonly = (cache,) if cache else ()  # the warmed cache, never written by a student
+        # the warmed caches, never written by a student
+        readonly = (cache, _models(cache)) if cache else ()
         command = bwrap_command(command, scratch, env, cwd=INSIDE / "course", readonly=readonly)
     else:
         notes.append(NO_SANDBOX)
@@ -378,10 +380,15 @@ def merge(layout: Layout, run: GradeRun) -> list[str]:
     return notes
 
 
+def _models(cache: Path) -> Path:
+    """The trained-model cache that goes with the compilation cache ``cache``."""
+    return cache.parent / "models"
+
+
 def warm_cache(layout: Layout, chapter: str, seed: int, limits: Limits) -> Path | None:
     """Run the chapter's solution notebook once as grading will (fast mode, this seed) with the
-    course's compilation cache in ``cache/jax``; return the cache folder (None when the cache
-    is off: ``GENLAB_COMPILE_CACHE=0``).
+    course's compilation cache in ``cache/jax`` and its trained models in ``cache/models``;
+    return the compilation cache folder (None when the cache is off: ``GENLAB_COMPILE_CACHE=0``).
 
     The solution is the instructor's code, so it runs outside the sandbox. Its records must
     pass the grader's own verdict; an exercise that does not is printed as a warning.
@@ -391,14 +398,16 @@ def warm_cache(layout: Layout, chapter: str, seed: int, limits: Limits) -> Path 
     if runtime.compile_cache_dir() is None:
         return None
     cache = layout.root / "cache" / "jax"
-    cache.mkdir(parents=True, exist_ok=True)
-    os.chmod(cache, 0o755)
+    for folder in (cache, _models(cache)):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o755)
     source = layout.root / layout.source / chapter
     with tempfile.TemporaryDirectory(prefix="genlab-warm-") as tmp:
         work, records = Path(tmp) / "work", Path(tmp) / "records"
         shutil.copytree(source, work)
         env = dict(os.environ) | _state_env(Path(tmp)) | {
-            runtime.CACHE_ENV: str(cache), probing.RECORD_DIR_ENV: str(records),
+            runtime.CACHE_ENV: str(cache), model_cache.CACHE_ENV: str(_models(cache)),
+            probing.RECORD_DIR_ENV: str(records),
             probing.SEED_ENV: str(seed), "NBGRADER_EXECUTION": "autograde", "MPLBACKEND": "Agg",
         }  # fmt: skip
         judge = probing.Judge(chapter, seed)

@@ -138,6 +138,7 @@ PROBE_MODULES = {
     "02_vae_elbo": "genlab.probes.vae",
     "03_self_attention": "genlab.probes.attention",
     "04_gpt_sampling": "genlab.probes.gpt_sampling",
+    "05_diffusion": "genlab.probes.diffusion",
     "tiny": "genlab.probes.tiny",
 }
 

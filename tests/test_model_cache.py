@@ -1,0 +1,102 @@
+"""genlab.model_cache: a trained model is saved once and loaded after; anything that decides the
+weights changes the key; a bad entry is retrained, never trusted."""
+
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from genlab import model_cache
+from genlab.nn import MLP
+
+CONFIG = {"sizes": [3, 5, 2], "seed": 0}
+
+
+class Counter:
+    """A deterministic 'training' that also counts how often it ran."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model):
+        self.calls += 1
+        for layer in model.layers:
+            layer.kernel[...] = layer.kernel[...] * 2.0 + 1.0
+
+
+def build():
+    return MLP(CONFIG["sizes"], rngs=nnx.Rngs(CONFIG["seed"]))
+
+
+def weights(model):
+    return [np.asarray(x) for x in jax_leaves(model)]
+
+
+def jax_leaves(model):
+    return [leaf.get_value() for _, leaf in nnx.to_flat_state(nnx.state(model))]
+
+
+def test_trains_once_then_loads_the_same_weights(tmp_path):
+    env = {model_cache.CACHE_ENV: str(tmp_path)}
+    train = Counter()
+    first = model_cache.cached_model("toy", CONFIG, build, train, environ=env)
+    second = model_cache.cached_model("toy", CONFIG, build, train, environ=env)
+    assert train.calls == 1, "the second call must load, not train"
+    for a, b in zip(weights(first), weights(second), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = jnp.ones((4, 3))
+    np.testing.assert_array_equal(first(x), second(x))
+    assert len(list(tmp_path.glob("toy-*.npz"))) == 1
+
+
+def test_config_changes_the_key_and_off_means_always_train(tmp_path):
+    env = {model_cache.CACHE_ENV: str(tmp_path)}
+    train = Counter()
+    model_cache.cached_model("toy", CONFIG, build, train, environ=env)
+    model_cache.cached_model("toy", CONFIG | {"steps": 2}, build, train, environ=env)
+    assert train.calls == 2
+    off = {model_cache.CACHE_ENV: "0"}
+    model_cache.cached_model("toy", CONFIG, build, train, environ=off)
+    assert train.calls == 3
+    assert model_cache.cache_dir(off) is None
+
+
+def test_key_depends_on_the_training_code():
+    assert model_cache.cache_key("toy", CONFIG, "a = 1") != model_cache.cache_key(
+        "toy", CONFIG, "a = 2"
+    )
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other_shapes", "pickle"])
+def test_a_bad_entry_is_retrained_and_replaced(tmp_path, damage):
+    env = {model_cache.CACHE_ENV: str(tmp_path)}
+    train = Counter()
+    good = model_cache.cached_model("toy", CONFIG, build, train, environ=env)
+    (path,) = tmp_path.glob("toy-*.npz")
+    if damage == "garbage":
+        path.write_bytes(b"not an npz")
+    elif damage == "other_shapes":
+        np.savez(path, **{k: np.zeros(1) for k in np.load(path).files})
+    else:
+        np.savez(path, payload=np.array([object()], dtype=object))
+    again = model_cache.cached_model("toy", CONFIG, build, train, environ=env)
+    assert train.calls == 2, f"a {damage} entry must be retrained"
+    np.testing.assert_array_equal(good(jnp.ones((1, 3))), again(jnp.ones((1, 3))))
+    assert model_cache.load_into(build(), path), "the retrained entry replaces the bad one"
+
+
+def test_entries_are_readable_by_others_and_an_unwritable_cache_only_costs_training(tmp_path):
+    env = {model_cache.CACHE_ENV: str(tmp_path)}
+    model_cache.cached_model("toy", CONFIG, build, Counter(), environ=env)
+    (path,) = tmp_path.glob("toy-*.npz")
+    assert os.stat(path).st_mode & 0o044 == 0o044, "the grading sandbox's user must read entries"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {model_cache.CACHE_ENV: str(blocker / "models")}  # cannot be created, even by root
+    train = Counter()
+    model = model_cache.cached_model("toy", CONFIG, build, train, environ=env)
+    assert train.calls == 1 and model(jnp.ones((1, 3))).shape == (1, 2)
