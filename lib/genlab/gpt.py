@@ -46,7 +46,6 @@ __all__ = [
     "GPT",
     "GPT2Vocab",
     "GPTConfig",
-    "TRACE_COUNTS",
     "generate",
     "init_cache",
     "lm_loss",
@@ -59,11 +58,6 @@ __all__ = [
     "teacher_forced_accuracy",
     "update_kv_cache",
 ]
-
-# How many times each jitted program was traced (compiled); tests use it to show that
-# generation compiles once and not once per token.
-TRACE_COUNTS: dict[str, int] = {"generate": 0, "logits": 0}
-
 
 # --- losses ---------------------------------------------------------------------------------
 
@@ -465,7 +459,6 @@ def num_params(model: nnx.Module) -> int:
 
 @partial(jax.jit, static_argnames=("graphdef",))
 def _logits(graphdef, state, tokens):
-    TRACE_COUNTS["logits"] += 1
     return nnx.merge(graphdef, state)(tokens)
 
 
@@ -490,7 +483,6 @@ def _choose(key, logits, temperature, top_k, top_p, flags):
 def _generate_cached(
     graphdef, state, key, prompt, temperature, top_k, top_p, num_new_tokens, flags
 ):
-    TRACE_COUNTS["generate"] += 1  # runs only while tracing
     model = nnx.merge(graphdef, state)
     batch, t0 = prompt.shape
     cache = init_cache(model.config, batch, t0 + num_new_tokens)
