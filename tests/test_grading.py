@@ -77,3 +77,26 @@ def test_run_variants_restores_the_solution_between_variants(tmp_path):
         assert session.run("raise ValueError('boom')") == "ValueError: boom"
         with pytest.raises(grading.VariantError, match="does not run"):
             session.check_variant("root", "broken", "def root(x) return", False)
+
+
+def test_challenge_exercises_are_marked_by_their_test_cells_first_line():
+    nb = tiny_notebook()
+    assert grading.challenge_names(nb) == []
+    test_root = grading.graded_cells(nb)["test_root"]
+    test_root.source = f"{grading.CHALLENGE_MARK}\n{test_root.source}"
+    assert grading.challenge_names(nb) == ["root"]
+
+
+def test_the_report_counts_challenge_points_as_a_bonus(tmp_path):
+    from genlab import classroom_report
+
+    nb = tiny_notebook()
+    cell = grading.graded_cells(nb)["test_root"]
+    cell.source = f"{grading.CHALLENGE_MARK}\n{cell.source}"
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    release = classroom_report._read_release(path)
+    assert classroom_report._bonus_cells(release) == {"test_root"}
+    row = classroom_report.Row("s1", "tiny", score=2, max_score=1, status="graded", bonus=1)
+    assert classroom_report._score_text(row) == "2/1 (incl. 1 bonus)"
+    assert classroom_report._bonus_cells(classroom_report._read_release(tmp_path / "no")) == set()

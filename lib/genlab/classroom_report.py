@@ -18,6 +18,7 @@ import nbformat
 
 from genlab.classroom_execute import DEAD_ENAME, TIMEOUT_ENAME, TRUNCATED_NOTE
 from genlab.classroom_scan import scan_notebook
+from genlab.grading import TEST_PREFIX, challenge_names
 
 TRUNCATED_MARK = TRUNCATED_NOTE.split("{")[0]
 
@@ -29,6 +30,7 @@ class Row:
     score: float
     max_score: float
     status: str  # "graded" or "failed"
+    bonus: float = 0.0  # points from challenge exercises, included in score, not in max_score
     reasons: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -102,12 +104,19 @@ def cell_scores(gradebook: Path, chapter: str, student: str) -> dict[str, tuple]
         }
 
 
-def _code_sources(path: Path) -> set[str]:
+def _read_release(path: Path):
     try:
-        nb = nbformat.read(path, as_version=4)
+        return nbformat.read(path, as_version=4)
     except Exception:
-        return set()
-    return {c.source for c in nb.cells if c.cell_type == "code"}
+        return None
+
+
+def _code_sources(nb) -> set[str]:
+    return set() if nb is None else {c.source for c in nb.cells if c.cell_type == "code"}
+
+
+def _bonus_cells(nb) -> set[str]:
+    return set() if nb is None else {TEST_PREFIX + n for n in challenge_names(nb)}
 
 
 def _body_dump(node) -> str:
@@ -168,17 +177,22 @@ def build_row(layout, chapter: str, student: str, run, notebooks: dict[str, set[
     The scan reads the graded copy of the submission (``graded/ID/CH``), not ``submitted/``.
     """
     scores = cell_scores(layout.db_path, chapter, student)
+    releases = {name: _read_release(layout.root / "chapters" / chapter / f"{name}.ipynb")
+                for name in notebooks}  # fmt: skip
+    bonus = set().union(*map(_bonus_cells, releases.values()))
     row = Row(
         student, chapter,
-        score=sum(s for s, _ in scores.values()), max_score=sum(m for _, m in scores.values()),
+        score=sum(s for s, _ in scores.values()),
+        max_score=sum(m for cell, (_, m) in scores.items() if cell not in bonus),
         status="graded" if run.graded else "failed", seconds=run.seconds,
+        bonus=sum(s for cell, (s, _) in scores.items() if cell in bonus),
     )  # fmt: skip
     row.reasons += run.notes
     for name, ids in notebooks.items():
         graded = layout.graded(student, chapter) / f"{name}.ipynb"
         row.reasons += submission_problems(graded, ids)
         row.reasons += execution_problems(layout.autograded(student, chapter) / f"{name}.ipynb")
-        release = _code_sources(layout.root / "chapters" / chapter / f"{name}.ipynb")
+        release = _code_sources(releases[name])
         row.flags += scan_notebook(graded, release or None)
         row.flags += reference_copies(graded, chapter)
     row.flags += [f"{cell}: {flag}" for cell, v in sorted(run.verdicts.items()) for flag in v.flags]
@@ -204,7 +218,7 @@ def format_table(rows: list[Row]) -> str:
     body = []
     for r in rows:
         notes = r.reasons + [f"FLAGGED {f}" for f in r.flags]
-        body.append((r.student, r.chapter, f"{r.score:g}/{r.max_score:g}", r.status,
+        body.append((r.student, r.chapter, _score_text(r), r.status,
                      "; ".join(notes) or "-"))  # fmt: skip
     widths = [max(len(str(x[i])) for x in [header, *body]) for i in range(4)]
     lines = []
@@ -212,6 +226,11 @@ def format_table(rows: list[Row]) -> str:
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(values, widths)) + "  " + values[4])
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def _score_text(row: Row) -> str:
+    text = f"{row.score:g}/{row.max_score:g}"
+    return f"{text} (incl. {row.bonus:g} bonus)" if row.bonus else text
 
 
 CSV_HEADER = ["student", "chapter", "score", "max_score", "status", "reasons", "flags"]

@@ -23,6 +23,9 @@ from nbclient.exceptions import CellExecutionError
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
 TEST_PREFIX = "test_"
+CHALLENGE_MARK = "# Challenge (bonus)"
+"""First line of a challenge exercise's test cell: its points are a bonus on top of the
+chapter's maximum (design.md, "Exercise design")."""
 
 
 def _nbgrader(cell) -> dict:
@@ -41,6 +44,16 @@ def exercise_names(nb) -> list[str]:
         name
         for name, cell in cells.items()
         if _nbgrader(cell).get("solution") and TEST_PREFIX + name in cells
+    ]
+
+
+def challenge_names(nb) -> list[str]:
+    """The exercises whose test cell starts with :data:`CHALLENGE_MARK` (bonus points)."""
+    cells = graded_cells(nb)
+    return [
+        name
+        for name in exercise_names(nb)
+        if cells[TEST_PREFIX + name].source.lstrip().startswith(CHALLENGE_MARK)
     ]
 
 
