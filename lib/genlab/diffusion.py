@@ -1,0 +1,443 @@
+"""Reference implementations of the graded exercises of chapter 05, diffusion and flow matching.
+
+The chapter (``solutions/05_diffusion/05_diffusion.ipynb``) teaches each function in the section
+named in its docstring; the notebook's hidden tests compare the student's version with the one
+here. Conventions: ``x0`` is data ``[B, ...]``; ``t`` is an integer step index ``[B]`` counted
+from 0 (``t = 0`` is the first noising step, ``t = T - 1`` the last); float32 throughout. In flow
+matching ``t`` is a float in [0, 1] and ``t = 1`` is data.
+
+    linear_beta_schedule, cosine_beta_schedule,
+    alpha_bars, q_sample                        section 1, the forward process
+    posterior_mean_var, ddpm_loss, train_step   section 2, the loss is an ELBO
+    mixture_score                               section 3, the exact score (the challenge)
+    flow_matching_loss, euler_sample            section 3, flow matching
+    ddpm_step, ddpm_sample, respace             section 4, samplers in one jit
+    cfg_combine                                 section 5, classifier-free guidance
+    schedule_mismatch                           section 6, the pitfalls' diagnostic
+    TimeMLP, sample_flow                        the networks and samplers of the projects
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genlab.validate import float_array, positive_int
+
+__all__ = [
+    "TimeMLP",
+    "alpha_bars",
+    "cfg_combine",
+    "cosine_beta_schedule",
+    "ddpm_loss",
+    "ddpm_sample",
+    "ddpm_step",
+    "euler_sample",
+    "flow_matching_loss",
+    "linear_beta_schedule",
+    "mixture_score",
+    "posterior_mean_var",
+    "q_sample",
+    "respace",
+    "sample_flow",
+    "schedule_mismatch",
+    "train_step",
+]
+
+
+# --- section 1: the forward process ---------------------------------------------------------
+
+
+def linear_beta_schedule(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02):
+    """The DDPM noise schedule of Ho et al. (2020): T variances evenly spaced (section 1).
+
+    Args:
+        num_steps: T, a Python int >= 1.
+        beta_start, beta_end: the first and last variance, floats in (0, 1).
+
+    Returns:
+        float32 [T] from beta_start to beta_end inclusive (a single step is beta_start).
+    """
+    num_steps = positive_int("num_steps", num_steps)
+    for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+        if not 0.0 < float(value) < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), got {value}")
+    return jnp.linspace(beta_start, beta_end, num_steps, dtype=jnp.float32)
+
+
+def cosine_beta_schedule(num_steps: int, s: float = 0.008, max_beta: float = 0.999):
+    """The cosine schedule of Nichol & Dhariwal (2021) (section 1).
+
+    ``alpha_bar(u) = cos^2((u + s) / (1 + s) * pi / 2) / cos^2(s / (1 + s) * pi / 2)`` at
+    ``u = t / T``; ``beta_t = 1 - alpha_bar((t + 1) / T) / alpha_bar(t / T)``, clipped to
+    ``max_beta``.
+
+    Returns:
+        float32 [T].
+    """
+    num_steps = positive_int("num_steps", num_steps)
+    u = jnp.arange(num_steps + 1, dtype=jnp.float64 if jax.config.x64_enabled else jnp.float32)
+    f = jnp.cos((u / num_steps + s) / (1 + s) * math.pi / 2) ** 2  # (T + 1,)
+    betas = 1.0 - f[1:] / f[:-1]
+    return jnp.clip(betas, 0.0, max_beta).astype(jnp.float32)
+
+
+def alpha_bars(betas):
+    """Cumulative signal fractions of a schedule (section 1).
+
+    Args:
+        betas: float [T], each in (0, 1].
+
+    Returns:
+        float32 [T]; entry t is the product of (1 - beta_s) for s = 0..t, decreasing.
+    """
+    betas = float_array("betas", betas, min_ndim=1)
+    if betas.ndim != 1:
+        raise ValueError(f"betas must have shape [T], got {betas.shape}")
+    return jnp.cumprod(1.0 - betas.astype(jnp.float32))
+
+
+def _per_example(values: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
+    """``values[t]`` [B] reshaped to [B, 1, ..., 1] so it broadcasts over x's trailing axes."""
+    return values[t].reshape(t.shape + (1,) * (x.ndim - t.ndim))
+
+
+def _check_t(t, x0) -> jax.Array:
+    t = jnp.asarray(t)
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        raise TypeError(f"t must be an integer array [B], got dtype {t.dtype}")
+    if t.ndim != 1 or x0.ndim < 1 or t.shape[0] != x0.shape[0]:
+        raise ValueError(f"t must have shape [B] = ({x0.shape[:1]}), got {t.shape}")
+    return t
+
+
+def q_sample(key, x0, t, alpha_bars):
+    """Sample the forward process q(x_t | x_0) in one jump (section 1).
+
+    Args:
+        key: a ``jax.random`` key; eps = ``jax.random.normal(key, x0.shape)``.
+        x0: float [B, ...], the data.
+        t: int [B], the step of each example (0 <= t < T).
+        alpha_bars: float [T].
+
+    Returns:
+        (x_t, eps), both float32 [B, ...]: sqrt(ab[t]) x0 + sqrt(1 - ab[t]) eps per example.
+    """
+    x0 = float_array("x0", x0, min_ndim=1)
+    t = _check_t(t, x0)
+    ab = _per_example(jnp.asarray(alpha_bars, jnp.float32), t, x0)  # (B, 1, ...)
+    eps = jax.random.normal(key, x0.shape, dtype=jnp.float32)
+    return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps, eps
+
+
+# --- section 2: the posterior and the loss ---------------------------------------------------
+
+
+def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
+    """Mean and variance of q(x_{t-1} | x_t, x_0) (section 2, Ho et al. eq. 6-7).
+
+    Args:
+        x_t, x0: float [B, ...].
+        t: int [B]; at t = 0 the "previous" signal fraction is 1 (the posterior is x0 exactly).
+        betas, alpha_bars: float [T].
+
+    Returns:
+        (mean, var), float32 [B, ...] each (var broadcast to the shape of mean).
+    """
+    x_t, x0 = float_array("x_t", x_t, min_ndim=1), float_array("x0", x0, min_ndim=1)
+    t = _check_t(t, x0)
+    betas, alpha_bars = jnp.asarray(betas, jnp.float32), jnp.asarray(alpha_bars, jnp.float32)
+    ab_prev_all = jnp.concatenate([jnp.ones(1, jnp.float32), alpha_bars[:-1]])  # (T,)
+    beta = _per_example(betas, t, x0)
+    ab, ab_prev = _per_example(alpha_bars, t, x0), _per_example(ab_prev_all, t, x0)
+    coef_x0 = jnp.sqrt(ab_prev) * beta / (1.0 - ab)
+    coef_xt = jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab)
+    mean = coef_x0 * x0 + coef_xt * x_t
+    var = (1.0 - ab_prev) / (1.0 - ab) * beta
+    return mean, jnp.broadcast_to(var, mean.shape)
+
+
+def ddpm_loss(key, eps_model: Callable, x0, alpha_bars):
+    """The simplified DDPM loss: noise-prediction mean squared error (section 2).
+
+    Args:
+        key: split once into (key_t, key_eps); t = ``jax.random.randint(key_t, (B,), 0, T)``,
+            then ``q_sample(key_eps, x0, t, alpha_bars)``.
+        eps_model: ``eps_model(x_t [B, ...], t int [B]) -> [B, ...]``.
+        x0: float [B, ...].
+        alpha_bars: float [T].
+
+    Returns:
+        float32 scalar: the mean over every element of the squared error.
+    """
+    x0 = float_array("x0", x0, min_ndim=1)
+    alpha_bars = jnp.asarray(alpha_bars, jnp.float32)
+    key_t, key_eps = jax.random.split(key)
+    t = jax.random.randint(key_t, (x0.shape[0],), 0, alpha_bars.shape[0])
+    x_t, eps = q_sample(key_eps, x0, t, alpha_bars)
+    return jnp.mean((eps_model(x_t, t) - eps) ** 2)
+
+
+def train_step(model, optimizer, key, x0, alpha_bars):
+    """One optimizer step on ``ddpm_loss`` (section 2; the notebook's behavioural exercise).
+
+    Args:
+        model: an ``nnx.Module`` called as ``model(x_t, t)``, updated in place.
+        optimizer: ``nnx.Optimizer(model, tx, wrt=nnx.Param)``, updated in place.
+        key, x0, alpha_bars: as in :func:`ddpm_loss`.
+
+    Returns:
+        float32 scalar: the loss before the update.
+    """
+    loss, grads = nnx.value_and_grad(lambda m: ddpm_loss(key, m, x0, alpha_bars))(model)
+    optimizer.update(model, grads)
+    return loss
+
+
+# --- section 3: the exact score and flow matching --------------------------------------------
+
+
+def mixture_score(x, centers, std, alpha_bar):
+    """Score of the noised Gaussian mixture, the x-gradient of log q_t(x) (section 3).
+
+    x0 follows the equal-weight mixture of N(c_m, std^2 I) at ``centers`` and
+    x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps, so q_t is again a mixture.
+
+    Args:
+        x: float [N, D]. centers: float [M, D]. std: float > 0. alpha_bar: float in (0, 1].
+
+    Returns:
+        float32 [N, D].
+    """
+    x, centers = float_array("x", x, min_ndim=2), float_array("centers", centers, min_ndim=2)
+    alpha_bar = jnp.asarray(alpha_bar, jnp.float32)
+    var = alpha_bar * std**2 + 1.0 - alpha_bar
+    means = jnp.sqrt(alpha_bar) * centers  # (M, D)
+    diff = means[None] - x[:, None]  # (N, M, D)
+    resp = jax.nn.softmax(-0.5 * jnp.sum(diff**2, axis=-1) / var, axis=-1)  # (N, M)
+    return jnp.einsum("nm,nmd->nd", resp, diff) / var
+
+
+def flow_matching_loss(key, v_model: Callable, x1):
+    """Conditional flow matching with the linear path (section 3; Lipman et al. 2023).
+
+    Args:
+        key: split once into (key_t, key_0); t = ``jax.random.uniform(key_t, (B,))`` and
+            x0 = ``jax.random.normal(key_0, x1.shape)``.
+        v_model: ``v_model(x_t [B, ...], t float [B]) -> [B, ...]``.
+        x1: float [B, ...], data (t = 1 is data, t = 0 noise).
+
+    Returns:
+        float32 scalar: mean over every element of (v_model(x_t, t) - (x1 - x0))^2 at
+        x_t = t x1 + (1 - t) x0.
+    """
+    x1 = float_array("x1", x1, min_ndim=1)
+    key_t, key_0 = jax.random.split(key)
+    t = jax.random.uniform(key_t, (x1.shape[0],))
+    x0 = jax.random.normal(key_0, x1.shape)
+    tb = t.reshape(t.shape + (1,) * (x1.ndim - 1))
+    x_t = tb * x1 + (1.0 - tb) * x0
+    return jnp.mean((v_model(x_t, t) - (x1 - x0)) ** 2)
+
+
+def euler_sample(v_model: Callable, x0, num_steps: int):
+    """Integrate dx/dt = v(x, t) from t = 0 (noise x0) to t = 1 with Euler steps (section 3).
+
+    Args:
+        v_model: ``v_model(x [B, ...], t float [B]) -> [B, ...]``.
+        x0: float [B, ...], the starting noise.
+        num_steps: K >= 1 steps of size 1 / K at t_k = k / K, k = 0..K-1.
+
+    Returns:
+        float32 [B, ...], x at t = 1.
+    """
+    x = float_array("x0", x0, min_ndim=1).astype(jnp.float32)
+    num_steps = positive_int("num_steps", num_steps)
+    dt = 1.0 / num_steps
+
+    def body(x, k):
+        t = jnp.full((x.shape[0],), k * dt, dtype=jnp.float32)
+        return x + dt * v_model(x, t), None
+
+    x, _ = jax.lax.scan(body, x, jnp.arange(num_steps, dtype=jnp.float32))
+    return x
+
+
+# --- section 4: samplers ---------------------------------------------------------------------
+
+
+def ddpm_step(key, eps_model: Callable, x_t, t, betas, alpha_bars):
+    """One ancestral sampling step x_t -> x_{t-1} (section 4, Ho et al. Algorithm 2).
+
+    Args:
+        key: the noise is ``jax.random.normal(key, x_t.shape)``, not added at t = 0.
+        eps_model: called as ``eps_model(x_t, t_batch)`` with t_batch int32 [B] all equal to t.
+        x_t: float [B, ...].
+        t: an int (Python or 0-d array, possibly traced inside ``lax.scan``), 0 <= t < T.
+        betas, alpha_bars: float [T].
+
+    Returns:
+        float32 [B, ...].
+    """
+    x_t = float_array("x_t", x_t, min_ndim=1)
+    betas, alpha_bars = jnp.asarray(betas, jnp.float32), jnp.asarray(alpha_bars, jnp.float32)
+    t = jnp.asarray(t, jnp.int32)
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, jnp.int32))
+    beta, ab = betas[t], alpha_bars[t]
+    ab_prev = jnp.where(t > 0, alpha_bars[jnp.maximum(t - 1, 0)], 1.0)
+    mean = (x_t - beta / jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(1.0 - beta)
+    std = jnp.sqrt((1.0 - ab_prev) / (1.0 - ab) * beta)
+    noise = jax.random.normal(key, x_t.shape, dtype=jnp.float32)
+    return mean + jnp.where(t > 0, std, 0.0) * noise
+
+
+def respace(alpha_bars, num_steps: int):
+    """A shorter schedule on evenly spaced steps of a trained one (section 4; Nichol & Dhariwal).
+
+    Args:
+        alpha_bars: float [T], the training schedule.
+        num_steps: K, 1 <= K <= T.
+
+    Returns:
+        (betas [K], alpha_bars [K], timesteps int32 [K]): step k of the short schedule is the
+        trained step ``timesteps[k]`` (same signal fraction); its beta is
+        1 - ab[timesteps[k]] / ab[timesteps[k - 1]].
+    """
+    alpha_bars = jnp.asarray(alpha_bars, jnp.float32)
+    total = alpha_bars.shape[0]
+    num_steps = positive_int("num_steps", num_steps)
+    if num_steps > total:
+        raise ValueError(f"num_steps must be <= T = {total}, got {num_steps}")
+    timesteps = jnp.round(jnp.linspace(0, total - 1, num_steps)).astype(jnp.int32)
+    short = alpha_bars[timesteps]
+    previous = jnp.concatenate([jnp.ones(1, jnp.float32), short[:-1]])
+    return 1.0 - short / previous, short, timesteps
+
+
+@nnx.jit(static_argnames=("shape",))
+def ddpm_sample(key, model, shape, betas, alpha_bars, timesteps=None):
+    """Ancestral sampling from pure noise, every step in one ``lax.scan`` (section 4).
+
+    Args:
+        key: one key; x_T and every step's noise come from ``jax.random.split(key, K + 1)``.
+        model: ``model(x, t) -> eps`` with int t [B] (an ``nnx.Module`` or a function).
+        shape: static tuple (B, ...), the shape of the samples.
+        betas, alpha_bars: float [K], the sampling schedule.
+        timesteps: None, or int [K] giving the model's step index of each schedule step (from
+            :func:`respace`).
+
+    Returns:
+        float32 [B, ...], x_0.
+    """
+    num = betas.shape[0]
+    keys = jax.random.split(key, num + 1)
+    steps = jnp.arange(num, dtype=jnp.int32) if timesteps is None else timesteps
+
+    def eps_at(k):
+        return lambda x, _: model(x, jnp.full((x.shape[0],), steps[k], jnp.int32))
+
+    def body(x, k):
+        return ddpm_step(keys[k + 1], eps_at(k), x, k, betas, alpha_bars), None
+
+    x = jax.random.normal(keys[0], shape, dtype=jnp.float32)
+    x, _ = jax.lax.scan(body, x, jnp.arange(num - 1, -1, -1, dtype=jnp.int32))
+    return x
+
+
+@nnx.jit(static_argnames=("shape", "num_steps"))
+def sample_flow(key, model, shape, num_steps):
+    """Euler samples of a velocity model from N(0, I) noise (section 3), one jitted program.
+
+    ``model(x, t)`` with float t [B]; returns float32 [*shape] at t = 1.
+    """
+    return euler_sample(model, jax.random.normal(key, shape, jnp.float32), num_steps)
+
+
+# --- section 5: guidance ---------------------------------------------------------------------
+
+
+def cfg_combine(eps_cond, eps_uncond, w):
+    """Classifier-free guidance in the diffusers convention (section 5).
+
+    Args:
+        eps_cond, eps_uncond: float arrays of one shape (noise or velocity predictions).
+        w: guidance scale (float or array broadcasting against them); w = 0 gives the
+            unconditional prediction, w = 1 the conditional one, w > 1 extrapolates past it.
+
+    Returns:
+        float array of the broadcast shape.
+    """
+    eps_cond = float_array("eps_cond", eps_cond)
+    eps_uncond = float_array("eps_uncond", eps_uncond)
+    if eps_cond.shape != eps_uncond.shape:
+        raise ValueError(f"eps_cond {eps_cond.shape} and eps_uncond {eps_uncond.shape} differ")
+    return eps_uncond + w * (eps_cond - eps_uncond)
+
+
+# --- section 6: the diagnostic ---------------------------------------------------------------
+
+
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
+    """How far a sampler's noise levels are from the ones the model was trained on (section 6).
+
+    Args:
+        train_alpha_bars, sample_alpha_bars: float [T] each (same T).
+
+    Returns:
+        float32 scalar: the largest, over steps t, absolute difference between the two noise
+        standard deviations sqrt(1 - ab[t]); 0 for identical schedules, at most 1.
+    """
+    a = float_array("train_alpha_bars", train_alpha_bars, min_ndim=1)
+    b = float_array("sample_alpha_bars", sample_alpha_bars, min_ndim=1)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"the schedules must both have shape [T], got {a.shape} and {b.shape}")
+    return jnp.max(jnp.abs(jnp.sqrt(1.0 - a) - jnp.sqrt(1.0 - b)))
+
+
+# --- the networks -----------------------------------------------------------------------------
+
+
+class TimeMLP(nnx.Module):
+    """An MLP of (x, t[, label]) for noise or velocity prediction on flat data.
+
+    Args:
+        dim: D, the data width (inputs and outputs are [B, D]).
+        hidden: width of the hidden layers; depth: how many hidden layers (>= 1).
+        time_scale: t is divided by it before the sinusoidal embedding (T for DDPM steps,
+            1 for flow matching's t in [0, 1]).
+        num_classes: None for an unconditional model, else C: labels 0..C-1 are classes and
+            label C means "no label" (classifier-free guidance's null token).
+        rngs: keyword-only.
+
+    Call: ``model(x [B, D], t [B], labels int [B] or None) -> [B, D]``.
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, *, time_scale: float = 1.0,
+                 num_classes: int | None = None, num_frequencies: int = 16, rngs: nnx.Rngs):  # fmt: skip
+        self.dim, self.time_scale, self.num_classes = dim, float(time_scale), num_classes
+        self.frequencies = nnx.Variable(
+            jnp.exp(jnp.linspace(0.0, math.log(200.0), num_frequencies)).astype(jnp.float32)
+        )
+        self.embed = (
+            None if num_classes is None else nnx.Embed(num_classes + 1, hidden, rngs=rngs)
+        )
+        self.input = nnx.Linear(dim + 2 * num_frequencies, hidden, rngs=rngs)
+        self.layers = nnx.List([nnx.Linear(hidden, hidden, rngs=rngs) for _ in range(depth - 1)])
+        self.output = nnx.Linear(hidden, dim, rngs=rngs)
+
+    def __call__(self, x, t, labels=None):
+        s = jnp.asarray(t, jnp.float32)[:, None] / self.time_scale  # (B, 1)
+        angles = s * self.frequencies[...]  # (B, F)
+        h = self.input(jnp.concatenate([x, jnp.sin(angles), jnp.cos(angles)], axis=-1))
+        if self.embed is not None:
+            if labels is None:
+                labels = jnp.full((x.shape[0],), self.num_classes, jnp.int32)
+            h = h + self.embed(labels)
+        h = jax.nn.silu(h)
+        for layer in self.layers:
+            h = jax.nn.silu(layer(h))
+        return self.output(h)

@@ -1,0 +1,360 @@
+"""Probes of chapter 05, diffusion and flow matching (references in :mod:`genlab.diffusion`)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from genlab import check, data, diffusion
+from genlab.probing import Case, Probe, call, close, f32, key_from
+
+T_PROBE = 50
+
+
+def _schedule(num_steps: int = T_PROBE):
+    betas = diffusion.linear_beta_schedule(num_steps, 2e-3, 0.3)
+    return betas, diffusion.alpha_bars(betas)
+
+
+def _eps_model(weight: float, num_steps: int = T_PROBE):
+    """A fixed "network" of any data shape that depends on each example's step t [B]."""
+
+    def model(x, t):
+        shift = (t.astype(jnp.float32) / num_steps).reshape(t.shape + (1,) * (x.ndim - 1))
+        return jnp.tanh(weight * x + shift)
+
+    return model
+
+
+# --- section 1: the forward process -----------------------------------------------------------
+
+
+def linear_beta_schedule_cases(rng: np.random.Generator) -> list[Case]:
+    f32_close = close(1e-6, 1e-8, dtype=jnp.float32)
+    cases = [
+        Case("linear_beta_schedule(1000) (the DDPM defaults)", call(1000), f32_close),
+        Case("linear_beta_schedule(5, 0.1, 0.5)", call(5, 0.1, 0.5), f32_close),
+        Case("linear_beta_schedule(1) = [beta_start]", call(1), f32_close),
+        Case("linear_beta_schedule(4, beta_start=0.3, beta_end=0.3)",
+             call(4, beta_start=0.3, beta_end=0.3), f32_close),
+    ]  # fmt: skip
+    for _ in range(2):
+        n = int(rng.integers(2, 300))
+        lo, hi = sorted(np.round(rng.uniform(1e-4, 0.4, size=2), 4))
+        cases.append(Case(f"linear_beta_schedule({n}, beta_start={lo}, beta_end={hi})",
+                          call(n, beta_start=float(lo), beta_end=float(hi)), f32_close))  # fmt: skip
+    return cases
+
+
+def alpha_bars_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("alpha_bars([0.5, 0.5, 0.5]) = [1/2, 1/4, 1/8]", call(jnp.array([0.5, 0.5, 0.5]))),
+        Case("alpha_bars(one step [0.1])", call(jnp.array([0.1]))),
+        Case("alpha_bars of the DDPM schedule (T = 1000)",
+             call(diffusion.linear_beta_schedule(1000)), close(1e-4, 1e-9, dtype=jnp.float32)),
+        Case("alpha_bars with a step of beta = 1 (all later entries are 0)",
+             call(jnp.array([0.2, 1.0, 0.3]))),
+    ]  # fmt: skip
+    betas = f32(rng.uniform(0.0, 0.3, size=40))
+    cases.append(Case("alpha_bars(random betas (40,))", call(betas), close(1e-5, 1e-8)))
+    return cases
+
+
+def q_sample_cases(rng: np.random.Generator) -> list[Case]:
+    _, ab = _schedule()
+    cases = [
+        Case("q_sample(x0 (2, 3), t = [0, T - 1])",
+             call(jax.random.key(0), jnp.ones((2, 3)), jnp.array([0, T_PROBE - 1]), ab)),
+        Case("q_sample(x0 (3, 3), t = [0, 10, 40]) (one step per row, B = D)",
+             call(jax.random.key(1), jnp.arange(9.0).reshape(3, 3), jnp.array([0, 10, 40]), ab)),
+        Case("q_sample with alpha_bars = [1, 0] (pure data, pure noise)",
+             call(jax.random.key(2), jnp.full((2, 2), 3.0), jnp.array([0, 1]),
+                  jnp.array([1.0, 0.0]))),
+    ]  # fmt: skip
+    for shape in [(6, 2), (4, 3, 2), (1, 5), (5, 8, 8)]:
+        x0 = f32(rng.normal(size=shape))
+        t = jnp.asarray(rng.integers(0, T_PROBE, size=shape[0]), jnp.int32)
+        cases.append(Case(f"q_sample(x0 {shape}, random t [{shape[0]}]) vs the pinned recipe",
+                          call(key_from(rng), x0, t, ab), close(1e-5, 1e-5, dtype=jnp.float32)))  # fmt: skip
+    return cases
+
+
+# --- section 2: the posterior and the loss ----------------------------------------------------
+
+
+def posterior_mean_var_cases(rng: np.random.Generator) -> list[Case]:
+    betas, ab = _schedule()
+    x = jnp.array([[1.0, -2.0], [0.5, 0.0], [3.0, 1.0]])
+    x0 = jnp.array([[0.0, 1.0], [1.0, 1.0], [-1.0, 2.0]])
+    cases = [
+        Case("posterior_mean_var at t = [0, 1, T - 1] (t = 0: mean x0, var 0)",
+             call(x, x0, jnp.array([0, 1, T_PROBE - 1]), betas, ab), close(1e-5, 1e-6)),
+        Case("posterior_mean_var of the DDPM schedule at t = [0, 500, 999]",
+             call(x, x0, jnp.array([0, 500, 999]), diffusion.linear_beta_schedule(1000),
+                  diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))), close(1e-4, 1e-6)),
+    ]  # fmt: skip
+    for shape in [(5, 2), (3, 2, 4), (1, 3)]:
+        x_t, x0 = f32(rng.normal(size=shape)), f32(rng.normal(size=shape))
+        t = jnp.asarray(rng.integers(0, T_PROBE, size=shape[0]), jnp.int32)
+        cases.append(Case(f"posterior_mean_var(x_t, x0 {shape}, random t)",
+                          call(x_t, x0, t, betas, ab), close(1e-4, 1e-6, dtype=jnp.float32)))  # fmt: skip
+    return cases
+
+
+def ddpm_loss_cases(rng: np.random.Generator) -> list[Case]:
+    _, ab = _schedule()
+    cases = [
+        Case("ddpm_loss with a model that always predicts 0 (about 1: E eps^2)",
+             call(jax.random.key(0), lambda x, t: jnp.zeros_like(x), jnp.ones((64, 2)), ab),
+             close(1e-5, 1e-6)),
+    ]  # fmt: skip
+    for shape in [(8, 2), (5, 3, 2), (16, 4)]:
+        x0 = f32(rng.normal(size=shape))
+        weight = float(rng.uniform(0.3, 2.0))
+        cases.append(Case(f"ddpm_loss(x0 {shape}, a fixed model of (x_t, t)) vs the pinned "
+                          "recipe", call(key_from(rng), _eps_model(weight), x0, ab),
+                          close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+RING_STD = 0.1
+TRAIN_STEPS, TRAIN_T, NUM_SAMPLES = 400, 100, 512
+LOGLIK_THRESHOLD = -30.0  # the reference reaches about -12; no update or a wrong target below -1e5
+
+
+def _toy_schedule():
+    betas = diffusion.linear_beta_schedule(TRAIN_T, 1e-3, 0.2)
+    return betas, diffusion.alpha_bars(betas)
+
+
+def _one_step(seed: int, lr: float):
+    def run(train_step):
+        betas, ab = _toy_schedule()
+        model = diffusion.TimeMLP(2, 32, 2, time_scale=TRAIN_T, rngs=nnx.Rngs(seed))
+        optimizer = nnx.Optimizer(model, optax.sgd(lr), wrt=nnx.Param)
+        x0 = data.gaussian_ring(jax.random.key(seed), 64, 8, 1.0, RING_STD)
+        loss = train_step(model, optimizer, jax.random.key(seed + 1), x0, ab)
+        return {"loss": loss, "parameters": tuple(jax.tree.leaves(nnx.state(model, nnx.Param)))}
+
+    return run
+
+
+def _train_and_sample(seed: int):
+    def run(train_step):
+        betas, ab = _toy_schedule()
+        model = diffusion.TimeMLP(2, 64, 2, time_scale=TRAIN_T, rngs=nnx.Rngs(seed))
+        optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+        step = nnx.jit(train_step)
+        key = jax.random.key(seed)
+        losses = []
+        for i in range(TRAIN_STEPS):
+            key_data, key_step = jax.random.split(jax.random.fold_in(key, i))
+            x0 = data.gaussian_ring(key_data, 256, 8, 1.0, RING_STD)
+            losses.append(step(model, optimizer, key_step, x0, ab))
+        samples = diffusion.ddpm_sample(jax.random.key(seed + 7), model, (NUM_SAMPLES, 2), betas,
+                                        ab)  # fmt: skip
+        return {"losses": jnp.stack(losses), "samples": samples}
+
+    return run
+
+
+def _compare_training(got, want, label: str) -> None:
+    if not isinstance(got, dict) or set(got) != {"losses", "samples"}:
+        check.is_true(False, f"{label}: expected the losses and the samples")
+    losses, samples = np.asarray(got["losses"], np.float64), np.asarray(got["samples"])
+    check.shape(f"{label}: losses", losses, (TRAIN_STEPS,))
+    check.shape(f"{label}: samples", samples, (NUM_SAMPLES, 2))
+    check.finite(f"{label}: losses", losses)
+    first, last = losses[:20].mean(), losses[-50:].mean()
+    check.is_true(last < 0.8 * first, f"{label}: the loss must fall; it went from {first:.3f} "
+                                      f"(first 20 steps) to {last:.3f} (last 50)")  # fmt: skip
+    samples = np.where(np.isfinite(samples), samples, 1e3)
+    loglik = float(np.mean(data.mixture_log_density(samples, data.ring_centers(8, 1.0),
+                                                    RING_STD)))  # fmt: skip
+    check.is_true(loglik > LOGLIK_THRESHOLD,
+                  f"{label}: the samples of the trained model are too far from the data: mean "
+                  f"log-likelihood {loglik:.2f} under the true density, need > "
+                  f"{LOGLIK_THRESHOLD}")  # fmt: skip
+
+
+def train_step_cases(rng: np.random.Generator) -> list[Case]:
+    seeds = [int(s) for s in rng.integers(1 << 20, size=3)]
+    return [
+        Case("train_step: one SGD(0.1) step (the loss before the update, then the parameters)",
+             _one_step(seeds[0], 0.1), close(1e-4, 1e-6)),
+        Case("train_step: one SGD(1.0) step on another model", _one_step(seeds[1], 1.0),
+             close(1e-4, 1e-5)),
+        Case(f"train_step: {TRAIN_STEPS} Adam steps on the ring, then {NUM_SAMPLES} ancestral "
+             "samples", _train_and_sample(seeds[2]), _compare_training),
+    ]  # fmt: skip
+
+
+# --- section 3: the exact score and flow matching ---------------------------------------------
+
+
+def mixture_score_cases(rng: np.random.Generator) -> list[Case]:
+    centers = data.ring_centers(4, 1.0)
+    cases = [
+        Case("mixture_score at alpha_bar = 1 (the data's own score), one center",
+             call(jnp.array([[1.0, 0.0], [0.0, 2.0]]), jnp.zeros((1, 2)), 0.5, 1.0)),
+        Case("mixture_score of a 4-mode ring at alpha_bar = 0.5",
+             call(jnp.array([[0.3, 0.1], [0.0, 0.0], [-1.0, 2.0]]), centers, 0.1, 0.5),
+             close(1e-4, 1e-5)),
+    ]  # fmt: skip
+    for alpha_bar in (0.999, 0.3, 0.01):
+        x = f32(rng.normal(size=(20, 2)))
+        centers = f32(rng.normal(scale=2.0, size=(5, 2)))
+        cases.append(Case(f"mixture_score(20 points, 5 random centers, std 0.2, alpha_bar = "
+                          f"{alpha_bar})", call(x, centers, 0.2, alpha_bar), close(1e-3, 1e-4)))  # fmt: skip
+    x, centers = f32(rng.normal(size=(6, 3))), f32(rng.normal(size=(3, 3)))
+    cases.append(Case("mixture_score in 3-D", call(x, centers, 0.5, 0.7), close(1e-4, 1e-5)))
+    return cases
+
+
+def flow_matching_loss_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("flow_matching_loss with a model that always predicts 0",
+             call(jax.random.key(0), lambda x, t: jnp.zeros_like(x), jnp.ones((32, 2))),
+             close(1e-5, 1e-6)),
+    ]  # fmt: skip
+    for shape in [(8, 2), (4, 3, 2), (16, 5)]:
+        x1 = f32(rng.normal(2.0, 1.0, size=shape))
+        weight = float(rng.uniform(0.3, 2.0))
+
+        def model(x, t, w=weight):
+            return jnp.tanh(w * x) + t.reshape(t.shape + (1,) * (x.ndim - 1))
+
+        cases.append(Case(f"flow_matching_loss(x1 {shape}, a fixed model of (x_t, t)) vs the "
+                          "pinned recipe", call(key_from(rng), model, x1), close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+def _affine_velocity(x, t):
+    return -x + 2.0 * t.reshape(t.shape + (1,) * (x.ndim - 1))
+
+
+def euler_sample_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("euler_sample with v = 1 everywhere, 4 steps (x moves by exactly 1)",
+             call(lambda x, t: jnp.ones_like(x), jnp.zeros((3, 2)), 4)),
+        Case("euler_sample with v = t, 2 steps (t_0 = 0, t_1 = 1/2)",
+             call(lambda x, t: jnp.broadcast_to(t[:, None], x.shape), jnp.zeros((2, 1)), 2)),
+        Case("euler_sample(v = -x + 2t, one step)", call(_affine_velocity, jnp.ones((2, 2)), 1)),
+    ]  # fmt: skip
+    for shape, steps in [((5, 2), 7), ((3, 2, 2), 3), ((4, 6), 20)]:
+        x0 = f32(rng.normal(size=shape))
+        cases.append(Case(f"euler_sample(v = -x + 2t, x0 {shape}, {steps} steps)",
+                          call(_affine_velocity, x0, steps), close(1e-5, 1e-5)))  # fmt: skip
+    return cases
+
+
+# --- section 4: ancestral sampling ------------------------------------------------------------
+
+
+def _scanned(model, x, start: int, seed: int):
+    """Run the student's ddpm_step from t = start down to 0 inside jax.jit and lax.scan."""
+    betas, ab = _schedule()
+
+    def run(ddpm_step):
+        @jax.jit
+        def sample(x):
+            keys = jax.random.split(jax.random.key(seed), start + 1)
+
+            def body(x, t):
+                return ddpm_step(keys[t], model, x, t, betas, ab), None
+
+            return jax.lax.scan(body, x, jnp.arange(start, -1, -1))[0]
+
+        return sample(x)
+
+    return run
+
+
+def ddpm_step_cases(rng: np.random.Generator) -> list[Case]:
+    betas, ab = _schedule()
+    x = jnp.array([[1.0, -1.0], [0.5, 2.0]])
+    model = _eps_model(0.7)
+    cases = [
+        Case("ddpm_step at t = 0 (the mean only, no noise)",
+             call(jax.random.key(0), model, x, 0, betas, ab)),
+        Case("ddpm_step at t = 1", call(jax.random.key(1), model, x, 1, betas, ab),
+             close(1e-5, 1e-6)),
+        Case("ddpm_step at t = T - 1 with t a 0-d int32 array",
+             call(jax.random.key(2), model, x, jnp.array(T_PROBE - 1, jnp.int32), betas, ab),
+             close(1e-5, 1e-6)),
+    ]  # fmt: skip
+    for shape in [(6, 2), (3, 4, 2)]:
+        x = f32(rng.normal(size=shape))
+        t = int(rng.integers(1, T_PROBE))
+        cases.append(Case(f"ddpm_step(x_t {shape}, t = {t})",
+                          call(key_from(rng), _eps_model(float(rng.uniform(0.3, 2.0))), x, t,
+                               betas, ab), close(1e-5, 1e-6, dtype=jnp.float32)))  # fmt: skip
+    x = f32(rng.normal(size=(4, 3)))
+    cases.append(Case("ddpm_step called for t = 10, 9, ..., 0 inside jax.jit and lax.scan "
+                      "(t is traced)", _scanned(model, x, 10, int(rng.integers(1 << 20))),
+                      close(1e-4, 1e-5)))  # fmt: skip
+    return cases
+
+
+# --- section 5: guidance ----------------------------------------------------------------------
+
+
+def cfg_combine_cases(rng: np.random.Generator) -> list[Case]:
+    cond, uncond = jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0])
+    cases = [
+        Case("cfg_combine(w = 0) is the unconditional prediction", call(cond, uncond, 0.0)),
+        Case("cfg_combine(w = 1) is the conditional prediction", call(cond, uncond, 1.0)),
+        Case("cfg_combine([1, 2], [0, 1], w = 3)", call(cond, uncond, 3.0)),
+    ]
+    for shape, w in [((4, 2), 2.0), ((2, 8, 8), 7.5), ((5,), 0.5)]:
+        c, u = f32(rng.normal(size=shape)), f32(rng.normal(size=shape))
+        cases.append(Case(f"cfg_combine(eps {shape}, w = {w})", call(c, u, w), close(1e-5, 1e-6)))
+    c, u = f32(rng.normal(size=(3, 2))), f32(rng.normal(size=(3, 2)))
+    cases.append(Case("cfg_combine(eps (3, 2), one w per example [3, 1])",
+                      call(c, u, jnp.array([[0.0], [1.0], [4.0]])), close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+# --- section 6: the diagnostic ----------------------------------------------------------------
+
+
+def schedule_mismatch_cases(rng: np.random.Generator) -> list[Case]:
+    linear = diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))
+    cosine = diffusion.alpha_bars(diffusion.cosine_beta_schedule(1000))
+    cases = [
+        Case("schedule_mismatch(a schedule, itself) = 0", call(linear, linear), close(1e-6, 1e-7)),
+        Case("schedule_mismatch(linear, cosine), T = 1000", call(linear, cosine)),
+        Case("schedule_mismatch(cosine, linear) (symmetric)", call(cosine, linear)),
+        Case("schedule_mismatch([0.9, 0.5], [0.5, 0.1])",
+             call(jnp.array([0.9, 0.5]), jnp.array([0.5, 0.1]))),
+        Case("schedule_mismatch(T = 100 with beta rescaled, T = 100 without)",
+             call(diffusion.alpha_bars(diffusion.linear_beta_schedule(100, 1e-3, 0.2)),
+                  diffusion.alpha_bars(diffusion.linear_beta_schedule(100)))),
+        Case("schedule_mismatch of schedules of different lengths raises ValueError",
+             call(linear, linear[:100]), raises=(ValueError,)),
+    ]  # fmt: skip
+    for _ in range(2):
+        a = diffusion.alpha_bars(f32(rng.uniform(0.0, 0.1, size=30)))
+        b = diffusion.alpha_bars(f32(rng.uniform(0.0, 0.1, size=30)))
+        cases.append(Case("schedule_mismatch(two random schedules, T = 30)", call(a, b),
+                          close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+PROBES = [
+    Probe("linear_beta_schedule", diffusion.linear_beta_schedule, linear_beta_schedule_cases),
+    Probe("alpha_bars", diffusion.alpha_bars, alpha_bars_cases),
+    Probe("q_sample", diffusion.q_sample, q_sample_cases),
+    Probe("posterior_mean_var", diffusion.posterior_mean_var, posterior_mean_var_cases),
+    Probe("ddpm_loss", diffusion.ddpm_loss, ddpm_loss_cases, uses=("q_sample",)),
+    Probe("train_step", diffusion.train_step, train_step_cases, uses=("ddpm_loss",)),
+    Probe("mixture_score", diffusion.mixture_score, mixture_score_cases),
+    Probe("flow_matching_loss", diffusion.flow_matching_loss, flow_matching_loss_cases),
+    Probe("euler_sample", diffusion.euler_sample, euler_sample_cases),
+    Probe("ddpm_step", diffusion.ddpm_step, ddpm_step_cases, uses=("posterior_mean_var",)),
+    Probe("cfg_combine", diffusion.cfg_combine, cfg_combine_cases),
+    Probe("schedule_mismatch", diffusion.schedule_mismatch, schedule_mismatch_cases),
+]
