@@ -108,3 +108,64 @@ def test_history_rejects_unknown_and_changing_metrics():
         history["acc"]
     with pytest.raises(ValueError, match="metric names changed"):
         history.log(2, {"loss": 1.0, "acc": 0.5})
+
+
+def test_genlab_gives_one_cpu_device_per_core_unless_told_otherwise():
+    import genlab
+
+    env = {}
+    genlab._cpu_devices_flag(env)
+    import os
+
+    cores = min(len(os.sched_getaffinity(0)), 8)
+    assert env.get("XLA_FLAGS", "") == (f"{genlab.DEVICES_FLAG}={cores}" if cores > 1 else "")
+    env = {"GENLAB_CPU_DEVICES": "1"}
+    genlab._cpu_devices_flag(env)
+    assert "XLA_FLAGS" not in env
+    env = {"XLA_FLAGS": f"--xla_dump_to=/x {genlab.DEVICES_FLAG}=3", "GENLAB_CPU_DEVICES": "2"}
+    genlab._cpu_devices_flag(env)
+    assert env["XLA_FLAGS"].endswith("=3"), "a user's own XLA_FLAGS decide"
+    if cores > 1:
+        assert len(jax.devices()) == cores, "the test run imports genlab before JAX starts"
+
+
+def _regression(seed=0):
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(seed))
+    optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
+    return model, optimizer
+
+
+def test_data_parallel_fit_makes_the_same_updates_and_returns_to_one_device():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)
+    y = x @ jnp.array([[1.0, -2.0], [0.5, 0.0], [3.0, 1.0]]) + 0.25
+    key = jax.random.key(0)
+
+    def loss_fn(model, batch):
+        x, y, key = batch
+        noise = 0.0 * jax.random.normal(key, ())  # a key in the batch is never split
+        return jnp.mean((model(x) - y) ** 2) + noise
+
+    step = make_train_step(loss_fn)
+    runs = {}
+    for data_parallel in (False, True):
+        model, optimizer = _regression()
+        history = fit(step, model, optimizer, lambda i: (x, y, key), 60,
+                      progress=False, data_parallel=data_parallel)  # fmt: skip
+        runs[data_parallel] = (history["loss"], model.kernel[...], model.bias[...])
+        for leaf in jax.tree.leaves(nnx.state((model, optimizer))):
+            assert leaf.sharding.device_set == {jax.devices()[0]}, "back on the first device"
+    for single, parallel in zip(runs[False], runs[True], strict=True):
+        np.testing.assert_allclose(parallel, single, rtol=1e-5, atol=1e-6)
+    assert runs[True][0][-1] < 0.3 * runs[True][0][0], "the loss must fall"
+
+
+def test_data_parallel_leaves_indivisible_arrays_whole():
+    from genlab.train import _DataParallel
+
+    layout = _DataParallel()
+    n = len(layout.devices)
+    odd, even = jnp.ones((2 * n + 1, 2)), jnp.ones((2 * n, 2))
+    placed = layout.split({"odd": odd, "even": even, "key": jax.random.key(1), "n": 3})
+    assert placed["odd"] is odd and placed["n"] == 3
+    assert placed["even"].sharding.device_set == set(layout.devices)

@@ -91,6 +91,7 @@ def fit(
     log_every: int = 10,
     desc: str = "training",
     progress: bool = True,
+    data_parallel: bool = False,
 ) -> History:
     """Run ``num_steps`` calls of ``step(model, optimizer, batch)`` and record the metrics.
 
@@ -100,6 +101,13 @@ def fit(
         log_every: record metrics every this many steps (and at the last step); reading a
             metric waits for the device, so logging every step slows small models down.
         progress: show a ``tqdm`` progress bar with the latest loss.
+        data_parallel: split every batch over the local devices (on a CPU, one XLA device per
+            core: see ``genlab/__init__.py``) with the model and optimizer copied to each; XLA
+            adds the gradients up across devices, so the update is the same as on one device
+            (up to float rounding). Worth it for large steps only (chapter 04's GPT: 1.2x on
+            2 cores; a small MLP gets slower). Batch arrays whose leading axis does not divide
+            by the device count, and keys, stay whole. Afterwards the model and optimizer are
+            back on the first device.
 
     Returns:
         A :class:`History`; ``model`` and ``optimizer`` are updated in place.
@@ -115,6 +123,14 @@ def fit(
 
         def get_batch(_):
             return next(iterator)
+
+    layout = _DataParallel() if data_parallel else None
+    if layout is not None:
+        layout.replicate(model, optimizer)
+        inner = get_batch
+
+        def get_batch(i):
+            return layout.split(inner(i))
 
     # An nnx.jit step re-reads the model's graph on every call (milliseconds for small models);
     # cached_partial reads it once. The model and optimizer are still updated in place.
@@ -138,4 +154,40 @@ def fit(
             history.log(i + 1, values)
             bar.set_postfix({name: f"{v:.4g}" for name, v in itertools.islice(values.items(), 3)})
     bar.close()
+    if layout is not None:
+        layout.gather(model, optimizer)
     return history
+
+
+class _DataParallel:
+    """The batch split over the local devices' leading axis, the model copied to each."""
+
+    def __init__(self):
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        self.devices = jax.local_devices()
+        mesh = Mesh(np.array(self.devices), ("batch",))
+        self.copied = NamedSharding(mesh, PartitionSpec())
+        self.split_axis = NamedSharding(mesh, PartitionSpec("batch"))
+
+    def replicate(self, *modules) -> None:
+        for module in modules:
+            nnx.update(module, jax.device_put(nnx.state(module), self.copied))
+
+    def _place(self, leaf):
+        n = len(self.devices)
+        if (
+            isinstance(leaf, jax.Array | np.ndarray)
+            and leaf.ndim >= 1
+            and not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+            and leaf.shape[0] % n == 0
+        ):
+            return jax.device_put(leaf, self.split_axis)
+        return leaf
+
+    def split(self, batch):
+        return batch if len(self.devices) == 1 else jax.tree.map(self._place, batch)
+
+    def gather(self, *modules) -> None:
+        for module in modules:
+            nnx.update(module, jax.device_put(nnx.state(module), self.devices[0]))
