@@ -59,7 +59,7 @@ def test_logsumexp_rejects_bad_input():
 # --- sample_mixture -------------------------------------------------------------------------
 
 
-def test_sample_mixture_follows_pinned_recipe():
+def test_sample_mixture_uses_two_keys_of_one_split():
     key = jax.random.key(3)
     means, stds = jnp.array([-2.0, 0.5, 4.0]), jnp.array([0.3, 1.0, 2.0])
     got = primer.sample_mixture(key, means, stds, 50)
@@ -267,7 +267,7 @@ def test_train_step_reduces_loss():
 
 
 @pytest.mark.parametrize("shape", [(), (4,), (2, 3)])
-def test_noisy_copies_rows_are_manual_draws(shape):
+def test_noisy_copies_row_i_uses_the_ith_key_of_a_split(shape):
     key = jax.random.key(7)
     x = jnp.arange(np.prod(shape, dtype=int), dtype=jnp.float32).reshape(shape)
     got = primer.noisy_copies(key, x, 5)
@@ -296,3 +296,94 @@ def test_noisy_copies_rejects_bad_input():
         primer.noisy_copies(jax.random.key(0), jnp.zeros(3), 0)
     with pytest.raises(TypeError, match="x"):
         primer.noisy_copies(jax.random.key(0), jnp.arange(3), 2)
+
+
+def test_noisy_copies_same_key_same_copies_and_independent_rows():
+    key = jax.random.key(11)
+    a = np.asarray(primer.noisy_copies(key, jnp.zeros(2000), 6))
+    np.testing.assert_array_equal(a, primer.noisy_copies(key, jnp.zeros(2000), 6))
+    corr = np.corrcoef(a)
+    assert np.max(np.abs(corr - np.eye(6))) < 6 / np.sqrt(2000)
+    assert scipy.stats.kstest(a.ravel(), "norm").pvalue > 1e-6
+
+
+# --- clipped_mean_grad ----------------------------------------------------------------------
+
+
+def _clip_problem(seed=0, n=7):
+    rng = np.random.default_rng(seed)
+    model = primer.MLP(3, 4, 2, rngs=nnx.Rngs(seed))
+    x = jnp.asarray(rng.normal(size=(n, 3)).astype(np.float32))
+    y = jnp.asarray(3.0 * rng.normal(size=(n, 2)).astype(np.float32))
+    return model, x, y
+
+
+def _loop_reference(model, x, y, max_norm):
+    """One example at a time in float64 NumPy-land: grads by nnx.grad, clipping by hand."""
+    total = None
+    for n in range(x.shape[0]):
+        x_n, y_n = x[n : n + 1], y[n : n + 1]
+        g = nnx.grad(lambda m, x_n=x_n, y_n=y_n: jnp.mean((m(x_n) - y_n) ** 2))(model)
+        leaves = [np.asarray(leaf, np.float64) for leaf in jax.tree.leaves(g)]
+        norm = np.sqrt(sum(np.sum(leaf**2) for leaf in leaves))
+        scale = 1.0 if norm <= max_norm else max_norm / norm
+        leaves = [scale * leaf for leaf in leaves]
+        total = leaves if total is None else [t + leaf for t, leaf in zip(total, leaves)]
+    return [t / x.shape[0] for t in total]
+
+
+@pytest.mark.parametrize("max_norm", [1e6, 1.0, 0.05])
+def test_clipped_mean_grad_matches_a_loop_over_examples(max_norm):
+    model, x, y = _clip_problem()
+    got = jax.tree.leaves(primer.clipped_mean_grad(model, x, y, max_norm))
+    for g, w in zip(got, _loop_reference(model, x, y, max_norm)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7)
+
+
+def test_clipped_mean_grad_without_clipping_is_the_train_step_gradient():
+    model, x, y = _clip_problem(1)
+    want = nnx.grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+    got = primer.clipped_mean_grad(model, x, y, 1e9)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
+def test_clipped_mean_grad_matches_optax_per_example_clipping():
+    model, x, y = _clip_problem(2)
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(p, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, p)(x_n[None]) - y_n[None]) ** 2)
+
+    per_example = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, x, y)
+    # the peer: optax.clip_by_global_norm applied to each example's gradient tree
+    clip = optax.clip_by_global_norm(0.3)
+    rows = [jax.tree.map(lambda g, n=n: g[n], per_example) for n in range(x.shape[0])]
+    clipped = [clip.update(r, clip.init(r))[0] for r in rows]
+    mean = jax.tree.map(lambda *gs: sum(gs) / len(gs), *clipped)
+    got = primer.clipped_mean_grad(model, x, y, 0.3)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(mean)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
+def test_clipped_mean_grad_zero_gradient_stays_zero_and_norm_is_bounded():
+    model, x, y = _clip_problem(3)
+    y = model(x)  # every example fitted exactly: every per-example gradient is 0
+    got = jax.tree.leaves(primer.clipped_mean_grad(model, x, y, 0.01))
+    assert all(np.all(np.asarray(g) == 0.0) for g in got)
+    model, x, y = _clip_problem(4)
+    got = jax.tree.leaves(primer.clipped_mean_grad(model, x, y, 0.01))
+    assert np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in got)) <= 0.01 * (1 + 1e-5)
+
+
+def test_clipped_mean_grad_leaves_the_model_alone_and_rejects_bad_input():
+    model, x, y = _clip_problem(5)
+    before = [np.asarray(p) for p in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    primer.clipped_mean_grad(model, x, y, 0.5)
+    for b, a in zip(before, jax.tree.leaves(nnx.state(model, nnx.Param))):
+        np.testing.assert_array_equal(a, b)
+    for bad in (0.0, -1.0, "1", None):
+        with pytest.raises(ValueError, match="max_norm"):
+            primer.clipped_mean_grad(model, x, y, bad)
+    with pytest.raises(ValueError, match="same N"):
+        primer.clipped_mean_grad(model, x, y[:-1], 1.0)

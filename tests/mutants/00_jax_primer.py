@@ -49,19 +49,6 @@ def logsumexp(x, axis=-1):
 """,
     },
     "sample_mixture": {
-        "one_key_for_both_draws": """
-def sample_mixture(key, means, stds, n):
-    components = jax.random.randint(key, (n,), 0, means.shape[0])
-    noise = jax.random.normal(key, (n,))
-    return means[components] + stds[components] * noise
-""",
-        "keys_swapped": """
-def sample_mixture(key, means, stds, n):
-    k_component, k_noise = jax.random.split(key)
-    components = jax.random.randint(k_noise, (n,), 0, means.shape[0])
-    noise = jax.random.normal(k_component, (n,))
-    return means[components] + stds[components] * noise
-""",
         "variance_used_as_std": """
 def sample_mixture(key, means, stds, n):
     k_component, k_noise = jax.random.split(key)
@@ -69,19 +56,37 @@ def sample_mixture(key, means, stds, n):
     noise = jax.random.normal(k_noise, (n,))
     return means[components] + stds[components] ** 2 * noise
 """,
-        "noise_from_unsplit_key": """
-def sample_mixture(key, means, stds, n):
-    k_component, _ = jax.random.split(key)
-    components = jax.random.randint(k_component, (n,), 0, means.shape[0])
-    noise = jax.random.normal(key, (n,))
-    return means[components] + stds[components] * noise
-""",
         "last_component_never_drawn": """
 def sample_mixture(key, means, stds, n):
     k_component, k_noise = jax.random.split(key)
     components = jax.random.randint(k_component, (n,), 0, means.shape[0] - 1)
     noise = jax.random.normal(k_noise, (n,))
     return means[components] + stds[components] * noise
+""",
+        "numpy_global_generator": """
+def sample_mixture(key, means, stds, n):
+    components = np.random.randint(0, means.shape[0], size=n)
+    noise = np.random.normal(size=n).astype(np.float32)
+    return means[components] + stds[components] * noise
+""",
+        "one_component_per_call": """
+def sample_mixture(key, means, stds, n):
+    k_component, k_noise = jax.random.split(key)
+    component = jax.random.randint(k_component, (), 0, means.shape[0])
+    noise = jax.random.normal(k_noise, (n,))
+    return means[component] + stds[component] * noise
+""",
+        "one_noise_for_all_samples": """
+def sample_mixture(key, means, stds, n):
+    k_component, k_noise = jax.random.split(key)
+    components = jax.random.randint(k_component, (n,), 0, means.shape[0])
+    noise = jax.random.normal(k_noise, ())
+    return means[components] + stds[components] * noise
+""",
+        "mixes_means_not_samples": """
+def sample_mixture(key, means, stds, n):
+    noise = jax.random.normal(key, (n,))
+    return jnp.mean(means) + jnp.sqrt(jnp.mean(stds**2)) * noise
 """,
     },
     "mse_grad": {
@@ -205,11 +210,21 @@ class MLP(nnx.Module):
     def __call__(self, x):
         return self.out(jax.nn.relu(self.hidden(x)))
 """,
-        "layers_created_in_other_order": """
+        "zero_initialised_kernels": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
-        self.out = nnx.Linear(d_hidden, d_out, rngs=rngs)
-        self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
+        zeros = nnx.initializers.zeros
+        self.hidden = nnx.Linear(d_in, d_hidden, kernel_init=zeros, rngs=rngs)
+        self.out = nnx.Linear(d_hidden, d_out, kernel_init=zeros, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+""",
+        "ignores_rngs": """
+class MLP(nnx.Module):
+    def __init__(self, d_in, d_hidden, d_out, *, rngs):
+        self.hidden = nnx.Linear(d_in, d_hidden, rngs=nnx.Rngs(0))
+        self.out = nnx.Linear(d_hidden, d_out, rngs=nnx.Rngs(1))
 
     def __call__(self, x):
         return self.out(jax.nn.relu(self.hidden(x)))
@@ -282,6 +297,35 @@ def train_step(model, optimizer, x, y):
     optimizer.update(model, grads)
     return loss
 """,
+        "gradient_wrt_inputs": """
+@nnx.jit
+def train_step(model, optimizer, x, y):
+    loss, grads = jax.value_and_grad(lambda x: jnp.mean((model(x) - y) ** 2))(x)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "loss_of_the_previous_step": """
+_previous = []
+
+def train_step(model, optimizer, x, y):
+    def loss_fn(model):
+        return jnp.mean((model(x) - y) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    _previous.append(loss)
+    return _previous[-2] if len(_previous) > 1 else loss
+""",
+        "half_the_gradient": """
+@nnx.jit
+def train_step(model, optimizer, x, y):
+    def loss_fn(model):
+        return 0.5 * jnp.mean((model(x) - y) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return 2.0 * loss
+""",
     },
     "noisy_copies": {
         "same_key_for_every_copy": """
@@ -293,22 +337,216 @@ def noisy_copies(key, x, num_copies):
     keys = jax.random.split(key, num_copies)
     return jnp.stack([jax.random.normal(k, x.shape, x.dtype) for k in keys])
 """,
-        "one_big_draw": """
+        "two_keys_taken_in_turn": """
 def noisy_copies(key, x, num_copies):
-    return x + jax.random.normal(key, (num_copies, *x.shape), x.dtype)
+    keys = jax.random.split(key, 2)
+    return jnp.stack([x + jax.random.normal(keys[i % 2], x.shape, x.dtype)
+                      for i in range(num_copies)])
 """,
-        "split_one_extra_key": """
+        "uniform_noise": """
 def noisy_copies(key, x, num_copies):
-    keys = jax.random.split(key, num_copies + 1)[1:]
-    return jnp.stack([x + jax.random.normal(k, x.shape, x.dtype) for k in keys])
+    keys = jax.random.split(key, num_copies)
+    return jnp.stack([x + jax.random.uniform(k, x.shape, x.dtype, -1.0, 1.0) for k in keys])
 """,
-        "key_split_sequentially": """
+        "one_number_per_copy": """
 def noisy_copies(key, x, num_copies):
-    copies = []
-    for _ in range(num_copies):
-        key, subkey = jax.random.split(key)
-        copies.append(x + jax.random.normal(subkey, x.shape, x.dtype))
-    return jnp.stack(copies)
+    keys = jax.random.split(key, num_copies)
+    return jnp.stack([x + jax.random.normal(k, (), x.dtype) for k in keys])
+""",
+        "numpy_global_generator": """
+def noisy_copies(key, x, num_copies):
+    noise = np.random.normal(size=(num_copies, *x.shape))
+    return (x + noise).astype(x.dtype)
+""",
+        "copies_shifted_by_their_index": """
+def noisy_copies(key, x, num_copies):
+    noise = jax.random.normal(key, x.shape, x.dtype)
+    return jnp.stack([x + noise + 0.01 * i for i in range(num_copies)])
+""",
+    },
+    "clipped_mean_grad": {
+        "clips_the_mean_gradient": """
+def _check(max_norm):
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+
+def _per_example(model, x, y):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_one(params, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x_n[None]) - y_n[None]) ** 2)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _norms(grads):
+    return jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1)
+                        for g in jax.tree.leaves(grads)))
+
+
+def _scaled_mean(grads, scale):
+    return jax.tree.map(lambda g: jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0),
+                        grads)
+
+def clipped_mean_grad(model, x, y, max_norm):
+    _check(max_norm)
+    grads = nnx.grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+    return optax.clip_by_global_norm(max_norm).update(grads, None)[0]
+""",
+        "clips_each_array_separately": """
+def _check(max_norm):
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+
+def _per_example(model, x, y):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_one(params, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x_n[None]) - y_n[None]) ** 2)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _norms(grads):
+    return jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1)
+                        for g in jax.tree.leaves(grads)))
+
+
+def _scaled_mean(grads, scale):
+    return jax.tree.map(lambda g: jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0),
+                        grads)
+
+def clipped_mean_grad(model, x, y, max_norm):
+    _check(max_norm)
+    grads = _per_example(model, x, y)
+
+    def clip(g):
+        norms = jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
+        scale = jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-30))
+        return jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0)
+
+    return jax.tree.map(clip, grads)
+""",
+        "rescales_small_gradients_up": """
+def _check(max_norm):
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+
+def _per_example(model, x, y):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_one(params, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x_n[None]) - y_n[None]) ** 2)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _norms(grads):
+    return jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1)
+                        for g in jax.tree.leaves(grads)))
+
+
+def _scaled_mean(grads, scale):
+    return jax.tree.map(lambda g: jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0),
+                        grads)
+
+def clipped_mean_grad(model, x, y, max_norm):
+    _check(max_norm)
+    grads = _per_example(model, x, y)
+    norms = _norms(grads)
+    return _scaled_mean(grads, max_norm / jnp.maximum(norms, 1e-30))
+""",
+        "nan_for_a_zero_gradient": """
+def _check(max_norm):
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+
+def _per_example(model, x, y):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_one(params, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x_n[None]) - y_n[None]) ** 2)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _norms(grads):
+    return jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1)
+                        for g in jax.tree.leaves(grads)))
+
+
+def _scaled_mean(grads, scale):
+    return jax.tree.map(lambda g: jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0),
+                        grads)
+
+def clipped_mean_grad(model, x, y, max_norm):
+    _check(max_norm)
+    grads = _per_example(model, x, y)
+    norms = _norms(grads)
+    return _scaled_mean(grads, jnp.minimum(norms, max_norm) / norms)
+""",
+        "sum_over_examples": """
+def _check(max_norm):
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+
+def _per_example(model, x, y):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_one(params, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x_n[None]) - y_n[None]) ** 2)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _norms(grads):
+    return jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1)
+                        for g in jax.tree.leaves(grads)))
+
+
+def _scaled_mean(grads, scale):
+    return jax.tree.map(lambda g: jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0),
+                        grads)
+
+def clipped_mean_grad(model, x, y, max_norm):
+    _check(max_norm)
+    grads = _per_example(model, x, y)
+    scale = jnp.minimum(1.0, max_norm / jnp.maximum(_norms(grads), 1e-30))
+    return jax.tree.map(lambda g: g.shape[0] * g, _scaled_mean(grads, scale))
+""",
+        "max_norm_not_checked": """
+def _check(max_norm):
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+
+def _per_example(model, x, y):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_one(params, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x_n[None]) - y_n[None]) ** 2)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _norms(grads):
+    return jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1)
+                        for g in jax.tree.leaves(grads)))
+
+
+def _scaled_mean(grads, scale):
+    return jax.tree.map(lambda g: jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0),
+                        grads)
+
+def clipped_mean_grad(model, x, y, max_norm):
+    grads = _per_example(model, x, y)
+    scale = jnp.minimum(1.0, max_norm / jnp.maximum(_norms(grads), 1e-30))
+    return _scaled_mean(grads, scale)
 """,
     },
 }
@@ -354,12 +592,19 @@ def sample_mixture(key, means, stds, n):
     noise = jax.random.normal(k_noise, (n,))
     return one_hot @ means + (one_hot @ stds) * noise
 """,
-        "keys_indexed": """
+        "keys_in_the_other_order": """
 def sample_mixture(key, means, stds, n):
-    keys = jax.random.split(key)
-    components = jax.random.randint(keys[0], (n,), 0, means.shape[0])
-    mu, sigma = means[components], stds[components]
-    return mu + sigma * jax.random.normal(keys[1], (n,))
+    k_noise, k_component = jax.random.split(key)
+    components = jax.random.randint(k_component, (n,), 0, means.shape[0])
+    return means[components] + stds[components] * jax.random.normal(k_noise, (n,))
+""",
+        "categorical_and_vmap_per_sample": """
+def sample_mixture(key, means, stds, n):
+    def one(k):
+        k_c, k_z = jax.random.split(k)
+        c = jax.random.categorical(k_c, jnp.zeros(means.shape[0]))
+        return means[c] + stds[c] * jax.random.normal(k_z)
+    return jax.vmap(one)(jax.random.split(key, n))
 """,
     },
     "mse_grad": {
@@ -423,6 +668,15 @@ def power_sum(x, n):
 """,
     },
     "MLP": {
+        "layers_created_in_other_order": """
+class MLP(nnx.Module):
+    def __init__(self, d_in, d_hidden, d_out, *, rngs):
+        self.out = nnx.Linear(d_hidden, d_out, rngs=rngs)
+        self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+""",
         "jnp_maximum": """
 class MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, *, rngs):
@@ -486,6 +740,35 @@ def train_step(model, optimizer, x, y):
     optimizer.update(model, grads)
     return loss
 """,
+        "grad_then_loss_before_update": """
+def train_step(model, optimizer, x, y):
+    def loss_fn(model):
+        return jnp.mean((model(x) - y) ** 2)
+
+    loss = loss_fn(model)
+    grads = nnx.grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "functional_split_merge": """
+@jax.jit
+def _step(graphdef, state, x, y):
+    model, optimizer = nnx.merge(graphdef, state)
+
+    def loss_fn(model):
+        return jnp.mean((model(x) - y) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss, nnx.state((model, optimizer))
+
+
+def train_step(model, optimizer, x, y):
+    graphdef, state = nnx.split((model, optimizer))
+    loss, state = _step(graphdef, state, x, y)
+    nnx.update((model, optimizer), state)
+    return loss
+""",
     },
     "noisy_copies": {
         "python_loop": """
@@ -505,6 +788,130 @@ def noisy_copies(key, x, num_copies):
     keys = jax.random.split(key, num_copies)
     noise = jnp.stack([jax.random.normal(k, jnp.shape(x), x.dtype) for k in keys])
     return noise + x[None]
+""",
+        "one_big_draw": """
+def noisy_copies(key, x, num_copies):
+    return x + jax.random.normal(key, (num_copies, *x.shape), x.dtype)
+""",
+        "key_split_sequentially": """
+def noisy_copies(key, x, num_copies):
+    copies = []
+    for _ in range(num_copies):
+        key, subkey = jax.random.split(key)
+        copies.append(x + jax.random.normal(subkey, x.shape, x.dtype))
+    return jnp.stack(copies)
+""",
+        "fold_in_the_index": """
+def noisy_copies(key, x, num_copies):
+    return jnp.stack([x + jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+                      for i in range(num_copies)])
+""",
+    },
+    "clipped_mean_grad": {
+        "vmap_over_split_state": """
+def _check(max_norm):
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+
+def _per_example(model, x, y):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_one(params, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x_n[None]) - y_n[None]) ** 2)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _norms(grads):
+    return jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1)
+                        for g in jax.tree.leaves(grads)))
+
+
+def _scaled_mean(grads, scale):
+    return jax.tree.map(lambda g: jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0),
+                        grads)
+
+def clipped_mean_grad(model, x, y, max_norm):
+    _check(max_norm)
+    grads = _per_example(model, x, y)
+    norms = _norms(grads)
+    scale = jnp.where(norms > max_norm, max_norm / jnp.where(norms > 0, norms, 1.0), 1.0)
+    return _scaled_mean(grads, scale)
+""",
+        "python_loop_and_optax_clip": """
+def _check(max_norm):
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+
+def _per_example(model, x, y):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_one(params, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x_n[None]) - y_n[None]) ** 2)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _norms(grads):
+    return jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1)
+                        for g in jax.tree.leaves(grads)))
+
+
+def _scaled_mean(grads, scale):
+    return jax.tree.map(lambda g: jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0),
+                        grads)
+
+def clipped_mean_grad(model, x, y, max_norm):
+    if max_norm <= 0:
+        raise ValueError("max_norm must be positive")
+    clip = optax.clip_by_global_norm(max_norm)
+    total = None
+    for n in range(x.shape[0]):
+        g = nnx.grad(lambda m: jnp.mean((m(x[n:n + 1]) - y[n:n + 1]) ** 2))(model)
+        g, _ = clip.update(g, clip.init(g))
+        total = g if total is None else jax.tree.map(jnp.add, total, g)
+    return jax.tree.map(lambda t: t / x.shape[0], total)
+""",
+        "ravel_pytree": """
+def _check(max_norm):
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+
+
+def _per_example(model, x, y):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_one(params, x_n, y_n):
+        return jnp.mean((nnx.merge(graphdef, params, rest)(x_n[None]) - y_n[None]) ** 2)
+
+    return jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _norms(grads):
+    return jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1)
+                        for g in jax.tree.leaves(grads)))
+
+
+def _scaled_mean(grads, scale):
+    return jax.tree.map(lambda g: jnp.mean(g * scale.reshape(-1, *[1] * (g.ndim - 1)), axis=0),
+                        grads)
+
+def clipped_mean_grad(model, x, y, max_norm):
+    _check(max_norm)
+    from jax.flatten_util import ravel_pytree
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    flat, unravel = ravel_pytree(params)
+
+    def loss_one(flat, x_n, y_n):
+        m = nnx.merge(graphdef, unravel(flat), rest)
+        return jnp.mean((m(x_n) - y_n) ** 2)
+
+    g = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(flat, x, y)  # (N, P)
+    norms = jnp.linalg.norm(g, axis=1, keepdims=True)
+    g = g * jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-12))
+    return unravel(jnp.mean(g, axis=0))
 """,
     },
 }

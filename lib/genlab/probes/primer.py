@@ -8,7 +8,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from genlab import primer
+from genlab import check, primer
 from genlab.probing import Case, Probe, call, close, exact, f32, key_from
 
 
@@ -42,24 +42,161 @@ def logsumexp_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-def sample_mixture_cases(rng: np.random.Generator) -> list[Case]:
-    cases = [
-        Case("sample_mixture with stds = 0 (every sample is a mean)",
-             call(jax.random.key(0), jnp.array([0.0, 10.0]), jnp.zeros(2), 20), exact),
-        Case("sample_mixture with one component, mean 2 and std 3",
-             call(jax.random.key(2), jnp.array([2.0]), jnp.array([3.0]), 20)),
-    ]  # fmt: skip
-    for num_components, n in [(1, 20), (3, 20), (8, 64)]:
-        means = f32(5.0 * rng.normal(size=num_components))
-        stds = jnp.linspace(0.25, 2.0, num_components)
-        key = key_from(rng)
-        cases.append(
-            Case(
-                f"sample_mixture(K={num_components}, n={n}) vs the pinned recipe",
-                call(key, means, stds, n),
-                close(1e-6, 1e-6, dtype=jnp.float32),
+# --- statistics on the trusted side (sample_mixture, noisy_copies) ---------------------------
+# Correct samplers pass every test below except with probability < 1e-6 per test: means within 6
+# standard errors, Kolmogorov-Smirnov distances sqrt(n) D < 3 (P < 3e-8). The bugs they catch are
+# far outside (variance used as std, a missing component, shared noise: see tests/mutants).
+
+MEAN_SE = 6.0
+KS_LIMIT = 3.0
+
+
+def _normal_cdf(z):
+    from scipy.special import ndtr
+
+    return ndtr(z)
+
+
+def ks_distance(samples, cdf) -> float:
+    """sqrt(n) times the Kolmogorov-Smirnov distance between ``samples`` and the CDF ``cdf``."""
+    u = np.sort(cdf(np.asarray(samples, np.float64).ravel()))
+    n = u.size
+    i = np.arange(1, n + 1)
+    return float(np.sqrt(n) * max(np.max(i / n - u), np.max(u - (i - 1) / n)))
+
+
+def _standard_normal_checks(where: str, noise) -> None:
+    """``noise`` (any shape) must look like independent N(0, 1) draws."""
+    z = np.asarray(noise, np.float64).ravel()
+    n = z.size
+    check.is_true(np.all(np.isfinite(z)), f"{where}: the noise holds inf or NaN")
+    check.is_true(abs(z.mean()) < MEAN_SE / np.sqrt(n),
+                  f"{where}: the noise has mean {z.mean():.3g}; standard normal noise over {n} "
+                  f"values has mean 0 +- {MEAN_SE / np.sqrt(n):.2g}")  # fmt: skip
+    limit = MEAN_SE * np.sqrt(2.0 / n)
+    check.is_true(abs(z.var() - 1.0) < limit,
+                  f"{where}: the noise has variance {z.var():.3g}; standard normal noise over {n} "
+                  f"values has variance 1 +- {limit:.2g}")  # fmt: skip
+    ks = ks_distance(z, _normal_cdf)
+    check.is_true(ks < KS_LIMIT, f"{where}: the noise is not standard normal (Kolmogorov-Smirnov "
+                                 f"sqrt(n) D = {ks:.2f}, expected below {KS_LIMIT})")  # fmt: skip
+
+
+def _samples_checks(where: str, got, n: int) -> np.ndarray:
+    check.shape(where, got, (n,))
+    check.dtype(where, got, np.float32)
+    check.finite(where, got)
+    return np.asarray(got, np.float64)
+
+
+def _separated_components(means, stds, n: int):
+    """Compare: components far apart, so each sample's component is its nearest mean."""
+    means, stds = np.asarray(means, np.float64), np.asarray(stds, np.float64)
+    k = means.size
+
+    def compare(got, want, label):
+        x = _samples_checks(label, got, n)
+        component = np.argmin(np.abs(x[:, None] - means[None, :]), axis=1)  # (n,)
+        counts = np.bincount(component, minlength=k)
+        limit = MEAN_SE * np.sqrt((1 / k) * (1 - 1 / k) / n)
+        for j in range(k):
+            check.is_true(
+                abs(counts[j] / n - 1 / k) < limit,
+                f"{label}: component {j} (mean {means[j]:g}) drew {counts[j] / n:.4f} "
+                f"of the samples; equal weights give {1 / k:.4f} +- {limit:.2g}",
             )
+        for j in range(k):
+            z = (x[component == j] - means[j]) / stds[j]
+            spread = np.std(x[component == j])
+            message = (
+                f"{label}: component {j}'s samples have standard deviation {spread:.4g}, "
+                f"expected {stds[j]:g} (stds are standard deviations, not variances)"
+            )
+            check.is_true(abs(z.var() - 1.0) < MEAN_SE * np.sqrt(2.0 / z.size), message)
+            _standard_normal_checks(f"{label}, component {j} standardised", z)
+
+    return compare
+
+
+def _mixture_distribution(means, stds, n: int):
+    """Compare: moments and the Kolmogorov-Smirnov distance to the mixture's CDF."""
+    means, stds = np.asarray(means, np.float64), np.asarray(stds, np.float64)
+    mean = means.mean()
+    variance = np.mean(stds**2 + means**2) - mean**2
+
+    def cdf(x):
+        return np.mean(_normal_cdf((x[:, None] - means) / stds), axis=1)
+
+    def compare(got, want, label):
+        x = _samples_checks(label, got, n)
+        se = np.sqrt(variance / n)
+        check.is_true(abs(x.mean() - mean) < MEAN_SE * se,
+                      f"{label}: sample mean {x.mean():.4g}, the mixture's mean is {mean:.4g} "
+                      f"+- {MEAN_SE * se:.2g}")  # fmt: skip
+        fourth = np.mean((x - x.mean()) ** 4)
+        se_var = np.sqrt(max(fourth - x.var() ** 2, 0.0) / n)
+        check.is_true(abs(x.var() - variance) < MEAN_SE * se_var + 1e-6,
+                      f"{label}: sample variance {x.var():.4g}, the mixture's variance is "
+                      f"{variance:.4g} +- {MEAN_SE * se_var:.2g}")  # fmt: skip
+        ks = ks_distance(x, cdf)
+        check.is_true(ks < KS_LIMIT, f"{label}: the samples do not follow the mixture "
+                                     f"(Kolmogorov-Smirnov sqrt(n) D = {ks:.2f}, expected below "
+                                     f"{KS_LIMIT})")  # fmt: skip
+
+    return compare
+
+
+def _means_only(means, n: int):
+    def compare(got, want, label):
+        x = _samples_checks(label, got, n)
+        hits = [float(np.mean(x == m)) for m in means]
+        check.is_true(
+            np.all(np.isin(x, means)),
+            f"{label}: with stds = 0 every sample must be one of the means {means}",
         )
+        limit = MEAN_SE * np.sqrt(0.25 / n)
+        check.is_true(all(abs(h - 0.5) < limit for h in hits),
+                      f"{label}: the two components were drawn with frequencies {hits}; "
+                      f"expected 0.5 +- {limit:.2g} each")  # fmt: skip
+
+    return compare
+
+
+def _same_key_twice(got, want, label):
+    """Compare: (call with key a, call with key a again, call with key b)."""
+    first, again, other = got
+    check.equal(f"{label}: the same key twice", again, first)
+    check.is_true(not np.array_equal(first, other), f"{label}: two different keys gave "
+                                                     "identical outputs")  # fmt: skip
+
+
+def sample_mixture_cases(rng: np.random.Generator) -> list[Case]:
+    means2 = jnp.array([0.0, 10.0])
+    key_a, key_b = key_from(rng), key_from(rng)
+    cases = [
+        Case("sample_mixture(key, means (0, 10), stds 0, n=4000)",
+             call(key_from(rng), means2, jnp.zeros(2), 4000), _means_only([0.0, 10.0], 4000)),
+        Case("sample_mixture: the same key gives the same samples, another key others",
+             lambda f: (f(key_a, means2, jnp.ones(2), 50), f(key_a, means2, jnp.ones(2), 50),
+                        f(key_b, means2, jnp.ones(2), 50)), _same_key_twice),
+        Case("sample_mixture(key, means (2,), stds (3,), n=1)",
+             call(key_from(rng), jnp.array([2.0]), jnp.array([3.0]), 1),
+             lambda got, want, label: _samples_checks(label, got, 1)),
+    ]  # fmt: skip
+    order = rng.permutation(3)
+    means = f32(30.0 * (np.arange(3) - 1) + rng.uniform(-3, 3))
+    stds = f32(np.array([0.5, 1.0, 2.0])[order])
+    n = 30_000
+    cases.append(Case(f"sample_mixture(3 components far apart, stds {np.asarray(stds)}, n={n})",
+                      call(key_from(rng), means, stds, n),
+                      _separated_components(means, stds, n)))  # fmt: skip
+    for k in (1, 4):
+        means = f32(3.0 * rng.normal(size=k))
+        stds = f32(rng.uniform(0.3, 2.0, size=k))
+        n = 20_000
+        cases.append(Case(f"sample_mixture(K={k} overlapping components, n={n})",
+                          call(key_from(rng), means, stds, n),
+                          _mixture_distribution(means, stds, n)))  # fmt: skip
     return cases
 
 
@@ -108,94 +245,341 @@ def power_sum_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-def _mlp_outputs(sizes, seed: int, inputs):
+# --- MLP: found by shapes, never by construction order ------------------------------------
+
+ROLES = ("hidden kernel", "hidden bias", "out kernel", "out bias")
+
+
+def _roles(sizes):
+    d_in, h, d_out = sizes
+    return {(d_in, h): ROLES[0], (h,): ROLES[1], (h, d_out): ROLES[2], (d_out,): ROLES[3]}
+
+
+def _mlp_parameters(model, sizes):
+    """``({role: array}, leaves, treedef)`` of the model's nnx.Params, each found by its shape."""
+    roles = _roles(sizes)
+    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
+    shapes = [tuple(leaf.shape) for leaf in leaves]
+    if sorted(shapes) != sorted(roles):
+        raise ValueError(f"MLP{sizes} should hold exactly 4 nnx.Param arrays of shapes "
+                         f"{sorted(roles)}; it holds {sorted(shapes)}")  # fmt: skip
+    return {roles[shape]: leaf for shape, leaf in zip(shapes, leaves)}, leaves, treedef
+
+
+def _with_weights(sizes, weights: dict, inputs):
+    """Run: build the MLP, overwrite its parameters (found by shape) and call it on inputs."""
+
     def run(cls):
-        model = cls(*sizes, rngs=nnx.Rngs(seed))
-        count = sum(int(p.size) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-        params = {f"{layer}.{name}": getattr(getattr(model, layer), name)[...]
-                  for layer in ("hidden", "out") for name in ("kernel", "bias")}  # fmt: skip
-        return {"number of parameters": count, **params,
-                **{f"output on x of shape {x.shape}": model(x) for x in inputs}}  # fmt: skip
+        model = cls(*sizes, rngs=nnx.Rngs(0))
+        _, leaves, treedef = _mlp_parameters(model, sizes)
+        roles = _roles(sizes)
+        new = [weights[roles[tuple(leaf.shape)]] for leaf in leaves]
+        nnx.update(model, jax.tree.unflatten(treedef, new))
+        return {f"output on x of shape {x.shape}": model(x) for x in inputs}
 
     return run
 
 
-def _mlp_hand_weights(cls):
-    model = cls(2, 3, 1, rngs=nnx.Rngs(0))
-    model.hidden.kernel[...] = jnp.array([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]])
-    model.hidden.bias[...] = jnp.zeros(3)
-    model.out.kernel[...] = jnp.array([[1.0], [2.0], [-1.0]])
-    model.out.bias[...] = jnp.array([0.5])
-    return model(jnp.array([[1.0, 3.0], [3.0, 1.0]]))
+def _init_run(sizes, seed: int):
+    def run(cls):
+        builds = {}
+        for name, s in (("first", seed), ("second", seed), ("other seed", seed + 1)):
+            found, _, _ = _mlp_parameters(cls(*sizes, rngs=nnx.Rngs(s)), sizes)
+            builds[name] = found
+        return builds
+
+    return run
+
+
+def _init_compare(sizes):
+    fan_in = {ROLES[0]: sizes[0], ROLES[2]: sizes[1]}
+
+    def compare(got, want, label):
+        for role in ROLES:
+            check.equal(f"{label}: {role}, built twice from nnx.Rngs with one seed",
+                        got["second"][role], got["first"][role])  # fmt: skip
+        for role, n in fan_in.items():
+            kernel = np.asarray(got["first"][role], np.float64)
+            spread = kernel.std() * np.sqrt(n)
+            check.is_true(0.1 < spread < 10.0,
+                          f"{label}: the {role} was not initialised like nnx.Linear's default "
+                          f"(standard deviation {kernel.std():.3g}, expected about "
+                          f"{1 / np.sqrt(n):.3g})")  # fmt: skip
+            check.is_true(not np.array_equal(got["first"][role], got["other seed"][role]),
+                          f"{label}: the {role} is the same for two seeds: initialise the layers "
+                          "from rngs")  # fmt: skip
+
+    return compare
 
 
 def mlp_cases(rng: np.random.Generator) -> list[Case]:
+    hand = {ROLES[0]: jnp.array([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]]), ROLES[1]: jnp.zeros(3),
+            ROLES[2]: jnp.array([[1.0], [2.0], [-1.0]]), ROLES[3]: jnp.array([0.5])}  # fmt: skip
+    x = jnp.array([[1.0, 3.0], [3.0, 1.0]])
     cases = [Case("MLP(2, 3, 1) with hand-set weights (relu on the hidden layer only)",
-                  _mlp_hand_weights)]  # fmt: skip
-    for sizes in [(2, 3, 1), (3, 7, 2)]:
-        seed = int(rng.integers(1 << 16))
-        inputs = [
-            f32(2.0 * rng.normal(size=shape))
-            for shape in [(sizes[0],), (8, sizes[0]), (2, 3, sizes[0])]
-        ]
-        cases.append(Case(f"MLP{sizes} built with nnx.Rngs({seed}): parameters at "
-                          "initialisation (create hidden before out) and outputs",
-                          _mlp_outputs(sizes, seed, inputs), close(1e-5, 1e-5)))  # fmt: skip
+                  _with_weights((2, 3, 1), hand, [x]))]  # fmt: skip
+    for sizes in [(3, 7, 2), (5, 4, 1)]:
+        weights = {role: f32(rng.normal(size=shape)) for shape, role in _roles(sizes).items()}
+        inputs = [f32(2.0 * rng.normal(size=(*batch, sizes[0]))) for batch in [(), (8,), (2, 3)]]
+        cases.append(Case(f"MLP{sizes} with random weights copied in: outputs",
+                          _with_weights(sizes, weights, inputs), close(1e-5, 1e-5)))  # fmt: skip
+    sizes = (4, 6, 3)
+    seed = int(rng.integers(1 << 16))
+    cases.append(Case(f"MLP{sizes} initialised from nnx.Rngs({seed})", _init_run(sizes, seed),
+                      _init_compare(sizes)))  # fmt: skip
     return cases
 
 
-def _train_run(make_model, make_tx, x, y, steps: int):
+# --- train_step: judged by what the step does to the parameters ---------------------------
+
+
+def _sgd_linear_run(x, y, seed: int, learning_rate: float):
+    def run(train_step):
+        model = nnx.Linear(x.shape[1], y.shape[1], rngs=nnx.Rngs(seed))
+        before = {"kernel": model.kernel[...], "bias": model.bias[...]}
+        optimizer = nnx.Optimizer(model, optax.sgd(learning_rate), wrt=nnx.Param)
+        loss = train_step(model, optimizer, x, y)
+        return {"loss": loss, "before": before,
+                "after": {"kernel": model.kernel[...], "bias": model.bias[...]}}  # fmt: skip
+
+    return run
+
+
+def _sgd_linear_compare(x, y, learning_rate: float):
+    xn, yn = np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+    def compare(got, want, label):
+        w = np.asarray(got["before"]["kernel"], np.float64)
+        b = np.asarray(got["before"]["bias"], np.float64)
+        residual = xn @ w + b - yn  # (N, D_out)
+        loss = np.mean(residual**2)
+        grads = {"kernel": 2.0 / residual.size * xn.T @ residual,
+                 "bias": 2.0 / residual.size * residual.sum(axis=0)}  # fmt: skip
+        check.shape(f"{label}: the returned loss", got["loss"], ())
+        after = got["after"]
+        w1, b1 = np.asarray(after["kernel"], np.float64), np.asarray(after["bias"], np.float64)
+        loss_after = np.mean((xn @ w1 + b1 - yn) ** 2)
+        value = float(got["loss"])
+        if not np.isclose(value, loss, rtol=1e-4, atol=1e-6):
+            hint = (" (that is the loss after the update)"
+                    if np.isclose(value, loss_after, rtol=1e-4) else "")  # fmt: skip
+            check.is_true(False, f"{label}: returned loss {value:.6g}{hint}; the mean squared "
+                                 f"error before the update is {loss:.6g}")  # fmt: skip
+        for name, grad in grads.items():
+            step = -learning_rate * grad
+            moved = np.asarray(after[name], np.float64) - np.asarray(got["before"][name])
+            if np.allclose(moved, step, rtol=1e-3, atol=1e-6):
+                continue
+            ratio = float(np.sum(moved * step) / np.sum(step * step))
+            check.is_true(False, f"{label}: the {name} moved by {ratio:.3g} times the SGD step "
+                                 "-learning_rate * dL/d" + name + " (1 expected; 0 means no "
+                                 "update, -1 gradient ascent, 2 two updates, the number of "
+                                 "entries a sum instead of a mean)")  # fmt: skip
+
+    return compare
+
+
+class FrozenScaleLinear(nnx.Module):
+    """A linear layer whose output is multiplied by a fixed scale held in a non-Param variable."""
+
+    def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(d_in, d_out, rngs=rngs)
+        self.scale = nnx.Variable(jnp.array(2.0))  # not an nnx.Param: training must not move it
+
+    def __call__(self, x):
+        return self.linear(x) * self.scale[...]
+
+
+def _parameters_run(x, y, seed: int):
+    def run(train_step):
+        model = FrozenScaleLinear(x.shape[1], y.shape[1], rngs=nnx.Rngs(seed))
+        optimizer = nnx.Optimizer(model, optax.sgd(0.05), wrt=nnx.Param)
+        before = jax.tree.map(jnp.copy, nnx.state(model))
+        for _ in range(2):
+            train_step(model, optimizer, x, y)
+        return {"before": nnx.to_pure_dict(before), "after": nnx.to_pure_dict(nnx.state(model))}
+
+    return run
+
+
+def _parameters_compare(got, want, label):
+    for name in ("kernel", "bias"):
+        after, before = got["after"]["linear"][name], got["before"]["linear"][name]
+        check.is_true(
+            not np.array_equal(after, before),
+            f"{label}: the parameter linear.{name} did not change in two steps",
+        )
+    check.equal(f"{label}: the non-Param variable `scale` (it must not be trained)",
+                got["after"]["scale"], got["before"]["scale"])  # fmt: skip
+    close(1e-4, 1e-5)(got["after"], want["after"], f"{label}: parameters after two SGD steps")
+
+
+def _trajectory_run(make_model, make_tx, x, y, steps: int):
     def run(train_step):
         model = make_model()
         optimizer = nnx.Optimizer(model, make_tx(), wrt=nnx.Param)
         losses = [train_step(model, optimizer, x, y) for _ in range(steps)]
-        params = jax.tree.leaves(nnx.state(model, nnx.Param))
-        return {"losses": jnp.stack(losses), "parameters after the steps": tuple(params)}
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        return {"losses": jnp.stack(losses), "parameters after the steps": params}
 
     return run
 
 
-def _zero_linear():
-    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
-    model.kernel[...] = jnp.zeros((2, 1))
-    model.bias[...] = jnp.zeros(1)
-    return model
+FIT_STEPS, FIT_RATIO = 60, 0.3
+
+
+def _loss_falls(got, want, label):
+    losses = np.asarray(got["losses"], np.float64)
+    check.shape(f"{label}: the losses", losses, (FIT_STEPS,))
+    check.allclose(f"{label}: the first loss (before any update)", losses[0],
+                   want["losses"][0], rtol=1e-4)  # fmt: skip
+    check.finite(f"{label}: the losses", losses)
+    check.is_true(losses[-1] < FIT_RATIO * losses[0],
+                  f"{label}: the loss went from {losses[0]:.4g} to {losses[-1]:.4g} in "
+                  f"{FIT_STEPS} steps; a working step divides it by more than "
+                  f"{1 / FIT_RATIO:.3g}")  # fmt: skip
 
 
 def train_step_cases(rng: np.random.Generator) -> list[Case]:
     x = jnp.array([[1.0, 0.0], [0.0, 1.0]])
-    x_fit = f32(rng.normal(size=(32, 2)))
-    cases = [
-        Case("train_step: one SGD(0.1) step of a zero linear model (loss before the update, "
-             "then the parameters)", _train_run(_zero_linear, lambda: optax.sgd(0.1), x,
-                                                jnp.array([[1.0], [2.0]]), 1)),
-        Case("train_step: 40 Adam(0.1) steps on y = 3 x0 - x1 + 0.5",
-             _train_run(lambda: nnx.Linear(2, 1, rngs=nnx.Rngs(1)), lambda: optax.adam(0.1),
-                        x_fit, x_fit @ jnp.array([[3.0], [-1.0]]) + 0.5, 40), close(1e-4, 1e-5)),
-    ]  # fmt: skip
+    y = jnp.array([[1.0], [2.0]])
+    cases = [Case("train_step: one SGD(0.1) step of nnx.Linear(2, 1) on the visible data",
+                  _sgd_linear_run(x, y, 0, 0.1), _sgd_linear_compare(x, y, 0.1))]  # fmt: skip
+    x, y = f32(rng.normal(size=(8, 3))), f32(rng.normal(size=(8, 2)))
+    seed = int(rng.integers(1 << 16))
+    label = f"train_step: one SGD(0.3) step of nnx.Linear(3, 2) from nnx.Rngs({seed})"
+    cases.append(Case(label, _sgd_linear_run(x, y, seed, 0.3), _sgd_linear_compare(x, y, 0.3)))
+    cases.append(Case("train_step: two SGD steps of a linear layer scaled by a non-Param variable",
+                      _parameters_run(x, y, seed), _parameters_compare))  # fmt: skip
     x, y = f32(rng.normal(size=(16, 3))), f32(rng.normal(size=(16, 2)))
     seed = int(rng.integers(1 << 16))
-    for tx_name, make_tx in [("sgd(0.05)", lambda: optax.sgd(0.05)),
-                             ("adam(0.01)", lambda: optax.adam(0.01))]:  # fmt: skip
+    for tx_name, make_tx in [("sgd(0.05, momentum=0.9)", lambda: optax.sgd(0.05, momentum=0.9)),
+                             ("adamw(0.01, weight_decay=0.1)",
+                              lambda: optax.adamw(0.01, weight_decay=0.1))]:  # fmt: skip
         cases.append(Case(f"train_step: 3 steps of optax.{tx_name} on an MLP(3, 8, 2)",
-                          _train_run(lambda: primer.MLP(3, 8, 2, rngs=nnx.Rngs(seed)), make_tx,
-                                     x, y, 3), close(1e-5, 1e-6)))  # fmt: skip
+                          _trajectory_run(lambda: primer.MLP(3, 8, 2, rngs=nnx.Rngs(seed)),
+                                          make_tx, x, y, 3), close(1e-4, 1e-5)))  # fmt: skip
+    x = f32(rng.uniform(-2, 2, size=(64, 2)))
+    y = jnp.sin(x[:, :1]) + 0.5 * x[:, 1:] ** 2  # (64, 1)
+    seed = int(rng.integers(1 << 16))
+    cases.append(Case(f"train_step: {FIT_STEPS} Adam(0.02) steps of an MLP(2, 32, 1) on fixed "
+                      "data: the loss falls",
+                      _trajectory_run(lambda: primer.MLP(2, 32, 1, rngs=nnx.Rngs(seed)),
+                                      lambda: optax.adam(0.02), x, y, FIT_STEPS),
+                      _loss_falls))  # fmt: skip
     return cases
 
 
+# --- noisy_copies: judged by the properties of the noise ------------------------------------
+
+
+def _noise_compare(x, num_copies: int):
+    x64 = np.asarray(x, np.float64)
+
+    def compare(got, want, label):
+        check.shape(label, got, (num_copies, *x.shape))
+        check.dtype(label, got, x.dtype)
+        noise = np.asarray(got, np.float64) - x64  # (C, ...)
+        rows = noise.reshape(num_copies, -1)
+        for i in range(num_copies):
+            for j in range(i + 1, num_copies):
+                check.is_true(
+                    not np.array_equal(rows[i], rows[j]),
+                    f"{label}: copies {i} and {j} are identical (one key reused?)",
+                )
+        _standard_normal_checks(f"{label}: copies minus x", noise)
+        size = rows.shape[1]
+        if size >= 100:
+            for i in range(num_copies):
+                _standard_normal_checks(f"{label}: copy {i} minus x", rows[i])
+            corr = np.corrcoef(rows)
+            limit = MEAN_SE / np.sqrt(size)
+            worst = np.max(np.abs(corr - np.eye(num_copies)))
+            check.is_true(worst < limit,
+                          f"{label}: the noises of two copies have correlation {worst:.3f}; "
+                          f"independent draws give 0 +- {limit:.2g}")  # fmt: skip
+
+    return compare
+
+
 def noisy_copies_cases(rng: np.random.Generator) -> list[Case]:
-    cases = [Case("noisy_copies(key, x of shape (3,), 4)",
-                  call(jax.random.key(0), jnp.array([1.0, 2.0, 3.0]), 4))]  # fmt: skip
-    for shape, num_copies in [((), 1), ((2, 3), 5), ((4,), 3)]:
-        key = key_from(rng)
-        x = jnp.arange(float(np.prod(shape, dtype=int))).reshape(shape) - 2.0
+    x = jnp.array([1.0, 2.0, 3.0])
+    key_a, key_b = key_from(rng), key_from(rng)
+    cases = [
+        Case("noisy_copies(key, x of shape (3,), 4)", call(key_from(rng), x, 4),
+             _noise_compare(x, 4)),
+        Case("noisy_copies: the same key gives the same copies, another key others",
+             lambda f: (f(key_a, x, 3), f(key_a, x, 3), f(key_b, x, 3)), _same_key_twice),
+        Case("noisy_copies(key, a scalar x, 1)", call(key_from(rng), jnp.float32(-2.0), 1),
+             _noise_compare(jnp.float32(-2.0), 1)),
+    ]  # fmt: skip
+    for shape, num_copies, scale in [((400,), 6, 0.0), ((4, 10, 12), 5, 100.0)]:
+        x = f32(scale * rng.normal(size=shape))
         cases.append(
             Case(
-                f"noisy_copies(key, x of shape {shape}, {num_copies}) vs the pinned recipe",
-                call(key, x, num_copies),
-                close(1e-6, 1e-6, dtype=jnp.float32),
+                f"noisy_copies(key, x of shape {shape}, {num_copies})",
+                call(key_from(rng), x, num_copies),
+                _noise_compare(x, num_copies),
             )
         )
+    x = jnp.asarray(rng.normal(size=(300,)), jnp.float16)
+    cases.append(Case("noisy_copies(key, float16 x of shape (300,), 3) keeps the dtype",
+                      call(key_from(rng), x, 3), _noise_compare(x, 3)))  # fmt: skip
+    return cases
+
+
+# --- clipped_mean_grad (challenge) ------------------------------------------------------------
+
+
+def _path_name(path) -> str:
+    return jax.tree_util.keystr(path).replace(".value", "").replace("']['", ".").strip("[']")
+
+
+def _grad_dict(tree) -> dict:
+    """A gradient tree (nnx.State or nested dict) as {"hidden.kernel": array, ...}."""
+    return {_path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _clipped_run(make_model, x, y, max_norm, exact_example: bool = False):
+    def run(clipped_mean_grad):
+        model = make_model()
+        targets = y.at[0].set(model(x[:1])[0]) if exact_example else y
+        before = _grad_dict(nnx.state(model, nnx.Param))
+        grads = clipped_mean_grad(model, x, targets, max_norm)
+        after = _grad_dict(nnx.state(model, nnx.Param))
+        unchanged = {name: after[name] - before[name] for name in before}
+        return {"gradient": _grad_dict(grads), "parameters after minus before": unchanged}
+
+    return run
+
+
+def clipped_mean_grad_cases(rng: np.random.Generator) -> list[Case]:
+    seed = int(rng.integers(1 << 16))
+    x, y = f32(rng.normal(size=(6, 3))), f32(2.0 * rng.normal(size=(6, 2)))
+
+    def mlp():
+        return primer.MLP(3, 5, 2, rngs=nnx.Rngs(seed))
+
+    cases = []
+    for max_norm, what in [(1e6, "no example clipped"), (2.0, "some clipped"),
+                           (0.05, "every example clipped")]:  # fmt: skip
+        cases.append(Case(f"clipped_mean_grad(MLP(3, 5, 2), N=6, max_norm={max_norm}): {what}",
+                          _clipped_run(mlp, x, y, max_norm), close(1e-4, 1e-6)))  # fmt: skip
+    cases.append(
+        Case(
+            "clipped_mean_grad(max_norm=0.05) where example 0 is fitted exactly "
+            "(its gradient is 0: no NaN)",
+            _clipped_run(mlp, x, y, 0.05, exact_example=True),
+            close(1e-4, 1e-6),
+        )
+    )
+    x2, y2 = f32(rng.normal(size=(9, 4))), f32(rng.normal(size=(9, 1)))
+    cases.append(Case("clipped_mean_grad(nnx.Linear(4, 1), N=9, max_norm=0.5)",
+                      _clipped_run(lambda: nnx.Linear(4, 1, rngs=nnx.Rngs(seed)), x2, y2, 0.5),
+                      close(1e-4, 1e-6)))  # fmt: skip
+    for bad in (0.0, -1.0):
+        cases.append(Case(f"clipped_mean_grad(max_norm={bad}) raises ValueError",
+                          _clipped_run(mlp, x, y, bad), raises=(ValueError,)))  # fmt: skip
     return cases
 
 
@@ -208,4 +592,5 @@ PROBES = [
     Probe("MLP", primer.MLP, mlp_cases),
     Probe("train_step", primer.train_step, train_step_cases),
     Probe("noisy_copies", primer.noisy_copies, noisy_copies_cases),
+    Probe("clipped_mean_grad", primer.clipped_mean_grad, clipped_mean_grad_cases),
 ]
