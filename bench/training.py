@@ -93,6 +93,20 @@ def _torch_row(torch, transformers, config, batch, repeats):
     return first, median_seconds(step, repeats=repeats)
 
 
+def _variant(config, batch, dtype: str, parallel: bool, repeats: int) -> tuple[float, float]:
+    """(median seconds per step, first call seconds) of the course step with ``dtype`` matmuls,
+    on one device or data-parallel over all local devices (as ``train.fit`` places them)."""
+    model = gpt.GPT(replace(config, matmul_dtype=dtype), rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, _optimizer(), wrt=nnx.Param)
+    if parallel:
+        layout = train._DataParallel()
+        layout.replicate(model, optimizer)
+        batch = layout.split(batch)
+    step = train.make_train_step(loss_fn)
+    first = first_call_seconds(lambda: step(model, optimizer, batch))
+    return median_seconds(lambda: step(model, optimizer, batch), repeats=repeats, warmup=0), first
+
+
 def run(quick: bool = False) -> list[Table]:
     config, batch_size = _config(quick)
     repeats = 3 if quick else 10
@@ -129,19 +143,17 @@ def run(quick: bool = False) -> list[Table]:
         course / seconds,
     )
 
-    low = gpt.GPT(replace(config, matmul_dtype="bfloat16"), rngs=nnx.Rngs(0))
-    low_optimizer = nnx.Optimizer(low, _optimizer(), wrt=nnx.Param)
-    first = first_call_seconds(lambda: course_step(low, low_optimizer, batch))
-    seconds = median_seconds(
-        lambda: course_step(low, low_optimizer, batch), repeats=repeats, warmup=0
-    )
-    table.add(
-        'course step, opt-in matmul_dtype="bfloat16"',
-        first,
-        1e3 * seconds,
-        tokens / seconds,
-        course / seconds,
-    )
+    rows = [('course step, opt-in matmul_dtype="bfloat16"', "bfloat16", False)]
+    if len(jax.local_devices()) > 1:
+        devices = f"data-parallel over {len(jax.local_devices())} CPU devices"
+        rows += [(f"course step, {devices} (fit(data_parallel=True))", "float32", True),
+                 (f"course step, {devices}, bfloat16", "bfloat16", True)]  # fmt: skip
+    else:
+        table.notes.append("One device: no data-parallel rows (see genlab/__init__.py).")
+    for label, dtype, parallel in rows:
+        seconds_per_step, first = _variant(config, batch, dtype, parallel, repeats)
+        table.add(label, first, 1e3 * seconds_per_step, tokens / seconds_per_step,
+                  course / seconds_per_step)  # fmt: skip
 
     graphdef, params = nnx.split(gpt.GPT(config, rngs=nnx.Rngs(0)), nnx.Param)
 
