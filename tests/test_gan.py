@@ -448,3 +448,116 @@ def test_wasserstein_1d_batched_and_shift():
 def test_wasserstein_1d_rejects_unequal_counts():
     with pytest.raises(ValueError, match="same number"):
         gan.wasserstein_1d(jnp.zeros(3), jnp.zeros(4))
+
+
+# --- gan_step ---------------------------------------------------------------------------------
+
+
+def _players(seed=0):
+    rngs = nnx.Rngs(seed)
+    return nn.MLP((2, 8, 2), rngs=rngs), nn.MLP((2, 8, 1), activation=jnp.tanh, rngs=rngs)
+
+
+def _sgd(module, lr):
+    return nnx.Optimizer(module, optax.sgd(lr), wrt=nnx.Param)
+
+
+def test_gan_step_is_one_sgd_step_of_each_loss_computed_functionally():
+    generator, discriminator = _players()
+    real = jax.random.normal(jax.random.key(1), (16, 2)) + 1.0
+    z = jax.random.normal(jax.random.key(2), (12, 2))
+    g_graph, g_params = nnx.split(generator, nnx.Param)
+    d_graph, d_params = nnx.split(discriminator, nnx.Param)
+
+    def d_loss(dp, gp):  # the discriminator's loss as a pure function of both parameter trees
+        g, d = nnx.merge(g_graph, gp), nnx.merge(d_graph, dp)
+        fake = g(z)
+        return -jnp.mean(jax.nn.log_sigmoid(d(real))) - jnp.mean(jax.nn.log_sigmoid(-d(fake)))
+
+    def g_loss(gp, dp):
+        g, d = nnx.merge(g_graph, gp), nnx.merge(d_graph, dp)
+        return -jnp.mean(jax.nn.log_sigmoid(d(g(z))))
+
+    lr = 0.1
+    want_d = jax.tree.map(lambda p, g: p - lr * g, d_params, jax.grad(d_loss)(d_params, g_params))
+    want_g = jax.tree.map(lambda p, g: p - lr * g, g_params, jax.grad(g_loss)(g_params, want_d))
+    want_losses = (float(d_loss(d_params, g_params)), float(g_loss(g_params, want_d)))
+    want_d, want_g = (jax.tree.map(np.array, t) for t in (want_d, want_g))  # before the step
+    losses = gan.gan_step(generator, discriminator, _sgd(generator, lr), _sgd(discriminator, lr),
+                          real, z)  # fmt: skip
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+    for got, want in ((discriminator, want_d), (generator, want_g)):
+        for a, b in zip(jax.tree.leaves(nnx.state(got, nnx.Param)), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_gan_step_generator_update_leaves_the_discriminator_alone():
+    generator, discriminator = _players(3)
+    before = [np.asarray(a) for a in jax.tree.leaves(nnx.state(discriminator, nnx.Param))]
+    real, z = jnp.ones((8, 2)), jax.random.normal(jax.random.key(0), (8, 2))
+    gan.gan_step(generator, discriminator, _sgd(generator, 0.1), _sgd(discriminator, 0.0), real, z)
+    after = jax.tree.leaves(nnx.state(discriminator, nnx.Param))
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_gan_step_covers_the_ring_in_the_probe_budget():
+    from genlab.probes import gan as probes
+
+    modes = probes.ring_modes(probes.ring_training_samples(gan.gan_step, seed=5))
+    assert max(modes.values()) >= probes.RING_MIN_MODES, modes
+
+
+# --- diagnostics ------------------------------------------------------------------------------
+
+
+def test_generator_grad_norm_matches_the_linear_closed_form_and_is_zero_outside_the_tape():
+    generator = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    _, discriminator = _players()
+    z = jnp.array([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]])
+    got = gan.generator_grad_norm(lambda g, d, z: jnp.sum(g(z)), generator, discriminator, z)
+    want = np.sqrt(2 * np.sum(np.asarray(z).sum(0) ** 2) + 2 * 2**2)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    outside = gan.generator_grad_norm(
+        lambda g, d, z: jnp.sum(d(jax.lax.stop_gradient(g(z))[:, :2])), generator, discriminator, z
+    )
+    assert float(outside) == 0.0
+
+
+def test_logit_gradient_matches_the_closed_forms_of_section_3():
+    logits = jnp.linspace(-6.0, 6.0, 13)
+    d = scipy.special.expit(np.asarray(logits, np.float64))
+    ns = gan.logit_gradient(gan.generator_loss, logits)
+    sat = gan.logit_gradient(lambda l: gan.generator_loss(l, non_saturating=False), logits)
+    np.testing.assert_allclose(ns, -(1 - d), atol=1e-6)
+    np.testing.assert_allclose(sat, -d, atol=1e-6)
+    assert gan.logit_gradient(lambda l: jnp.sum(l**2), jnp.ones((2, 3))).shape == (2, 3)
+
+
+# --- Wasserstein beyond one dimension ---------------------------------------------------------
+
+
+def test_wasserstein_assignment_matches_brute_force_and_sorting():
+    import itertools
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 2)), rng.normal(size=(6, 2))
+    brute = min(np.mean(np.linalg.norm(x - y[list(p)], axis=1))
+                for p in itertools.permutations(range(6)))  # fmt: skip
+    np.testing.assert_allclose(gan.wasserstein_assignment(x, y), brute, rtol=1e-12)
+    a, b = rng.normal(size=(40, 1)), rng.standard_t(2.0, size=(40, 1))
+    np.testing.assert_allclose(gan.wasserstein_assignment(a, b),
+                               scipy.stats.wasserstein_distance(a[:, 0], b[:, 0]), rtol=1e-10)
+
+
+def test_sliced_wasserstein_of_a_shift_is_the_mean_projected_shift():
+    x = jax.random.normal(jax.random.key(0), (50, 2))
+    shift = jnp.array([3.0, 4.0])
+    got = gan.sliced_wasserstein(jax.random.key(1), x, x + shift, 4000)
+    np.testing.assert_allclose(got, 2 / np.pi * 5.0, rtol=0.02)  # E|cos| = 2 / pi on the circle
+    assert float(got) <= gan.wasserstein_assignment(x, x + shift) + 1e-4
+
+
+def test_sliced_wasserstein_in_one_dimension_is_the_sorted_distance():
+    x, y = jnp.array([[0.0], [2.0], [5.0]]), jnp.ones((3, 1))
+    got = gan.sliced_wasserstein(jax.random.key(3), x, y, 5)
+    np.testing.assert_allclose(got, gan.wasserstein_1d(x[:, 0], y[:, 0]), rtol=1e-6)

@@ -13,9 +13,13 @@ discrete distribution.
     js_divergence         section 2
     gan_value             section 2, V(D, G) for discrete distributions
     mode_coverage         section 4, the Gaussian-ring metric
+    gan_step              section 4, one alternating step written out
+    generator_grad_norm   section 5, does the generator's gradient reach it?
+    logit_gradient        section 5, which way and how hard a loss pushes each logit
     gradient_penalty      section 6, WGAN-GP
     wgan_critic_loss      section 6, the WGAN-GP critic's loss
     wasserstein_1d        section 6, earth mover's distance by sorting
+    sliced_wasserstein    section 6, random 1-D projections (the challenge)
 
 The chapter's training steps live here too (section 4): ``make_gan_step`` (Algorithm 1 of
 Goodfellow et al. 2014, with the losses passed in) and ``make_wgan_gp_step`` (Algorithm 1 of
@@ -32,6 +36,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 from flax import nnx
 from jax.scipy.special import xlogy
 
@@ -41,15 +47,20 @@ __all__ = [
     "bce_with_logits",
     "discriminator_loss",
     "generator_loss",
+    "gan_step",
     "gan_value",
+    "generator_grad_norm",
     "gradient_penalty",
     "js_divergence",
     "kl_divergence",
+    "logit_gradient",
     "make_gan_step",
     "make_wgan_gp_step",
     "mode_coverage",
     "optimal_discriminator",
+    "sliced_wasserstein",
     "wasserstein_1d",
+    "wasserstein_assignment",
     "wgan_critic_loss",
     "wgan_generator_loss",
 ]
@@ -513,3 +524,130 @@ def make_wgan_gp_step(
     return _alternating_step(
         sample_real, latent_dim, batch_size, critic_steps, 1, d_loss_fn, wgan_generator_loss
     )
+
+
+# --- section 4: the alternating step, written out -----------------------------------------------
+
+
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    """One step of Algorithm 1 (Goodfellow et al. 2014) with k = 1, written out (section 4).
+
+    First the discriminator's update: fakes ``G(z)`` with the current generator, held constant,
+    and one ``opt_d.update`` on ``discriminator_loss``. Then the generator's update through the
+    *updated* discriminator, on the same ``z``: one ``opt_g.update`` on the non-saturating
+    ``generator_loss``, with the fakes computed inside the differentiated function.
+
+    Args:
+        generator: an NNX module ``[B, Z] -> [B, ...]``.
+        discriminator: an NNX module ``[B, ...] -> [B, 1]`` logits.
+        opt_g, opt_d: ``nnx.Optimizer`` of the generator's and the discriminator's ``nnx.Param``.
+        real: float [B_real, ...], a batch of data.
+        z: float [B, Z], a batch of noise.
+
+    Returns:
+        ``(d_loss, g_loss)``: float scalars, each loss at the parameters before its update.
+    """
+
+    def d_objective(d, fake):
+        return discriminator_loss(d(real), d(fake))
+
+    def g_objective(g, d):
+        return generator_loss(d(g(z)))
+
+    fake = jax.lax.stop_gradient(generator(z))  # (B, ...): constants for D's update
+    d_loss, d_grads = nnx.value_and_grad(d_objective)(discriminator, fake)
+    opt_d.update(discriminator, d_grads)
+    g_loss, g_grads = nnx.value_and_grad(g_objective)(generator, discriminator)
+    opt_g.update(generator, g_grads)
+    return d_loss, g_loss
+
+
+# --- section 5: diagnostics for the pitfalls ---------------------------------------------------
+
+
+def generator_grad_norm(g_objective: Callable, generator, discriminator, z) -> jax.Array:
+    """Euclidean norm of the generator's gradient of a candidate objective (section 5).
+
+    ``g_objective(generator, discriminator, z) -> []`` is differentiated with respect to every
+    ``nnx.Param`` of ``generator`` (nothing else), and the norm is taken over all of those entries
+    together (optax's global norm). Exactly 0 when the objective does not depend on the
+    generator's parameters, e.g. fakes computed outside the differentiated function.
+
+    Returns:
+        float scalar [], >= 0.
+    """
+    if not callable(g_objective):
+        raise TypeError(f"g_objective must be callable, got {type(g_objective).__name__}")
+    grads = nnx.grad(g_objective)(generator, discriminator, z)
+    return optax.global_norm(grads)
+
+
+def logit_gradient(loss_fn: Callable, logits) -> jax.Array:
+    """The per-entry slope of a loss at the discriminator's logits (section 5).
+
+    Returns ``N * d loss_fn(logits) / d logits`` with ``N = logits.size``: for a loss that is a
+    mean over N entries, entry ``i`` is the derivative of that entry's own term. The sign says
+    which way a minimiser moves the logit (negative: up, towards "real"); the size says how hard.
+
+    Args:
+        loss_fn: ``[...] -> []``, a scalar loss of the logits.
+        logits: float [...], non-empty.
+
+    Returns:
+        float [...], logits' shape.
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    logits = _batch("logits", logits)
+    return logits.size * jax.grad(loss_fn)(logits)
+
+
+# --- section 6: Wasserstein distances beyond one dimension --------------------------------------
+
+
+def sliced_wasserstein(key: jax.Array, x, y, num_projections: int) -> jax.Array:
+    """Sliced Wasserstein-1 distance between two empirical distributions in D dimensions.
+
+    Random directions: ``jax.random.normal(key, (num_projections, D))``, each row divided by its
+    Euclidean norm. Both samples are projected on every direction, and the 1-D distance by
+    sorting (``wasserstein_1d``) is averaged over the directions. It never exceeds the exact W1
+    (:func:`wasserstein_assignment`), and is 0 for identical samples.
+
+    Args:
+        key: a JAX PRNG key.
+        x, y: float [N, D], the same N >= 1 and D >= 1.
+        num_projections: P >= 1.
+
+    Returns:
+        float scalar [], >= 0.
+    """
+    x, y = float_array("x", x), float_array("y", y)
+    if x.ndim != 2 or x.shape[0] < 1 or y.shape != x.shape:
+        raise ValueError(f"x and y must both have shape [N, D] with N >= 1, got {x.shape}, {y.shape}")
+    num_projections = positive_int("num_projections", num_projections)
+    directions = jax.random.normal(key, (num_projections, x.shape[1]))  # (P, D)
+    directions = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
+    return jnp.mean(_wasserstein_1d(directions @ x.T, directions @ y.T))  # (P, N) -> (P,) -> []
+
+
+def wasserstein_assignment(x, y) -> float:
+    """The exact W1 between two empirical distributions of N points each, in any dimension.
+
+    With equal weights 1/N the optimal transport plan is a permutation (Birkhoff-von Neumann), so
+    W1 is an assignment problem: ``min_perm mean_i |x_i - y_perm(i)|``, solved exactly by
+    ``scipy.optimize.linear_sum_assignment`` in O(N^3) (NumPy, not traceable by JAX).
+
+    Args:
+        x, y: float [N, D], the same shape.
+
+    Returns:
+        A Python float >= 0.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.ndim != 2 or y.shape != x.shape or x.shape[0] < 1:
+        raise ValueError(f"x and y must both have shape [N, D] with N >= 1, got {x.shape}, {y.shape}")
+    cost = np.linalg.norm(x[:, None, :] - y[None, :, :], axis=-1)  # (N, N)
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].mean())

@@ -5,9 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
 
-from genlab import check, data, gan
-from genlab.probing import Case, Probe, call, close, f32
+from genlab import check, data, gan, nn
+from genlab.probing import Case, Probe, call, close, f32, key_from
 
 
 def _distributions(rng: np.random.Generator, shape, zero_share: float) -> jax.Array:
@@ -389,6 +391,253 @@ def wgan_critic_loss_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+# --- section 4: the alternating step, written by the student ------------------------------------
+
+
+def _params(module) -> tuple:
+    """Copies of the module's parameter arrays (NumPy, so later updates cannot reach them)."""
+    return tuple(np.array(leaf) for leaf in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def _sgd_step_run(seed: int, real, z, lr: float):
+    """One call of the step on small MLPs with plain SGD: losses and parameters before/after."""
+
+    def run(gan_step):
+        rngs = nnx.Rngs(seed)
+        generator = nn.MLP((z.shape[1], 16, real.shape[1]), rngs=rngs)
+        discriminator = nn.MLP((real.shape[1], 16, 1), activation=jnp.tanh, rngs=rngs)
+        opt_g = nnx.Optimizer(generator, optax.sgd(lr), wrt=nnx.Param)
+        opt_d = nnx.Optimizer(discriminator, optax.sgd(lr), wrt=nnx.Param)
+        g_before, d_before = _params(generator), _params(discriminator)
+        losses = gan_step(generator, discriminator, opt_g, opt_d, real, z)
+        if not isinstance(losses, (tuple, list)) or len(losses) != 2:
+            raise TypeError(f"gan_step must return a tuple (d_loss, g_loss), got {type(losses).__name__}")
+        return {"d_loss": losses[0], "g_loss": losses[1],
+                "generator before": g_before, "generator after": _params(generator),
+                "discriminator before": d_before, "discriminator after": _params(discriminator)}
+
+    return run
+
+
+def _moved(before, after) -> bool:
+    return any(not np.array_equal(b, a) for b, a in zip(before, after))
+
+
+def _matches(got, want, rtol=2e-4, atol=2e-6) -> bool:
+    return all(np.allclose(g, w, rtol=rtol, atol=atol) for g, w in zip(got, want))
+
+
+def _compare_sgd_step(got, want, label: str) -> None:
+    if not isinstance(got, dict) or set(got) != set(want):
+        check.is_true(False, f"{label}: gan_step must return (d_loss, g_loss) and update in place")
+    for name in ("d_loss", "g_loss"):
+        check.shape(f"{label}: {name}", got[name], ())
+    check.allclose(f"{label}: d_loss (discriminator_loss before the discriminator's update)",
+                   got["d_loss"], want["d_loss"], rtol=1e-4, atol=1e-6)
+    d_before, d_after = got["discriminator before"], got["discriminator after"]
+    check.is_true(_moved(d_before, d_after),
+                  f"{label}: the discriminator's parameters did not change (no opt_d.update?)")
+    check.is_true(_matches(d_after, want["discriminator after"]),
+                  f"{label}: the discriminator did not move by one step on discriminator_loss with "
+                  "the fakes held constant (did a generator loss reach the discriminator's "
+                  "parameters, or were the labels or the losses changed?)")
+    g_before, g_after = got["generator before"], got["generator after"]
+    check.is_true(_moved(g_before, g_after),
+                  f"{label}: the generator's parameters did not change: its gradient was 0 "
+                  "(were its fakes computed outside the differentiated function?)")
+    check.allclose(f"{label}: g_loss (non-saturating generator_loss through the updated "
+                   "discriminator)", got["g_loss"], want["g_loss"], rtol=1e-4, atol=1e-6)
+    check.is_true(_matches(g_after, want["generator after"]),
+                  f"{label}: the generator did not move by one step of the non-saturating "
+                  "generator_loss through the updated discriminator (old discriminator, another "
+                  "loss, or a discriminator loss added to it?)")
+
+
+RING_STD, RING_STEPS, RING_LR, RING_BATCH = 0.1, 500, 4e-3, 256
+RING_CHECKPOINTS = (400, 450, 500)
+RING_MIN_MODES, RING_MIN_COUNT, RING_SHOWN = 6, 20, 2000
+
+
+def ring_training_samples(gan_step, seed: int, num_steps: int = RING_STEPS,
+                          checkpoints=RING_CHECKPOINTS) -> dict:  # fmt: skip
+    """Train a small ring GAN with ``gan_step``; generator samples at each checkpoint.
+
+    The ring has 8 modes of std ``RING_STD`` on a circle of radius 2; Adam(``RING_LR``,
+    b1 = 0.5) for both players, batch ``RING_BATCH``, latent dimension 2.
+    """
+    rngs = nnx.Rngs(seed)
+    generator = nn.MLP((2, 128, 128, 2), rngs=rngs)
+    discriminator = nn.MLP((2, 128, 128, 1), rngs=rngs)
+    opt_g = nnx.Optimizer(generator, optax.adam(RING_LR, b1=0.5), wrt=nnx.Param)
+    opt_d = nnx.Optimizer(discriminator, optax.adam(RING_LR, b1=0.5), wrt=nnx.Param)
+    step = nnx.cached_partial(nnx.jit(gan_step), generator, discriminator, opt_g, opt_d)
+    key = jax.random.key(seed)
+
+    @jax.jit
+    def batch(i):
+        k_real, k_z = jax.random.split(jax.random.fold_in(key, i))
+        real = data.gaussian_ring(k_real, RING_BATCH, std=RING_STD)  # (B, 2)
+        return real, jax.random.normal(k_z, (RING_BATCH, 2))  # (B, 2), (B, Z)
+
+    z_show = jax.random.normal(jax.random.fold_in(key, 1 << 20), (RING_SHOWN, 2))  # (N, Z)
+    samples = {}
+    for i in range(num_steps):
+        step(*batch(i))
+        if i + 1 in checkpoints:
+            samples[f"step {i + 1}"] = generator(z_show)  # (N, 2)
+    return samples
+
+
+def ring_modes(samples: dict) -> dict:
+    """Modes covered by each checkpoint's samples (computed on the trusted side)."""
+    centers = data.ring_centers(8, 2.0)
+    return {name: int(gan.mode_coverage(jnp.asarray(s, jnp.float32), centers, RING_STD,
+                                        min_count=RING_MIN_COUNT)[0])
+            for name, s in samples.items()}  # fmt: skip
+
+
+def _compare_ring(got, want, label: str) -> None:
+    names = [f"step {n}" for n in RING_CHECKPOINTS]
+    check.is_true(isinstance(got, dict) and set(got) == set(names),
+                  f"{label}: expected samples at {names}")  # fmt: skip
+    for name in names:
+        check.shape(f"{label}: samples at {name}", got[name], (RING_SHOWN, 2))
+        check.finite(f"{label}: samples at {name}", got[name])
+    modes = ring_modes(got)
+    best = max(modes.values())
+    check.is_true(best >= RING_MIN_MODES,
+                  f"{label}: the generator covers at most {best} of 8 modes "
+                  f"({', '.join(f'{k}: {v}' for k, v in modes.items())}); a correct step covers "
+                  f"at least {RING_MIN_MODES} after {RING_STEPS} steps")  # fmt: skip
+
+
+def gan_step_cases(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for n_real, n_fake, dim, latent, lr in [(32, 32, 2, 2, 0.1), (24, 40, 3, 4, 0.05)]:
+        seed = int(rng.integers(1 << 16))
+        real = f32(rng.normal(1.0, 0.5, size=(n_real, dim)))
+        z = f32(rng.normal(size=(n_fake, latent)))
+        cases.append(Case(f"gan_step: one call with SGD({lr}), real ({n_real}, {dim}), "
+                          f"z ({n_fake}, {latent}): losses and parameters after the call",
+                          _sgd_step_run(seed, real, z, lr), _compare_sgd_step))  # fmt: skip
+    seed = int(rng.integers(1 << 16))
+    cases.append(Case(f"gan_step: {RING_STEPS} steps on the 8-Gaussian ring (Adam {RING_LR}, "
+                      "modes covered by 2000 samples, min_count 20)",
+                      lambda gan_step: ring_training_samples(gan_step, seed), _compare_ring))
+    return cases
+
+
+# --- section 5: diagnostics -----------------------------------------------------------------
+
+
+def _toy_players(seed: int, latent: int, width: int):
+    rngs = nnx.Rngs(seed)
+    return (nn.MLP((latent, width, 2), rngs=rngs),
+            nn.MLP((2, width, 1), activation=jnp.tanh, rngs=rngs))  # fmt: skip
+
+
+def g_objectives():
+    """Candidate generator objectives ``(generator, discriminator, z) -> []`` by name."""
+    ns, d_loss = gan.generator_loss, gan.discriminator_loss
+
+    def right(g, d, z):
+        return ns(d(g(z)))
+
+    def outside_the_tape(g, d, z):
+        return ns(d(jax.lax.stop_gradient(g(z))))
+
+    def toward_fake_label(g, d, z):
+        return jnp.mean(jax.nn.softplus(d(g(z))))
+
+    def joint_saturating(g, d, z):
+        fake = d(g(z))
+        real = jnp.ones((z.shape[0], 2))  # (B, 2): any data; the discriminator's real term
+        return gan.generator_loss(fake, non_saturating=False) + d_loss(d(real), fake)
+
+    def squared(g, d, z):
+        return jnp.mean(g(z) ** 2) + 0.0 * jnp.sum(d(g(z)))
+
+    return {"non-saturating through G": right, "fakes outside the tape": outside_the_tape,
+            "toward the fake label": toward_fake_label,
+            "saturating + discriminator loss": joint_saturating, "mean squared output": squared}
+
+
+def _grad_norm_run(name: str, seed: int, latent: int, width: int, z):
+    def run(generator_grad_norm):
+        generator, discriminator = _toy_players(seed, latent, width)
+        before = _params(generator)
+        norm = generator_grad_norm(g_objectives()[name], generator, discriminator, z)
+        check.is_true(not _moved(before, _params(generator)),
+                      "generator_grad_norm must not change the generator")  # fmt: skip
+        return norm
+
+    return run
+
+
+def generator_grad_norm_cases(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for i, name in enumerate(g_objectives()):
+        seed, latent, width = int(rng.integers(1 << 16)), [2, 3, 2, 4, 2][i], [8, 16, 12, 8, 6][i]
+        z = f32(rng.normal(size=(int(rng.integers(5, 40)), latent)))
+        atol = 1e-6 if name in ("fakes outside the tape",) else 1e-5
+        cases.append(Case(f"generator_grad_norm({name}, MLP generator {latent} -> {width} -> 2)",
+                          _grad_norm_run(name, seed, latent, width, z), close(1e-4, atol)))
+    return cases
+
+
+def logit_losses():
+    """Candidate losses of the fake logits ``[...] -> []`` by name (the pitfalls of section 5)."""
+    real = jnp.linspace(-2.0, 3.0, 7)
+    ns = lambda l: jnp.mean(jax.nn.softplus(-l))  # noqa: E731
+    return {
+        "non-saturating": ns,
+        "saturating": lambda l: -jnp.mean(jax.nn.softplus(l)),
+        "toward the fake label": lambda l: jnp.mean(jax.nn.softplus(l)),
+        "double sigmoid": lambda l: ns(jax.nn.sigmoid(l)),
+        "L1 'Wasserstein' on D": lambda l: jnp.mean(jax.nn.sigmoid(l)),
+        "fake term on the real logits": lambda l: gan.discriminator_loss(real, real) + 0.0 * l.sum(),
+        "generator + discriminator loss": lambda l: ns(l) + gan.discriminator_loss(real, l),
+        "a cubic": lambda l: jnp.mean(l**3) / 3.0,
+        "a sum, not a mean": lambda l: jnp.sum(jnp.tanh(l)),
+    }
+
+
+def _logit_run(name: str, logits):
+    return lambda logit_gradient: logit_gradient(logit_losses()[name], logits)
+
+
+def logit_gradient_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [Case("logit_gradient(non-saturating loss, logits [-7, 0, 7])",
+                  _logit_run("non-saturating", jnp.array([-7.0, 0.0, 7.0])))]  # fmt: skip
+    shapes = [(6,), (5, 1), (2, 3), (8,), (3, 1), (4,), (7,), (2, 2), (9,)]
+    for shape, name in zip(shapes, logit_losses()):
+        logits = f32(rng.normal(scale=3.0, size=shape))
+        cases.append(Case(f"logit_gradient({name}, logits {shape})", _logit_run(name, logits),
+                          close(1e-4, 1e-6)))  # fmt: skip
+    return cases
+
+
+# --- section 6: the sliced Wasserstein distance (challenge) --------------------------------------
+
+
+def sliced_wasserstein_cases(rng: np.random.Generator) -> list[Case]:
+    square = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    cases = [
+        Case("sliced_wasserstein(key 0, x, x, 16) = 0 (identical samples)",
+             call(jax.random.key(0), square, square, 16), close(1e-5, 1e-6)),
+        Case("sliced_wasserstein(key 0, square, square shifted by (3, 4), 1)",
+             call(jax.random.key(0), square, square + jnp.array([3.0, 4.0]), 1), close(1e-5, 1e-5)),
+        Case("sliced_wasserstein(key 1, 1-D samples, 3) = the 1-D distance",
+             call(jax.random.key(1), jnp.array([[0.0], [2.0], [5.0]]),
+                  jnp.array([[1.0], [1.0], [1.0]]), 3), close(1e-5, 1e-5)),
+    ]  # fmt: skip
+    for n, d, p in [(50, 2, 8), (30, 5, 32), (7, 3, 1)]:
+        x, y = f32(rng.normal(size=(n, d))), f32(rng.standard_t(3.0, size=(n, d)) + 1.0)
+        cases.append(Case(f"sliced_wasserstein(key, x ({n}, {d}), y ({n}, {d}), {p})",
+                          call(key_from(rng), x, y, p), close(1e-4, 1e-5)))  # fmt: skip
+    return cases
+
+
 PROBES = [
     Probe("bce_with_logits", gan.bce_with_logits, bce_with_logits_cases),
     Probe("discriminator_loss", gan.discriminator_loss, discriminator_loss_cases),
@@ -398,8 +647,13 @@ PROBES = [
     Probe("js_divergence", gan.js_divergence, js_divergence_cases),
     Probe("gan_value", gan.gan_value, gan_value_cases),
     Probe("mode_coverage", gan.mode_coverage, mode_coverage_cases),
+    Probe("gan_step", gan.gan_step, gan_step_cases, uses=("discriminator_loss", "generator_loss")),
+    Probe("generator_grad_norm", gan.generator_grad_norm, generator_grad_norm_cases),
+    Probe("logit_gradient", gan.logit_gradient, logit_gradient_cases),
     Probe("wasserstein_1d", gan.wasserstein_1d, wasserstein_1d_cases),
     Probe("gradient_penalty", gan.gradient_penalty, gradient_penalty_cases),
     Probe("wgan_critic_loss", gan.wgan_critic_loss, wgan_critic_loss_cases,
           uses=("gradient_penalty",)),
+    Probe("sliced_wasserstein", gan.sliced_wasserstein, sliced_wasserstein_cases,
+          uses=("wasserstein_1d",)),
 ]  # fmt: skip
