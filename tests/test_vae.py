@@ -340,3 +340,153 @@ def test_vae_shapes_and_training_raise_the_elbo():
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 1.0
     with pytest.raises(ValueError, match="latent_dim"):
         vae.VAE(vae.VAEConfig(latent_dim=0), rngs=nnx.Rngs(0))
+
+
+# --- the likelihood is a probability of binary data ------------------------------------------
+
+
+def test_bernoulli_log_likelihood_sums_to_one_over_binary_images():
+    import itertools
+
+    logits = np.asarray(_random(19, (5,), 2.0), np.float64)
+    p = scipy.special.expit(logits)
+    every = np.array(list(itertools.product([0.0, 1.0], repeat=5)))  # (32, 5)
+    want = scipy.stats.bernoulli.logpmf(every, p).sum(-1)
+    got = vae.bernoulli_log_likelihood(jnp.asarray(every, jnp.float32), jnp.asarray(logits, jnp.float32))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.exp(want).sum(), 1.0, rtol=1e-12)
+
+
+def test_gaussian_log_likelihood_accepts_python_scalars():
+    x = _random(20, (3, 4), 1.5)
+    want = scipy.stats.norm.logpdf(np.asarray(x, np.float64), 1.5, np.exp(-0.25)).sum(-1)
+    np.testing.assert_allclose(vae.gaussian_log_likelihood(x, 1.5, -0.5), want, rtol=1e-5)
+    np.testing.assert_allclose(
+        vae.gaussian_log_likelihood(x, 0.0, 0), scipy.stats.norm.logpdf(np.asarray(x)).sum(-1),
+        rtol=1e-5,
+    )
+
+
+def test_binarize_draws_bernoulli_pixels_with_the_intensities():
+    x = jnp.tile(jnp.array([0.0, 0.25, 0.5, 1.0]), (20_000, 1))  # (N, 4)
+    b = vae.binarize(jax.random.key(0), x)
+    assert b.dtype == jnp.float32 and set(np.unique(np.asarray(b))) <= {0.0, 1.0}
+    np.testing.assert_allclose(np.asarray(b).mean(0), [0.0, 0.25, 0.5, 1.0], atol=0.015)
+    assert not np.array_equal(b, vae.binarize(jax.random.key(1), x))
+
+
+# --- the training step -----------------------------------------------------------------------
+
+
+def test_vae_train_step_is_one_adam_step_on_the_negative_elbo():
+    config = vae.VAEConfig(data_dim=6, latent_dim=2, hidden_dim=8)
+    model = vae.VAE(config, rngs=nnx.Rngs(3))
+    x = jnp.asarray((np.random.default_rng(21).uniform(size=(5, 6)) > 0.5), jnp.float32)
+    key, beta = jax.random.key(4), 0.7
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(p):  # the same objective, differentiated by plain jax.grad on the split state
+        m = nnx.merge(graphdef, p)
+        return -jnp.mean(vae.elbo(key, x, m.encode, m.decode, beta))
+
+    want_loss, grads = jax.value_and_grad(loss)(params)
+    tx = optax.adam(1e-2)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    want_params = optax.apply_updates(params, updates)
+
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    got_loss = vae.vae_train_step(model, optimizer, x, key, beta)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+    got_params = nnx.state(model, nnx.Param)
+    for g, w in zip(jax.tree_util.tree_leaves(got_params), jax.tree_util.tree_leaves(want_params)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
+# --- diagnostics -----------------------------------------------------------------------------
+
+
+def test_encoder_decoder_grad_norms_match_optax_global_norm():
+    model = vae.VAE(vae.VAEConfig(data_dim=6, latent_dim=2, hidden_dim=8), rngs=nnx.Rngs(5))
+    x = jnp.asarray((np.random.default_rng(22).uniform(size=(3, 6)) > 0.5), jnp.float32)
+
+    def elbo_loss(m, batch):
+        return -jnp.mean(vae.elbo(jax.random.key(0), batch, m.encode, m.decode))
+
+    graphdef, params = nnx.split(model, nnx.Param)
+    grads = jax.grad(lambda p: elbo_loss(nnx.merge(graphdef, p), x))(params)
+    enc, dec = vae.encoder_decoder_grad_norms(elbo_loss, model, x)
+    np.testing.assert_allclose(enc, optax.global_norm(grads["encoder"]), rtol=1e-6)
+    np.testing.assert_allclose(dec, optax.global_norm(grads["decoder"]), rtol=1e-6)
+
+    def decoder_only(m, batch):
+        return jnp.sum(m.decode(jnp.ones((batch.shape[0], 2))) ** 2)
+
+    enc, dec = vae.encoder_decoder_grad_norms(decoder_only, model, x)
+    assert float(enc) == 0.0 and float(dec) > 0.0
+
+
+def test_kl_diagnostics_on_the_circulating_formula():
+    def circulating(mean, log_var):
+        std = jnp.exp(0.5 * log_var)
+        return jnp.sum(mean * jnp.log(mean / std) + std - 1.0, axis=-1)
+
+    mus = jnp.linspace(-2.0, 2.0, 4001)[:, None]
+    at_prior, smallest, nonfinite = vae.kl_diagnostics(circulating, mus, jnp.zeros_like(mus))
+    assert np.isnan(float(at_prior))  # 0 log 0
+    np.testing.assert_allclose(float(smallest), -1.0 / np.e, rtol=1e-4)  # mu log mu at mu = 1/e
+    np.testing.assert_allclose(float(nonfinite), float(np.mean(np.asarray(mus) <= 0)), rtol=1e-6)
+    at_prior, smallest, nonfinite = vae.kl_diagnostics(vae.gaussian_kl_standard, mus, mus)
+    assert float(at_prior) == 0.0 and float(smallest) >= 0.0 and float(nonfinite) == 0.0
+
+
+def test_log_normalizer_matches_an_explicit_sum():
+    import itertools
+
+    logits = _random(23, (6,), 2.0)
+
+    def sigmoid_distance(x, l):
+        return -jnp.sum(jax.nn.sigmoid(x - jax.nn.sigmoid(l)), axis=-1)
+
+    total = sum(
+        np.exp(float(sigmoid_distance(jnp.array([bits], jnp.float32), logits)[0]))
+        for bits in itertools.product([0.0, 1.0], repeat=6)
+    )
+    np.testing.assert_allclose(vae.log_normalizer(sigmoid_distance, logits), np.log(total), rtol=1e-5)
+    np.testing.assert_allclose(vae.log_normalizer(vae.bernoulli_log_likelihood, logits), 0.0,
+                               atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="logits"):
+        vae.log_normalizer(vae.bernoulli_log_likelihood, jnp.zeros(17))
+
+
+def test_active_latents_uses_the_population_variance():
+    mean = _random(24, (40, 5), 1.0) * jnp.array([0.0, 0.05, 0.11, 1.0, 3.0])
+    np.testing.assert_array_equal(vae.active_latents(mean), np.var(np.asarray(mean), 0) > 0.01)
+    np.testing.assert_array_equal(vae.active_latents(jnp.array([[0.0], [0.16]])), [False])
+    with pytest.raises(ValueError, match="N >= 2"):
+        vae.active_latents(jnp.zeros((1, 3)))
+
+
+def test_elbo_gap_is_the_full_covariance_kl_and_matches_monte_carlo():
+    rng = np.random.default_rng(25)
+    w = jnp.asarray(rng.normal(size=(5, 2)), jnp.float32)  # not orthogonal: full posterior
+    b, s = jnp.asarray(rng.normal(size=5), jnp.float32), jnp.float32(0.4)
+    x = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
+    mq = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+    lvq = jnp.asarray(rng.uniform(-1.5, 0.5, size=(3, 2)), jnp.float32)
+    got = np.asarray(vae.elbo_gap(x, w, b, s, mq, lvq))
+    # KL(N(mq, diag) || N(post_mean, post_cov)) in float64 with numpy, from the textbook formula
+    w64, x64, b64 = (np.asarray(a, np.float64) for a in (w, x, b))
+    cov = np.linalg.inv(w64.T @ w64 / 0.4 + np.eye(2))
+    post = (x64 - b64) @ w64 @ cov / 0.4
+    for i in range(3):
+        sq = np.diag(np.exp(np.asarray(lvq[i], np.float64)))
+        d = post[i] - np.asarray(mq[i], np.float64)
+        prec = np.linalg.inv(cov)
+        kl = 0.5 * (np.trace(prec @ sq) + d @ prec @ d - 2 + np.log(np.linalg.det(cov) / np.linalg.det(sq)))
+        np.testing.assert_allclose(got[i], kl, rtol=1e-4, atol=1e-5)
+    # and log p(x) - mean log-weight with samples from q
+    z = mq[0] + jnp.exp(0.5 * lvq[0]) * jax.random.normal(jax.random.key(0), (200_000, 2))
+    lw = (vae.gaussian_log_likelihood(x[0], z @ w.T + b, jnp.log(s))
+          + vae.gaussian_log_likelihood(z, 0.0, 0.0) - vae.gaussian_log_likelihood(z, mq[0], lvq[0]))
+    mc = float(vae.linear_gaussian_log_marginal(x[0], w, b, s) - lw.mean())
+    assert abs(mc - got[0]) < 5 * float(lw.std()) / np.sqrt(lw.size) + 1e-3

@@ -14,7 +14,11 @@ N Monte Carlo samples.
     iwae_bound                                 section 5, the importance-weighted bound
     linear_gaussian_log_marginal,
     linear_gaussian_posterior                  section 5, the exact check (not graded)
-    elbo, VAEConfig, VAE                       section 6, the project
+    elbo_gap                                   section 5, the exact gap (challenge)
+    binarize                                   section 6, dynamically binarised digits
+    elbo, VAEConfig, VAE, vae_train_step       section 6, the project
+    encoder_decoder_grad_norms, kl_diagnostics,
+    log_normalizer, active_latents             section 7, diagnostics of the seeds' bugs
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from genlab import nn
@@ -33,17 +38,24 @@ from genlab.validate import broadcast_shapes, float_array, positive_int
 __all__ = [
     "VAE",
     "VAEConfig",
+    "active_latents",
     "bernoulli_log_likelihood",
+    "binarize",
     "elbo",
+    "elbo_gap",
+    "encoder_decoder_grad_norms",
     "gaussian_kl",
     "gaussian_kl_standard",
     "gaussian_log_likelihood",
     "iwae_bound",
+    "kl_diagnostics",
     "linear_gaussian_log_marginal",
     "linear_gaussian_posterior",
+    "log_normalizer",
     "reparameterization_grad",
     "reparameterize",
     "score_function_grad",
+    "vae_train_step",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -113,11 +125,14 @@ def gaussian_kl(
 def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
     """``sum_d x log sigmoid(l) + (1 - x) log sigmoid(-l)`` over the last axis (section 3).
 
-    Stable for logits of any magnitude (uses ``jax.nn.log_sigmoid``); ``x`` may be any value in
-    [0, 1] (a "continuous Bernoulli" use of intensities, as for the digits).
+    Stable for logits of any magnitude (uses ``jax.nn.log_sigmoid``). For binary ``x`` this is the
+    log-probability of ``x``: over all ``2**D`` binary vectors the probabilities sum to 1. Values
+    strictly inside (0, 1) are accepted and give the binary cross-entropy, which is *not* the
+    log-density of anything (section 3 measures by how much it fails to normalise).
 
     Args:
-        x: float [..., D] in [0, 1]. logits: float [..., D] (broadcast with x).
+        x: float [..., D], binary (0 or 1) for a log-probability. logits: float [..., D]
+            (broadcast with x).
 
     Returns:
         float [...], <= 0 for binary x.
@@ -135,15 +150,16 @@ def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_var: jax.Array) -
     ``sum_d -0.5 * (log(2 pi) + log_var_d + (x_d - mean_d)**2 / exp(log_var_d))`` (section 3).
 
     Args:
-        x, mean, log_var: float [..., D], broadcast together.
+        x: float [..., D]. mean, log_var: float arrays or Python floats, broadcast with x
+            (``mean=0.0, log_var=0.0`` gives the standard normal ``N(0, I)``).
 
     Returns:
-        float [...].
+        float [...] (the broadcast shape without its last axis).
     """
     arrays = {
         "x": float_array("x", x, allow_int=False),
-        "mean": float_array("mean", mean, allow_int=False),
-        "log_var": float_array("log_var", log_var, allow_int=False),
+        "mean": float_array("mean", mean),
+        "log_var": float_array("log_var", log_var),
     }
     if len(_broadcast(**arrays)) == 0:
         raise ValueError("x, mean and log_var must have at least one axis (the last is summed)")
@@ -304,6 +320,36 @@ def linear_gaussian_posterior(x, weight, bias, noise_var) -> tuple[jax.Array, ja
     return mean, cov
 
 
+def elbo_gap(x, weight, bias, noise_var, mean_q, log_var_q) -> jax.Array:
+    """The exact gap ``log p(x) - ELBO(q)`` of the linear-Gaussian model (section 5, challenge).
+
+    It equals ``KL(q(z | x) || p(z | x))`` with ``q = N(mean_q, diag exp(log_var_q))`` and the
+    exact posterior of :func:`linear_gaussian_posterior` (a full covariance in general). Computed
+    here from the closed-form ELBO: ``E_q log N(x; W z + b, s I) - KL(q || N(0, I))`` with
+    ``E_q ||x - W z - b||^2 = ||x - W mean_q - b||^2 + sum_j |W_j|^2 exp(log_var_q_j)``.
+
+    Args:
+        x: float [..., D]. weight: float [D, Z]. bias: float [D]. noise_var: float scalar > 0.
+        mean_q, log_var_q: float [..., Z], broadcast with x's batch shape.
+
+    Returns:
+        float [...], >= 0; 0 exactly when q is the true posterior.
+    """
+    x, weight, bias, noise_var = _check_linear_gaussian(x, weight, bias, noise_var)
+    mean_q = float_array("mean_q", mean_q, allow_int=False)
+    log_var_q = float_array("log_var_q", log_var_q, allow_int=False)
+    d, z = weight.shape
+    for name, a in (("mean_q", mean_q), ("log_var_q", log_var_q)):
+        if a.ndim < 1 or a.shape[-1] != z:
+            raise ValueError(f"{name} must have shape [..., {z}], got {a.shape}")
+    residual = x - mean_q @ weight.T - bias  # (..., D)
+    spread = jnp.exp(log_var_q) @ jnp.sum(weight**2, axis=0)  # (...,) = sum_j |W_j|^2 var_j
+    expected_sq = jnp.sum(residual**2, axis=-1) + spread  # (...)
+    log_lik = -0.5 * (d * (LOG_2PI + jnp.log(noise_var)) + expected_sq / noise_var)
+    bound = log_lik - gaussian_kl_standard(mean_q, log_var_q)
+    return linear_gaussian_log_marginal(x, weight, bias, noise_var) - bound
+
+
 # --- section 6: the ELBO and the model -------------------------------------------------------
 
 
@@ -373,3 +419,142 @@ class VAE(nnx.Module):
 
     def decode(self, z: jax.Array) -> jax.Array:
         return self.decoder(z)  # (..., D)
+
+
+def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
+    """Dynamic binarisation: each pixel is 1 with probability its intensity (section 6).
+
+    ``x`` in [0, 1] becomes a float32 array of 0s and 1s of the same shape, drawn with
+    ``jax.random.bernoulli(key, x)``; a fresh key per batch gives a fresh binary image every
+    time an image is seen, and the Bernoulli likelihood is then a probability of the data.
+
+    Args:
+        key: a JAX PRNG key. x: float [...] with values in [0, 1].
+
+    Returns:
+        float32, x's shape, values in {0, 1}.
+    """
+    x = float_array("x", x)
+    return jax.random.bernoulli(key, x).astype(jnp.float32)
+
+
+@nnx.jit
+def vae_train_step(model: VAE, optimizer: nnx.Optimizer, x: jax.Array, key: jax.Array,
+                   beta=1.0) -> jax.Array:  # fmt: skip
+    """One optimizer step on the batch mean of the negative beta-ELBO (section 6).
+
+    The loss is ``-mean(elbo(key, x, model.encode, model.decode, beta))`` (the key used as is);
+    its gradient with respect to the model's ``nnx.Param`` variables updates the model through
+    ``optimizer.update(model, grads)``.
+
+    Args:
+        model: a :class:`VAE` (anything with ``encode`` and ``decode``). optimizer: an
+            ``nnx.Optimizer`` of that model. x: float [B, D], binary. key: a JAX PRNG key.
+        beta: the KL weight, a float or a JAX scalar.
+
+    Returns:
+        float scalar: the loss before the update, in nats per example.
+    """
+
+    def loss_fn(m):
+        return -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
+# --- section 7: diagnostics of the seeds' bugs -----------------------------------------------
+
+
+def _global_norm(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
+
+
+def encoder_decoder_grad_norms(loss_fn: Callable, model: nnx.Module, batch
+                               ) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """The gradient's size on the encoder and on the decoder (section 7).
+
+    The L2 norm of the gradient of ``loss_fn(model, batch)`` with respect to all ``nnx.Param``
+    variables of ``model.encoder`` (every parameter array flattened into one vector), and the
+    same for ``model.decoder``. A loss that never calls the encoder gives exactly 0 there.
+
+    Args:
+        loss_fn: ``(model, batch) -> float scalar``. model: an NNX module with ``encoder`` and
+            ``decoder`` submodules. batch: anything ``loss_fn`` accepts.
+
+    Returns:
+        (encoder_norm, decoder_norm): float scalars >= 0.
+    """
+    grads = nnx.grad(loss_fn)(model, batch)
+    return _global_norm(grads["encoder"]), _global_norm(grads["decoder"])
+
+
+def kl_diagnostics(kl_fn: Callable, mean: jax.Array, log_var: jax.Array
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+    """Three symptoms of a function that claims to be ``KL(q || N(0, I))`` (section 7).
+
+    ``kl_fn(mean, log_var) -> [...]`` is evaluated on the given inputs and at the prior (zeros
+    of the same shapes).
+
+    Args:
+        kl_fn: ``(mean [..., Z], log_var [..., Z]) -> [...]``. mean, log_var: float [..., Z].
+
+    Returns:
+        at_prior: float scalar, the largest ``|kl_fn|`` at the prior (NaN if any value there is
+            NaN); 0 for a true KL.
+        smallest: float scalar, the smallest finite value on the inputs (``inf`` when none is
+            finite); >= 0 for a true KL.
+        nonfinite: float scalar in [0, 1], the fraction of NaN or infinite values on the inputs.
+    """
+    mean = float_array("mean", mean, allow_int=False)
+    log_var = float_array("log_var", log_var, allow_int=False)
+    prior = kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))
+    at_prior = jnp.max(jnp.abs(prior))  # NaN propagates through max
+    values = kl_fn(mean, log_var)  # (...)
+    finite = jnp.isfinite(values)
+    smallest = jnp.min(jnp.where(finite, values, jnp.inf))
+    return at_prior, smallest, 1.0 - jnp.mean(finite.astype(jnp.float32))
+
+
+def log_normalizer(log_likelihood: Callable, logits: jax.Array) -> jax.Array:
+    """``log sum_x exp(log_likelihood(x, logits))`` over all binary ``x`` in ``{0, 1}^D``.
+
+    0 for a likelihood that is a probability of binary data (section 7); anything else means
+    the "reconstruction term" does not sum to 1 over the data it models.
+
+    Args:
+        log_likelihood: ``(x [N, D], logits [D]) -> [N]``. logits: float [D], 1 <= D <= 16.
+
+    Returns:
+        float scalar.
+    """
+    logits = float_array("logits", logits, allow_int=False)
+    if logits.ndim != 1 or not 1 <= logits.shape[0] <= 16:
+        raise ValueError(f"logits must have shape [D] with 1 <= D <= 16, got {logits.shape}")
+    d = logits.shape[0]
+    codes = np.arange(2**d)[:, None] >> np.arange(d)  # (2^D, D)
+    every_x = jnp.asarray(codes & 1, jnp.float32)  # (2^D, D)
+    return jax.nn.logsumexp(log_likelihood(every_x, logits))
+
+
+def active_latents(mean: jax.Array, threshold: float = 0.01) -> jax.Array:
+    """Which latent dimensions the encoder uses: Burda et al.'s activity (section 7).
+
+    Dimension ``j`` is active when the variance over the data (population variance, axis 0) of
+    the encoder means ``mean[:, j]`` exceeds ``threshold``; a collapsed dimension returns nearly
+    the same mean for every input.
+
+    Args:
+        mean: float [N, Z], N >= 2, the encoder means of N inputs. threshold: float >= 0.
+
+    Returns:
+        bool [Z].
+    """
+    mean = float_array("mean", mean, allow_int=False)
+    if mean.ndim != 2 or mean.shape[0] < 2:
+        raise ValueError(f"mean must have shape [N, Z] with N >= 2, got {mean.shape}")
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    return jnp.var(mean, axis=0) > threshold

@@ -92,6 +92,12 @@ def gaussian_log_likelihood(x, mean, log_var):
 def gaussian_log_likelihood(x, mean, log_var):
     return jax.scipy.stats.norm.logpdf(x, mean, log_var).sum(-1)
 """,
+        "arrays_only": """
+def gaussian_log_likelihood(x, mean, log_var):
+    var = jnp.exp(log_var.astype(x.dtype))
+    per_dim = -0.5 * (jnp.log(2 * jnp.pi) + log_var + (x - mean) ** 2 / var)
+    return jnp.sum(per_dim, axis=-1)
+""",
     },
     "bernoulli_log_likelihood": {
         "naive_log_sigmoid": """
@@ -288,6 +294,212 @@ def elbo(key, x, encode, decode, beta=1.0):
     return rec - float(beta) * kl
 """,
     },
+    "vae_train_step": {
+        "forgets_the_update": """
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    loss_fn = lambda m: -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    return loss
+""",
+        "seed_loss_kl_decoder_vs_data": """
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    def loss_fn(m):  # KL(p(x|z) || p(x)) on prior samples: the encoder is never used
+        z = jax.random.normal(key, (x.shape[0], m.config.latent_dim))
+        p = jax.nn.sigmoid(m.decode(z))
+        q = jnp.clip(jnp.mean(x, axis=0), 1e-3, 1 - 1e-3)
+        kl = p * jnp.log(p / q) + (1 - p) * jnp.log((1 - p) / (1 - q))
+        return jnp.mean(jnp.sum(kl, axis=-1))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "ascends_the_loss": """
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    loss_fn = lambda m: jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return -loss
+""",
+        "encoder_detached": """
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    def loss_fn(m):
+        encode = lambda v: jax.tree_util.tree_map(jax.lax.stop_gradient, m.encode(v))
+        return -jnp.mean(elbo(key, x, encode, m.decode, beta))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "ignores_beta": """
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    loss_fn = lambda m: -jnp.mean(elbo(key, x, m.encode, m.decode))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "returns_the_loss_after_the_update": """
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    loss_fn = lambda m: -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+    grads = nnx.grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss_fn(model)
+""",
+        "sum_over_the_batch": """
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    loss_fn = lambda m: -jnp.sum(elbo(key, x, m.encode, m.decode, beta))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+    },
+    "encoder_decoder_grad_norms": {
+        "squared_norms": """
+def encoder_decoder_grad_norms(loss_fn, model, batch):
+    grads = nnx.grad(loss_fn)(model, batch)
+    return tuple(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grads[p]))
+                 for p in ("encoder", "decoder"))
+""",
+        "whole_model_norm_twice": """
+def encoder_decoder_grad_norms(loss_fn, model, batch):
+    grads = nnx.grad(loss_fn)(model, batch)
+    n = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grads)))
+    return n, n
+""",
+        "largest_entry": """
+def encoder_decoder_grad_norms(loss_fn, model, batch):
+    grads = nnx.grad(loss_fn)(model, batch)
+    return tuple(max(jnp.max(jnp.abs(g)) for g in jax.tree_util.tree_leaves(grads[p]))
+                 for p in ("encoder", "decoder"))
+""",
+        "sum_of_per_array_norms": """
+def encoder_decoder_grad_norms(loss_fn, model, batch):
+    grads = nnx.grad(loss_fn)(model, batch)
+    return tuple(sum(jnp.linalg.norm(g.ravel()) for g in jax.tree_util.tree_leaves(grads[p]))
+                 for p in ("encoder", "decoder"))
+""",
+        "swapped": """
+def encoder_decoder_grad_norms(loss_fn, model, batch):
+    grads = nnx.grad(loss_fn)(model, batch)
+    return tuple(optax.global_norm(grads[p]) for p in ("decoder", "encoder"))
+""",
+    },
+    "kl_diagnostics": {
+        "signed_value_at_prior": """
+def kl_diagnostics(kl_fn, mean, log_var):
+    at_prior = jnp.max(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var)))
+    values = kl_fn(mean, log_var)
+    finite = jnp.isfinite(values)
+    return at_prior, jnp.min(jnp.where(finite, values, jnp.inf)), 1.0 - jnp.mean(finite)
+""",
+        "counts_only_nan": """
+def kl_diagnostics(kl_fn, mean, log_var):
+    at_prior = jnp.max(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))))
+    values = kl_fn(mean, log_var)
+    smallest = jnp.min(jnp.where(jnp.isfinite(values), values, jnp.inf))
+    return at_prior, smallest, jnp.mean(jnp.isnan(values))
+""",
+        "min_over_everything": """
+def kl_diagnostics(kl_fn, mean, log_var):
+    at_prior = jnp.max(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))))
+    values = kl_fn(mean, log_var)
+    return at_prior, jnp.min(values), 1.0 - jnp.mean(jnp.isfinite(values))
+""",
+        "nan_hidden_at_prior": """
+def kl_diagnostics(kl_fn, mean, log_var):
+    at_prior = jnp.nanmax(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))))
+    values = kl_fn(mean, log_var)
+    finite = jnp.isfinite(values)
+    return at_prior, jnp.min(jnp.where(finite, values, jnp.inf)), 1.0 - jnp.mean(finite)
+""",
+        "count_not_fraction": """
+def kl_diagnostics(kl_fn, mean, log_var):
+    at_prior = jnp.max(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))))
+    values = kl_fn(mean, log_var)
+    finite = jnp.isfinite(values)
+    return at_prior, jnp.min(jnp.where(finite, values, jnp.inf)), jnp.sum(~finite) * 1.0
+""",
+    },
+    "log_normalizer": {
+        "mean_not_sum": """
+def log_normalizer(log_likelihood, logits):
+    d = logits.shape[0]
+    x = (jnp.arange(2**d)[:, None] >> jnp.arange(d)) & 1
+    lp = log_likelihood(x.astype(jnp.float32), logits)
+    return jax.nn.logsumexp(lp) - jnp.log(2.0**d)
+""",
+        "naive_exp": """
+def log_normalizer(log_likelihood, logits):
+    d = logits.shape[0]
+    x = (jnp.arange(2**d)[:, None] >> jnp.arange(d)) & 1
+    return jnp.log(jnp.sum(jnp.exp(log_likelihood(x.astype(jnp.float32), logits))))
+""",
+        "misses_the_last_bit": """
+def log_normalizer(log_likelihood, logits):
+    d = logits.shape[0]
+    x = (jnp.arange(2 ** (d - 1))[:, None] >> jnp.arange(d)) & 1
+    return jax.nn.logsumexp(log_likelihood(x.astype(jnp.float32), logits))
+""",
+        "one_hot_images_only": """
+def log_normalizer(log_likelihood, logits):
+    x = jnp.eye(logits.shape[0])
+    return jax.nn.logsumexp(log_likelihood(x, logits))
+""",
+    },
+    "active_latents": {
+        "standard_deviation": """
+def active_latents(mean, threshold=0.01):
+    return jnp.std(mean, axis=0) > threshold
+""",
+        "sample_variance": """
+def active_latents(mean, threshold=0.01):
+    return jnp.var(mean, axis=0, ddof=1) > threshold
+""",
+        "wrong_axis": """
+def active_latents(mean, threshold=0.01):
+    return jnp.var(mean, axis=1) > threshold
+""",
+        "at_least_the_threshold": """
+def active_latents(mean, threshold=0.01):
+    return jnp.var(mean, axis=0) >= threshold
+""",
+    },
+    "elbo_gap": {
+        "reversed_kl": """
+def elbo_gap(x, weight, bias, noise_var, mean_q, log_var_q):
+    from genlab.vae import linear_gaussian_posterior
+    pm, pc = linear_gaussian_posterior(x, weight, bias, noise_var)
+    z = weight.shape[1]
+    inv_q = jnp.exp(-log_var_q)
+    d = pm - mean_q
+    return 0.5 * ((jnp.diag(pc) * inv_q).sum(-1) + (d * d * inv_q).sum(-1) - z
+                  + log_var_q.sum(-1) - jnp.linalg.slogdet(pc)[1])
+""",
+        "diagonal_posterior_only": """
+def elbo_gap(x, weight, bias, noise_var, mean_q, log_var_q):
+    from genlab.vae import linear_gaussian_posterior
+    pm, pc = linear_gaussian_posterior(x, weight, bias, noise_var)
+    lv = jnp.log(jnp.diag(pc))
+    t = lv - log_var_q + (jnp.exp(log_var_q) + (mean_q - pm) ** 2) * jnp.exp(-lv) - 1.0
+    return 0.5 * jnp.sum(t, axis=-1)
+""",
+        "forgets_the_spread_term": """
+def elbo_gap(x, weight, bias, noise_var, mean_q, log_var_q):
+    from genlab.vae import linear_gaussian_log_marginal
+    d = weight.shape[0]
+    r = x - mean_q @ weight.T - bias
+    log_lik = -0.5 * (d * jnp.log(2 * jnp.pi * noise_var) + jnp.sum(r**2, -1) / noise_var)
+    kl = 0.5 * jnp.sum(jnp.exp(log_var_q) + mean_q**2 - 1.0 - log_var_q, -1)
+    return linear_gaussian_log_marginal(x, weight, bias, noise_var) - (log_lik - kl)
+""",
+        "forgets_the_log_determinants": """
+def elbo_gap(x, weight, bias, noise_var, mean_q, log_var_q):
+    from genlab.vae import linear_gaussian_posterior
+    pm, pc = linear_gaussian_posterior(x, weight, bias, noise_var)
+    prec = jnp.linalg.inv(pc)
+    d = pm - mean_q
+    tr = jnp.exp(log_var_q) @ jnp.diag(prec)
+    return 0.5 * (tr + jnp.einsum("...i,ij,...j->...", d, prec, d) - weight.shape[1])
+""",
+    },
 }
 
 CORRECT = {
@@ -411,6 +623,125 @@ def elbo(key, x, encode, decode, beta=1.0):
     mean, log_var = encode(x)
     z = reparameterize(key, mean, log_var)
     return bernoulli_log_likelihood(x, decode(z)) - beta * gaussian_kl_standard(mean, log_var)
+""",
+    },
+    "vae_train_step": {
+        "nnx_grad_then_loss": """
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    def negative_elbo(m):
+        values = elbo(key, x, m.encode, m.decode, beta=beta)
+        return -values.mean()
+    loss = negative_elbo(model)
+    optimizer.update(model, nnx.grad(negative_elbo)(model))
+    return loss
+""",
+        "decorated_with_nnx_jit": """
+@nnx.jit
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    def loss_fn(m):
+        return -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "functional_split_and_jax_grad": """
+def vae_train_step(model, optimizer, x, key, beta=1.0):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    def loss_fn(p):
+        m = nnx.merge(graphdef, p, rest)
+        return -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    optimizer.update(model, grads)
+    return loss
+""",
+    },
+    "encoder_decoder_grad_norms": {
+        "optax_global_norm": """
+def encoder_decoder_grad_norms(loss_fn, model, batch):
+    grads = nnx.grad(loss_fn)(model, batch)
+    return optax.global_norm(grads["encoder"]), optax.global_norm(grads["decoder"])
+""",
+        "ravel_pytree": """
+def encoder_decoder_grad_norms(loss_fn, model, batch):
+    from jax.flatten_util import ravel_pytree
+    _, grads = nnx.value_and_grad(loss_fn)(model, batch)
+    flat_enc, _ = ravel_pytree(grads["encoder"])
+    flat_dec, _ = ravel_pytree(grads["decoder"])
+    return jnp.linalg.norm(flat_enc), jnp.linalg.norm(flat_dec)
+""",
+        "grad_of_split_parts": """
+def encoder_decoder_grad_norms(loss_fn, model, batch):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    grads = jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p, rest), batch))(params)
+    sq = lambda t: sum(jnp.vdot(g, g) for g in jax.tree_util.tree_leaves(t))
+    return jnp.sqrt(sq(grads["encoder"])), jnp.sqrt(sq(grads["decoder"]))
+""",
+    },
+    "kl_diagnostics": {
+        "numpy": """
+def kl_diagnostics(kl_fn, mean, log_var):
+    prior = np.asarray(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var)))
+    values = np.asarray(kl_fn(mean, log_var))
+    finite = values[np.isfinite(values)]
+    at_prior = np.nan if np.isnan(prior).any() else np.abs(prior).max()
+    return at_prior, finite.min() if finite.size else np.inf, 1.0 - np.isfinite(values).mean()
+""",
+        "nan_to_num_then_min": """
+def kl_diagnostics(kl_fn, mean, log_var):
+    at_prior = jnp.abs(kl_fn(0.0 * mean, 0.0 * log_var)).max()
+    values = kl_fn(mean, log_var)
+    bad = ~jnp.isfinite(values)
+    smallest = jnp.min(jnp.where(bad, jnp.inf, values))
+    return at_prior, smallest, bad.sum() / bad.size
+""",
+    },
+    "log_normalizer": {
+        "itertools_product": """
+def log_normalizer(log_likelihood, logits):
+    import itertools
+    x = jnp.array(list(itertools.product([0.0, 1.0], repeat=logits.shape[0])))
+    return jax.scipy.special.logsumexp(log_likelihood(x, logits))
+""",
+        "max_trick_by_hand": """
+def log_normalizer(log_likelihood, logits):
+    d = logits.shape[0]
+    bits = (np.arange(2**d)[:, None] // 2 ** np.arange(d)[::-1]) % 2
+    lp = log_likelihood(jnp.asarray(bits, jnp.float32), logits)
+    m = jnp.max(lp)
+    return m + jnp.log(jnp.sum(jnp.exp(lp - m)))
+""",
+    },
+    "active_latents": {
+        "numpy_var": """
+def active_latents(mean, threshold=0.01):
+    return np.var(np.asarray(mean), axis=0) > threshold
+""",
+        "by_hand": """
+def active_latents(mean, threshold=0.01):
+    centered = mean - mean.mean(axis=0, keepdims=True)
+    return (centered**2).mean(axis=0) > threshold
+""",
+    },
+    "elbo_gap": {
+        "marginal_minus_closed_form_elbo": """
+def elbo_gap(x, weight, bias, noise_var, mean_q, log_var_q):
+    from genlab.vae import linear_gaussian_log_marginal
+    d = weight.shape[0]
+    r = x - mean_q @ weight.T - bias
+    spread = jnp.exp(log_var_q) @ jnp.sum(weight**2, axis=0)
+    log_lik = -0.5 * (d * jnp.log(2 * jnp.pi * noise_var) + (jnp.sum(r**2, -1) + spread) / noise_var)
+    kl = 0.5 * jnp.sum(jnp.exp(log_var_q) + mean_q**2 - 1.0 - log_var_q, -1)
+    return linear_gaussian_log_marginal(x, weight, bias, noise_var) - (log_lik - kl)
+""",
+        "precision_form": """
+def elbo_gap(x, weight, bias, noise_var, mean_q, log_var_q):
+    z = weight.shape[1]
+    prec = weight.T @ weight / noise_var + jnp.eye(z)
+    pm = jnp.linalg.solve(prec, ((x - bias) @ weight / noise_var)[..., None])[..., 0]
+    d = pm - mean_q
+    tr = jnp.exp(log_var_q) @ jnp.diag(prec)
+    quad = jnp.sum(d * (d @ prec), axis=-1)
+    return 0.5 * (tr + quad - z - jnp.linalg.slogdet(prec)[1] - jnp.sum(log_var_q, -1))
 """,
     },
 }

@@ -6,9 +6,13 @@ Carlo samples.
 
 from __future__ import annotations
 
+import weakref
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
 
 from genlab import check, vae
 from genlab.probing import Case, Probe, call, close, f32, key_from
@@ -118,6 +122,10 @@ def gaussian_log_likelihood_cases(rng: np.random.Generator) -> list[Case]:
              call(x, m, v)),
         Case("gaussian_log_likelihood(x (4, 3), mean (3,), log_var (3,)) (broadcasting)",
              call(jnp.ones((4, 3)), m, v), close(1e-5, 1e-4)),
+        Case("gaussian_log_likelihood(x (2, 3), 0.0, 0.0) (Python floats: the standard normal)",
+             call(zeros, 0.0, 0.0), close(1e-6, 1e-6)),
+        Case("gaussian_log_likelihood(x (4, 3), 1.5, -0.5) (Python floats)",
+             call(jnp.ones((4, 3)), 1.5, -0.5), close(1e-5, 1e-5)),
     ]  # fmt: skip
     for shape in [(6,), (3, 4), (2, 2, 5)]:
         x = f32(rng.normal(scale=2.0, size=shape))
@@ -341,6 +349,342 @@ def elbo_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+
+
+
+# --- section 5: the exact gap (challenge) ----------------------------------------------------
+
+
+def _ppca(rng: np.random.Generator, d: int, z: int, orthogonal: bool):
+    w = rng.normal(size=(d, z))
+    if orthogonal:
+        w = np.linalg.qr(w)[0] * rng.uniform(0.5, 2.0, size=z)
+    return f32(w), f32(rng.normal(size=d)), jnp.float32(rng.uniform(0.1, 1.0))
+
+
+def elbo_gap_cases(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    w, b, s = _ppca(rng, 5, 2, orthogonal=True)
+    x = f32(rng.normal(size=(3, 5)))
+    post_mean, post_cov = vae.linear_gaussian_posterior(x, w, b, s)
+    post_log_var = jnp.broadcast_to(jnp.log(jnp.diag(post_cov)), post_mean.shape)
+    cases.append(Case("elbo_gap with q = the exact (diagonal) posterior is 0",
+                      call(x, w, b, s, post_mean, post_log_var), close(1e-4, 2e-4)))  # fmt: skip
+    cases.append(Case("elbo_gap with the posterior mean shifted by 1 (orthogonal W)",
+                      call(x, w, b, s, post_mean + 1.0, post_log_var), close(1e-4, 2e-4)))  # fmt: skip
+    for (d, z), batch in [((5, 2), (3,)), ((4, 3), (2, 2)), ((5, 2), ())]:
+        w, b, s = _ppca(rng, d, z, orthogonal=False)
+        x = f32(rng.normal(size=(*batch, d)))
+        mean_q = f32(rng.normal(size=(*batch, z)))
+        log_var_q = f32(rng.uniform(-2.0, 1.0, size=(*batch, z)))
+        cases.append(Case(f"elbo_gap(x of shape {(*batch, d)}, W {(d, z)}, q of shape "
+                          f"{(*batch, z)}) (full-covariance posterior)",
+                          call(x, w, b, s, mean_q, log_var_q), close(1e-4, 2e-4)))  # fmt: skip
+    return cases
+
+
+# --- section 6: the training step ------------------------------------------------------------
+
+STEP_CONFIG = vae.VAEConfig(data_dim=64, latent_dim=2, hidden_dim=128)
+STEP_LR, STEP_BATCH, STEP_COUNT = 3e-3, 128, 200
+# Held-out ELBO (nats per image) after STEP_COUNT steps. Measured on seeds 0-9: correct steps
+# reach -25.4 to -25.7; a decoder-only step stalls at -27.3, the untrained model is near -50.
+STEP_MIN_ELBO = -26.5
+_HELD_OUT = 300
+
+
+def _digits():
+    from genlab import data
+
+    images, _ = data.load_digits()
+    order = np.random.default_rng(0).permutation(len(images))
+    return jnp.asarray(images[order[_HELD_OUT:]]), jnp.asarray(images[order[:_HELD_OUT]])
+
+
+def _flat(model) -> dict:
+    """The model's parameters as one vector per submodule (leaves in NNX's order)."""
+    out = {}
+    for part in ("encoder", "decoder"):
+        leaves = jax.tree_util.tree_leaves(nnx.state(getattr(model, part), nnx.Param))
+        out[part] = np.concatenate([np.asarray(leaf).ravel() for leaf in leaves])
+    return out
+
+
+def _unflat(template, params: dict):
+    """A copy of ``template`` with the parameters of ``params`` (as made by :func:`_flat`)."""
+    model = nnx.clone(template)
+    for part in ("encoder", "decoder"):
+        state = nnx.state(getattr(model, part), nnx.Param)
+        leaves, treedef = jax.tree_util.tree_flatten(state)
+        sizes = [leaf.size for leaf in leaves]
+        vector = np.asarray(params[part])
+        check.is_true(vector.shape == (sum(sizes),),
+                      f"the {part} has {vector.size} parameters, expected {sum(sizes)}")  # fmt: skip
+        pieces = np.split(vector, np.cumsum(sizes)[:-1])
+        new = [jnp.asarray(p.reshape(leaf.shape), leaf.dtype) for p, leaf in zip(pieces, leaves)]
+        nnx.update(getattr(model, part), jax.tree_util.tree_unflatten(treedef, new))
+    return model
+
+
+_JITTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _jitted(step):
+    """``nnx.jit(step)``, made once per function (each new wrapper would compile again)."""
+    try:
+        return _JITTED.setdefault(step, nnx.jit(step))
+    except TypeError:  # not weak-referenceable
+        return nnx.jit(step)
+
+
+def _training_run(seed: int):
+    def run(vae_train_step):
+        x_train, _ = _digits()
+        model = vae.VAE(STEP_CONFIG, rngs=nnx.Rngs(seed))
+        optimizer = nnx.Optimizer(model, optax.adam(STEP_LR), wrt=nnx.Param)
+        k_idx, k_bin, k_elbo = jax.random.split(jax.random.key(seed), 3)
+        idx = jax.random.randint(k_idx, (STEP_COUNT, STEP_BATCH), 0, x_train.shape[0])
+        batches = vae.binarize(k_bin, x_train[idx])  # (S, B, D)
+        keys = jax.random.split(k_elbo, STEP_COUNT)
+        step = _jitted(vae_train_step)
+        before = _flat(model)
+        one = jnp.float32(1.0)
+        losses = [step(model, optimizer, batches[0], keys[0], one)]
+        after_one = _flat(model)
+        for i in range(1, STEP_COUNT):
+            losses.append(step(model, optimizer, batches[i], keys[i], one))
+        return {"before": before, "after_one": after_one, "final": _flat(model),
+                "losses": np.asarray(jnp.stack([jnp.asarray(v) for v in losses]))}  # fmt: skip
+
+    return run
+
+
+def held_out_elbo(params: dict, seed: int, num_samples: int = 10) -> float:
+    """The held-out ELBO (nats per image, trusted side) of a VAE with ``params``."""
+    _, x_test = _digits()
+    model = _unflat(vae.VAE(STEP_CONFIG, rngs=nnx.Rngs(0)), params)
+    k_bin, k_z = jax.random.split(jax.random.key(10_000 + seed))
+    x = vae.binarize(k_bin, x_test)
+    keys = jax.random.split(k_z, num_samples)
+    values = jax.vmap(lambda k: vae.elbo(k, x, model.encode, model.decode))(keys)  # (S, B)
+    return float(jnp.mean(values))
+
+
+def _judge_training(seed: int):
+    def compare(got, want, label: str) -> None:
+        check.is_true(isinstance(got, dict) and set(got) >= {"before", "after_one", "final",
+                                                             "losses"},
+                      f"{label}: the probe's outputs are incomplete")  # fmt: skip
+        losses = np.asarray(got["losses"], np.float64)
+        check.shape(f"{label}: losses", losses, (STEP_COUNT,))
+        check.is_true(np.all(np.isfinite(losses)),
+                      f"{label}: the loss became NaN or infinite at step "
+                      f"{int(np.argmin(np.isfinite(losses)))}")  # fmt: skip
+        first = float(np.asarray(want["losses"])[0])
+        check.is_true(abs(losses[0] - first) <= 1e-3 * abs(first) + 1e-3,
+                      f"{label}: the first returned loss is {losses[0]:.4f}, but the batch mean of "
+                      f"the negative ELBO before the update is {first:.4f}")  # fmt: skip
+        for part in ("encoder", "decoder"):
+            moved = np.max(np.abs(np.asarray(got["after_one"][part])
+                                  - np.asarray(got["before"][part])))  # fmt: skip
+            check.is_true(moved > 0.0, f"{label}: the first step left every {part} parameter "
+                          f"unchanged: the gradient does not reach the {part}")  # fmt: skip
+        early, late = losses[:20].mean(), losses[-20:].mean()
+        check.is_true(late < early - 5.0, f"{label}: the loss did not fall (mean of the first 20 "
+                      f"steps {early:.2f}, of the last 20 {late:.2f} nats)")  # fmt: skip
+        value = held_out_elbo(got["final"], seed)
+        check.is_true(value >= STEP_MIN_ELBO,
+                      f"{label}: held-out ELBO {value:.2f} nats per image after {STEP_COUNT} "
+                      f"steps; a correct step reaches at least {STEP_MIN_ELBO}")  # fmt: skip
+
+    return compare
+
+
+def _one_step(seed: int, beta):
+    def run(vae_train_step):
+        x_train, _ = _digits()
+        model = vae.VAE(STEP_CONFIG, rngs=nnx.Rngs(seed))
+        optimizer = nnx.Optimizer(model, optax.adam(STEP_LR), wrt=nnx.Param)
+        x = vae.binarize(jax.random.key(seed), x_train[:STEP_BATCH])
+        step = _jitted(vae_train_step)
+        loss = step(model, optimizer, x, jax.random.key(seed + 1), jnp.float32(beta))
+        return loss, _flat(model)
+
+    return run
+
+
+def vae_train_step_cases(rng: np.random.Generator) -> list[Case]:
+    seed = int(rng.integers(1 << 20))
+    return [
+        Case(f"vae_train_step: {STEP_COUNT} steps of Adam({STEP_LR}) on binarised digits, batch "
+             f"{STEP_BATCH}, from VAE seed {seed}", _training_run(seed), _judge_training(seed)),
+        Case("vae_train_step(..., beta=4.0): the loss returned and the parameters after one step",
+             _one_step(seed + 1, 4.0), close(1e-4, 1e-3)),
+        Case("vae_train_step(..., beta=0.0): the loss returned and the parameters after one step",
+             _one_step(seed + 2, 0.0), close(1e-4, 1e-3)),
+    ]  # fmt: skip
+
+
+# --- section 7: diagnostics ------------------------------------------------------------------
+
+
+def _small_vae(seed: int):
+    return vae.VAE(vae.VAEConfig(data_dim=6, latent_dim=2, hidden_dim=5), rngs=nnx.Rngs(seed))
+
+
+def _loss(name: str):
+    key = jax.random.key(3)
+
+    def elbo_loss(model, x):
+        return -jnp.mean(vae.elbo(key, x, model.encode, model.decode))
+
+    def prior_decoder_loss(model, x):  # decodes prior samples: the encoder is never called
+        z = jax.random.normal(key, (x.shape[0], 2))
+        return -jnp.mean(vae.bernoulli_log_likelihood(x, model.decode(z)))
+
+    def kl_only(model, x):
+        return jnp.mean(vae.gaussian_kl_standard(*model.encode(x)))
+
+    def detached_encoder(model, x):
+        def encode(v):
+            return jax.tree_util.tree_map(jax.lax.stop_gradient, model.encode(v))
+
+        return -jnp.mean(vae.elbo(key, x, encode, model.decode))
+
+    def weight_decay(model, x):
+        leaves = jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))
+        return 0.5 * sum(jnp.sum(leaf**2) for leaf in leaves) + 0.0 * jnp.sum(x)
+
+    return {"the negative ELBO": elbo_loss, "a decoder loss on prior samples": prior_decoder_loss,
+            "the KL term alone": kl_only, "the ELBO with a detached encoder": detached_encoder,
+            "half the squared norm of all parameters": weight_decay}[name]  # fmt: skip
+
+
+def _grad_norms_run(loss_name: str, seed: int, x):
+    def run(encoder_decoder_grad_norms):
+        return encoder_decoder_grad_norms(_loss(loss_name), _small_vae(seed), x)
+
+    return run
+
+
+def encoder_decoder_grad_norms_cases(rng: np.random.Generator) -> list[Case]:
+    x = jnp.array([[1.0, 0.0, 1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0, 0.0, 1.0]])
+    cases = [Case("encoder_decoder_grad_norms(the negative ELBO, VAE seed 0, x (2, 6))",
+                  _grad_norms_run("the negative ELBO", 0, x), close(1e-4, 1e-6))]  # fmt: skip
+    names = ["a decoder loss on prior samples", "the KL term alone",
+             "the ELBO with a detached encoder", "half the squared norm of all parameters"]
+    for name in names:
+        seed = int(rng.integers(1000))
+        x = f32(rng.integers(0, 2, size=(3, 6)))
+        cases.append(Case(f"encoder_decoder_grad_norms({name}, VAE seed {seed}, x (3, 6))",
+                          _grad_norms_run(name, seed, x), close(1e-4, 1e-6)))  # fmt: skip
+    return cases
+
+
+def _kl_candidate(name: str):
+    def circulating(mean, log_var):  # sum[mu log(mu / sigma) + sigma - 1], as it circulates
+        std = jnp.exp(0.5 * log_var)
+        return jnp.sum(mean * jnp.log(mean / std) + std - 1.0, axis=-1)
+
+    return {
+        "the true KL": vae.gaussian_kl_standard,
+        "the circulating formula": circulating,
+        "a KL without the -1": lambda m, v: 0.5 * jnp.sum(jnp.exp(v) + m**2 - v, axis=-1),
+        "a KL with its sign flipped": lambda m, v: -vae.gaussian_kl_standard(m, v),
+        "a KL divided by exp(log_var)": lambda m, v: vae.gaussian_kl_standard(m, v) / jnp.exp(v[..., 0]),
+        "minus a KL without the -1": lambda m, v: -0.5 * jnp.sum(jnp.exp(v) + m**2 - v, axis=-1),
+        "the log of the true KL": lambda m, v: jnp.log(vae.gaussian_kl_standard(m, v)),
+    }[name]  # fmt: skip
+
+
+def _kl_run(name: str, mean, log_var):
+    return lambda kl_diagnostics: kl_diagnostics(_kl_candidate(name), mean, log_var)
+
+
+def kl_diagnostics_cases(rng: np.random.Generator) -> list[Case]:
+    mus = jnp.linspace(-2.0, 2.0, 9)[:, None]  # (9, 1)
+    cases = [
+        Case("kl_diagnostics(the true KL, mean in [-2, 2], log_var 0)",
+             _kl_run("the true KL", mus, jnp.zeros_like(mus)), close(1e-5, 1e-6)),
+        Case("kl_diagnostics(the circulating formula, mean in [-2, 2], log_var 0)",
+             _kl_run("the circulating formula", mus, jnp.zeros_like(mus)), close(1e-5, 1e-6)),
+    ]  # fmt: skip
+    cases.append(Case("kl_diagnostics(the log of the true KL, mean in [-2, 2], log_var 0)",
+                      _kl_run("the log of the true KL", mus, jnp.zeros_like(mus)), close(1e-5, 1e-6)))
+    names = ["the true KL", "the circulating formula", "a KL without the -1",
+             "a KL with its sign flipped", "a KL divided by exp(log_var)",
+             "minus a KL without the -1"]
+    for name in names:
+        shape = [(7, 3), (4, 2, 5), (12, 1)][int(rng.integers(3))]
+        mean = f32(rng.normal(scale=1.5, size=shape))
+        log_var = f32(rng.uniform(-3.0, 2.0, size=shape))
+        cases.append(Case(f"kl_diagnostics({name}, mean and log_var of shape {shape})",
+                          _kl_run(name, mean, log_var), close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+def _likelihood(name: str):
+    def sigmoid_distance(x, logits):  # a "reconstruction term" sum sigma(x - x')
+        return -jnp.sum(jax.nn.sigmoid(x - jax.nn.sigmoid(logits)), axis=-1)
+
+    return {
+        "the Bernoulli log-likelihood": vae.bernoulli_log_likelihood,
+        "-sum sigmoid(x - x')": sigmoid_distance,
+        "the Bernoulli log-likelihood averaged over pixels":
+            lambda x, l: jnp.mean(x * jax.nn.log_sigmoid(l) + (1 - x) * jax.nn.log_sigmoid(-l), -1),
+        "a unit-variance Gaussian at sigmoid(logits)":
+            lambda x, l: vae.gaussian_log_likelihood(x, jax.nn.sigmoid(l), 0.0),
+        "minus the squared error to sigmoid(logits)":
+            lambda x, l: -jnp.sum((x - jax.nn.sigmoid(l)) ** 2, axis=-1),
+        "a hundredfold Bernoulli log-likelihood":
+            lambda x, l: 100.0 * vae.bernoulli_log_likelihood(x, l),
+    }[name]  # fmt: skip
+
+
+def log_normalizer_cases(rng: np.random.Generator) -> list[Case]:
+    logits = jnp.array([0.5, -1.0, 2.0])
+    cases = [
+        Case("log_normalizer(the Bernoulli log-likelihood, logits (3,)) = 0",
+             lambda f: f(vae.bernoulli_log_likelihood, logits), close(1e-5, 1e-5)),
+        Case("log_normalizer(-sum sigmoid(x - x'), logits (3,))",
+             lambda f: f(_likelihood("-sum sigmoid(x - x')"), logits), close(1e-5, 1e-5)),
+        Case("log_normalizer with D = 1", lambda f: f(vae.bernoulli_log_likelihood,
+                                                     jnp.array([3.0])), close(1e-5, 1e-5)),
+    ]  # fmt: skip
+    names = ["the Bernoulli log-likelihood", "-sum sigmoid(x - x')",
+             "the Bernoulli log-likelihood averaged over pixels",
+             "a unit-variance Gaussian at sigmoid(logits)", "minus the squared error to sigmoid(logits)",
+             "a hundredfold Bernoulli log-likelihood"]
+    for name in names:
+        d = int(rng.choice([3, 8]))
+        logits = f32(rng.normal(scale=2.0, size=d))
+        cases.append(Case(f"log_normalizer({name}, logits of shape ({d},))",
+                          (lambda f, n=name, l=logits: f(_likelihood(n), l)), close(1e-5, 1e-4)))
+    return cases
+
+
+def active_latents_cases(rng: np.random.Generator) -> list[Case]:
+    exact = close(0.0, 0.0, dtype="bool")
+    spread = jnp.array([[0.0, 1.0, 0.3], [0.0, -1.0, 0.3], [0.02, 0.5, 0.3], [-0.02, -0.5, 0.3]])
+    cases = [
+        Case("active_latents(mean (4, 3): a spread, a constant and a nearly constant column)",
+             call(spread), exact),
+        Case("active_latents(mean (2, 1) = [[0], [0.16]]): population variance 0.0064, not 0.0128",
+             call(jnp.array([[0.0], [0.16]])), exact),
+        Case("active_latents(mean (4, 3), threshold=0.5)", call(spread, 0.5), exact),
+        Case("active_latents(mean (4, 3), threshold=0.0)", call(spread, 0.0), exact),
+    ]  # fmt: skip
+    for n, z in [(50, 4), (200, 8), (3, 6)]:
+        scales = rng.choice([0.0, 0.03, 0.08, 0.2, 1.0, 3.0], size=z)
+        mean = f32(rng.normal(size=(n, z)) * scales + rng.normal(size=z))
+        cases.append(Case(f"active_latents(mean of shape {(n, z)} with per-dimension spreads)",
+                          call(mean), exact))  # fmt: skip
+        threshold = float(rng.choice([0.001, 0.05, 1.0]))
+        cases.append(Case(f"active_latents(mean of shape {(n, z)}, threshold={threshold})",
+                          call(mean, threshold), exact))  # fmt: skip
+    return cases
+
+
 PROBES = [
     Probe("gaussian_kl_standard", vae.gaussian_kl_standard, gaussian_kl_standard_cases),
     Probe("gaussian_kl", vae.gaussian_kl, gaussian_kl_cases),
@@ -353,4 +697,11 @@ PROBES = [
     Probe("iwae_bound", vae.iwae_bound, iwae_bound_cases),
     Probe("elbo", vae.elbo, elbo_cases,
           uses=("reparameterize", "bernoulli_log_likelihood", "gaussian_kl_standard")),
+    Probe("vae_train_step", vae.vae_train_step, vae_train_step_cases, uses=("elbo",)),
+    Probe("encoder_decoder_grad_norms", vae.encoder_decoder_grad_norms,
+          encoder_decoder_grad_norms_cases),
+    Probe("kl_diagnostics", vae.kl_diagnostics, kl_diagnostics_cases),
+    Probe("log_normalizer", vae.log_normalizer, log_normalizer_cases),
+    Probe("active_latents", vae.active_latents, active_latents_cases),
+    Probe("elbo_gap", vae.elbo_gap, elbo_gap_cases),
 ]  # fmt: skip
