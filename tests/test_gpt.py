@@ -353,3 +353,49 @@ def test_matmul_dtype_bfloat16_is_opt_in_and_close_to_float32(tiny):
     got, want = nnx.grad(loss)(low), nnx.grad(loss)(tiny)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, atol=1e-2 * float(jnp.max(jnp.abs(w))) + 1e-6)
+
+
+# --- the training step, the copy rate, the unigram entropy (section 3 and 8) ----------------
+
+
+def _leaves(model):
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-3, 1e6])
+def test_train_step_matches_an_optax_chain(max_grad_norm):
+    import optax
+
+    config = gpt.GPTConfig(vocab_size=9, block_size=8, num_layers=1, num_heads=2, d_model=16)
+    tokens = jax.random.randint(jax.random.key(0), (3, 9), 0, 9)
+    ours = gpt.GPT(config, rngs=nnx.Rngs(1))
+    loss = gpt.train_step(ours, nnx.Optimizer(ours, optax.sgd(0.5), wrt=nnx.Param), tokens,
+                          max_grad_norm)  # fmt: skip
+    theirs = gpt.GPT(config, rngs=nnx.Rngs(1))
+    chain = optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.sgd(0.5))
+    optimizer = nnx.Optimizer(theirs, chain, wrt=nnx.Param)
+
+    def loss_fn(m):
+        logits = m(tokens[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    want, grads = nnx.value_and_grad(loss_fn)(theirs)
+    optimizer.update(theirs, grads)
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    for a, b in zip(_leaves(ours), _leaves(theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_copy_rate_counts_argmax_equal_to_input():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    tokens = rng.integers(0, 4, size=(2, 5))
+    want = np.mean([logits[b, t].argmax() == tokens[b, t] for b in range(2) for t in range(5)])
+    np.testing.assert_allclose(gpt.copy_rate(logits, tokens), want)
+
+
+def test_unigram_entropy_matches_scipy():
+    from scipy.stats import entropy
+
+    tokens = np.array([0, 1, 1, 2, 2, 2, 4])
+    np.testing.assert_allclose(gpt.unigram_entropy(tokens, 6), entropy([1, 2, 3, 1]))

@@ -255,3 +255,18 @@ def test_sample_traced_matches_sample_next_token(settings):
         "top_p" in settings,
     )
     np.testing.assert_array_equal(got, want)
+
+
+def test_top_p_filter_at_p_1_keeps_tails_that_float32_rounds_away():
+    logits = jnp.array([30.0, 0.0, 0.0, 0.0, -1.0])  # tail probabilities about 1e-13
+    probs = jax.nn.softmax(logits)
+    assert float(jnp.cumsum(probs)[0]) == 1.0 and bool(jnp.all(probs > 0))  # the trap is real
+    np.testing.assert_array_equal(np.isfinite(sampling.top_p_filter(logits, 1.0)), [True] * 5)
+
+
+def test_known_word_fraction_counts_words_of_two_letters_or_more():
+    vocabulary = set(sampling.words("The cat sat on the mat."))
+    assert sampling.words("Don't stop") == ["don", "t", "stop"]
+    assert sampling.known_word_fraction(["the cat", "a dog"], vocabulary) == 2 / 3  # "a" skipped
+    assert sampling.known_word_fraction("x y z", vocabulary) == 0.0
+    assert sampling.known_word_fraction("x y", vocabulary, min_length=1) == 0.0

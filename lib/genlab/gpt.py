@@ -6,7 +6,9 @@ Shape letters: B batch, T time (tokens), D model width, H heads, V vocabulary.
 
     lm_loss           section 1, mean next-token cross-entropy in nats
     perplexity        section 1, exp(loss)
+    train_step        section 3, next-token loss on shifted windows, clipped gradients, update
     teacher_forced_accuracy  section 8, what a one-shot argmax "generate" really computes
+    copy_rate         section 8, how often the argmax at t is the input token at t (no shift)
     pre_ln_block      section 2, x + attn(ln_1(x)), then + mlp(ln_2(x))
     GPTConfig, GPT    section 2, the model (nanoGPT's layout, built bottom-up)
     update_kv_cache   section 6, write new keys/values at a position of a fixed-size cache
@@ -37,6 +39,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from genlab import sampling
@@ -55,7 +58,10 @@ __all__ = [
     "perplexity",
     "pre_ln_block",
     "read_safetensors",
+    "copy_rate",
     "teacher_forced_accuracy",
+    "train_step",
+    "unigram_entropy",
     "update_kv_cache",
 ]
 
@@ -115,6 +121,63 @@ def teacher_forced_accuracy(logits, tokens):
         )
     guesses = jnp.argmax(logits[:, :-1], axis=-1)  # (B, T - 1)
     return jnp.mean((guesses == tokens[:, 1:]).astype(jnp.float32))
+
+
+def copy_rate(logits, tokens):
+    """How often the argmax at position t is the *input* token at t (section 8, pitfall 2).
+
+    A model trained with targets equal to its inputs (the shift forgotten) learns to copy: its
+    rate is near 1, while a next-token model copies only where a character repeats.
+
+    Args:
+        logits: float [B, T, V], the model's outputs on ``tokens``.
+        tokens: integer [B, T].
+
+    Returns:
+        float32 scalar: mean over b and t of [argmax(logits[b, t]) == tokens[b, t]].
+    """
+    logits, tokens = jnp.asarray(logits), jnp.asarray(tokens)
+    if logits.ndim != 3 or logits.shape[:2] != tokens.shape:
+        raise ValueError(
+            f"logits [B, T, V] and tokens [B, T] expected, got {logits.shape} and {tokens.shape}"
+        )
+    return jnp.mean((jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32))
+
+
+def unigram_entropy(tokens, vocab_size: int) -> float:
+    """Entropy in nats of the token frequencies of ``tokens`` (integer [L]): the loss of the
+    best model that ignores context, the bar a trained language model must clear."""
+    counts = np.bincount(np.asarray(tokens).reshape(-1), minlength=vocab_size)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+    """One optimisation step of a language model on windows of tokens (section 3).
+
+    Inputs are every window but its last token, targets every window but its first; the loss
+    is :func:`lm_loss`. The gradient of all ``nnx.Param`` variables is rescaled, when its global
+    norm (over every parameter) exceeds ``max_grad_norm``, to that norm (``optax``'s
+    ``clip_by_global_norm``), then ``optimizer.update(model, grads)`` applies it.
+
+    Args:
+        model: an ``nnx.Module`` mapping int [B, T] to logits [B, T, V] (e.g. :class:`GPT`).
+        optimizer: an ``nnx.Optimizer`` of ``model`` (``wrt=nnx.Param``), e.g. AdamW.
+        tokens: integer [B, T + 1], windows of the token stream.
+        max_grad_norm: float > 0.
+
+    Returns:
+        float32 scalar: the loss before the update. Runs under ``nnx.jit``.
+    """
+    tokens = jnp.asarray(tokens)
+
+    def loss_fn(m):
+        return lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
 
 
 # --- the model, bottom-up -------------------------------------------------------------------

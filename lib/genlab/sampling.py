@@ -23,6 +23,7 @@ them. The filters are checked against ``transformers``' ``TemperatureLogitsWarpe
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Callable
 
 import jax
@@ -35,15 +36,21 @@ __all__ = [
     "distinct_ngrams",
     "entropy",
     "generate",
+    "known_word_fraction",
     "nucleus_size",
     "sample_next_token",
     "step_keys",
     "top_k_filter",
     "top_p_filter",
+    "typical_filter",
+    "words",
 ]
 
 
 # --- argument checks ------------------------------------------------------------------------
+
+
+_WORD = re.compile(r"[a-z]+")
 
 
 def _logits(x, name: str = "logits") -> jax.Array:
@@ -216,6 +223,39 @@ def top_p_filter(logits, p, min_tokens_to_keep=1):
     return _top_p(logits, p, int(min_tokens_to_keep))
 
 
+def typical_filter(logits, mass):
+    """Locally typical filter (Meister et al. 2023): keep the tokens whose surprisal is closest
+    to the distribution's entropy, until they hold probability >= mass (the bonus exercise).
+
+    With probs = softmax(logits) over the last axis and H its entropy in nats, rank the tokens
+    by ``|-log probs - H|`` (smallest first; among equal distances the lower index first). A
+    token is kept when the total probability of the tokens ranked before it is < mass, so the
+    token that crosses ``mass`` is kept and at least one token always is. Tokens of probability
+    0 (logit -inf) are never kept.
+
+    Args:
+        logits: float [..., V].
+        mass: Python float in (0, 1].
+
+    Returns:
+        float [..., V] in the original order: kept logits unchanged, the others -inf.
+    """
+    logits = _logits(logits)
+    mass = _number("mass", mass)
+    if not 0.0 < mass <= 1.0:
+        raise ValueError(f"mass must be in (0, 1], got {mass}")
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # (..., V)
+    p = jnp.exp(log_p)
+    entropy_ = -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1, keepdims=True)  # (..., 1)
+    distance = jnp.where(p > 0, jnp.abs(-log_p - entropy_), jnp.inf)  # (..., V)
+    order = jnp.argsort(distance, axis=-1, stable=True)  # most typical first
+    sorted_p = jnp.take_along_axis(p, order, axis=-1)
+    before = jnp.cumsum(sorted_p, axis=-1) - sorted_p
+    keep_sorted = ((before < mass) & (sorted_p > 0)) | (jnp.arange(logits.shape[-1]) < 1)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+
+
 def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
     """Draw one token per row: temperature -> top-k -> top-p -> ``jax.random.categorical``.
 
@@ -317,6 +357,33 @@ def distinct_ngrams(tokens, n):
         raise ValueError(f"n = {n} is longer than the sequences (T = {tokens.shape[1]})")
     grams = [tuple(row[i : i + n]) for row in tokens.tolist() for i in range(len(row) - n + 1)]
     return len(set(grams)) / len(grams)
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text``: maximal runs of ASCII letters, lower-cased ("Don't" -> don, t)."""
+    return _WORD.findall(text.lower())
+
+
+def known_word_fraction(texts, vocabulary, min_length: int = 2) -> float:
+    """Fraction of the words of ``texts`` that occur in ``vocabulary`` (a word-level check that
+    a character model spells).
+
+    Words shorter than ``min_length`` letters are not counted: single letters are "words" of
+    almost any text (``t`` of "don't", ``n`` of "\\n"), so random letters would score well.
+
+    Args:
+        texts: a string or a list of strings (e.g. decoded samples).
+        vocabulary: a set of lower-case words, e.g. ``set(words(training_text))``.
+        min_length: int >= 1, the shortest word counted.
+
+    Returns:
+        Python float in [0, 1]; 0.0 when the texts hold no word long enough.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    found = [w for t in texts for w in words(t) if len(w) >= min_length]
+    if not found:
+        return 0.0
+    return sum(w in vocabulary for w in found) / len(found)
 
 
 # --- the naive generation loop --------------------------------------------------------------
