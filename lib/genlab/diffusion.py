@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from genlab.validate import float_array, positive_int
@@ -80,10 +81,9 @@ def cosine_beta_schedule(num_steps: int, s: float = 0.008, max_beta: float = 0.9
         float32 [T].
     """
     num_steps = positive_int("num_steps", num_steps)
-    u = jnp.arange(num_steps + 1, dtype=jnp.float64 if jax.config.x64_enabled else jnp.float32)
-    f = jnp.cos((u / num_steps + s) / (1 + s) * math.pi / 2) ** 2  # (T + 1,)
-    betas = 1.0 - f[1:] / f[:-1]
-    return jnp.clip(betas, 0.0, max_beta).astype(jnp.float32)
+    u = np.arange(num_steps + 1, dtype=np.float64) / num_steps  # float64: 1 - ratio cancels
+    f = np.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # (T + 1,)
+    return jnp.asarray(np.clip(1.0 - f[1:] / f[:-1], 0.0, max_beta), dtype=jnp.float32)
 
 
 def alpha_bars(betas):
@@ -324,7 +324,7 @@ def ddpm_sample(key, model, shape, betas, alpha_bars, timesteps=None):
 
     Args:
         key: one key; x_T and every step's noise come from ``jax.random.split(key, K + 1)``.
-        model: ``model(x, t) -> eps`` with int t [B] (an ``nnx.Module`` or a function).
+        model: an ``nnx.Module`` called as ``model(x, t) -> eps`` with int t [B].
         shape: static tuple (B, ...), the shape of the samples.
         betas, alpha_bars: float [K], the sampling schedule.
         timesteps: None, or int [K] giving the model's step index of each schedule step (from
@@ -352,7 +352,8 @@ def ddpm_sample(key, model, shape, betas, alpha_bars, timesteps=None):
 def sample_flow(key, model, shape, num_steps):
     """Euler samples of a velocity model from N(0, I) noise (section 3), one jitted program.
 
-    ``model(x, t)`` with float t [B]; returns float32 [*shape] at t = 1.
+    ``model``: an ``nnx.Module`` called as ``model(x, t)`` with float t [B]; returns float32
+    [*shape] at t = 1.
     """
     return euler_sample(model, jax.random.normal(key, shape, jnp.float32), num_steps)
 

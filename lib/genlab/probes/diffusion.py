@@ -23,6 +23,9 @@ def _eps_model(weight: float, num_steps: int = T_PROBE):
     """A fixed "network" of any data shape that depends on each example's step t [B]."""
 
     def model(x, t):
+        if t.shape != x.shape[:1]:
+            raise ValueError(f"the model takes one step per example, t [B] = [{x.shape[0]}], "
+                             f"got t of shape {t.shape}")
         shift = (t.astype(jnp.float32) / num_steps).reshape(t.shape + (1,) * (x.ndim - 1))
         return jnp.tanh(weight * x + shift)
 
@@ -94,7 +97,7 @@ def posterior_mean_var_cases(rng: np.random.Generator) -> list[Case]:
              call(x, x0, jnp.array([0, 1, T_PROBE - 1]), betas, ab), close(1e-5, 1e-6)),
         Case("posterior_mean_var of the DDPM schedule at t = [0, 500, 999]",
              call(x, x0, jnp.array([0, 500, 999]), diffusion.linear_beta_schedule(1000),
-                  diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))), close(1e-4, 1e-6)),
+                  diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))), close(2e-3, 1e-5)),
     ]  # fmt: skip
     for shape in [(5, 2), (3, 2, 4), (1, 3)]:
         x_t, x0 = f32(rng.normal(size=shape)), f32(rng.normal(size=shape))

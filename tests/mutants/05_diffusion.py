@@ -1,0 +1,555 @@
+"""Mutants of chapter 05's graded exercises (solutions/05_diffusion/05_diffusion.ipynb).
+
+``WRONG[name]`` maps a variant name to source code defining ``name`` with a plausible mistake;
+each must fail the notebook's ``test_<name>`` cell (hidden tests included). ``CORRECT[name]``
+holds valid alternatives to the solution; each must pass it. The sources are executed in the
+kernel after the solution notebook has run, so they may use what its imports cell defined:
+``jax``, ``jnp``, ``np``, ``nnx``, ``optax``, ``data`` and ``diffusion``. The pitfalls of issue 15
+are among the wrong ones: the step index broadcast along the data axis (q_sample), the wrapped
+index at t = 0 (posterior_mean_var), training with another schedule (train_step), the Ho &
+Salimans guidance convention (cfg_combine), a Python branch on a traced step (ddpm_step).
+"""
+
+WRONG = {
+    "linear_beta_schedule": {
+        "endpoint_excluded": """
+def linear_beta_schedule(num_steps, beta_start=1e-4, beta_end=0.02):
+    return jnp.linspace(beta_start, beta_end, num_steps + 1, dtype=jnp.float32)[:-1]
+""",
+        "reversed": """
+def linear_beta_schedule(num_steps, beta_start=1e-4, beta_end=0.02):
+    return jnp.linspace(beta_end, beta_start, num_steps, dtype=jnp.float32)
+""",
+        "geometric_spacing": """
+def linear_beta_schedule(num_steps, beta_start=1e-4, beta_end=0.02):
+    return jnp.geomspace(beta_start, beta_end, num_steps).astype(jnp.float32)
+""",
+        "float64_numpy": """
+def linear_beta_schedule(num_steps, beta_start=1e-4, beta_end=0.02):
+    return np.linspace(beta_start, beta_end, num_steps)
+""",
+    },
+    "alpha_bars": {
+        "cumprod_of_betas": """
+def alpha_bars(betas):
+    return jnp.cumprod(betas)
+""",
+        "exclusive_product": """
+def alpha_bars(betas):
+    return jnp.concatenate([jnp.ones(1), jnp.cumprod(1.0 - betas)[:-1]])
+""",
+        "first_order_sum": """
+def alpha_bars(betas):
+    return 1.0 - jnp.cumsum(betas)
+""",
+        "alphas_not_cumulative": """
+def alpha_bars(betas):
+    return 1.0 - betas
+""",
+    },
+    "q_sample": {
+        "t_broadcast_along_last_axis": """
+def q_sample(key, x0, t, alpha_bars):
+    eps = jax.random.normal(key, x0.shape)
+    return jnp.sqrt(alpha_bars[t]) * x0 + jnp.sqrt(1.0 - alpha_bars[t]) * eps, eps
+""",
+        "only_two_axes": """
+def q_sample(key, x0, t, alpha_bars):
+    eps = jax.random.normal(key, x0.shape)
+    ab = alpha_bars[t][:, None]
+    return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps, eps
+""",
+        "variances_as_scales": """
+def q_sample(key, x0, t, alpha_bars):
+    eps = jax.random.normal(key, x0.shape)
+    ab = alpha_bars[t].reshape((-1,) + (1,) * (x0.ndim - 1))
+    return ab * x0 + (1.0 - ab) * eps, eps
+""",
+        "split_key": """
+def q_sample(key, x0, t, alpha_bars):
+    _, key_eps = jax.random.split(key)
+    eps = jax.random.normal(key_eps, x0.shape)
+    ab = alpha_bars[t].reshape((-1,) + (1,) * (x0.ndim - 1))
+    return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps, eps
+""",
+        "previous_step": """
+def q_sample(key, x0, t, alpha_bars):
+    eps = jax.random.normal(key, x0.shape)
+    ab = alpha_bars[jnp.maximum(t - 1, 0)].reshape((-1,) + (1,) * (x0.ndim - 1))
+    return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps, eps
+""",
+    },
+    "posterior_mean_var": {
+        "wrapped_index_at_t0": """
+def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    beta, ab, ab_prev = (a.reshape(shape) for a in (betas[t], alpha_bars[t], alpha_bars[t - 1]))
+    mean = (jnp.sqrt(ab_prev) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x_t) / (1.0 - ab)
+    var = (1.0 - ab_prev) / (1.0 - ab) * beta
+    return mean, jnp.broadcast_to(var, mean.shape)
+""",
+        "fixed_large_variance": """
+def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    ab_prev_all = jnp.concatenate([jnp.ones(1), alpha_bars[:-1]])
+    beta, ab, ab_prev = (a[t].reshape(shape) for a in (betas, alpha_bars, ab_prev_all))
+    mean = (jnp.sqrt(ab_prev) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x_t) / (1.0 - ab)
+    return mean, jnp.broadcast_to(beta, mean.shape)
+""",
+        "variance_not_broadcast": """
+def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    ab_prev_all = jnp.concatenate([jnp.ones(1), alpha_bars[:-1]])
+    beta, ab, ab_prev = (a[t].reshape(shape) for a in (betas, alpha_bars, ab_prev_all))
+    mean = (jnp.sqrt(ab_prev) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x_t) / (1.0 - ab)
+    return mean, (1.0 - ab_prev) / (1.0 - ab) * beta
+""",
+        "current_alpha_bar_on_x0": """
+def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    ab_prev_all = jnp.concatenate([jnp.ones(1), alpha_bars[:-1]])
+    beta, ab, ab_prev = (a[t].reshape(shape) for a in (betas, alpha_bars, ab_prev_all))
+    mean = (jnp.sqrt(ab) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x_t) / (1.0 - ab)
+    var = (1.0 - ab_prev) / (1.0 - ab) * beta
+    return mean, jnp.broadcast_to(var, mean.shape)
+""",
+    },
+    "ddpm_loss": {
+        "keys_swapped": """
+def ddpm_loss(key, eps_model, x0, alpha_bars):
+    key_eps, key_t = jax.random.split(key)
+    t = jax.random.randint(key_t, (x0.shape[0],), 0, alpha_bars.shape[0])
+    x_t, eps = q_sample(key_eps, x0, t, alpha_bars)
+    return jnp.mean((eps_model(x_t, t) - eps) ** 2)
+""",
+        "predicts_x0": """
+def ddpm_loss(key, eps_model, x0, alpha_bars):
+    key_t, key_eps = jax.random.split(key)
+    t = jax.random.randint(key_t, (x0.shape[0],), 0, alpha_bars.shape[0])
+    x_t, eps = q_sample(key_eps, x0, t, alpha_bars)
+    return jnp.mean((eps_model(x_t, t) - x0) ** 2)
+""",
+        "sum_not_mean": """
+def ddpm_loss(key, eps_model, x0, alpha_bars):
+    key_t, key_eps = jax.random.split(key)
+    t = jax.random.randint(key_t, (x0.shape[0],), 0, alpha_bars.shape[0])
+    x_t, eps = q_sample(key_eps, x0, t, alpha_bars)
+    return jnp.sum((eps_model(x_t, t) - eps) ** 2) / x0.shape[0]
+""",
+        "steps_from_one": """
+def ddpm_loss(key, eps_model, x0, alpha_bars):
+    key_t, key_eps = jax.random.split(key)
+    t = jax.random.randint(key_t, (x0.shape[0],), 1, alpha_bars.shape[0])
+    x_t, eps = q_sample(key_eps, x0, t, alpha_bars)
+    return jnp.mean((eps_model(x_t, t) - eps) ** 2)
+""",
+    },
+    "train_step": {
+        "no_update": """
+def train_step(model, optimizer, key, x0, alpha_bars):
+    return ddpm_loss(key, model, x0, alpha_bars)
+""",
+        "loss_after_update": """
+def train_step(model, optimizer, key, x0, alpha_bars):
+    grads = nnx.grad(lambda m: ddpm_loss(key, m, x0, alpha_bars))(model)
+    optimizer.update(model, grads)
+    return ddpm_loss(key, model, x0, alpha_bars)
+""",
+        "gradient_ascent": """
+def train_step(model, optimizer, key, x0, alpha_bars):
+    loss, grads = nnx.value_and_grad(lambda m: ddpm_loss(key, m, x0, alpha_bars))(model)
+    optimizer.update(model, jax.tree.map(lambda g: -g, grads))
+    return loss
+""",
+        "trains_with_another_schedule": """
+def train_step(model, optimizer, key, x0, alpha_bars):
+    other = diffusion.alpha_bars(diffusion.cosine_beta_schedule(alpha_bars.shape[0]))
+    loss, grads = nnx.value_and_grad(lambda m: ddpm_loss(key, m, x0, other))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "regresses_the_data": """
+def train_step(model, optimizer, key, x0, alpha_bars):
+    def loss_fn(model):
+        key_t, key_eps = jax.random.split(key)
+        t = jax.random.randint(key_t, (x0.shape[0],), 0, alpha_bars.shape[0])
+        x_t, eps = q_sample(key_eps, x0, t, alpha_bars)
+        return jnp.mean((model(x_t, t) - x0) ** 2)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+    },
+    "mixture_score": {
+        "noise_variance_forgotten": """
+def mixture_score(x, centers, std, alpha_bar):
+    var = alpha_bar * std**2
+    diff = jnp.sqrt(alpha_bar) * centers[None] - x[:, None]
+    resp = jax.nn.softmax(-0.5 * jnp.sum(diff**2, axis=-1) / var, axis=-1)
+    return jnp.sum(resp[..., None] * diff, axis=1) / var
+""",
+        "centers_not_scaled": """
+def mixture_score(x, centers, std, alpha_bar):
+    var = alpha_bar * std**2 + 1.0 - alpha_bar
+    diff = centers[None] - x[:, None]
+    resp = jax.nn.softmax(-0.5 * jnp.sum(diff**2, axis=-1) / var, axis=-1)
+    return jnp.sum(resp[..., None] * diff, axis=1) / var
+""",
+        "sign_flipped": """
+def mixture_score(x, centers, std, alpha_bar):
+    var = alpha_bar * std**2 + 1.0 - alpha_bar
+    diff = x[:, None] - jnp.sqrt(alpha_bar) * centers[None]
+    resp = jax.nn.softmax(-0.5 * jnp.sum(diff**2, axis=-1) / var, axis=-1)
+    return jnp.sum(resp[..., None] * diff, axis=1) / var
+""",
+        "unstable_normalisation": """
+def mixture_score(x, centers, std, alpha_bar):
+    var = alpha_bar * std**2 + 1.0 - alpha_bar
+    diff = jnp.sqrt(alpha_bar) * centers[None] - x[:, None]
+    weights = jnp.exp(-0.5 * jnp.sum(diff**2, axis=-1) / var)
+    resp = weights / jnp.sum(weights, axis=-1, keepdims=True)
+    return jnp.sum(resp[..., None] * diff, axis=1) / var
+""",
+    },
+    "flow_matching_loss": {
+        "target_reversed": """
+def flow_matching_loss(key, v_model, x1):
+    key_t, key_0 = jax.random.split(key)
+    t = jax.random.uniform(key_t, (x1.shape[0],))
+    x0 = jax.random.normal(key_0, x1.shape)
+    t_b = t.reshape((-1,) + (1,) * (x1.ndim - 1))
+    return jnp.mean((v_model(t_b * x1 + (1 - t_b) * x0, t) - (x0 - x1)) ** 2)
+""",
+        "time_reversed_path": """
+def flow_matching_loss(key, v_model, x1):
+    key_t, key_0 = jax.random.split(key)
+    t = jax.random.uniform(key_t, (x1.shape[0],))
+    x0 = jax.random.normal(key_0, x1.shape)
+    t_b = t.reshape((-1,) + (1,) * (x1.ndim - 1))
+    return jnp.mean((v_model(t_b * x0 + (1 - t_b) * x1, t) - (x1 - x0)) ** 2)
+""",
+        "keys_swapped": """
+def flow_matching_loss(key, v_model, x1):
+    key_0, key_t = jax.random.split(key)
+    t = jax.random.uniform(key_t, (x1.shape[0],))
+    x0 = jax.random.normal(key_0, x1.shape)
+    t_b = t.reshape((-1,) + (1,) * (x1.ndim - 1))
+    return jnp.mean((v_model(t_b * x1 + (1 - t_b) * x0, t) - (x1 - x0)) ** 2)
+""",
+        "time_for_two_axes_only": """
+def flow_matching_loss(key, v_model, x1):
+    key_t, key_0 = jax.random.split(key)
+    t = jax.random.uniform(key_t, (x1.shape[0],))
+    x0 = jax.random.normal(key_0, x1.shape)
+    x_t = t[:, None] * x1 + (1 - t[:, None]) * x0
+    return jnp.mean((v_model(x_t, t) - (x1 - x0)) ** 2)
+""",
+    },
+    "euler_sample": {
+        "time_at_end_of_step": """
+def euler_sample(v_model, x0, num_steps):
+    x = x0
+    for k in range(num_steps):
+        x = x + v_model(x, jnp.full((x.shape[0],), (k + 1) / num_steps)) / num_steps
+    return x
+""",
+        "no_step_size": """
+def euler_sample(v_model, x0, num_steps):
+    x = x0
+    for k in range(num_steps):
+        x = x + v_model(x, jnp.full((x.shape[0],), k / num_steps))
+    return x
+""",
+        "scalar_time": """
+def euler_sample(v_model, x0, num_steps):
+    x = x0
+    for k in range(num_steps):
+        x = x + v_model(x, jnp.asarray(k / num_steps)) / num_steps
+    return x
+""",
+        "one_step_too_many": """
+def euler_sample(v_model, x0, num_steps):
+    x = x0
+    for k in range(num_steps + 1):
+        x = x + v_model(x, jnp.full((x.shape[0],), k / num_steps)) / num_steps
+    return x
+""",
+    },
+    "ddpm_step": {
+        "wrapped_index_at_t0": """
+def ddpm_step(key, eps_model, x_t, t, betas, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    beta, ab, ab_prev = betas[t], alpha_bars[t], alpha_bars[t - 1]
+    mean = (x_t - beta / jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(1.0 - beta)
+    std = jnp.sqrt((1.0 - ab_prev) / (1.0 - ab) * beta)
+    return mean + std * jax.random.normal(key, x_t.shape)
+""",
+        "python_branch_on_t": """
+def ddpm_step(key, eps_model, x_t, t, betas, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    beta, ab = betas[t], alpha_bars[t]
+    mean = (x_t - beta / jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(1.0 - beta)
+    if t > 0:
+        var = (1.0 - alpha_bars[t - 1]) / (1.0 - ab) * beta
+        return mean + jnp.sqrt(var) * jax.random.normal(key, x_t.shape)
+    return mean
+""",
+        "fixed_large_variance": """
+def ddpm_step(key, eps_model, x_t, t, betas, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    beta, ab = betas[t], alpha_bars[t]
+    mean = (x_t - beta / jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(1.0 - beta)
+    return mean + jnp.where(t > 0, jnp.sqrt(beta), 0.0) * jax.random.normal(key, x_t.shape)
+""",
+        "alpha_bar_in_the_denominator": """
+def ddpm_step(key, eps_model, x_t, t, betas, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    beta, ab = betas[t], alpha_bars[t]
+    ab_prev = jnp.where(t > 0, alpha_bars[t - 1], 1.0)
+    mean = (x_t - beta / jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
+    std = jnp.sqrt((1.0 - ab_prev) / (1.0 - ab) * beta)
+    return mean + jnp.where(t > 0, std, 0.0) * jax.random.normal(key, x_t.shape)
+""",
+        "scalar_step_to_the_model": """
+def ddpm_step(key, eps_model, x_t, t, betas, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.asarray(t))
+    beta, ab = betas[t], alpha_bars[t]
+    ab_prev = jnp.where(t > 0, alpha_bars[t - 1], 1.0)
+    mean = (x_t - beta / jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(1.0 - beta)
+    std = jnp.sqrt((1.0 - ab_prev) / (1.0 - ab) * beta)
+    return mean + jnp.where(t > 0, std, 0.0) * jax.random.normal(key, x_t.shape)
+""",
+    },
+    "cfg_combine": {
+        "ho_salimans_convention": """
+def cfg_combine(eps_cond, eps_uncond, w):
+    return (1.0 + w) * eps_cond - w * eps_uncond
+""",
+        "roles_swapped": """
+def cfg_combine(eps_cond, eps_uncond, w):
+    return eps_cond + w * (eps_uncond - eps_cond)
+""",
+        "difference_only": """
+def cfg_combine(eps_cond, eps_uncond, w):
+    return w * (eps_cond - eps_uncond)
+""",
+    },
+    "schedule_mismatch": {
+        "compares_alpha_bars": """
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
+    if train_alpha_bars.shape != sample_alpha_bars.shape:
+        raise ValueError("different lengths")
+    return jnp.max(jnp.abs(train_alpha_bars - sample_alpha_bars))
+""",
+        "mean_not_max": """
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
+    if train_alpha_bars.shape != sample_alpha_bars.shape:
+        raise ValueError("different lengths")
+    return jnp.mean(jnp.abs(jnp.sqrt(1.0 - train_alpha_bars) - jnp.sqrt(1.0 - sample_alpha_bars)))
+""",
+        "signed_gap": """
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
+    if train_alpha_bars.shape != sample_alpha_bars.shape:
+        raise ValueError("different lengths")
+    return jnp.max(jnp.sqrt(1.0 - train_alpha_bars) - jnp.sqrt(1.0 - sample_alpha_bars))
+""",
+        "no_length_check": """
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
+    return jnp.max(jnp.abs(jnp.sqrt(1.0 - train_alpha_bars) - jnp.sqrt(1.0 - sample_alpha_bars)))
+""",
+    },
+}
+
+CORRECT = {
+    "linear_beta_schedule": {
+        "arange": """
+def linear_beta_schedule(num_steps, beta_start=1e-4, beta_end=0.02):
+    fraction = jnp.arange(num_steps, dtype=jnp.float32) / max(num_steps - 1, 1)
+    return (beta_start + (beta_end - beta_start) * fraction).astype(jnp.float32)
+""",
+        "numpy_then_float32": """
+def linear_beta_schedule(num_steps, beta_start=1e-4, beta_end=0.02):
+    return jnp.asarray(np.linspace(beta_start, beta_end, num_steps), dtype=jnp.float32)
+""",
+    },
+    "alpha_bars": {
+        "sum_of_logs": """
+def alpha_bars(betas):
+    return jnp.exp(jnp.cumsum(jnp.log1p(-jnp.asarray(betas, jnp.float32))))
+""",
+        "associative_scan": """
+def alpha_bars(betas):
+    return jax.lax.associative_scan(jnp.multiply, 1.0 - jnp.asarray(betas, jnp.float32))
+""",
+    },
+    "q_sample": {
+        "expand_dims": """
+def q_sample(key, x0, t, alpha_bars):
+    eps = jax.random.normal(key, x0.shape)
+    ab = jnp.expand_dims(alpha_bars[t], tuple(range(1, x0.ndim)))
+    return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps, eps
+""",
+        "vmap_over_examples": """
+def q_sample(key, x0, t, alpha_bars):
+    eps = jax.random.normal(key, x0.shape)
+    one = lambda x, ab, e: jnp.sqrt(ab) * x + jnp.sqrt(1.0 - ab) * e
+    return jax.vmap(one)(x0, alpha_bars[t], eps), eps
+""",
+    },
+    "posterior_mean_var": {
+        "precision_form": """
+def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    beta = betas[t].reshape(shape)
+    ab_prev = jnp.where(t > 0, alpha_bars[jnp.maximum(t - 1, 0)], 1.0).reshape(shape)
+    var = 1.0 / ((1.0 - beta) / beta + 1.0 / (1.0 - ab_prev))
+    mean = var * (jnp.sqrt(1.0 - beta) / beta * x_t + jnp.sqrt(ab_prev) / (1.0 - ab_prev) * x0)
+    mean = jnp.where(ab_prev == 1.0, x0, mean)
+    return mean, jnp.broadcast_to(var, mean.shape)
+""",
+        "padded_alpha_bars": """
+def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
+    padded = jnp.pad(alpha_bars, (1, 0), constant_values=1.0)
+    expand = lambda a: jnp.expand_dims(a, tuple(range(1, x0.ndim)))
+    beta, ab, ab_prev = expand(betas[t]), expand(padded[t + 1]), expand(padded[t])
+    coef_x0 = jnp.sqrt(ab_prev) * beta / (1.0 - ab)
+    coef_xt = jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab)
+    var = (1.0 - ab_prev) * beta / (1.0 - ab)
+    return coef_x0 * x0 + coef_xt * x_t, var * jnp.ones_like(x0)
+""",
+    },
+    "ddpm_loss": {
+        "noising_inline": """
+def ddpm_loss(key, eps_model, x0, alpha_bars):
+    key_t, key_eps = jax.random.split(key)
+    t = jax.random.randint(key_t, (x0.shape[0],), 0, len(alpha_bars))
+    eps = jax.random.normal(key_eps, x0.shape)
+    ab = jnp.expand_dims(alpha_bars[t], tuple(range(1, x0.ndim)))
+    return jnp.mean(jnp.square(eps_model(jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * eps, t) - eps))
+""",
+        "per_example_then_batch": """
+def ddpm_loss(key, eps_model, x0, alpha_bars):
+    key_t, key_eps = jax.random.split(key)
+    t = jax.random.randint(key_t, (x0.shape[0],), 0, alpha_bars.shape[0])
+    x_t, eps = q_sample(key_eps, x0, t, alpha_bars)
+    per_example = jnp.mean(((eps_model(x_t, t) - eps) ** 2).reshape(x0.shape[0], -1), axis=1)
+    return jnp.mean(per_example)
+""",
+    },
+    "train_step": {
+        "grad_then_loss": """
+def train_step(model, optimizer, key, x0, alpha_bars):
+    loss = ddpm_loss(key, model, x0, alpha_bars)
+    grads = nnx.grad(lambda m: ddpm_loss(key, m, x0, alpha_bars))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "split_and_merge": """
+def train_step(model, optimizer, key, x0, alpha_bars):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_fn(params):
+        return ddpm_loss(key, nnx.merge(graphdef, params, rest), x0, alpha_bars)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    optimizer.update(model, grads)
+    return loss
+""",
+    },
+    "mixture_score": {
+        "grad_of_logsumexp": """
+def mixture_score(x, centers, std, alpha_bar):
+    var = alpha_bar * std**2 + 1.0 - alpha_bar
+    def log_q(point):
+        return jax.nn.logsumexp(-0.5 * jnp.sum((point - jnp.sqrt(alpha_bar) * centers) ** 2, -1) / var)
+    return jax.vmap(jax.grad(log_q))(x)
+""",
+        "posterior_mean_of_the_means": """
+def mixture_score(x, centers, std, alpha_bar):
+    var = alpha_bar * std**2 + 1.0 - alpha_bar
+    means = jnp.sqrt(alpha_bar) * centers
+    logits = -0.5 * (jnp.sum(x**2, -1)[:, None] - 2 * x @ means.T + jnp.sum(means**2, -1)) / var
+    expected_mean = jax.nn.softmax(logits, axis=-1) @ means
+    return (expected_mean - x) / var
+""",
+    },
+    "flow_matching_loss": {
+        "lerp_form": """
+def flow_matching_loss(key, v_model, x1):
+    key_t, key_0 = jax.random.split(key)
+    t = jax.random.uniform(key_t, (x1.shape[0],))
+    x0 = jax.random.normal(key_0, x1.shape)
+    t_b = jnp.expand_dims(t, tuple(range(1, x1.ndim)))
+    return jnp.mean(jnp.square(v_model(x0 + t_b * (x1 - x0), t) - (x1 - x0)))
+""",
+        "vmapped_path": """
+def flow_matching_loss(key, v_model, x1):
+    key_t, key_0 = jax.random.split(key)
+    t = jax.random.uniform(key_t, (x1.shape[0],))
+    x0 = jax.random.normal(key_0, x1.shape)
+    x_t = jax.vmap(lambda a, b, s: s * b + (1 - s) * a)(x0, x1, t)
+    return jnp.mean((v_model(x_t, t) - (x1 - x0)) ** 2)
+""",
+    },
+    "euler_sample": {
+        "lax_scan": """
+def euler_sample(v_model, x0, num_steps):
+    def body(x, k):
+        return x + v_model(x, jnp.full((x.shape[0],), k / num_steps)) / num_steps, None
+    return jax.lax.scan(body, x0, jnp.arange(num_steps, dtype=jnp.float32))[0]
+""",
+        "fori_loop": """
+def euler_sample(v_model, x0, num_steps):
+    dt = 1.0 / num_steps
+    body = lambda k, x: x + dt * v_model(x, jnp.full((x.shape[0],), k * dt, dtype=jnp.float32))
+    return jax.lax.fori_loop(0, num_steps, body, x0)
+""",
+    },
+    "ddpm_step": {
+        "through_the_posterior": """
+def ddpm_step(key, eps_model, x_t, t, betas, alpha_bars):
+    t_batch = jnp.full((x_t.shape[0],), t, dtype=jnp.int32)
+    eps_hat = eps_model(x_t, t_batch)
+    ab = alpha_bars[t]
+    x0_hat = (x_t - jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
+    mean, var = posterior_mean_var(x_t, x0_hat, t_batch, betas, alpha_bars)
+    return mean + jnp.sqrt(var) * jax.random.normal(key, x_t.shape)
+""",
+        "mask_the_noise": """
+def ddpm_step(key, eps_model, x_t, t, betas, alpha_bars):
+    t = jnp.asarray(t)
+    eps_hat = eps_model(x_t, jnp.broadcast_to(t, (x_t.shape[0],)).astype(jnp.int32))
+    alpha = 1.0 - betas[t]
+    mean = (x_t - (1.0 - alpha) / jnp.sqrt(1.0 - alpha_bars[t]) * eps_hat) / jnp.sqrt(alpha)
+    ab_prev = alpha_bars[jnp.maximum(t - 1, 0)]
+    var = (1.0 - ab_prev) / (1.0 - alpha_bars[t]) * betas[t]
+    return mean + (t > 0) * jnp.sqrt(var) * jax.random.normal(key, x_t.shape)
+""",
+    },
+    "cfg_combine": {
+        "convex_form": """
+def cfg_combine(eps_cond, eps_uncond, w):
+    return (1.0 - w) * eps_uncond + w * eps_cond
+""",
+        "rewritten": """
+def cfg_combine(eps_cond, eps_uncond, w):
+    return w * eps_cond - (w - 1.0) * eps_uncond
+""",
+    },
+    "schedule_mismatch": {
+        "infinity_norm": """
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
+    if len(train_alpha_bars) != len(sample_alpha_bars):
+        raise ValueError("the schedules must have the same number of steps")
+    gap = jnp.sqrt(1.0 - train_alpha_bars) - jnp.sqrt(1.0 - sample_alpha_bars)
+    return jnp.linalg.norm(gap, ord=jnp.inf)
+""",
+        "numpy": """
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
+    a, b = np.asarray(train_alpha_bars, np.float64), np.asarray(sample_alpha_bars, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes {a.shape} and {b.shape} differ")
+    return np.float32(np.abs(np.sqrt(1 - a) - np.sqrt(1 - b)).max())
+""",
+    },
+}

@@ -1,0 +1,225 @@
+"""genlab.diffusion against independent computations: float64 NumPy closed forms written from
+the papers (Ho et al. 2020, Nichol & Dhariwal 2021), Monte Carlo, autodiff of exact densities and
+ODE solutions; and the probes' behavioural thresholds."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from genlab import data, diffusion, probing
+
+
+def _np_schedule(T=1000, start=1e-4, end=0.02):
+    betas = start + (end - start) * np.arange(T) / (T - 1)
+    return betas, np.cumprod(1.0 - betas)
+
+
+def test_linear_schedule_and_alpha_bars_match_float64_numpy():
+    betas, ab = _np_schedule()
+    np.testing.assert_allclose(diffusion.linear_beta_schedule(1000), betas, rtol=1e-6)
+    np.testing.assert_allclose(diffusion.alpha_bars(betas), ab, rtol=2e-5)
+    assert 4.0e-5 < ab[-1] < 4.1e-5  # the "alpha_bar_T about 4e-5" of the chapter
+    assert diffusion.linear_beta_schedule(3).dtype == jnp.float32
+    short = np.cumprod(1.0 - _np_schedule(100)[0])
+    assert abs(short[-1] - 0.364) < 0.001  # T = 100 without rescaling beta
+    np.testing.assert_allclose(diffusion.linear_beta_schedule(1, 0.3, 0.5), [0.3])
+
+
+def test_cosine_schedule_matches_its_definition():
+    T, s = 1000, 0.008
+    f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * np.pi / 2) ** 2
+    betas = np.clip(1 - f[1:] / f[:-1], 0, 0.999)
+    np.testing.assert_allclose(diffusion.cosine_beta_schedule(T), betas, rtol=1e-4, atol=1e-7)
+    ab = np.asarray(diffusion.alpha_bars(diffusion.cosine_beta_schedule(T)))
+    np.testing.assert_allclose(ab[:900], (f[1:] / f[0])[:900], rtol=1e-4)  # before the clipping
+
+
+def test_q_sample_has_the_closed_form_moments():
+    _, ab = _np_schedule()
+    x0 = jnp.full((200_000, 1), 2.0)
+    t = jnp.full(200_000, 300)
+    x_t, eps = diffusion.q_sample(jax.random.key(0), x0, t, jnp.asarray(ab, jnp.float32))
+    assert abs(float(jnp.mean(x_t)) - np.sqrt(ab[300]) * 2.0) < 0.01
+    assert abs(float(jnp.var(x_t)) - (1 - ab[300])) < 0.01
+    np.testing.assert_allclose(eps, jax.random.normal(jax.random.key(0), x0.shape))
+
+
+def test_q_sample_matches_the_step_by_step_chain():
+    """The one-jump marginal equals T applications of q(x_t | x_{t-1}) (Monte Carlo moments)."""
+    betas, ab = _np_schedule(50, 1e-3, 0.2)
+    rng = np.random.default_rng(0)
+    x = np.full(100_000, 1.5)
+    for b in betas[:20]:
+        x = np.sqrt(1 - b) * x + np.sqrt(b) * rng.normal(size=x.shape)
+    jump, _ = diffusion.q_sample(jax.random.key(1), jnp.full((100_000, 1), 1.5),
+                                 jnp.full(100_000, 19), jnp.asarray(ab, jnp.float32))  # fmt: skip
+    assert abs(x.mean() - float(jnp.mean(jump))) < 0.02
+    assert abs(x.var() - float(jnp.var(jump))) < 0.02
+
+
+def test_posterior_matches_bayes_rule_in_precision_form():
+    betas, ab = _np_schedule(50, 1e-3, 0.2)
+    rng = np.random.default_rng(1)
+    x_t, x0 = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    t = np.array([0, 1, 5, 20, 48, 49])
+    mean, var = diffusion.posterior_mean_var(jnp.asarray(x_t, jnp.float32), jnp.asarray(x0, jnp.float32),
+                                             jnp.asarray(t), jnp.asarray(betas, jnp.float32),
+                                             jnp.asarray(ab, jnp.float32))  # fmt: skip
+    for i, step in enumerate(t):
+        if step == 0:  # a point mass at x0 (up to float32's 1 - alpha_bar_0 != beta_0)
+            np.testing.assert_allclose(mean[i], x0[i], rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(var[i], 0.0, atol=1e-7)
+            continue
+        b, ab_prev = betas[step], ab[step - 1]
+        precision = (1 - b) / b + 1 / (1 - ab_prev)
+        want = (np.sqrt(1 - b) / b * x_t[i] + np.sqrt(ab_prev) / (1 - ab_prev) * x0[i]) / precision
+        np.testing.assert_allclose(mean[i], want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(var[i], np.full(3, 1 / precision), rtol=1e-4)
+
+
+def test_ddpm_loss_and_flow_matching_loss_follow_their_pinned_recipes():
+    ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(100))
+    x0 = jax.random.normal(jax.random.key(2), (16, 3))
+    seen = {}
+
+    def model(x, t):
+        seen["x"], seen["t"] = x, t
+        return 0.5 * x
+
+    loss = diffusion.ddpm_loss(jax.random.key(3), model, x0, ab)
+    key_t, key_eps = jax.random.split(jax.random.key(3))
+    t = jax.random.randint(key_t, (16,), 0, 100)
+    eps = jax.random.normal(key_eps, x0.shape)
+    x_t = np.sqrt(ab[t])[:, None] * x0 + np.sqrt(1 - ab[t])[:, None] * eps
+    np.testing.assert_array_equal(seen["t"], t)
+    np.testing.assert_allclose(loss, np.mean((0.5 * x_t - eps) ** 2), rtol=1e-5)
+
+    x1 = jax.random.normal(jax.random.key(4), (8, 2, 2)) + 3.0
+    loss = diffusion.flow_matching_loss(jax.random.key(5), model, x1)
+    key_t, key_0 = jax.random.split(jax.random.key(5))
+    t = np.asarray(jax.random.uniform(key_t, (8,)))
+    noise = np.asarray(jax.random.normal(key_0, x1.shape))
+    x_t = t[:, None, None] * np.asarray(x1) + (1 - t[:, None, None]) * noise
+    np.testing.assert_allclose(seen["x"], x_t, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss, np.mean((0.5 * x_t - (np.asarray(x1) - noise)) ** 2), rtol=1e-5)
+
+
+def test_ddpm_step_is_the_posterior_mean_plus_its_noise():
+    betas, ab = _np_schedule(50, 1e-3, 0.2)
+    x = np.random.default_rng(3).normal(size=(4, 2))
+    eps_hat = np.tanh(x)
+    for t in (0, 1, 30, 49):
+        got = diffusion.ddpm_step(jax.random.key(t), lambda x_, t_: jnp.tanh(x_), jnp.asarray(x, jnp.float32), t,
+                                  jnp.asarray(betas, jnp.float32), jnp.asarray(ab, jnp.float32))  # fmt: skip
+        x0_hat = (x - np.sqrt(1 - ab[t]) * eps_hat) / np.sqrt(ab[t])  # the same mean via x0
+        ab_prev = ab[t - 1] if t > 0 else 1.0
+        mean = (np.sqrt(ab_prev) * betas[t] * x0_hat + np.sqrt(1 - betas[t]) * (1 - ab_prev) * x) / (1 - ab[t])
+        std = np.sqrt((1 - ab_prev) / (1 - ab[t]) * betas[t])
+        want = mean + std * np.asarray(jax.random.normal(jax.random.key(t), x.shape))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_ancestral_sampler_with_the_exact_score_recovers_a_gaussian():
+    """With the exact eps of N(m, s^2) data, DDPM sampling reproduces its mean and std."""
+    betas = diffusion.linear_beta_schedule(200, 5e-4, 0.1)
+    ab = diffusion.alpha_bars(betas)
+    m, s = 1.5, 0.3
+
+    class ExactEps(nnx.Module):  # eps* = -sqrt(1 - ab) * score of N(sqrt(ab) m, ab s^2 + 1 - ab)
+        def __call__(self, x, t):
+            a = ab[t][:, None]
+            return jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * m) / (a * s**2 + 1 - a)
+
+    exact_eps = ExactEps()
+
+    samples = diffusion.ddpm_sample(jax.random.key(0), exact_eps, (20_000, 1), betas, ab)
+    assert abs(float(samples.mean()) - m) < 0.02
+    assert abs(float(samples.std()) - s) < 0.02
+    short = diffusion.respace(ab, 50)
+    samples = diffusion.ddpm_sample(jax.random.key(1), exact_eps, (20_000, 1), *short)
+    # 50 coarse steps: the mean stays, the spread shrinks a little (measured 0.254 for 0.3)
+    assert abs(float(samples.mean()) - m) < 0.03 and 0.2 < float(samples.std()) < s + 0.02
+
+
+def test_respace_keeps_the_trained_signal_fractions():
+    ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))
+    betas, short, steps = diffusion.respace(ab, 10)
+    np.testing.assert_allclose(short, ab[steps])
+    np.testing.assert_allclose(diffusion.alpha_bars(betas), short, rtol=1e-4)
+    assert int(steps[0]) == 0 and int(steps[-1]) == 999
+    with pytest.raises(ValueError):
+        diffusion.respace(ab, 1001)
+
+
+def test_euler_sample_converges_to_the_ode_solution():
+    # dx/dt = -x + 2t from x(0) = x0: x(1) = 2 (t - 1) + (x0 + 2) e^{-t} at t = 1 -> (x0 + 2) / e.
+    x0 = jnp.array([[0.5, -1.0]])
+    velocity = lambda x, t: -x + 2 * t[:, None]
+    exact = (np.asarray(x0) + 2) / np.e
+    errors = [float(jnp.max(jnp.abs(diffusion.euler_sample(velocity, x0, k) - exact))) for k in (10, 100)]
+    assert errors[1] < errors[0] / 8  # first order
+    assert errors[1] < 5e-3
+
+
+def test_mixture_score_is_the_gradient_of_the_exact_log_density():
+    centers = data.ring_centers(8, 1.0)
+    x = jax.random.normal(jax.random.key(0), (50, 2)) * 1.5
+    for alpha_bar in (1.0, 0.5, 0.02):
+        std = np.sqrt(alpha_bar * 0.01 + 1 - alpha_bar)
+        log_q = lambda p, a=alpha_bar, s=std: jnp.sum(data.mixture_log_density(p, jnp.sqrt(a) * centers, s))
+        np.testing.assert_allclose(diffusion.mixture_score(x, centers, 0.1, alpha_bar), jax.grad(log_q)(x),
+                                   rtol=1e-3, atol=1e-3)  # fmt: skip
+
+
+def test_cfg_combine_is_diffusers_convention_and_ho_salimans_is_shifted_by_one():
+    cond, uncond = jax.random.normal(jax.random.key(0), (2, 4, 3))
+    for w in (0.0, 1.0, 7.5):  # diffusers: noise_uncond + guidance_scale * (noise_text - noise_uncond)
+        np.testing.assert_allclose(diffusion.cfg_combine(cond, uncond, w), uncond + w * (cond - uncond), rtol=1e-6)
+    ho = (1 + 2.0) * cond - 2.0 * uncond
+    np.testing.assert_allclose(diffusion.cfg_combine(cond, uncond, 3.0), ho, rtol=1e-5, atol=1e-6)
+
+
+def test_schedule_mismatch():
+    lin = diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))
+    cos = diffusion.alpha_bars(diffusion.cosine_beta_schedule(1000))
+    assert float(diffusion.schedule_mismatch(lin, lin)) == 0.0
+    gap = np.max(np.abs(np.sqrt(1 - np.asarray(lin, np.float64)) - np.sqrt(1 - np.asarray(cos, np.float64))))
+    np.testing.assert_allclose(diffusion.schedule_mismatch(lin, cos), gap, rtol=1e-4)
+    with pytest.raises(ValueError, match="shape"):
+        diffusion.schedule_mismatch(lin, lin[:100])
+
+
+def test_the_sampler_is_one_compiled_program():
+    betas = diffusion.linear_beta_schedule(300)
+    ab = diffusion.alpha_bars(betas)
+    calls = []
+
+    class Eps(nnx.Module):
+        def __call__(self, x, t):
+            calls.append(1)  # runs while tracing only
+            return jnp.zeros_like(x)
+
+    diffusion.ddpm_sample(jax.random.key(0), Eps(), (4, 2), betas, ab)
+    assert len(calls) == 1, f"the model was traced {len(calls)} times for 300 steps"
+
+
+def test_train_step_threshold_separates_the_reference_from_no_training():
+    """The behavioural probe's threshold: the reference clears it, an untrained model does not."""
+    from genlab.probes import diffusion as probes
+
+    spec = probing.probes_for("05_diffusion")["train_step"]
+    case = probing.make_cases(spec, 5)[-1]
+    got = probing.to_plain(case.run(diffusion.train_step))
+    case.compare(got, None, "reference")
+
+    def no_update(model, optimizer, key, x0, alpha_bars):
+        return diffusion.ddpm_loss(key, model, x0, alpha_bars)
+
+    got = probing.to_plain(case.run(no_update))
+    with pytest.raises(AssertionError, match="loss must fall|too far"):
+        case.compare(got, None, "no update")
+    assert probes.LOGLIK_THRESHOLD < -10
