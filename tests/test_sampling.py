@@ -270,3 +270,33 @@ def test_known_word_fraction_counts_words_of_two_letters_or_more():
     assert sampling.known_word_fraction(["the cat", "a dog"], vocabulary) == 2 / 3  # "a" skipped
     assert sampling.known_word_fraction("x y z", vocabulary) == 0.0
     assert sampling.known_word_fraction("x y", vocabulary, min_length=1) == 0.0
+
+
+def _typical_numpy(row, mass):
+    """Locally typical filter of one row, written out in float64 loops."""
+    p = np.exp(row - row.max())
+    p /= p.sum()
+    entropy = -sum(q * np.log(q) for q in p if q > 0)
+    ranked = sorted(range(len(p)), key=lambda i: (abs(-np.log(p[i]) - entropy) if p[i] > 0 else np.inf, i))
+    keep, total = set(), 0.0
+    for rank, i in enumerate(ranked):
+        if rank == 0 or (total < mass and p[i] > 0):
+            keep.add(i)
+        total += p[i]
+    return np.array([i in keep for i in range(len(p))])
+
+
+@pytest.mark.parametrize("mass", [0.2, 0.5, 0.9, 1.0])
+def test_typical_filter_matches_a_float64_loop(mass):
+    rows = np.random.default_rng(3).normal(scale=2.0, size=(20, 9))
+    got = np.isfinite(np.asarray(sampling.typical_filter(jnp.asarray(rows, jnp.float32), mass)))
+    want = np.stack([_typical_numpy(r, mass) for r in rows])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_typical_filter_worked_example_and_errors():
+    logits = jnp.log(jnp.array([0.5, 0.25, 0.125, 0.125]))  # H = 1.213; token 1 most typical
+    np.testing.assert_array_equal(np.isfinite(sampling.typical_filter(logits, 0.2)), [0, 1, 0, 0])
+    np.testing.assert_array_equal(np.isfinite(sampling.typical_filter(logits, 0.5)), [1, 1, 0, 0])
+    with pytest.raises(ValueError, match="mass"):
+        sampling.typical_filter(logits, 0.0)
