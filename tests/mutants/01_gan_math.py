@@ -366,6 +366,147 @@ def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
     return jnp.sum(critic_fn(fake)) - jnp.sum(critic_fn(real)) + gp_weight * gp
 """,
     },
+    "gan_step": {
+        "fakes_outside_the_tape": """
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    fake = jax.lax.stop_gradient(generator(z))
+    d_loss, grads = nnx.value_and_grad(lambda d: discriminator_loss(d(real), d(fake)))(discriminator)
+    opt_d.update(discriminator, grads)
+    g_loss, grads = nnx.value_and_grad(lambda g: generator_loss(discriminator(fake)))(generator)
+    opt_g.update(generator, grads)
+    return d_loss, g_loss
+""",
+        "generator_toward_the_fake_label": """
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    fake = jax.lax.stop_gradient(generator(z))
+    d_loss, grads = nnx.value_and_grad(lambda d: discriminator_loss(d(real), d(fake)))(discriminator)
+    opt_d.update(discriminator, grads)
+    g_loss, grads = nnx.value_and_grad(
+        lambda g: jnp.mean(bce_with_logits(discriminator(g(z)), 0.0)))(generator)
+    opt_g.update(generator, grads)
+    return d_loss, g_loss
+""",
+        "fake_loss_on_the_real_logits": """
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    d_loss, grads = nnx.value_and_grad(lambda d: discriminator_loss(d(real), d(real)))(discriminator)
+    opt_d.update(discriminator, grads)
+    g_loss, grads = nnx.value_and_grad(lambda g: generator_loss(discriminator(g(z))))(generator)
+    opt_g.update(generator, grads)
+    return d_loss, g_loss
+""",
+        "double_sigmoid": """
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    fake = jax.lax.stop_gradient(generator(z))
+    d_prob = lambda d, x: jax.nn.sigmoid(d(x))
+    d_loss, grads = nnx.value_and_grad(
+        lambda d: discriminator_loss(d_prob(d, real), d_prob(d, fake)))(discriminator)
+    opt_d.update(discriminator, grads)
+    g_loss, grads = nnx.value_and_grad(
+        lambda g: generator_loss(d_prob(discriminator, g(z))))(generator)
+    opt_g.update(generator, grads)
+    return d_loss, g_loss
+""",
+        "one_joint_minimisation": """
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    def joint(g, d):
+        fake_logits = d(g(z))
+        return discriminator_loss(d(real), fake_logits) + generator_loss(fake_logits)
+    d_loss = discriminator_loss(discriminator(real), discriminator(generator(z)))
+    g_loss = generator_loss(discriminator(generator(z)))
+    g_grads, d_grads = nnx.grad(joint, argnums=(0, 1))(generator, discriminator)
+    opt_d.update(discriminator, d_grads)
+    opt_g.update(generator, g_grads)
+    return d_loss, g_loss
+""",
+        "saturating_generator_loss": """
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    fake = jax.lax.stop_gradient(generator(z))
+    d_loss, grads = nnx.value_and_grad(lambda d: discriminator_loss(d(real), d(fake)))(discriminator)
+    opt_d.update(discriminator, grads)
+    g_loss, grads = nnx.value_and_grad(
+        lambda g: generator_loss(discriminator(g(z)), non_saturating=False))(generator)
+    opt_g.update(generator, grads)
+    return d_loss, g_loss
+""",
+        "generator_step_through_the_old_discriminator": """
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    fake = jax.lax.stop_gradient(generator(z))
+    d_loss, d_grads = nnx.value_and_grad(lambda d: discriminator_loss(d(real), d(fake)))(discriminator)
+    g_loss, g_grads = nnx.value_and_grad(lambda g: generator_loss(discriminator(g(z))))(generator)
+    opt_d.update(discriminator, d_grads)
+    opt_g.update(generator, g_grads)
+    return d_loss, g_loss
+""",
+    },
+    "generator_grad_norm": {
+        "sum_of_per_array_norms": """
+def generator_grad_norm(g_objective, generator, discriminator, z):
+    grads = nnx.grad(g_objective)(generator, discriminator, z)
+    return sum(jnp.linalg.norm(g.ravel()) for g in jax.tree.leaves(grads))
+""",
+        "squared_norm": """
+def generator_grad_norm(g_objective, generator, discriminator, z):
+    grads = nnx.grad(g_objective)(generator, discriminator, z)
+    return sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))
+""",
+        "discriminator_gradient": """
+def generator_grad_norm(g_objective, generator, discriminator, z):
+    grads = nnx.grad(lambda d, g: g_objective(g, d, z))(discriminator, generator)
+    return optax.global_norm(grads)
+""",
+        "largest_entry": """
+def generator_grad_norm(g_objective, generator, discriminator, z):
+    grads = nnx.grad(g_objective)(generator, discriminator, z)
+    return max(jnp.max(jnp.abs(g)) for g in jax.tree.leaves(grads))
+""",
+    },
+    "logit_gradient": {
+        "not_scaled_by_the_count": """
+def logit_gradient(loss_fn, logits):
+    return jax.grad(loss_fn)(logits)
+""",
+        "scaled_by_the_first_axis": """
+def logit_gradient(loss_fn, logits):
+    return logits.shape[0] * jax.grad(loss_fn)(logits)
+""",
+        "sign_flipped": """
+def logit_gradient(loss_fn, logits):
+    return -logits.size * jax.grad(loss_fn)(logits)
+""",
+        "coarse_finite_difference": """
+def logit_gradient(loss_fn, logits):
+    flat = logits.ravel()
+    eye = jnp.eye(flat.size) * 0.1
+    slopes = jnp.array([(loss_fn((flat + e).reshape(logits.shape))
+                         - loss_fn(logits)) / 0.1 for e in eye])
+    return flat.size * slopes.reshape(logits.shape)
+""",
+    },
+    "sliced_wasserstein": {
+        "directions_not_normalised": """
+def sliced_wasserstein(key, x, y, num_projections):
+    directions = jax.random.normal(key, (num_projections, x.shape[1]))
+    return jnp.mean(wasserstein_1d(directions @ x.T, directions @ y.T))
+""",
+        "directions_drawn_as_d_by_p": """
+def sliced_wasserstein(key, x, y, num_projections):
+    directions = jax.random.normal(key, (x.shape[1], num_projections))
+    directions = directions / jnp.linalg.norm(directions, axis=0, keepdims=True)
+    return jnp.mean(wasserstein_1d((x @ directions).T, (y @ directions).T))
+""",
+        "largest_projection": """
+def sliced_wasserstein(key, x, y, num_projections):
+    directions = jax.random.normal(key, (num_projections, x.shape[1]))
+    directions = directions / jnp.linalg.norm(directions, axis=1, keepdims=True)
+    return jnp.max(wasserstein_1d(directions @ x.T, directions @ y.T))
+""",
+        "projections_along_the_wrong_axis": """
+def sliced_wasserstein(key, x, y, num_projections):
+    directions = jax.random.normal(key, (num_projections, x.shape[1]))
+    directions = directions / jnp.linalg.norm(directions, axis=1, keepdims=True)
+    return jnp.mean(wasserstein_1d(x @ directions.T, y @ directions.T))
+""",
+    },
 }
 
 CORRECT = {
@@ -534,6 +675,94 @@ def wgan_critic_loss(critic_fn, real, fake, key, gp_weight=10.0):
     w1_estimate = jnp.mean(critic_fn(real)) - jnp.mean(critic_fn(fake))
     penalty = gradient_penalty(critic_fn, real, fake, key)
     return -w1_estimate + gp_weight * penalty
+""",
+    },
+    "gan_step": {
+        "fakes_recomputed_grad_then_update": """
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    def d_objective(d, fake):
+        return discriminator_loss(d(real), d(fake))
+    fake = generator(z)
+    d_loss = d_objective(discriminator, fake)
+    opt_d.update(discriminator, nnx.grad(d_objective)(discriminator, fake))
+    def g_objective(g, d):
+        return generator_loss(d(g(z)))
+    g_loss = g_objective(generator, discriminator)
+    opt_g.update(generator, nnx.grad(g_objective)(generator, discriminator))
+    return d_loss, g_loss
+""",
+        "jitted_with_optax_losses": """
+@nnx.jit
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    bce = optax.sigmoid_binary_cross_entropy
+    fake = jax.lax.stop_gradient(generator(z))
+    def d_objective(d):
+        r, f = d(real), d(fake)
+        return jnp.mean(bce(r, jnp.ones_like(r))) + jnp.mean(bce(f, jnp.zeros_like(f)))
+    d_loss, grads = nnx.value_and_grad(d_objective)(discriminator)
+    opt_d.update(discriminator, grads)
+    def g_objective(g):
+        logits = discriminator(g(z))
+        return jnp.mean(bce(logits, jnp.ones_like(logits)))
+    g_loss, grads = nnx.value_and_grad(g_objective)(generator)
+    opt_g.update(generator, grads)
+    return d_loss, g_loss
+""",
+        "one_forward_pass_of_d_on_both_batches": """
+def gan_step(generator, discriminator, opt_g, opt_d, real, z):
+    fake = jax.lax.stop_gradient(generator(z))
+    both = jnp.concatenate([real, fake])
+    def d_objective(d):
+        logits = d(both)
+        return discriminator_loss(logits[: real.shape[0]], logits[real.shape[0]:])
+    d_loss, grads = nnx.value_and_grad(d_objective)(discriminator)
+    opt_d.update(discriminator, grads)
+    g_loss, grads = nnx.value_and_grad(
+        lambda g, d: generator_loss(d(g(z))))(generator, discriminator)
+    opt_g.update(generator, grads)
+    return d_loss, g_loss
+""",
+    },
+    "generator_grad_norm": {
+        "optax_global_norm": """
+def generator_grad_norm(g_objective, generator, discriminator, z):
+    return optax.global_norm(nnx.grad(g_objective)(generator, discriminator, z))
+""",
+        "ravel_pytree": """
+def generator_grad_norm(g_objective, generator, discriminator, z):
+    grads = nnx.grad(g_objective)(generator, discriminator, z)
+    flat, _ = jax.flatten_util.ravel_pytree(grads)
+    return jnp.linalg.norm(flat)
+""",
+    },
+    "logit_gradient": {
+        "vjp": """
+def logit_gradient(loss_fn, logits):
+    _, pullback = jax.vjp(loss_fn, logits)
+    return pullback(jnp.ones(()))[0] * logits.size
+""",
+        "loss_rescaled_first": """
+def logit_gradient(loss_fn, logits):
+    n = np.prod(logits.shape)
+    return jax.grad(lambda l: n * loss_fn(l))(logits)
+""",
+    },
+    "sliced_wasserstein": {
+        "vmap_over_directions": """
+def sliced_wasserstein(key, x, y, num_projections):
+    directions = jax.random.normal(key, (num_projections, x.shape[1]))
+    directions = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
+    one = lambda u: wasserstein_1d(x @ u, y @ u)
+    return jnp.mean(jax.vmap(one)(directions))
+""",
+        "loop_with_einsum": """
+def sliced_wasserstein(key, x, y, num_projections):
+    directions = jax.random.normal(key, (num_projections, x.shape[1]))
+    total = 0.0
+    for u in directions:
+        u = u / jnp.sqrt(jnp.sum(u * u))
+        total = total + wasserstein_1d(jnp.einsum("nd,d->n", x, u), jnp.einsum("nd,d->n", y, u))
+    return total / num_projections
 """,
     },
 }
