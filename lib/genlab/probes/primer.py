@@ -425,7 +425,7 @@ def _trajectory_run(make_model, make_tx, x, y, steps: int):
     return run
 
 
-FIT_STEPS, FIT_RATIO = 60, 0.3
+FIT_STEPS, FIT_RATIO = 15, 0.4  # measured ratios 0.03-0.12 over six seeds
 
 
 def _loss_falls(got, want, label):
@@ -462,10 +462,10 @@ def train_step_cases(rng: np.random.Generator) -> list[Case]:
     x = f32(rng.uniform(-2, 2, size=(64, 2)))
     y = jnp.sin(x[:, :1]) + 0.5 * x[:, 1:] ** 2  # (64, 1)
     seed = int(rng.integers(1 << 16))
-    cases.append(Case(f"train_step: {FIT_STEPS} Adam(0.02) steps of an MLP(2, 32, 1) on fixed "
+    cases.append(Case(f"train_step: {FIT_STEPS} Adam(0.05) steps of an MLP(2, 16, 1) on fixed "
                       "data: the loss falls",
-                      _trajectory_run(lambda: primer.MLP(2, 32, 1, rngs=nnx.Rngs(seed)),
-                                      lambda: optax.adam(0.02), x, y, FIT_STEPS),
+                      _trajectory_run(lambda: primer.MLP(2, 16, 1, rngs=nnx.Rngs(seed)),
+                                      lambda: optax.adam(0.05), x, y, FIT_STEPS),
                       _loss_falls))  # fmt: skip
     return cases
 
@@ -555,15 +555,15 @@ def _clipped_run(make_model, x, y, max_norm, exact_example: bool = False):
 
 def clipped_mean_grad_cases(rng: np.random.Generator) -> list[Case]:
     seed = int(rng.integers(1 << 16))
-    x, y = f32(rng.normal(size=(6, 3))), f32(2.0 * rng.normal(size=(6, 2)))
+    x, y = f32(rng.normal(size=(4, 3))), f32(2.0 * rng.normal(size=(4, 2)))
 
     def mlp():
         return primer.MLP(3, 5, 2, rngs=nnx.Rngs(seed))
 
     cases = []
-    for max_norm, what in [(1e6, "no example clipped"), (2.0, "some clipped"),
-                           (0.05, "every example clipped")]:  # fmt: skip
-        cases.append(Case(f"clipped_mean_grad(MLP(3, 5, 2), N=6, max_norm={max_norm}): {what}",
+    for max_norm, what in [(1e6, "no example clipped"), (2.0, "moderate clipping"),
+                           (0.05, "strong clipping")]:  # fmt: skip
+        cases.append(Case(f"clipped_mean_grad(MLP(3, 5, 2), N=4, max_norm={max_norm}): {what}",
                           _clipped_run(mlp, x, y, max_norm), close(1e-4, 1e-6)))  # fmt: skip
     cases.append(
         Case(
@@ -573,8 +573,8 @@ def clipped_mean_grad_cases(rng: np.random.Generator) -> list[Case]:
             close(1e-4, 1e-6),
         )
     )
-    x2, y2 = f32(rng.normal(size=(9, 4))), f32(rng.normal(size=(9, 1)))
-    cases.append(Case("clipped_mean_grad(nnx.Linear(4, 1), N=9, max_norm=0.5)",
+    x2, y2 = f32(rng.normal(size=(5, 4))), f32(rng.normal(size=(5, 1)))
+    cases.append(Case("clipped_mean_grad(nnx.Linear(4, 1), N=5, max_norm=0.5)",
                       _clipped_run(lambda: nnx.Linear(4, 1, rngs=nnx.Rngs(seed)), x2, y2, 0.5),
                       close(1e-4, 1e-6)))  # fmt: skip
     for bad in (0.0, -1.0):
