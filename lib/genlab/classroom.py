@@ -102,12 +102,14 @@ def chapter_cells(root: Path, chapter: str) -> dict[str, set[str]]:
 
 def grade(root: Path, chapter: str, students=None, *, workers: int = 2,
           limits: Limits | None = None, progress: bool = True, sandbox: bool = True,
-          seed: int | None = None, warm: bool = True) -> list[Row]:  # fmt: skip
+          seed: int | None = None, warm: bool = True,
+          timings: dict[str, float] | None = None) -> list[Row]:  # fmt: skip
     """Autograde the class in sandboxes on ``workers`` processes; update ``reports/CH.csv``
     (other students' rows are kept); return the rows of the students graded now.
 
     ``sandbox=False`` (``--unsafe-no-sandbox``) grades without bubblewrap; every row says so.
     ``warm``: run the solution once first to fill the compilation cache the sandboxes read.
+    ``timings``: see :func:`genlab.classroom_grade.autograde`.
     """
     if sandbox:
         problem = sandbox_problem()
@@ -120,7 +122,7 @@ def grade(root: Path, chapter: str, students=None, *, workers: int = 2,
     notebooks = chapter_cells(root, chapter)
     runs = autograde(layout, chapter, students, notebooks=notebooks, workers=workers,
                      limits=limits, progress=progress, sandbox=sandbox, seed=seed,
-                     warm=warm)  # fmt: skip
+                     warm=warm, timings=timings)  # fmt: skip
     rows = [build_row(layout, chapter, s, run, notebooks) for s, run in runs.items()]
     write_csv(rows, root / "reports" / f"{chapter}.csv")
     return rows

@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -454,18 +455,23 @@ def autograde(
     sandbox: bool = True,
     seed: int | None = None,
     warm: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, GradeRun]:
     """Grade ``students`` (default: everyone with a submission) on ``workers`` sandboxes.
 
     ``notebooks``: ``{notebook name: grade ids}`` of the chapter. ``seed``: the probe seed
     (default: drawn now, unknown to the students). ``warm``: first run the solution once to fill
-    the course's compilation cache, which every sandbox then reads (read-only).
+    the course's compilation cache, which every sandbox then reads (read-only). ``timings``, if
+    given, receives the seconds of the ``"warm-up"`` (once per class, whatever the number of
+    workers) and of the ``"students"`` (everything after it).
     """
     from tqdm.auto import tqdm
 
     limits = Limits() if limits is None else limits
     seed = secrets.randbelow(2**31) if seed is None else seed
+    start = time.perf_counter()
     cache = warm_cache(layout, chapter, seed, limits) if warm else None
+    warmed = time.perf_counter()
     judge = probing.Judge(chapter, seed)
     students = [check_student_id(s) for s in (students or students_of(layout, chapter))]
     runs: dict[str, GradeRun] = {}
@@ -487,4 +493,6 @@ def autograde(
                 bar.set_postfix_str(run.student)
                 bar.update()
         bar.close()
+    if timings is not None:
+        timings.update({"warm-up": warmed - start, "students": time.perf_counter() - warmed})
     return {s: runs[s] for s in students}

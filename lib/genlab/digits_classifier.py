@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from genlab import data, model_cache
 from genlab.nn import MLP
 
-CONFIG = {"sizes": [64, 128, 10], "steps": 1500, "batch": 128, "lr": 3e-3,
-          "weight_decay": 1e-4, "noise": 0.1, "outlier_weight": 0.2, "held_out": 360, "seed": 0}  # fmt: skip
+CONFIG = {"sizes": [64, 128, 10], "steps": 1500, "batch": 128, "lr": 3e-3, "weight_decay": 1e-4,
+          "noise": 0.1, "outlier_weight": 0.2, "held_out": 360, "seed": 0}  # fmt: skip
 CONFIDENT = 0.9
 
 
@@ -70,10 +71,12 @@ def _train(model: DigitClassifier) -> None:
         other = jax.random.randint(k_other, (n,), 0, x.shape[0])
         blends = 0.5 * (x[index] + x[other])
         differ = (labels[index] != labels[other]).astype(jnp.float32)  # (n,)
-        outliers = jnp.concatenate([
-            jax.random.uniform(k_uniform, (n // 4, 64)),
-            x[index[: n // 4]][:, jax.random.permutation(k_perm, 64)],
-        ])
+        outliers = jnp.concatenate(
+            [
+                jax.random.uniform(k_uniform, (n // 4, 64)),
+                x[index[: n // 4]][:, jax.random.permutation(k_perm, 64)],
+            ]
+        )
 
         def loss_fn(model):
             fit = optax.softmax_cross_entropy_with_integer_labels(model(noisy), labels[index])
@@ -88,7 +91,7 @@ def _train(model: DigitClassifier) -> None:
         return loss
 
     keys = jax.random.split(jax.random.key(CONFIG["seed"]), CONFIG["steps"])
-    for key in keys:
+    for key in tqdm(keys, desc="training the digit classifier (once, then cached)", leave=False):
         step(model, optimizer, key)
 
 
@@ -105,7 +108,8 @@ def pretrained() -> DigitClassifier:
 def _images(images) -> jax.Array:
     x = jnp.asarray(images, jnp.float32).reshape(len(images), -1)
     if x.shape[-1] != 64:
-        raise ValueError(f"expected 8x8 digits as [N, 64] or [N, 8, 8], got shape {np.shape(images)}")
+        shape = np.shape(images)
+        raise ValueError(f"expected 8x8 digits as [N, 64] or [N, 8, 8], got shape {shape}")
     return x
 
 
@@ -146,7 +150,7 @@ class SampleReport:
 
 
 def sample_report(images, model: DigitClassifier | None = None) -> SampleReport:
-    """Class histogram and confidence of the classifier on ``images`` (see :class:`SampleReport`)."""
+    """Class histogram and confidence of the classifier on ``images`` (a :class:`SampleReport`)."""
     probs = np.asarray(probabilities(images, model))
     top = probs.max(axis=-1)
     histogram = np.bincount(probs.argmax(axis=-1), minlength=10)
