@@ -455,7 +455,7 @@ def _compare_sgd_step(got, want, label: str) -> None:
 
 RING_STD, RING_STEPS, RING_LR, RING_BATCH = 0.1, 500, 4e-3, 256
 RING_CHECKPOINTS = (400, 450, 500)
-RING_MIN_MODES, RING_MIN_COUNT, RING_SHOWN = 6, 20, 2000
+RING_MIN_MODES, RING_MIN_COUNT, RING_SHOWN = 6, 10, 2000
 
 
 def ring_training_samples(gan_step, seed: int, num_steps: int = RING_STEPS,
@@ -522,7 +522,7 @@ def gan_step_cases(rng: np.random.Generator) -> list[Case]:
                           _sgd_step_run(seed, real, z, lr), _compare_sgd_step))  # fmt: skip
     seed = int(rng.integers(1 << 16))
     cases.append(Case(f"gan_step: {RING_STEPS} steps on the 8-Gaussian ring (Adam {RING_LR}, "
-                      "modes covered by 2000 samples, min_count 20)",
+                      f"modes covered by {RING_SHOWN} samples, min_count {RING_MIN_COUNT})",
                       lambda gan_step: ring_training_samples(gan_step, seed), _compare_ring))
     return cases
 
