@@ -94,7 +94,7 @@ def posterior_mean_var_cases(rng: np.random.Generator) -> list[Case]:
     x0 = jnp.array([[0.0, 1.0], [1.0, 1.0], [-1.0, 2.0]])
     cases = [
         Case("posterior_mean_var at t = [0, 1, T - 1] (t = 0: mean x0, var 0)",
-             call(x, x0, jnp.array([0, 1, T_PROBE - 1]), betas, ab), close(1e-5, 1e-6)),
+             call(x, x0, jnp.array([0, 1, T_PROBE - 1]), betas, ab), close(2e-4, 1e-5)),
         Case("posterior_mean_var of the DDPM schedule at t = [0, 500, 999]",
              call(x, x0, jnp.array([0, 500, 999]), diffusion.linear_beta_schedule(1000),
                   diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))), close(2e-3, 1e-5)),
@@ -103,7 +103,7 @@ def posterior_mean_var_cases(rng: np.random.Generator) -> list[Case]:
         x_t, x0 = f32(rng.normal(size=shape)), f32(rng.normal(size=shape))
         t = jnp.asarray(rng.integers(0, T_PROBE, size=shape[0]), jnp.int32)
         cases.append(Case(f"posterior_mean_var(x_t, x0 {shape}, random t)",
-                          call(x_t, x0, t, betas, ab), close(1e-4, 1e-6, dtype=jnp.float32)))  # fmt: skip
+                          call(x_t, x0, t, betas, ab), close(2e-4, 1e-5, dtype=jnp.float32)))  # fmt: skip
     return cases
 
 
@@ -277,28 +277,29 @@ def _scanned(model, x, start: int, seed: int):
 
 
 def ddpm_step_cases(rng: np.random.Generator) -> list[Case]:
+    # rtol 2e-4: in float32, 1 - alpha_bar_0 differs from beta_0 in the 5th digit, so correct
+    # formulas (through x0 and the posterior, or directly) differ that much at small t.
+    tol = close(2e-4, 1e-5)
     betas, ab = _schedule()
     x = jnp.array([[1.0, -1.0], [0.5, 2.0]])
     model = _eps_model(0.7)
     cases = [
         Case("ddpm_step at t = 0 (the mean only, no noise)",
-             call(jax.random.key(0), model, x, 0, betas, ab)),
-        Case("ddpm_step at t = 1", call(jax.random.key(1), model, x, 1, betas, ab),
-             close(1e-5, 1e-6)),
+             call(jax.random.key(0), model, x, 0, betas, ab), tol),
+        Case("ddpm_step at t = 1", call(jax.random.key(1), model, x, 1, betas, ab), tol),
         Case("ddpm_step at t = T - 1 with t a 0-d int32 array",
-             call(jax.random.key(2), model, x, jnp.array(T_PROBE - 1, jnp.int32), betas, ab),
-             close(1e-5, 1e-6)),
+             call(jax.random.key(2), model, x, jnp.array(T_PROBE - 1, jnp.int32), betas, ab), tol),
     ]  # fmt: skip
     for shape in [(6, 2), (3, 4, 2)]:
         x = f32(rng.normal(size=shape))
         t = int(rng.integers(1, T_PROBE))
         cases.append(Case(f"ddpm_step(x_t {shape}, t = {t})",
                           call(key_from(rng), _eps_model(float(rng.uniform(0.3, 2.0))), x, t,
-                               betas, ab), close(1e-5, 1e-6, dtype=jnp.float32)))  # fmt: skip
+                               betas, ab), close(2e-4, 1e-5, dtype=jnp.float32)))  # fmt: skip
     x = f32(rng.normal(size=(4, 3)))
     cases.append(Case("ddpm_step called for t = 10, 9, ..., 0 inside jax.jit and lax.scan "
                       "(t is traced)", _scanned(model, x, 10, int(rng.integers(1 << 20))),
-                      close(1e-4, 1e-5)))  # fmt: skip
+                      tol))  # fmt: skip
     return cases
 
 
