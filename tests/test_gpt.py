@@ -257,7 +257,9 @@ def test_generate_compiles_once(tiny):
     before = gpt._generate_cached._cache_size()  # compiled programs held by the jit cache
     for seed in range(1, 4):
         gpt.generate(tiny, jax.random.key(seed), prompt + seed, 10, temperature=0.9)
-    assert gpt._generate_cached._cache_size() == before, "generate recompiled for a new key or prompt"
+    assert gpt._generate_cached._cache_size() == before, (
+        "generate recompiled for a new key or prompt"
+    )
     gpt.generate(tiny, jax.random.key(0), prompt, 11, temperature=0.9)
     assert gpt._generate_cached._cache_size() == before + 1  # a new length is a new program
 

@@ -277,7 +277,9 @@ def _typical_numpy(row, mass):
     p = np.exp(row - row.max())
     p /= p.sum()
     entropy = -sum(q * np.log(q) for q in p if q > 0)
-    ranked = sorted(range(len(p)), key=lambda i: (abs(-np.log(p[i]) - entropy) if p[i] > 0 else np.inf, i))
+    ranked = sorted(
+        range(len(p)), key=lambda i: (abs(-np.log(p[i]) - entropy) if p[i] > 0 else np.inf, i)
+    )
     keep, total = set(), 0.0
     for rank, i in enumerate(ranked):
         if rank == 0 or (total < mass and p[i] > 0):
