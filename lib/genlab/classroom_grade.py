@@ -38,7 +38,7 @@ from pathlib import Path
 import nbformat
 
 from genlab import grading, model_cache, probing, runtime
-from genlab.classroom_limits import Limits, run_limited
+from genlab.classroom_limits import Limits, run_limited, state_env
 from genlab.classroom_sandbox import INSIDE, bwrap_command, prepare_scratch, sandbox_env
 
 SAFE_ID = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@")
@@ -215,7 +215,7 @@ def grade_one(
         "HOME": str(inside / "home"),
         runtime.CACHE_ENV: str(cache) if cache else "0",
         model_cache.CACHE_ENV: str(_models(cache)) if cache else "0",
-    } | ({} if sandbox else _state_env(scratch)))  # fmt: skip
+    } | ({} if sandbox else state_env(scratch / "state")))  # fmt: skip
     if sandbox:
         prepare_scratch(scratch)
         # the warmed caches, never written by a student
@@ -228,18 +228,6 @@ def grade_one(
                    notes=notes, copy=copy)  # fmt: skip
     run.workdir = tmp
     return run
-
-
-def _state_env(scratch: Path) -> dict[str, str]:
-    state = scratch / "state"
-    state.mkdir(parents=True, exist_ok=True)
-    return {
-        "JUPYTER_CONFIG_DIR": str(state / "jupyter-config"),
-        "JUPYTER_DATA_DIR": str(state / "jupyter-data"),
-        "JUPYTER_RUNTIME_DIR": str(state / "jupyter-runtime"),
-        "IPYTHONDIR": str(state / "ipython"),
-        "MPLCONFIGDIR": str(state / "matplotlib"),
-    }
 
 
 def judge_run(layout: Layout, judge: probing.Judge, run: GradeRun, notebooks) -> None:
@@ -406,7 +394,7 @@ def warm_cache(layout: Layout, chapter: str, seed: int, limits: Limits) -> Path 
     with tempfile.TemporaryDirectory(prefix="genlab-warm-") as tmp:
         work, records = Path(tmp) / "work", Path(tmp) / "records"
         shutil.copytree(source, work)
-        env = dict(os.environ) | _state_env(Path(tmp)) | {
+        env = dict(os.environ) | state_env(Path(tmp) / "state") | {
             runtime.CACHE_ENV: str(cache), model_cache.CACHE_ENV: str(_models(cache)),
             probing.RECORD_DIR_ENV: str(records),
             probing.SEED_ENV: str(seed), "NBGRADER_EXECUTION": "autograde", "MPLBACKEND": "Agg",

@@ -57,19 +57,29 @@ def limited(command: list[str], limits: Limits) -> list[str]:
     return [sys.executable, "-I", "-c", code, *command]
 
 
+STATE_DIRS = {
+    "JUPYTER_CONFIG_DIR": "jupyter-config",
+    "JUPYTER_DATA_DIR": "jupyter-data",
+    "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
+    "IPYTHONDIR": "ipython",
+    "MPLCONFIGDIR": "matplotlib",
+}
+"""Jupyter, IPython and matplotlib state folders (below one state folder) of a grading process."""
+
+
+def state_env(state: Path, create: bool = True) -> dict[str, str]:
+    """The variables pointing Jupyter, IPython and matplotlib at folders under ``state``
+    (``create=False`` for a path that only exists inside a sandbox)."""
+    if create:
+        for sub in STATE_DIRS.values():
+            (state / sub).mkdir(parents=True, exist_ok=True)
+    return {name: str(state / sub) for name, sub in STATE_DIRS.items()}
+
+
 def private_env(folder: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment with a fresh home, temp dir and Jupyter/matplotlib state in ``folder``."""
-    env = dict(os.environ if base is None else base)
-    paths = {
-        "HOME": "home",
-        "TMPDIR": "tmp",
-        "JUPYTER_CONFIG_DIR": "jupyter/config",
-        "JUPYTER_DATA_DIR": "jupyter/data",
-        "JUPYTER_RUNTIME_DIR": "jupyter/runtime",
-        "IPYTHONDIR": "ipython",
-        "MPLCONFIGDIR": "matplotlib",
-    }
-    for name, sub in paths.items():
+    env = dict(os.environ if base is None else base) | state_env(folder / "state")
+    for name, sub in (("HOME", "home"), ("TMPDIR", "tmp")):
         (folder / sub).mkdir(parents=True, exist_ok=True)
         env[name] = str(folder / sub)
     env["MPLBACKEND"] = "Agg"

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import genlab
+from genlab.classroom_limits import state_env
 
 NOBODY = 65534
 INSIDE = Path("/grading")
@@ -60,20 +61,14 @@ def _ancestors(path: Path) -> list[Path]:
 
 def sandbox_env(extra: dict[str, str]) -> dict[str, str]:
     """The sandbox's environment: an allow-list plus ``extra`` (paths inside the sandbox)."""
-    state = INSIDE / "state"
     env = {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
         "HOME": str(INSIDE / "home"),
         "LANG": "C.UTF-8",
         "TMPDIR": "/tmp",
         "MPLBACKEND": "Agg",
-        "JUPYTER_CONFIG_DIR": str(state / "jupyter-config"),
-        "JUPYTER_DATA_DIR": str(state / "jupyter-data"),
-        "JUPYTER_RUNTIME_DIR": str(state / "jupyter-runtime"),
-        "IPYTHONDIR": str(state / "ipython"),
-        "MPLCONFIGDIR": str(state / "matplotlib"),
         "PYTHONDONTWRITEBYTECODE": "1",
-    }
+    } | state_env(INSIDE / "state", create=False)
     for name, value in os.environ.items():
         if name.startswith(PASS_PREFIXES) or name in PASS_NAMES:
             env[name] = value
