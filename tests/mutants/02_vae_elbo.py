@@ -403,9 +403,9 @@ def kl_diagnostics(kl_fn, mean, log_var):
     values = kl_fn(mean, log_var)
     return at_prior, jnp.min(values), 1.0 - jnp.mean(jnp.isfinite(values))
 """,
-        "nan_hidden_at_prior": """
+        "prior_at_log_var_one": """
 def kl_diagnostics(kl_fn, mean, log_var):
-    at_prior = jnp.nanmax(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))))
+    at_prior = jnp.max(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.ones_like(log_var))))
     values = kl_fn(mean, log_var)
     finite = jnp.isfinite(values)
     return at_prior, jnp.min(jnp.where(finite, values, jnp.inf)), 1.0 - jnp.mean(finite)
