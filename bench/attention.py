@@ -4,7 +4,8 @@ genlab's jitted naive kernel (softmax(QK^T / sqrt d) V with a causal mask), the 
 online-softmax kernel, ``jax.nn.dot_product_attention`` and, when torch is installed, PyTorch's
 ``scaled_dot_product_attention`` as the CPU reference. Time per call (median after warm-up) and
 extra memory: XLA's scratch buffers for the JAX kernels, and the peak resident memory each kernel
-adds in a fresh process (all kernels, torch included).
+adds in a fresh process (all kernels, torch included). A third table compares the blockwise
+kernel with and without the causal mask: causal attention skips the fully masked block pairs.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def genlab_naive(q, k, v):
 @functools.partial(jax.jit, static_argnames="block_size")
 def genlab_blockwise(q, k, v, block_size=BLOCK_SIZE):
     return attention.online_softmax_attention(q, k, v, block_size, causal=True)
+
+
+@functools.partial(jax.jit, static_argnames="block_size")
+def genlab_blockwise_full(q, k, v, block_size=BLOCK_SIZE):
+    return attention.online_softmax_attention(q, k, v, block_size, causal=False)
 
 
 @jax.jit
@@ -157,10 +163,27 @@ def run(quick: bool = False) -> list[Table]:
         rss = [peak_rss_delta_mb(_MEMORY_PROBE.format(B=B, H=H, T=T, d=d, name=n)) for n in names]
         ratio = scratch["genlab blockwise"] / scratch["genlab naive"]
         memory.add(T, scratch["genlab naive"], scratch["genlab blockwise"], ratio, *rss)
+    skip = Table(
+        f"Blockwise kernel: causal (masked block pairs skipped) vs non-causal (batch {B}, "
+        f"{H} heads, head dim {d}, blocks of {BLOCK_SIZE})",
+        ["T", "non-causal (ms)", "causal (ms)", "causal / non-causal"],
+        notes=[
+            f"Median of {repeats} calls after a warm-up call. With causal=True the kernel tiles "
+            "queries and keys and visits key blocks j <= i only: (N + 1) / (2 N) of the N^2 "
+            "block pairs (N = T / block size), so the ratio should approach 0.5 for long "
+            "sequences."
+        ],
+    )
+    for T in (160,) if quick else (512, 2048):
+        q, k, v = (jnp.asarray(x) for x in _inputs(B, H, T, d))
+        args = (q, k, v)
+        full = median_seconds(lambda args=args: genlab_blockwise_full(*args), repeats=repeats)
+        causal = median_seconds(lambda args=args: genlab_blockwise(*args), repeats=repeats)
+        skip.add(T, 1e3 * full, 1e3 * causal, causal / full)
     T = max(lengths)
     memory.notes.append(
         f"For scale: one float32 score matrix at T = {T} is {B * H * T * T * 4 / 2**20:.1f} MB "
         f"({B} x {H} x T x T x 4 bytes); one block of the blockwise kernel's scores is "
         f"{B * H * T * min(BLOCK_SIZE, T) * 4 / 2**20:.1f} MB."
     )
-    return [times, memory]
+    return [times, memory, skip]

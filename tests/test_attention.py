@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from genlab import attention as A
-from genlab import train
+from genlab import check, train
 
 
 def normal(seed, *shapes):
@@ -362,6 +362,55 @@ def test_online_softmax_attention_gradient_matches_naive():
     np.testing.assert_allclose(grads, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("T, block_size", [(1, 1), (7, 3), (16, 4), (33, 16), (33, 64)])
+def test_causal_blockwise_attention_equals_the_unskipped_kernel(T, block_size):
+    q, k, v = normal(T + 40, (2, 3, T, 8), (2, 3, T, 8), (2, 3, T, 5))
+    skipped = A.causal_blockwise_attention(q, k, v, block_size)
+    unskipped = A._online(q, k, v, block_size=block_size, causal=True)  # every block computed
+    np.testing.assert_allclose(skipped, unskipped, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(skipped, A.naive_attention(q, k, v, True), rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(A.online_softmax_attention(q, k, v, block_size, True), skipped)
+
+
+def test_causal_blockwise_attention_skips_masked_blocks():
+    # Counted by running the program one operation at a time (loops and branches as executed).
+    from genlab.probes.attention import _executed_multiplications
+
+    q, k, v = normal(41, (1, 64, 4), (1, 64, 4), (1, 64, 4))
+    counts = {}
+    kernels = {
+        "skipping": A.causal_blockwise_attention,
+        "unskipped": lambda q, k, v, b: A._online(q, k, v, b, True),
+    }
+    for name, kernel in kernels.items():
+        _, small = _executed_multiplications(lambda q, k, v, f=kernel: f(q, k, v, 8), q, k, v)
+        _, whole = _executed_multiplications(lambda q, k, v, f=kernel: f(q, k, v, 64), q, k, v)
+        counts[name] = small.sum() / whole.sum()
+    # 36 of 64 block pairs (0.56) plus the rescaling; the unskipped kernel computes all of them.
+    assert counts["skipping"] < 0.7 and counts["unskipped"] > 1.0, counts
+
+
+def test_blockwise_kernels_never_hold_a_score_matrix():
+    from genlab.probes.attention import _intermediate_shapes, _no_score_matrix
+
+    q, k, v = normal(42, (1, 48, 2), (1, 80, 2), (1, 80, 3))
+    for causal, (T_q, T_k) in [(False, (48, 80)), (True, (48, 48))]:
+        args = (q, k[:, :T_k], v[:, :T_k])
+        kernel = lambda q, k, v, c=causal: A.online_softmax_attention(q, k, v, 8, c)  # noqa: E731
+        table = _intermediate_shapes(kernel, *args)
+        _no_score_matrix(T_q, T_k, 8)(table, None, f"causal={causal}")
+    table = _intermediate_shapes(lambda q, k, v: A.naive_attention(q, k, v), q, k, v)
+    with pytest.raises(check.CheckError, match="shape \\(1, 48, 80\\)"):
+        _no_score_matrix(48, 80, 8)(table, None, "naive")
+
+
+def test_causal_blockwise_attention_gradient_matches_naive():
+    q, k, v = normal(43, (9, 4), (9, 4), (9, 4))
+    grads = jax.grad(lambda k: jnp.sum(A.causal_blockwise_attention(q, k, v, 4) ** 2))(k)
+    expected = jax.grad(lambda k: jnp.sum(A.naive_attention(q, k, v, True) ** 2))(k)
+    np.testing.assert_allclose(grads, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_online_softmax_attention_rejects_bad_input():
     q, k, v = normal(21, (4, 8), (6, 8), (6, 8))
     with pytest.raises(ValueError, match="block_size must be >= 1"):
@@ -428,10 +477,30 @@ def test_reverse_model_learns_the_anti_diagonal():
     assert anti.mean() > 0.8
 
 
+def test_reverse_train_step_matches_optax_by_hand():
+    # One SGD step equals parameters - lr * jax.grad of the optax cross-entropy, computed apart.
+    model = A.ReverseModel(10, 8, 16, 2, rngs=nnx.Rngs(0))
+    tokens, targets = A.reverse_batch(jax.random.key(3), 4, 8, 10)
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss_fn(params):
+        logits = nnx.merge(graphdef, params)(tokens)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    expected = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+    optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param)
+    got = A.reverse_train_step(model, optimizer, (tokens, targets))
+    np.testing.assert_allclose(got, loss, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_benchmark_kernels_reports_time_and_quadratic_naive_memory():
     result = A.benchmark_kernels([64, 128], block_size=32, d=16, repeats=1)
     assert result["T"].tolist() == [64, 128]
-    assert (result["naive_seconds"] > 0).all() and (result["blockwise_seconds"] > 0).all()
+    for name in ("naive", "blockwise", "causal", "jax_nn"):
+        assert (result[f"{name}_seconds"] > 0).all(), name
     if np.isfinite(result["naive_bytes"]).all():  # backends that report scratch memory
         # The naive kernel holds T x T float32 scores: at least 4 T^2 bytes, growing 4x.
         assert (result["naive_bytes"] >= 4 * result["T"] ** 2).all()

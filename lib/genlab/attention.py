@@ -16,7 +16,9 @@ width (d per head), V vocabulary.
     sinusoidal_positions          section 5 (Vaswani et al. 2017)
     LearnedPositions              section 5
     online_softmax_attention      section 6 (blockwise, running max and normalizer)
+    causal_blockwise_attention    section 6, the challenge (fully masked blocks skipped)
     ReverseModel, reverse_batch   section 7, the tiny trained example
+    reverse_train_step            section 7 (loss, gradient, optimizer update)
 
 Conventions: masks are boolean and True means "may attend"; they broadcast against the scores
 ``[..., T_q, T_k]``. A query whose keys are all masked gets zero weights and a zero output, never
@@ -41,6 +43,7 @@ __all__ = [
     "ReverseModel",
     "attention_scores",
     "benchmark_kernels",
+    "causal_blockwise_attention",
     "causal_leakage",
     "causal_mask",
     "masked_softmax",
@@ -50,6 +53,7 @@ __all__ = [
     "padding_mask",
     "reverse_batch",
     "reverse_loss",
+    "reverse_train_step",
     "scaled_dot_product_attention",
     "sinusoidal_positions",
     "softmax_entropy",
@@ -377,49 +381,105 @@ class LearnedPositions(nnx.Module):
 # --- section 6: the blockwise (online-softmax) kernel --------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("block_size", "causal"))
-def _online(q, k, v, block_size: int, causal: bool) -> jax.Array:
+def _broadcast_qkv(q, k, v):
+    """q, k, v broadcast to common leading axes and one dtype."""
     batch = jnp.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     dtype = jnp.result_type(q, k, v)
-    q = jnp.broadcast_to(q, (*batch, *q.shape[-2:])).astype(dtype)
-    k = jnp.broadcast_to(k, (*batch, *k.shape[-2:])).astype(dtype)
-    v = jnp.broadcast_to(v, (*batch, *v.shape[-2:])).astype(dtype)
+    return batch, *(jnp.broadcast_to(x, (*batch, *x.shape[-2:])).astype(dtype) for x in (q, k, v))
+
+
+def _blocks(x, block: int, num_blocks: int) -> jax.Array:
+    """``[..., T, F] -> [N, ..., b, F]``: padded with zeros to ``N * b`` rows, blocks first."""
+    widths = [(0, 0)] * (x.ndim - 2) + [(0, num_blocks * block - x.shape[-2]), (0, 0)]
+    x = jnp.pad(x, widths).reshape(*x.shape[:-2], num_blocks, block, x.shape[-1])
+    return jnp.moveaxis(x, -3, 0)  # (N, ..., b, F)
+
+
+def _online_update(carry, s, allowed, v_j):
+    """One step of the online-softmax recurrence over a block of scores ``s [..., T_q, b]``."""
+    row_max, total, acc = carry  # (..., T_q), (..., T_q), (..., T_q, D_v)
+    s = jnp.where(allowed, s, -jnp.inf)
+    new_max = jnp.maximum(row_max, jnp.max(s, axis=-1))  # (..., T_q)
+    safe_max = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
+    p = jnp.where(allowed, jnp.exp(s - safe_max[..., None]), 0.0)  # (..., T_q, b)
+    rescale = jnp.exp(row_max - safe_max)  # 0 while nothing was seen (row_max = -inf)
+    total = rescale * total + jnp.sum(p, axis=-1)
+    acc = rescale[..., None] * acc + jnp.einsum("...qk,...kd->...qd", p, v_j)
+    return new_max, total, acc
+
+
+def _online_init(shape, D_v: int, dtype):
+    return (jnp.full(shape, -jnp.inf, dtype), jnp.zeros(shape, dtype),
+            jnp.zeros((*shape, D_v), dtype))  # fmt: skip
+
+
+def _online_finish(total, acc):
+    return acc / jnp.where(total > 0, total, 1.0)[..., None]  # a query with no key: zeros
+
+
+@functools.partial(jax.jit, static_argnames=("block_size", "causal"))
+def _online(q, k, v, block_size: int, causal: bool) -> jax.Array:
+    """Every key block for all queries at once (the causal mask is applied, nothing skipped)."""
+    batch, q, k, v = _broadcast_qkv(q, k, v)
     T_q, d = q.shape[-2:]
     T_k, D_v = v.shape[-2:]
     block = min(block_size, T_k)
     num_blocks = -(-T_k // block)
-    pad = num_blocks * block - T_k
-    widths = [(0, 0)] * len(batch) + [(0, pad), (0, 0)]
-    k = jnp.pad(k, widths).reshape(*batch, num_blocks, block, d)  # (..., N, b, d)
-    v = jnp.pad(v, widths).reshape(*batch, num_blocks, block, D_v)  # (..., N, b, D_v)
-    k, v = jnp.moveaxis(k, -3, 0), jnp.moveaxis(v, -3, 0)  # (N, ..., b, d)
-    q = q * jnp.asarray(1.0 / math.sqrt(d), dtype)
+    k, v = _blocks(k, block, num_blocks), _blocks(v, block, num_blocks)  # (N, ..., b, d)
+    q = q * jnp.asarray(1.0 / math.sqrt(d), q.dtype)
     query_index = jnp.arange(T_q)[:, None]  # (T_q, 1)
 
     def body(carry, inputs):
-        row_max, total, acc = carry  # (..., T_q), (..., T_q), (..., T_q, D_v)
         j, k_j, v_j = inputs
         key_index = j * block + jnp.arange(block)[None, :]  # (1, b)
         allowed = key_index < T_k
         if causal:
             allowed = allowed & (key_index <= query_index)  # (T_q, b)
         s = jnp.einsum("...qd,...kd->...qk", q, k_j)  # (..., T_q, b)
-        s = jnp.where(allowed, s, -jnp.inf)
-        new_max = jnp.maximum(row_max, jnp.max(s, axis=-1))  # (..., T_q)
-        safe_max = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
-        p = jnp.where(allowed, jnp.exp(s - safe_max[..., None]), 0.0)  # (..., T_q, b)
-        rescale = jnp.exp(row_max - safe_max)  # 0 while nothing was seen (row_max = -inf)
-        total = rescale * total + jnp.sum(p, axis=-1)
-        acc = rescale[..., None] * acc + jnp.einsum("...qk,...kd->...qd", p, v_j)
-        return (new_max, total, acc), None
+        return _online_update(carry, s, allowed, v_j), None
 
-    init = (
-        jnp.full((*batch, T_q), -jnp.inf, dtype),
-        jnp.zeros((*batch, T_q), dtype),
-        jnp.zeros((*batch, T_q, D_v), dtype),
-    )
+    init = _online_init((*batch, T_q), D_v, q.dtype)
     (_, total, acc), _ = jax.lax.scan(body, init, (jnp.arange(num_blocks), k, v))
-    return acc / jnp.where(total > 0, total, 1.0)[..., None]  # (..., T_q, D_v)
+    return _online_finish(total, acc)  # (..., T_q, D_v)
+
+
+@functools.partial(jax.jit, static_argnames=("block_size",))
+def _online_causal(q, k, v, block_size: int) -> jax.Array:
+    """Causal attention over query blocks x key blocks, skipping the fully masked pairs.
+
+    Query block ``i`` visits key blocks ``j <= i`` only (``lax.cond`` skips the others at run
+    time), so about half of the ``N^2`` block pairs are computed instead of all of them.
+    """
+    batch, q, k, v = _broadcast_qkv(q, k, v)
+    T, d = q.shape[-2:]
+    D_v = v.shape[-1]
+    block = min(block_size, T)
+    num_blocks = -(-T // block)
+    q = _blocks(q * jnp.asarray(1.0 / math.sqrt(d), q.dtype), block, num_blocks)  # (N, ..., b, d)
+    k, v = _blocks(k, block, num_blocks), _blocks(v, block, num_blocks)
+    offsets = jnp.arange(block)
+
+    def query_block(_, inputs):
+        i, q_i = inputs  # q_i (..., b, d)
+        query_index = i * block + offsets[:, None]  # (b, 1)
+
+        def key_block(carry, inputs):
+            j, k_j, v_j = inputs
+
+            def visit(carry):
+                allowed = j * block + offsets[None, :] <= query_index  # (b, b)
+                s = jnp.einsum("...qd,...kd->...qk", q_i, k_j)  # (..., b, b)
+                return _online_update(carry, s, allowed, v_j)
+
+            return jax.lax.cond(j <= i, visit, lambda carry: carry, carry), None
+
+        init = _online_init((*batch, block), D_v, q.dtype)
+        (_, total, acc), _ = jax.lax.scan(key_block, init, (jnp.arange(num_blocks), k, v))
+        return None, _online_finish(total, acc)  # (..., b, D_v)
+
+    _, out = jax.lax.scan(query_block, None, (jnp.arange(num_blocks), q))  # (N, ..., b, D_v)
+    out = jnp.moveaxis(out, 0, -3).reshape(*batch, num_blocks * block, D_v)
+    return out[..., :T, :]  # (..., T, D_v)
 
 
 def online_softmax_attention(q, k, v, block_size: int, causal: bool = False) -> jax.Array:
@@ -434,7 +494,9 @@ def online_softmax_attention(q, k, v, block_size: int, causal: bool = False) -> 
     Args:
         q: ``[..., T_q, d]``; k: ``[..., T_k, d]``; v: ``[..., T_k, D_v]``.
         block_size: keys per block, an int >= 1 (static under jit).
-        causal: if True, query ``i`` sees keys ``j <= i`` (needs ``T_q == T_k``).
+        causal: if True, query ``i`` sees keys ``j <= i`` (needs ``T_q == T_k``); the queries
+            are then cut into blocks too and fully masked block pairs are skipped
+            (:func:`causal_blockwise_attention`), which saves about half the work.
 
     Returns:
         ``out [..., T_q, D_v]``, equal to ``scaled_dot_product_attention(q, k, v, mask)[0]``;
@@ -448,7 +510,35 @@ def online_softmax_attention(q, k, v, block_size: int, causal: bool = False) -> 
         raise ValueError(
             f"causal=True needs as many queries as keys, got T_q={q.shape[-2]}, T_k={k.shape[-2]}"
         )
-    return _online(q, k, v, block_size=block_size, causal=bool(causal))
+    if causal:
+        return causal_blockwise_attention(q, k, v, block_size)
+    return _online(q, k, v, block_size=block_size, causal=False)
+
+
+def causal_blockwise_attention(q, k, v, block_size: int) -> jax.Array:
+    """Causal attention over query blocks and key blocks, skipping fully masked block pairs
+    (section 6, the challenge).
+
+    Queries and keys are cut into blocks of ``block_size`` (the last may be shorter). Query block
+    ``i`` runs the online-softmax recurrence over key blocks ``j <= i`` only: every key of a block
+    ``j > i`` is in the future of every query of block ``i``, so skipping it changes nothing and
+    saves about half the work of :func:`online_softmax_attention` without the skip.
+
+    Args:
+        q, k: ``[..., T, d]``; v: ``[..., T, D_v]`` (as many queries as keys).
+        block_size: an int >= 1.
+
+    Returns:
+        ``out [..., T, D_v]``, equal to ``online_softmax_attention(q, k, v, block_size, True)``.
+    """
+    q, k, v = _check_qkv(q, k, v)
+    block_size = positive_int("block_size", block_size)
+    if q.shape[-2] != k.shape[-2]:
+        raise ValueError(
+            f"causal attention needs as many queries as keys, got T_q={q.shape[-2]}, "
+            f"T_k={k.shape[-2]}"
+        )
+    return _online_causal(q, k, v, block_size=block_size)
 
 
 # --- section 7: a tiny trained example (reverse a sequence) --------------------------------------
@@ -493,32 +583,57 @@ def reverse_loss(model: ReverseModel, batch) -> tuple[jax.Array, dict[str, jax.A
     return loss, {"accuracy": accuracy}
 
 
+def reverse_train_step(model: ReverseModel, optimizer: nnx.Optimizer, batch) -> jax.Array:
+    """One training step of the reversal model (section 7); returns the loss before the update.
+
+    ``batch = (tokens, targets)``, both integer ``[B, T]``. The loss is the mean over all
+    ``B * T`` target tokens of the cross-entropy (nats) of ``model(tokens)`` (logits
+    ``[B, T, V]``) against ``targets``; its gradient with respect to every ``nnx.Param`` of
+    ``model`` is applied with ``optimizer.update(model, grads)``. Traceable: works under
+    ``nnx.jit``, as a step for :func:`genlab.train.fit`.
+    """
+
+    def loss_fn(model):
+        return reverse_loss(model, batch)[0]
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
 # --- section 6: measuring the kernels ------------------------------------------------------------
 
 
 def benchmark_kernels(
     lengths, *, block_size: int = 128, d: int = 64, num_heads: int = 1, repeats: int = 3, seed=0
 ) -> dict[str, np.ndarray]:
-    """Time and scratch memory of the naive and the blockwise kernel for each length (section 6).
+    """Time and scratch memory of the attention kernels for each length (section 6).
 
     For each ``T`` in ``lengths`` it draws q, k, v ``[1, num_heads, T, d]`` (float32), compiles
-    both kernels, and records the best of ``repeats`` wall-clock times per call (seconds, after
-    one warm-up call) and XLA's scratch ("temp") memory of the compiled program in bytes, which is
-    what the kernel allocates besides its inputs and output (NaN where the backend does not report
-    it).
+    the naive kernel, the blockwise one (non-causal), the blockwise one with ``causal=True``
+    (masked block pairs skipped) and ``jax.nn.dot_product_attention`` (non-causal, its layout
+    ``[B, T, H, d]``), and records the best of ``repeats`` wall-clock times per call (seconds,
+    after one warm-up call). For the naive and the non-causal blockwise kernel it also records
+    XLA's scratch ("temp") memory of the compiled program in bytes, what the kernel allocates
+    besides its inputs and output (NaN where the backend does not report it).
 
     Returns:
-        ``{"T", "naive_seconds", "blockwise_seconds", "naive_bytes", "blockwise_bytes"}``, each an
-        array ``[len(lengths)]``.
+        ``{"T", "naive_seconds", "blockwise_seconds", "causal_seconds", "jax_nn_seconds",
+        "naive_bytes", "blockwise_bytes"}``, each an array ``[len(lengths)]``.
     """
     import time
 
     block_size = positive_int("block_size", block_size)
+    to_bthd = functools.partial(jnp.swapaxes, axis1=1, axis2=2)
     kernels = {
         "naive": jax.jit(lambda q, k, v: _sdpa(q, k, v, None)[0]),
         "blockwise": jax.jit(lambda q, k, v: _online(q, k, v, block_size=block_size, causal=False)),
+        "causal": jax.jit(lambda q, k, v: _online_causal(q, k, v, block_size=block_size)),
+        "jax_nn": jax.jit(
+            lambda q, k, v: jax.nn.dot_product_attention(to_bthd(q), to_bthd(k), to_bthd(v))
+        ),
     }
-    result = {name: [] for name in ("T", "naive_seconds", "blockwise_seconds")}
+    result = {"T": [], **{f"{name}_seconds": [] for name in kernels}}
     result.update(naive_bytes=[], blockwise_bytes=[])
     for T in lengths:
         T = positive_int("T", T)
@@ -526,9 +641,10 @@ def benchmark_kernels(
         q, k, v = (jax.random.normal(key, (1, num_heads, T, d)) for key in keys)
         result["T"].append(T)
         for name, kernel in kernels.items():
-            analysis = kernel.lower(q, k, v).compile().memory_analysis()
-            scratch = getattr(analysis, "temp_size_in_bytes", None)
-            result[f"{name}_bytes"].append(float("nan") if scratch is None else float(scratch))
+            if f"{name}_bytes" in result:
+                analysis = kernel.lower(q, k, v).compile().memory_analysis()
+                scratch = getattr(analysis, "temp_size_in_bytes", None)
+                result[f"{name}_bytes"].append(float("nan") if scratch is None else float(scratch))
             kernel(q, k, v).block_until_ready()  # compile and warm up
             best = float("inf")
             for _ in range(repeats):

@@ -501,6 +501,181 @@ def online_softmax_attention(q, k, v, block_size, causal=False):
         m = m_new
     return a / l[..., None]
 """,
+        "naive_attention_returned": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    mask = causal_mask(q.shape[-2]) if causal else None
+    return scaled_dot_product_attention(q, k, v, mask)[0]
+""",
+        "full_causal_mask_sliced_per_block": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    q = q / jnp.sqrt(d)
+    allowed = causal_mask(T_q)  # a [T_q, T_k] array: what the kernel must not hold
+    m = jnp.full(q.shape[:-1], -jnp.inf)
+    l = jnp.zeros(q.shape[:-1])
+    a = jnp.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, k.shape[-2], block_size):
+        k_j, v_j = k[..., start:start + block_size, :], v[..., start:start + block_size, :]
+        s = jnp.einsum("...qd,...kd->...qk", q, k_j)
+        if causal:
+            s = jnp.where(allowed[:, start:start + block_size], s, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        p = jnp.exp(s - safe[..., None])
+        rescale = jnp.exp(m - safe)
+        l = rescale * l + jnp.sum(p, axis=-1)
+        a = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+        m = m_new
+    return a / l[..., None]
+""",
+        "block_size_ignored": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    block_size = 16  # a fixed block, whatever the caller asked
+    q = q / jnp.sqrt(d)
+    m = jnp.full(q.shape[:-1], -jnp.inf)
+    l = jnp.zeros(q.shape[:-1])
+    a = jnp.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, k.shape[-2], block_size):
+        k_j, v_j = k[..., start:start + block_size, :], v[..., start:start + block_size, :]
+        s = jnp.einsum("...qd,...kd->...qk", q, k_j)
+        if causal:
+            ok = jnp.arange(start, start + k_j.shape[-2])[None, :] <= jnp.arange(T_q)[:, None]
+            s = jnp.where(ok, s, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        p = jnp.exp(s - safe[..., None])
+        rescale = jnp.exp(m - safe)
+        l = rescale * l + jnp.sum(p, axis=-1)
+        a = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+        m = m_new
+    return a / l[..., None]
+""",
+    },
+    "causal_blockwise_attention": {
+        "every_block_pair_masked_not_skipped": """
+def causal_blockwise_attention(q, k, v, block_size):
+    T, d = q.shape[-2:]
+    q = q / jnp.sqrt(d)
+    outputs = []
+    for qs in range(0, T, block_size):
+        q_i = q[..., qs:qs + block_size, :]
+        qi = jnp.arange(qs, qs + q_i.shape[-2])[:, None]
+        m = jnp.full(q_i.shape[:-1], -jnp.inf)
+        l = jnp.zeros(q_i.shape[:-1])
+        a = jnp.zeros((*q_i.shape[:-1], v.shape[-1]))
+        for ks in range(0, T, block_size):
+            k_j, v_j = k[..., ks:ks + block_size, :], v[..., ks:ks + block_size, :]
+            s = jnp.einsum("...qd,...kd->...qk", q_i, k_j)
+            s = jnp.where(jnp.arange(ks, ks + k_j.shape[-2])[None, :] <= qi, s, -jnp.inf)
+            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+            safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+            p = jnp.exp(s - safe[..., None])
+            c = jnp.exp(m - safe)
+            l = c * l + jnp.sum(p, axis=-1)
+            a = c[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+            m = m_new
+        outputs.append(a / l[..., None])
+    return jnp.concatenate(outputs, axis=-2)
+""",
+        "key_blocks_only_as_in_exercise_12": """
+def causal_blockwise_attention(q, k, v, block_size):
+    return online_softmax_attention(q, k, v, block_size, causal=True)
+""",
+        "naive_causal_attention": """
+def causal_blockwise_attention(q, k, v, block_size):
+    return scaled_dot_product_attention(q, k, v, causal_mask(q.shape[-2]))[0]
+""",
+        "diagonal_block_skipped_too": """
+def causal_blockwise_attention(q, k, v, block_size):
+    T, d = q.shape[-2:]
+    q = q / jnp.sqrt(d)
+    outputs = []
+    for qs in range(0, T, block_size):
+        q_i = q[..., qs:qs + block_size, :]
+        m = jnp.full(q_i.shape[:-1], -jnp.inf)
+        l = jnp.zeros(q_i.shape[:-1])
+        a = jnp.zeros((*q_i.shape[:-1], v.shape[-1]))
+        for ks in range(0, qs, block_size):
+            k_j, v_j = k[..., ks:ks + block_size, :], v[..., ks:ks + block_size, :]
+            s = jnp.einsum("...qd,...kd->...qk", q_i, k_j)
+            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+            p = jnp.exp(s - m_new[..., None])
+            c = jnp.exp(m - m_new)
+            l = c * l + jnp.sum(p, axis=-1)
+            a = c[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+            m = m_new
+        outputs.append(a / jnp.where(l > 0, l, 1.0)[..., None])
+    return jnp.concatenate(outputs, axis=-2)
+""",
+    },
+    "reverse_train_step": {
+        "optimizer_never_updates": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+    log_p = jax.nn.log_softmax(model(tokens), axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
+""",
+        "gradient_ascent": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+
+    def loss_fn(model):
+        log_p = jax.nn.log_softmax(model(tokens), axis=-1)
+        return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, jax.tree.map(lambda g: -g, grads))
+    return loss
+""",
+        "tokens_as_targets": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+
+    def loss_fn(model):
+        log_p = jax.nn.log_softmax(model(tokens), axis=-1)
+        return -jnp.mean(jnp.take_along_axis(log_p, tokens[..., None], axis=-1))
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "sum_instead_of_mean": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+
+    def loss_fn(model):
+        log_p = jax.nn.log_softmax(model(tokens), axis=-1)
+        return -jnp.sum(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "loss_after_the_update": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+
+    def loss_fn(model):
+        log_p = jax.nn.log_softmax(model(tokens), axis=-1)
+        return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
+
+    grads = nnx.grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss_fn(model)
+""",
+        "softmax_over_time_axis": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+
+    def loss_fn(model):
+        log_p = jax.nn.log_softmax(model(tokens), axis=1)
+        return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
     },
 }
 
@@ -780,6 +955,134 @@ def online_softmax_attention(q, k, v, block_size, causal=False):
         a = c[..., None] * a + p @ v[..., idx, :]
         m = m_new
     return a / l[..., None]
+""",
+            "fori_loop_with_dynamic_slices": """
+def online_softmax_attention(q, k, v, block_size, causal=False):
+    T_q, d = q.shape[-2:]
+    T_k = k.shape[-2]
+    n = -(-T_k // block_size)
+    pad = [(0, 0)] * (k.ndim - 2) + [(0, n * block_size - T_k), (0, 0)]
+    kp, vp = jnp.pad(k, pad), jnp.pad(v, pad)
+    q = q / jnp.sqrt(d)
+
+    def body(j, carry):
+        m, l, a = carry
+        k_j = jax.lax.dynamic_slice_in_dim(kp, j * block_size, block_size, axis=-2)
+        v_j = jax.lax.dynamic_slice_in_dim(vp, j * block_size, block_size, axis=-2)
+        idx = j * block_size + jnp.arange(block_size)[None, :]
+        ok = idx < T_k
+        if causal:
+            ok = ok & (idx <= jnp.arange(T_q)[:, None])
+        s = jnp.where(ok, q @ jnp.swapaxes(k_j, -1, -2), -jnp.inf)
+        m_new = jnp.maximum(m, s.max(-1))
+        base = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        p = jnp.exp(s - base[..., None])
+        c = jnp.exp(m - base)
+        return m_new, c * l + p.sum(-1), c[..., None] * a + p @ v_j
+
+    init = (jnp.full(q.shape[:-1], -jnp.inf), jnp.zeros(q.shape[:-1]),
+            jnp.zeros((*q.shape[:-1], v.shape[-1])))
+    _, l, a = jax.lax.fori_loop(0, n, body, init)
+    return a / l[..., None]
+""",
+    },
+    "causal_blockwise_attention": {
+        "scan_with_cond_over_key_blocks": """
+def causal_blockwise_attention(q, k, v, block_size):
+    T, d = q.shape[-2:]
+    n = -(-T // block_size)
+    pad = [(0, 0)] * (q.ndim - 2) + [(0, n * block_size - T), (0, 0)]
+
+    def blocks(x):
+        x = jnp.pad(x, pad)
+        return jnp.moveaxis(x.reshape(*x.shape[:-2], n, block_size, x.shape[-1]), -3, 0)
+
+    qb, kb, vb = blocks(q / np.sqrt(d)), blocks(k), blocks(v)
+    offs = jnp.arange(block_size)
+
+    def query_block(_, inputs):
+        i, q_i = inputs
+        qi = i * block_size + offs[:, None]
+
+        def key_block(carry, inputs):
+            j, k_j, v_j = inputs
+
+            def visit(carry):
+                m, l, a = carry
+                s = jnp.einsum("...qd,...kd->...qk", q_i, k_j)
+                s = jnp.where(j * block_size + offs[None, :] <= qi, s, -jnp.inf)
+                m_new = jnp.maximum(m, s.max(-1))
+                p = jnp.exp(s - m_new[..., None])
+                c = jnp.exp(m - m_new)
+                a = c[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_j)
+                return m_new, c * l + p.sum(-1), a
+
+            return jax.lax.cond(j <= i, visit, lambda c: c, carry), None
+
+        init = (jnp.full(q_i.shape[:-1], -jnp.inf), jnp.zeros(q_i.shape[:-1]),
+                jnp.zeros((*q_i.shape[:-1], v.shape[-1])))
+        (_, l, a), _ = jax.lax.scan(key_block, init, (jnp.arange(n), kb, vb))
+        return None, a / l[..., None]
+
+    _, out = jax.lax.scan(query_block, None, (jnp.arange(n), qb))
+    out = jnp.moveaxis(out, 0, -3)
+    return out.reshape(*out.shape[:-3], n * block_size, v.shape[-1])[..., :T, :]
+""",
+        "python_query_blocks_fori_loop_keys": """
+def causal_blockwise_attention(q, k, v, block_size):
+    T, d = q.shape[-2:]
+    n = -(-T // block_size)
+    pad = [(0, 0)] * (k.ndim - 2) + [(0, n * block_size - T), (0, 0)]
+    kp, vp = jnp.pad(k, pad), jnp.pad(v, pad)
+    q = q / jnp.sqrt(d)
+    outs = []
+    for i in range(n):
+        q_i = q[..., i * block_size:(i + 1) * block_size, :]
+        qi = i * block_size + jnp.arange(q_i.shape[-2])[:, None]
+
+        def body(j, carry):
+            m, l, a = carry
+            k_j = jax.lax.dynamic_slice_in_dim(kp, j * block_size, block_size, axis=-2)
+            v_j = jax.lax.dynamic_slice_in_dim(vp, j * block_size, block_size, axis=-2)
+            s = jnp.where(j * block_size + jnp.arange(block_size)[None, :] <= qi,
+                          q_i @ jnp.swapaxes(k_j, -1, -2), -jnp.inf)
+            m_new = jnp.maximum(m, s.max(-1))
+            p = jnp.exp(s - m_new[..., None])
+            c = jnp.exp(m - m_new)
+            return m_new, c * l + p.sum(-1), c[..., None] * a + p @ v_j
+
+        init = (jnp.full(q_i.shape[:-1], -jnp.inf), jnp.zeros(q_i.shape[:-1]),
+                jnp.zeros((*q_i.shape[:-1], v.shape[-1])))
+        _, l, a = jax.lax.fori_loop(0, i + 1, body, init)
+        outs.append(a / l[..., None])
+    return jnp.concatenate(outs, axis=-2)
+""",
+    },
+    "reverse_train_step": {
+        "optax_cross_entropy": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+
+    def loss_fn(model):
+        return optax.softmax_cross_entropy_with_integer_labels(model(tokens), targets).mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "split_and_merge_with_jax_grad": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_fn(params):
+        logits = nnx.merge(graphdef, params, rest)(tokens)
+        one_hot = jax.nn.one_hot(targets, logits.shape[-1])
+        return -jnp.sum(one_hot * jax.nn.log_softmax(logits)) / targets.size
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    optimizer.update(model, grads)
+    return loss
 """,
     },
 }

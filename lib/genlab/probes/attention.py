@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from genlab import attention, check
@@ -106,7 +107,7 @@ def scaled_dot_product_attention_cases(rng: np.random.Generator) -> list[Case]:
     ones_q, ones_k = jnp.ones((2, 3, 8)), jnp.ones((2, 4, 8))
     cases = [
         Case("scaled_dot_product_attention: the lookup of section 1 (keys = unit vectors)",
-             call(jnp.array([[0.0, 8.0, 0.0]]), jnp.eye(3), jnp.array([[10.0], [20.0], [30.0]])),
+             call(jnp.array([[0.0, 8.0, 0.0]]), jnp.eye(3), jnp.array([[10.0], [20.0], [50.0]])),
              _out_and_weights((1e-5, 1e-6), (1e-5, 1e-6))),
         Case("scaled_dot_product_attention with equal keys (out = mean of the values)",
              call(ones_q, ones_k, v), default),
@@ -319,6 +320,165 @@ def sinusoidal_positions_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+# --- what the blockwise kernels compute: traced shapes and executed work ---------------------
+
+_MAX_RANK = 8
+
+
+def _sub_jaxprs(params):
+    """The jaxprs in an equation's parameters (scan, while, cond, jit, custom_jvp, ...)."""
+    for value in params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if hasattr(item, "eqns"):
+                yield item
+            elif hasattr(getattr(item, "jaxpr", None), "eqns"):
+                yield item.jaxpr
+
+
+def _shape_rows(jaxpr, rows: list) -> None:
+    for var in [*jaxpr.constvars, *jaxpr.invars]:
+        rows.append(getattr(var.aval, "shape", ()))
+    for eqn in jaxpr.eqns:
+        rows.extend(getattr(var.aval, "shape", ()) for var in eqn.outvars)
+        for sub in _sub_jaxprs(eqn.params):
+            _shape_rows(sub, rows)
+
+
+def _intermediate_shapes(function, *args) -> np.ndarray:
+    """Every array the traced program holds (constants, inputs, every equation's outputs, through
+    jit / scan / while / cond bodies), one row each: ``[rank, size, dim_0, ..., dim_7]``."""
+    closed = jax.make_jaxpr(function)(*args)
+    shapes: list = [np.shape(c) for c in closed.consts]
+    _shape_rows(closed.jaxpr, shapes)
+    table = np.zeros((len(shapes), 2 + _MAX_RANK), np.int64)
+    for row, shape in zip(table, shapes):
+        row[0], row[1] = len(shape), int(np.prod(shape, dtype=np.int64))
+        row[2 : 2 + min(len(shape), _MAX_RANK)] = shape[:_MAX_RANK]
+    return table
+
+
+def _describe_shape(row) -> str:
+    return str(tuple(int(n) for n in row[2 : 2 + min(int(row[0]), _MAX_RANK)]))
+
+
+def _no_score_matrix(T_q: int, T_k: int, block_size: int):
+    """A comparison: no traced array holds a [T_q, T_k] matrix (or as many elements), and the
+    block size shows up as score blocks ``[T_q, block_size]``."""
+
+    def compare(got, want, label: str) -> None:
+        table = np.asarray(got)
+        check.is_true(table.ndim == 2 and table.shape[1] == 2 + _MAX_RANK and len(table) > 0,
+                      f"{label}: the program could not be traced")  # fmt: skip
+        block_seen = False
+        for row in table:
+            dims = [int(n) for n in row[2 : 2 + min(int(row[0]), _MAX_RANK)]]
+            pairs = [(a, b) for a in range(len(dims)) for b in range(len(dims)) if a != b]
+            full = any(dims[a] >= T_q and dims[b] >= T_k for a, b in pairs)
+            check.is_true(
+                not full and int(row[1]) < T_q * T_k,
+                f"{label}: an intermediate array of shape {_describe_shape(row)} holds "
+                f"{T_q} queries x {T_k} keys (or as many numbers): the full score matrix, or a "
+                f"mask of its size, was formed; keep at most one block of {block_size} keys per "
+                "query at a time",
+            )
+            block_seen |= any(dims[a] in (T_q, block_size) and dims[b] == block_size
+                              for a, b in pairs)  # fmt: skip
+        check.is_true(block_seen, f"{label}: no block of scores [T_q={T_q}, {block_size}] was "
+                      f"computed: visit the keys in blocks of block_size={block_size}")  # fmt: skip
+
+    return compare
+
+
+def _traced_shapes(q, k, v, block_size: int, causal: bool):
+    def run(online_softmax_attention):
+        return _intermediate_shapes(
+            lambda q, k, v: online_softmax_attention(q, k, v, block_size, causal=causal), q, k, v
+        )
+
+    return run
+
+
+def _literal_or_env(env: dict, var):
+    return var.val if type(var).__name__ == "Literal" else env[var]
+
+
+def _evaluate(jaxpr, consts, args, sizes: list):
+    """Run ``jaxpr`` equation by equation, appending to ``sizes`` the multiplications of every
+    product executed; loops and branches run as they would (a skipped branch computes nothing)."""
+    env = dict(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        values = [_literal_or_env(env, v) for v in eqn.invars]
+        outs = _evaluate_equation(eqn, values, sizes)
+        for var, value in zip(eqn.outvars, outs):
+            env[var] = value
+    return [_literal_or_env(env, v) for v in jaxpr.outvars]
+
+
+def _closed(jaxpr_like):
+    return (jaxpr_like.jaxpr, jaxpr_like.consts) if hasattr(jaxpr_like, "consts") else (
+        jaxpr_like, ())  # fmt: skip
+
+
+def _evaluate_equation(eqn, values, sizes: list):
+    name, params = eqn.primitive.name, eqn.params
+    if name in ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint",
+                "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"):  # fmt: skip
+        inner = params.get("jaxpr", params.get("call_jaxpr", params.get("fun_jaxpr")))
+        jaxpr, consts = _closed(inner)
+        return _evaluate(jaxpr, consts, values[: len(jaxpr.invars)], sizes)
+    if name == "scan":
+        jaxpr, consts = _closed(params["jaxpr"])
+        n_consts, n_carry = params["num_consts"], params["num_carry"]
+        fixed, carry, xs = (
+            values[:n_consts],
+            values[n_consts : n_consts + n_carry],
+            values[n_consts + n_carry :],
+        )
+        ys = []
+        steps = range(params["length"])
+        for i in reversed(steps) if params["reverse"] else steps:
+            out = _evaluate(jaxpr, consts, [*fixed, *carry, *(x[i] for x in xs)], sizes)
+            carry, y = out[:n_carry], out[n_carry:]
+            ys.append(y)
+        if params["reverse"]:
+            ys.reverse()
+        stacked = [jnp.stack(parts) for parts in zip(*ys)] if ys else [
+            jnp.zeros((0, *v.aval.shape), v.aval.dtype) for v in eqn.outvars[n_carry:]]  # fmt: skip
+        return [*carry, *stacked]
+    if name == "while":
+        cond, cond_consts = _closed(params["cond_jaxpr"])
+        body, body_consts = _closed(params["body_jaxpr"])
+        n_cond, n_body = params["cond_nconsts"], params["body_nconsts"]
+        fixed_cond, fixed_body = values[:n_cond], values[n_cond : n_cond + n_body]
+        carry = values[n_cond + n_body :]
+        while bool(_evaluate(cond, cond_consts, [*fixed_cond, *carry], sizes)[0]):
+            carry = _evaluate(body, body_consts, [*fixed_body, *carry], sizes)
+        return carry
+    if name == "cond":
+        jaxpr, consts = _closed(params["branches"][int(values[0])])
+        return _evaluate(jaxpr, consts, values[1:], sizes)
+    if any(True for _ in _sub_jaxprs(params)):
+        raise ValueError(f"cannot measure the work inside a {name!r} operation")
+    out = eqn.primitive.bind(*values, **params)
+    if name == "dot_general":
+        (contract, _), _ = params["dimension_numbers"]
+        sizes.append(int(np.size(out)) * int(np.prod([np.shape(values[0])[a] for a in contract])))
+    elif name == "mul":
+        sizes.append(int(np.size(out)))
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _executed_multiplications(function, *args):
+    """``(outputs, counts)``: the function run equation by equation, and the number of scalar
+    multiplications of every matrix product (``dot_general``) and elementwise product it
+    executed, one entry each (int64 array)."""
+    closed = jax.make_jaxpr(function)(*args)
+    counts: list[int] = []
+    outs = _evaluate(closed.jaxpr, closed.consts, list(args), counts)
+    return outs, np.asarray(counts, np.int64)
+
+
 def online_softmax_attention_cases(rng: np.random.Generator) -> list[Case]:
     visible = np.random.default_rng(1)
     q, k, v = (f32(visible.normal(size=(2, 6, 4))) for _ in range(3))
@@ -344,6 +504,172 @@ def online_softmax_attention_cases(rng: np.random.Generator) -> list[Case]:
         label = (f"online_softmax_attention(large scores whose max grows in every block, "
                  f"block_size={size}, causal={causal})")  # fmt: skip
         cases.append(Case(label, call(q_big, k_big, v, size, causal=causal), close(1e-4, 1e-4)))
+    # The property itself: the traced program never holds a [T_q, T_k] array.
+    for T_q, T_k, size, causal in [(48, 80, 8, False), (40, 78, 5, False), (64, 64, 8, True)]:
+        q, k, v = _normal(rng, (1, T_q, 2)), _normal(rng, (1, T_k, 2)), _normal(rng, (1, T_k, 3))
+        label = (f"online_softmax_attention(q (1, {T_q}, 2), k (1, {T_k}, 2), block_size={size}, "
+                 f"causal={causal}) traced: the arrays it holds")  # fmt: skip
+        cases.append(Case(label, _traced_shapes(q, k, v, size, causal),
+                          _no_score_matrix(T_q, T_k, size)))  # fmt: skip
+    return cases
+
+
+def _jitted_call(q, k, v, block_size: int):
+    """Run the function under test compiled (one program instead of one dispatch per op)."""
+    return lambda function: jax.jit(lambda q, k, v: function(q, k, v, block_size))(q, k, v)
+
+
+def causal_blockwise_attention_cases(rng: np.random.Generator) -> list[Case]:
+    visible = np.random.default_rng(2)
+    q, k, v = (f32(visible.normal(size=(2, 10, 4))) for _ in range(3))
+    tol = close(1e-4, 1e-5)
+    cases = [Case(f"causal_blockwise_attention(q, k, v (2, 10, 4), block_size={size})",
+                  _jitted_call(q, k, v, size), tol) for size in (4, 10, 16)]  # fmt: skip
+    for shape, size in [((3, 2, 13, 8), 4), ((17, 8), int(rng.integers(5, 8)))]:
+        q, k, v = (_normal(rng, shape, 3.0) for _ in range(3))
+        label = f"causal_blockwise_attention(q, k, v {shape}, block_size={size})"
+        cases.append(Case(label, _jitted_call(q, k, v, size), tol))
+    q, k, v = (_normal(rng, (1, 64, 4)) for _ in range(3))
+    label = ("causal_blockwise_attention(q, k, v (1, 64, 4)): multiplications executed with "
+             "block_size=8 (8 x 8 blocks) vs block_size=64 (one block)")  # fmt: skip
+    cases.append(Case(label, _work(q, k, v, 8, 64), _skips_masked_blocks(WORK_RATIO_LIMIT)))
+    return cases
+
+
+WORK_RATIO_LIMIT = 0.8  # skipping the masked blocks: about 0.6; computing them all: 1.0 or more
+
+
+def _work(q, k, v, small: int, whole: int):
+    def run(causal_blockwise_attention):
+        outputs = {}
+        for size in (small, whole):
+            (out,), counts = _executed_multiplications(
+                lambda q, k, v, size=size: causal_blockwise_attention(q, k, v, size), q, k, v
+            )
+            outputs[f"block_size={size}"] = {"out": out, "multiplications": counts}
+        return outputs
+
+    return run
+
+
+def _skips_masked_blocks(limit: float):
+    def compare(got, want, label: str) -> None:
+        if not isinstance(got, dict) or set(got) != set(want):
+            check.is_true(False, f"{label}: expected the outputs of two runs")
+        for key in want:
+            close(1e-4, 1e-5)(got[key]["out"], want[key]["out"], f"{label}, {key}")
+        small, whole = (int(np.sum(np.asarray(got[key]["multiplications"]))) for key in want)
+        ratio = small / max(whole, 1)
+        check.is_true(
+            whole > 0 and ratio <= limit,
+            f"{label}: {small} multiplications with blocks vs {whole} with one block (ratio "
+            f"{ratio:.2f}, at most {limit} expected): the fully masked block pairs (key block "
+            "after query block) are still computed",
+        )
+
+    return compare
+
+
+# --- section 7: the reversal model's training step ------------------------------------------
+
+_REVERSE = {"vocab_size": 10, "T": 8, "d_model": 32, "num_heads": 2}
+
+
+def _reverse_model(seed: int, d_model: int = 32) -> attention.ReverseModel:
+    config = {**_REVERSE, "d_model": d_model}
+    return attention.ReverseModel(**config, rngs=nnx.Rngs(seed))
+
+
+def _parameters(model) -> tuple:
+    return tuple(jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+_SGD = optax.sgd(0.5)  # one object for every one-step case: their steps compile once
+
+
+def _one_step(seed: int, batch, compiled: dict):
+    def run(reverse_train_step):
+        model = _reverse_model(seed, d_model=16)
+        optimizer = nnx.Optimizer(model, _SGD, wrt=nnx.Param)
+        if id(reverse_train_step) not in compiled:
+            compiled.clear()
+            compiled[id(reverse_train_step)] = (reverse_train_step, nnx.jit(reverse_train_step))
+        loss = compiled[id(reverse_train_step)][1](model, optimizer, batch)
+        return {"loss before the update": loss, "parameters after the update": _parameters(model)}
+
+    return run
+
+
+REVERSE_STEPS, REVERSE_ACCURACY = 60, 0.9
+
+
+def _training(seed: int, data_key: int):
+    def run(reverse_train_step):
+        model = _reverse_model(seed)
+        optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+        step = nnx.jit(reverse_train_step)
+        key = jax.random.key(data_key)
+        losses = [step(model, optimizer, attention.reverse_batch(jax.random.fold_in(key, i), 64,
+                                                                  _REVERSE["T"], 10))
+                  for i in range(REVERSE_STEPS)]  # fmt: skip
+        return {"losses": jnp.stack(losses), "parameters": _parameters(model)}
+
+    return run
+
+
+def _learns_to_reverse(seed: int, eval_key: int):
+    """A comparison: the trained parameters (rebuilt here, outside the kernel) reverse held-out
+    sequences, and the recorded losses fell."""
+
+    def compare(got, want, label: str) -> None:
+        if not isinstance(got, dict) or set(got) != {"losses", "parameters"}:
+            check.is_true(False, f"{label}: expected the losses and the parameters")
+        model = _reverse_model(seed)
+        state = nnx.state(model, nnx.Param)
+        leaves, treedef = jax.tree.flatten(state)
+        params = got["parameters"]
+        check.is_true(
+            isinstance(params, tuple)
+            and len(params) == len(leaves)
+            and all(np.shape(p) == np.shape(w) for p, w in zip(params, leaves)),
+            f"{label}: the parameters do not have the model's shapes",
+        )
+        nnx.update(model, jax.tree.unflatten(treedef, [jnp.asarray(p) for p in params]))
+        tokens, targets = attention.reverse_batch(jax.random.key(eval_key), 256, _REVERSE["T"], 10)
+        accuracy = float(jnp.mean(jnp.argmax(model(tokens), axis=-1) == targets))
+        check.is_true(
+            accuracy >= REVERSE_ACCURACY,
+            f"{label}: after {REVERSE_STEPS} Adam(0.01) steps the model reverses {accuracy:.1%} "
+            f"of held-out tokens (at least {REVERSE_ACCURACY:.0%} expected; a correct step "
+            "reaches about 100%)",
+        )
+        losses = np.asarray(got["losses"], np.float64)
+        check.is_true(losses.shape == (REVERSE_STEPS,) and np.all(np.isfinite(losses))
+                      and losses[-1] < 0.2 * losses[0],
+                      f"{label}: the returned losses must fall (first {losses[0]:.3g}, "
+                      f"last {losses[-1]:.3g})")  # fmt: skip
+
+    return compare
+
+
+def reverse_train_step_cases(rng: np.random.Generator) -> list[Case]:
+    compiled: dict = {}
+    visible = attention.reverse_batch(jax.random.key(0), 4, 8, 10)
+    cases = [
+        Case("reverse_train_step: one SGD(0.5) step, ReverseModel(10, 8, 16, 2) from nnx.Rngs(0), "
+             "a batch of 4 (loss before the update, then every parameter)",
+             _one_step(0, visible, compiled), close(1e-4, 1e-5)),
+    ]  # fmt: skip
+    seed = int(rng.integers(1 << 16))
+    batch = attention.reverse_batch(jax.random.key(seed), 4, 8, 10)
+    label = (
+        f"reverse_train_step: one SGD(0.5) step, ReverseModel(10, 8, 16, 2) from nnx.Rngs({seed})"
+    )
+    cases.append(Case(label, _one_step(seed, batch, compiled), close(1e-4, 1e-5)))
+    seed, data_key, eval_key = (int(n) for n in rng.integers(1 << 16, size=3))
+    label = (f"reverse_train_step: {REVERSE_STEPS} steps of Adam(0.01) on batches of 64, then "
+             "the reversal accuracy on held-out sequences")  # fmt: skip
+    cases.append(Case(label, _training(seed, data_key), _learns_to_reverse(seed, eval_key)))
     return cases
 
 
@@ -364,4 +690,8 @@ PROBES = [
     Probe("sinusoidal_positions", attention.sinusoidal_positions, sinusoidal_positions_cases),
     Probe("online_softmax_attention", attention.online_softmax_attention,
           online_softmax_attention_cases, uses=("attention_scores", "causal_mask")),
+    Probe("causal_blockwise_attention", attention.causal_blockwise_attention,
+          causal_blockwise_attention_cases,
+          uses=("attention_scores", "causal_mask")),
+    Probe("reverse_train_step", attention.reverse_train_step, reverse_train_step_cases),
 ]  # fmt: skip
