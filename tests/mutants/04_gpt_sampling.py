@@ -152,6 +152,18 @@ def top_k_filter(logits, k):
 """,
     },
     "top_p_filter": {
+        "total_before_rounds_to_one_at_p_1": """
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"top-p needs p in (0, 1], got {p}")
+    logits = jnp.asarray(logits)
+    order = jnp.argsort(-logits, axis=-1)
+    probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    keep_sorted = (before < p) | (jnp.arange(logits.shape[-1]) < min_tokens_to_keep)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
         "drops_crossing_token": """
 def top_p_filter(logits, p, min_tokens_to_keep=1):
     if not 0.0 < p <= 1.0:
@@ -437,6 +449,166 @@ def step_keys(key, num_steps):
     return jnp.stack([jax.random.fold_in(key, i) for i in range(num_steps)])
 """,
     },
+    "train_step": {
+        "no_shift": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+    x = tokens[:, :-1]
+    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(x), x))(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
+""",
+        "shift_backwards": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(tokens[:, 1:]), tokens[:, :-1]))(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
+""",
+        "no_clipping": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(tokens[:, :-1]), tokens[:, 1:]))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "clips_each_array_separately": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(tokens[:, :-1]), tokens[:, 1:]))(model)
+    grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, max_grad_norm / jnp.linalg.norm(g)), grads)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "loss_after_the_update": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+    loss_fn = lambda m: lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+    grads = nnx.grad(loss_fn)(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss_fn(model)
+""",
+        "gradient_ascent": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(tokens[:, :-1]), tokens[:, 1:]))(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, jax.tree.map(lambda g: -g, grads))
+    return loss
+""",
+    },
+    "copy_rate": {
+        "shifted_like_teacher_forcing": """
+def copy_rate(logits, tokens):
+    return jnp.mean(jnp.argmax(logits[:, :-1], axis=-1) == tokens[:, 1:])
+""",
+        "argmax_over_positions": """
+def copy_rate(logits, tokens):
+    return jnp.mean(jnp.argmax(logits, axis=1)[:, None] == tokens)
+""",
+        "counts_not_fraction": """
+def copy_rate(logits, tokens):
+    return jnp.sum(jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32)
+""",
+        "probability_of_the_input": """
+def copy_rate(logits, tokens):
+    probs = jax.nn.softmax(logits, axis=-1)
+    return jnp.mean(jnp.take_along_axis(probs, tokens[..., None], axis=-1))
+""",
+    },
+    "batch_leakage": {
+        "perturbs_element_0_only": """
+def batch_leakage(fn, x):
+    before = jnp.asarray(fn(x))
+    after = jnp.asarray(fn(x.at[0].add(1.0)))
+    return jnp.max(jnp.abs(after - before)[1:])
+""",
+        "counts_the_perturbed_element": """
+def batch_leakage(fn, x):
+    before = jnp.asarray(fn(x))
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(fn(x.at[b].add(1.0)) - before))
+                              for b in range(x.shape[0])]))
+""",
+        "perturbs_a_time_step": """
+def batch_leakage(fn, x):
+    before = jnp.asarray(fn(x)).reshape(x.shape[0], -1)
+    worst = 0.0
+    for t in range(x.shape[1]):
+        after = jnp.asarray(fn(x.at[:, t].add(1.0))).reshape(x.shape[0], -1)
+        worst = jnp.maximum(worst, jnp.max(jnp.abs(after - before)))
+    return worst
+""",
+        "mean_change": """
+def batch_leakage(fn, x):
+    B = x.shape[0]
+    before = jnp.asarray(fn(x)).reshape(B, -1)
+    worst = 0.0
+    for b in range(B):
+        change = jnp.abs(jnp.asarray(fn(x.at[b].add(1.0))).reshape(B, -1) - before)
+        worst = jnp.maximum(worst, jnp.mean(jnp.delete(change, b, axis=0)))
+    return worst
+""",
+    },
+    "typical_filter": {
+        "most_probable_first": """
+def typical_filter(logits, mass):
+    if not 0.0 < mass <= 1.0:
+        raise ValueError("mass must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    p = jnp.exp(log_p)
+    H = -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1, keepdims=True)
+    order = jnp.argsort(-logits, axis=-1, stable=True)
+    sorted_p = jnp.take_along_axis(p, order, axis=-1)
+    before = jnp.cumsum(sorted_p, axis=-1) - sorted_p
+    keep_sorted = ((before < mass) & (sorted_p > 0)) | (jnp.arange(logits.shape[-1]) == 0)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+        "signed_distance": """
+def typical_filter(logits, mass):
+    if not 0.0 < mass <= 1.0:
+        raise ValueError("mass must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    p = jnp.exp(log_p)
+    H = -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1, keepdims=True)
+    order = jnp.argsort(jnp.where(p > 0, -log_p - H, jnp.inf), axis=-1, stable=True)
+    sorted_p = jnp.take_along_axis(p, order, axis=-1)
+    before = jnp.cumsum(sorted_p, axis=-1) - sorted_p
+    keep_sorted = ((before < mass) & (sorted_p > 0)) | (jnp.arange(logits.shape[-1]) == 0)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+        "entropy_in_bits": """
+def typical_filter(logits, mass):
+    if not 0.0 < mass <= 1.0:
+        raise ValueError("mass must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    p = jnp.exp(log_p)
+    H = -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1, keepdims=True)
+    H = H / jnp.log(2.0)
+    order = jnp.argsort(jnp.where(p > 0, jnp.abs(-log_p - H), jnp.inf), axis=-1, stable=True)
+    sorted_p = jnp.take_along_axis(p, order, axis=-1)
+    before = jnp.cumsum(sorted_p, axis=-1) - sorted_p
+    keep_sorted = ((before < mass) & (sorted_p > 0)) | (jnp.arange(logits.shape[-1]) == 0)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+        "drops_the_crossing_token": """
+def typical_filter(logits, mass):
+    if not 0.0 < mass <= 1.0:
+        raise ValueError("mass must be in (0, 1]")
+    logits = jnp.asarray(logits)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    p = jnp.exp(log_p)
+    H = -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1, keepdims=True)
+    order = jnp.argsort(jnp.where(p > 0, jnp.abs(-log_p - H), jnp.inf), axis=-1, stable=True)
+    sorted_p = jnp.take_along_axis(p, order, axis=-1)
+    before = jnp.cumsum(sorted_p, axis=-1)
+    keep_sorted = ((before < mass) & (sorted_p > 0)) | (jnp.arange(logits.shape[-1]) == 0)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+    },
 }
 
 CORRECT = {
@@ -528,7 +700,7 @@ def top_p_filter(logits, p, min_tokens_to_keep=1):
     probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
     cum = jnp.cumsum(probs, axis=-1)
     before = jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], axis=-1)
-    keep_sorted = before < p
+    keep_sorted = (before < p) | ((p >= 1.0) & (probs > 0))
     keep_sorted = keep_sorted.at[..., :min_tokens_to_keep].set(True)
     keep = jnp.zeros_like(keep_sorted)
     keep = jnp.put_along_axis(keep, order, keep_sorted, axis=-1, inplace=False)
@@ -645,6 +817,99 @@ def step_keys(key, num_steps):
         k, sub = jax.random.split(k)
         return k, sub
     return jax.lax.scan(body, key, None, length=num_steps)[1]
+""",
+    },
+    "train_step": {
+        "manual_global_norm": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(inputs), targets))(model)
+    norm = optax.global_norm(grads)
+    scale = jnp.minimum(1.0, max_grad_norm / norm)
+    optimizer.update(model, jax.tree.map(lambda g: g * scale, grads))
+    return loss
+""",
+        "optax_cross_entropy_and_sqrt_of_squares": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+    def loss_fn(m):
+        logits = m(tokens[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))
+    clipped = lambda g: jnp.where(norm > max_grad_norm, g * max_grad_norm / norm, g)
+    grads = jax.tree.map(clipped, grads)
+    optimizer.update(model, grads)
+    return loss
+""",
+    },
+    "copy_rate": {
+        "count_then_divide": """
+def copy_rate(logits, tokens):
+    hits = jnp.argmax(logits, axis=-1) == tokens
+    return hits.sum() / hits.size
+""",
+        "numpy_style": """
+def copy_rate(logits, tokens):
+    return (logits.argmax(-1) == tokens).astype(jnp.float32).mean()
+""",
+    },
+    "batch_leakage": {
+        "delete_rows": """
+def batch_leakage(fn, x):
+    B = x.shape[0]
+    before = jnp.asarray(fn(x)).reshape(B, -1)
+    worst = jnp.float32(0.0)
+    for b in range(B):
+        after = jnp.asarray(fn(x.at[b].add(1.0))).reshape(B, -1)
+        worst = jnp.maximum(worst, jnp.max(jnp.abs(jnp.delete(after - before, b, axis=0))))
+    return worst
+""",
+        "numpy_loop": """
+def batch_leakage(fn, x):
+    x = np.asarray(x, np.float32)
+    before = np.asarray(fn(jnp.asarray(x)))
+    changes = []
+    for b in range(len(x)):
+        bumped = x.copy()
+        bumped[b] += 1.0
+        diff = np.abs(np.asarray(fn(jnp.asarray(bumped))) - before)
+        changes.extend(np.max(diff[i]) for i in range(len(x)) if i != b)
+    return np.float32(max(changes))
+""",
+    },
+    "typical_filter": {
+        "numpy_like_loop_free": """
+def typical_filter(logits, mass):
+    if mass <= 0 or mass > 1:
+        raise ValueError(f"mass must be in (0, 1], got {mass}")
+    logits = jnp.asarray(logits)
+    p = jax.nn.softmax(logits, axis=-1)
+    surprisal = -jax.nn.log_softmax(logits, axis=-1)
+    H = jnp.sum(jnp.where(p > 0, p * surprisal, 0.0), axis=-1, keepdims=True)
+    distance = jnp.where(p > 0, jnp.abs(surprisal - H), jnp.inf)
+    order = jnp.argsort(distance, axis=-1)
+    sorted_p = jnp.take_along_axis(p, order, axis=-1)
+    cum = jnp.cumsum(sorted_p, axis=-1)
+    before = jnp.concatenate([jnp.zeros_like(cum[..., :1]), cum[..., :-1]], axis=-1)
+    keep_sorted = ((before < mass) & (sorted_p > 0)).at[..., 0].set(True)
+    keep = jnp.zeros_like(keep_sorted)
+    keep = jnp.put_along_axis(keep, order, keep_sorted, axis=-1, inplace=False)
+    return jnp.where(keep, logits, -jnp.inf)
+""",
+        "scipy_style_entropy": """
+def typical_filter(logits, mass):
+    if not (0 < mass <= 1):
+        raise ValueError("mass")
+    logits = jnp.asarray(logits)
+    log_p = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    p = jnp.exp(log_p)
+    H = -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1, keepdims=True)
+    order = jnp.argsort(jnp.where(p > 0, jnp.abs(log_p + H), jnp.inf), axis=-1, stable=True)
+    sorted_p = jnp.take_along_axis(p, order, axis=-1)
+    before = jnp.cumsum(sorted_p, axis=-1) - sorted_p
+    keep_sorted = ((before < mass) & (sorted_p > 0)) | (jnp.arange(logits.shape[-1]) == 0)
+    keep = jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
 """,
     },
 }

@@ -8,9 +8,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
-from genlab import check, gpt, sampling
+from genlab import check, data, gpt, lstm, sampling
 from genlab.probing import Case, Probe, call, close, exact, f32, key_from
 
 NUCLEUS_MARGIN = 1e-5  # random top-p rows keep every running total this far from p
@@ -166,6 +167,149 @@ def pre_ln_block_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+# --- section 3: the training step --------------------------------------------------------------
+
+STEP_CONFIG = dict(
+    block_size=32, num_layers=2, num_heads=2, d_model=64
+)  # a small GPT, fast to train
+QUALITY_STEPS, QUALITY_BATCH = 60, 32  # the behavioural case's budget
+QUALITY_MARGIN = 0.15  # nats below the unigram entropy the validation loss must reach
+
+
+def _params(model) -> tuple:
+    return tuple(jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _step_run(compiled, config, seed: int, tx, batches, max_grad_norm: float):
+    """Steps of the student's train_step (under nnx.jit, max_grad_norm traced) on a fresh GPT:
+    the losses it returns, and the change of every parameter (after minus before), as raw
+    arrays. Cases that share ``config`` and the ``tx`` object share one compiled program."""
+
+    def run(train_step):
+        model = gpt.GPT(config, rngs=nnx.Rngs(seed))
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        before = _params(model)
+        step = compiled(train_step)
+        bound = jnp.float32(max_grad_norm)
+        losses = jnp.stack([jnp.asarray(step(model, optimizer, b, bound)) for b in batches])
+        change = tuple(a - b for a, b in zip(_params(model), before))
+        return {"losses": losses, "parameter change": change}
+
+    return run
+
+
+def _compiler():
+    """``compiled(f)``: one ``nnx.jit`` of ``f`` shared by the cases of one probe run, so its
+    compiled programs are reused across cases."""
+    jitted: dict = {}
+
+    def compiled(function):
+        if function not in jitted:
+            jitted[function] = nnx.jit(function)
+        return jitted[function]
+
+    return compiled
+
+
+def _clipped_compare(max_grad_norm: float):
+    """Same losses and changes as the reference, and (SGD with rate 1) a change whose global norm
+    is exactly the clipping norm."""
+
+    def compare(got, want, label: str) -> None:
+        close(1e-4, 1e-6)(got["losses"], want["losses"], f"{label}: the loss before the update")
+        change = got["parameter change"]
+        if isinstance(change, tuple):
+            norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(c, np.float64))) for c in change)))
+            check.is_true(abs(norm - max_grad_norm) <= 0.01 * max_grad_norm,
+                          f"{label}: an SGD(1.0) step must move the parameters by the clipped "
+                          f"gradient, of global norm {max_grad_norm:g}; they moved by "
+                          f"{norm:.4g}")  # fmt: skip
+        close(2e-3, 1e-8)(change, want["parameter change"], f"{label}: the parameter change")
+
+    return compare
+
+
+def _step_compare(got, want, label: str) -> None:
+    close(1e-4, 1e-6)(got["losses"], want["losses"], f"{label}: the loss before the update")
+    close(2e-3, 1e-7)(got["parameter change"], want["parameter change"],
+                      f"{label}: the parameter change")  # fmt: skip
+
+
+def _corpus():
+    text = data.pydoc_corpus()
+    tokenizer = data.CharTokenizer.from_text(text)
+    ids = np.asarray(tokenizer.encode(text))
+    split = int(0.9 * len(ids))
+    return tokenizer.vocab_size, ids[:split], ids[split:]
+
+
+def _quality_run(compiled, config, seed: int, train_ids, keys, learning_rate: float):
+    """Train a fresh GPT with the student's step on the chapter's corpus; return its parameters."""
+
+    def run(train_step):
+        model = gpt.GPT(config, rngs=nnx.Rngs(seed))
+        optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=0.01),
+                                  wrt=nnx.Param)  # fmt: skip
+        step, bound = compiled(train_step), jnp.float32(1.0)
+        for key in keys:
+            windows, _ = data.batch_windows(key, train_ids, QUALITY_BATCH, config.block_size + 1)
+            step(model, optimizer, windows, bound)
+        return {"trained parameters": _params(model)}
+
+    return run
+
+
+def _quality_compare(config, val_ids, threshold: float):
+    """The grader's verdict: rebuild the model from the returned parameters, compute its
+    validation loss here (shifted targets), and compare it with the threshold."""
+
+    def compare(got, want, label: str) -> None:
+        leaves = got.get("trained parameters") if isinstance(got, dict) else None
+        model = gpt.GPT(config, rngs=nnx.Rngs(0))
+        state = nnx.state(model, nnx.Param)
+        shapes = [np.shape(x) for x in jax.tree.leaves(state)]
+        check.is_true(isinstance(leaves, tuple) and [np.shape(x) for x in leaves] == shapes,
+                      f"{label}: expected the model's {len(shapes)} parameter arrays")  # fmt: skip
+        nnx.update(model, jax.tree.unflatten(jax.tree.structure(state), [f32(x) for x in leaves]))
+        losses = []
+        for i in range(4):
+            x, y = data.batch_windows(jax.random.key(9000 + i), val_ids, 32, config.block_size)
+            losses.append(float(gpt.lm_loss(model(x), y)))
+        loss = float(np.mean(losses))
+        check.is_true(np.isfinite(loss) and loss < threshold,
+                      f"{label}: validation loss {loss:.3f} nats after training, expected below "
+                      f"{threshold:.3f} (the unigram entropy minus {QUALITY_MARGIN})")  # fmt: skip
+
+    return compare
+
+
+def train_step_cases(rng: np.random.Generator) -> list[Case]:
+    vocab_size, train_ids, val_ids = _corpus()
+    config = gpt.GPTConfig(vocab_size=vocab_size, **STEP_CONFIG)
+    seed = int(rng.integers(1 << 16))
+    starts = rng.integers(0, len(train_ids) - 33, size=4)
+    windows = _i32(np.stack([train_ids[s : s + 33] for s in starts]))[None]  # one batch (4, 33)
+    sgd = optax.sgd(1.0)  # one optimizer object: the two SGD cases share a compiled step
+    compiled = _compiler()
+    cases = [
+        Case("train_step: one SGD(1.0) step of a 2-layer GPT, max_grad_norm=1e-3 (the gradient "
+             "is clipped)", _step_run(compiled, config, seed, sgd, windows, 1e-3),
+             _clipped_compare(1e-3)),
+        Case("train_step: one SGD(1.0) step, max_grad_norm=1e6 (no clipping): the loss and the "
+             "gradient of the next-token loss",
+             _step_run(compiled, config, seed + 1, sgd, windows, 1e6), _step_compare),
+    ]  # fmt: skip
+    threshold = gpt.unigram_entropy(train_ids, vocab_size) - QUALITY_MARGIN
+    seed = int(rng.integers(1 << 16))
+    keys = jax.random.split(key_from(rng), QUALITY_STEPS)
+    cases.append(Case(f"train_step: {QUALITY_STEPS} AdamW(3e-3) steps of a 2-layer GPT on the "
+                      "chapter's corpus (batch 32, windows of 33 tokens); the grader computes the "
+                      "validation loss",
+                      _quality_run(compiled, config, seed, train_ids, keys, 3e-3),
+                      _quality_compare(config, val_ids, threshold)))  # fmt: skip
+    return cases
+
+
 # --- section 5: temperature, top-k, top-p, sampling ------------------------------------------
 
 
@@ -248,6 +392,13 @@ def top_p_filter_cases(rng: np.random.Generator) -> list[Case]:
         random = _nucleus_logits(rng, (5, 4, 15), 2.0, p, m)
         cases.append(Case(f"top_p_filter(random logits of shape (5, 4, 15), p={p:.3g}, "
                           f"min_tokens_to_keep={m})", call(random, p, m)))  # fmt: skip
+    cases.append(Case("top_p_filter(peaked logits [30, 0, 0, 0, -1], p=1.0): which tokens are "
+                      "kept (every token of nonzero probability, though float32 rounds the "
+                      "running total to 1.0)", _kept(jnp.array([30.0, 0.0, 0.0, 0.0, -1.0]), 1.0),
+                      exact))  # fmt: skip
+    peaked = f32(rng.normal(scale=8.0, size=(4, 12)))
+    cases.append(Case("top_p_filter(peaked random logits of shape (4, 12), p=1.0): which tokens "
+                      "are kept", _kept(peaked, 1.0), exact))  # fmt: skip
     p = float(rng.uniform(0.5, 0.9))
     after_top_k = jnp.asarray(_top_k_np(np.asarray(_nucleus_logits(rng, (6, 12), 2.0, p, 1,
                                                                    top_k=5)), 5))  # fmt: skip
@@ -443,6 +594,121 @@ def nucleus_size_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def copy_rate_cases(rng: np.random.Generator) -> list[Case]:
+    tokens = jnp.array([[0, 1, 2, 0]])
+    cases = [
+        Case("copy_rate(argmax equals the input at 3 of 4 positions)",
+             call(jax.nn.one_hot(jnp.array([[0, 1, 2, 1]]), 3), tokens)),
+        Case("copy_rate(argmax is the next token everywhere) (no copies)",
+             call(jax.nn.one_hot(jnp.array([[1, 2, 0, 1]]), 3), tokens)),
+    ]  # fmt: skip
+    for shape in [(3, 7, 5), (1, 2, 4), (4, 12, 3)]:
+        logits = f32(rng.normal(size=shape))
+        tokens = _i32(rng.integers(0, shape[-1], size=shape[:2]))
+        cases.append(Case(f"copy_rate(random logits of shape {shape})", call(logits, tokens),
+                          close(dtype="float")))  # fmt: skip
+    for shape in [(3, 7, 5), (2, 9, 6)]:
+        tokens = _i32(rng.integers(0, shape[-1], size=shape[:2]))
+        logits = f32(2.0 * jax.nn.one_hot(tokens, shape[-1]) + rng.normal(size=shape))
+        cases.append(Case(f"copy_rate(logits of shape {shape} that mostly copy the input)",
+                          call(logits, tokens), close(dtype="float")))  # fmt: skip
+    return cases
+
+
+def _batch_fn(name: str, w):
+    """Functions [B, T, D] -> [B, ...] for batch_leakage, some mixing sequences of a batch."""
+    cell = nnx.OptimizedLSTMCell(w.shape[0], 6, rngs=nnx.Rngs(0))
+
+    def lstm_last(time_major: bool):
+        rnn = nnx.RNN(cell, time_major=time_major)
+        return lambda x: rnn(x)[:, -1]
+
+    return {
+        "per-sequence mean over time": lambda x: jnp.mean(x @ w, axis=1),
+        "an LSTM run batch-major, last time step": lstm_last(False),
+        "an LSTM run time-major on batch-major data, then [:, -1]": lstm_last(True),
+        "the last batch element's features for every row": lambda x: jnp.broadcast_to(
+            x[-1:, -1], x[:, -1].shape
+        ),
+        "subtracting the batch mean": lambda x: x[:, -1] - jnp.mean(x[:, -1], axis=0),
+        "cumulative sum over the batch": lambda x: jnp.cumsum(jnp.tanh(x @ w), axis=0)[:, 0],
+        "per-sequence softmax over time": lambda x: jax.nn.softmax(x @ w, axis=1),
+    }[name]
+
+
+def _batch_leakage_run(name: str, w, x):
+    return lambda f: f(_batch_fn(name, w), x)
+
+
+def batch_leakage_cases(rng: np.random.Generator) -> list[Case]:
+    x = jax.random.normal(jax.random.key(3), (3, 4, 2))
+    cases = [
+        Case("batch_leakage(per-sequence sum over time) = 0", call(lambda v: v.sum(axis=1), x),
+             close(1e-5, 1e-6)),
+        Case("batch_leakage(cumulative sum over the batch axis)",
+             call(lambda v: jnp.cumsum(v, axis=0), x), close(1e-5, 1e-5)),
+    ]  # fmt: skip
+    w = f32(rng.normal(size=(5, 5)) / 2)
+    for name in ["per-sequence mean over time", "an LSTM run batch-major, last time step",
+                 "an LSTM run time-major on batch-major data, then [:, -1]",
+                 "the last batch element's features for every row", "subtracting the batch mean",
+                 "cumulative sum over the batch", "per-sequence softmax over time"]:  # fmt: skip
+        x = f32(rng.normal(size=(4, 6, 5)))
+        cases.append(Case(f"batch_leakage({name}, x (4, 6, 5))", _batch_leakage_run(name, w, x),
+                          close(1e-4, 1e-5)))  # fmt: skip
+    return cases
+
+
+def _typical_margin(row, mass: float) -> float:
+    """How far a row (float64) is from a tie in the typical filter: the smallest gap between
+    consecutive distances and between each running total and ``mass``."""
+    x = np.asarray(row, np.float64)
+    log_p = x - np.max(x) - np.log(np.sum(np.exp(x - np.max(x))))
+    p = np.exp(log_p)
+    distance = np.abs(-log_p + np.sum(p * log_p))
+    order = np.argsort(distance, kind="stable")
+    gaps = np.diff(distance[order])
+    before = np.cumsum(p[order]) - p[order]
+    return float(
+        min(np.min(gaps, initial=np.inf), np.min(np.abs(before[1:] - mass), initial=np.inf))
+    )
+
+
+def _typical_logits(rng, shape, scale: float, mass: float) -> jax.Array:
+    rows = rng.normal(scale=scale, size=(int(np.prod(shape[:-1], dtype=int)), shape[-1]))
+    for i in range(len(rows)):
+        while _typical_margin(rows[i], mass) < 1e-4:
+            rows[i] = rng.normal(scale=scale, size=shape[-1])
+    return f32(rows.reshape(shape))
+
+
+def typical_filter_cases(rng: np.random.Generator) -> list[Case]:
+    # Probabilities [0.5, 0.25, 0.125, 0.125]: entropy 1.213 nats; surprisals 0.693, 1.386,
+    # 2.079, 2.079; distances 0.520, 0.173, 0.866, 0.866: token 1 is the most typical.
+    logits = jnp.log(jnp.array([0.5, 0.25, 0.125, 0.125]))
+    cases = [
+        Case("typical_filter(log [0.5, 0.25, 0.125, 0.125], 0.2): which tokens are kept",
+             _kept(logits, 0.2), exact),
+        Case("typical_filter(log [0.5, 0.25, 0.125, 0.125], 0.5): which tokens are kept",
+             _kept(logits, 0.5), exact),
+        Case("typical_filter(log [0.5, 0.25, 0.125, 0.125], 1.0) keeps all", _kept(logits, 1.0),
+             exact),
+        Case("typical_filter(uniform logits, 0.3) (ties: lower index first)",
+             _kept(jnp.zeros(5), 0.3), exact),
+        Case("typical_filter(logits, 0.0) must raise", call(logits, 0.0), raises=(ValueError,)),
+        Case("typical_filter(logits, 1.5) must raise", call(logits, 1.5), raises=(ValueError,)),
+    ]  # fmt: skip
+    for mass in (float(rng.uniform(0.1, 0.3)), float(rng.uniform(0.5, 0.7)), 0.9, 0.95):
+        random = _typical_logits(rng, (6, 3, 10), 2.0, mass)
+        cases.append(Case(f"typical_filter(random logits of shape (6, 3, 10), mass={mass:.3g})",
+                          call(random, mass), close(1e-6, 1e-6)))  # fmt: skip
+    masked = np.asarray(_typical_logits(rng, (5, 8), 2.0, 0.9)).copy()
+    masked[:, :2] = -np.inf
+    cases.append(Case("typical_filter(logits with -inf entries, shape (5, 8), mass=0.9) (-inf "
+                      "tokens never kept)", _kept(jnp.asarray(masked), 0.9), exact))  # fmt: skip
+    return cases
+
+
 def _key_data(key, num_steps: int):
     return lambda f: jax.random.key_data(f(key, num_steps))
 
@@ -466,6 +732,7 @@ def step_keys_cases(rng: np.random.Generator) -> list[Case]:
 PROBES = [
     Probe("lm_loss", gpt.lm_loss, lm_loss_cases),
     Probe("pre_ln_block", gpt.pre_ln_block, pre_ln_block_cases),
+    Probe("train_step", gpt.train_step, train_step_cases, uses=("lm_loss",)),
     Probe("apply_temperature", sampling.apply_temperature, apply_temperature_cases),
     Probe("top_k_filter", sampling.top_k_filter, top_k_filter_cases),
     Probe("top_p_filter", sampling.top_p_filter, top_p_filter_cases),
@@ -475,7 +742,10 @@ PROBES = [
           uses=("apply_temperature", "top_k_filter", "top_p_filter", "sample_next_token")),
     Probe("update_kv_cache", gpt.update_kv_cache, update_kv_cache_cases),
     Probe("teacher_forced_accuracy", gpt.teacher_forced_accuracy, teacher_forced_accuracy_cases),
+    Probe("copy_rate", gpt.copy_rate, copy_rate_cases),
     Probe("nucleus_size", sampling.nucleus_size, nucleus_size_cases,
           uses=("apply_temperature", "top_p_filter")),
     Probe("step_keys", sampling.step_keys, step_keys_cases),
+    Probe("batch_leakage", lstm.batch_leakage, batch_leakage_cases),
+    Probe("typical_filter", sampling.typical_filter, typical_filter_cases),
 ]  # fmt: skip
