@@ -34,6 +34,13 @@ def test_bce_with_logits_matches_optax():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_bce_with_logits_gradient_is_sigmoid_minus_label_even_at_zero():
+    logits = jnp.array([-3.0, 0.0, 0.0, 2.0])
+    labels = jnp.array([1.0, 0.0, 1.0, 0.3])
+    got = jax.grad(lambda x: jnp.sum(gan.bce_with_logits(x, labels)))(logits)
+    np.testing.assert_allclose(got, jax.nn.sigmoid(logits) - labels, atol=1e-6)
+
+
 def test_bce_with_logits_matches_probability_form_in_float64():
     x = np.linspace(-30.0, 30.0, 61)
     for y in (0.0, 1.0, 0.3):

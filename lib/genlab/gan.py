@@ -88,15 +88,18 @@ def _distributions(p, q, names=("p", "q")) -> tuple[jax.Array, jax.Array]:
 
 @jax.jit
 def _bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    # -[y log s(x) + (1 - y) log(1 - s(x))] = max(x, 0) - x y + log(1 + exp(-|x|))
-    return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    # -[y log s(x) + (1 - y) log(1 - s(x))] = log(1 + e^x) - x y; jax.nn.softplus is the stable
+    # max(x, 0) + log1p(e^-|x|) with the right derivative at x = 0 (written with jnp.abs, the
+    # derivative there is off by 1/2: JAX gives |x| slope 1 and max(x, 0) slope 1/2 at 0)
+    return jax.nn.softplus(logits) - logits * labels
 
 
 def bce_with_logits(logits, labels) -> jax.Array:
     """Binary cross-entropy from logits, elementwise and stable (chapter 01, section 1).
 
     With ``s = sigmoid(logits)``, ``bce = -[labels log s + (1 - labels) log(1 - s)]``, computed as
-    ``max(x, 0) - x * y + log1p(exp(-|x|))`` so that no exponential overflows and no log sees 0.
+    ``softplus(x) - x * y`` (softplus = ``max(x, 0) + log1p(exp(-|x|))``, stably) so that no
+    exponential overflows and no log sees 0, with the right gradient at ``x = 0``.
 
     Args:
         logits: float [...], the discriminator's pre-sigmoid outputs, any magnitude.
