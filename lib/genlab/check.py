@@ -146,12 +146,17 @@ def is_true(condition, message: str) -> None:
         _fail(message)
 
 
-def raises(name: str, error_types, function, *args, **kwargs) -> BaseException:
-    """Check that ``function(*args, **kwargs)`` raises one of ``error_types``; return the error."""
+def raises(name: str, error_types, function, *args, **kwargs) -> None:
+    """Check that ``function(*args, **kwargs)`` raises one of ``error_types``.
+
+    On success it prints one line saying so (with the error's message, which a student's error
+    should make helpful), so a passing check never looks like a failure in the cell's output.
+    """
     try:
         function(*args, **kwargs)
     except error_types as error:
-        return error
+        print(f"ok: {name} raised {type(error).__name__} as expected ({error})")
+        return
     except Exception as error:  # the wrong kind of error
         expected = getattr(error_types, "__name__", str(error_types))
         _fail(f"{name}: expected {expected}, got {type(error).__name__}: {error}")
