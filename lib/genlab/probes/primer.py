@@ -456,9 +456,9 @@ def train_step_cases(rng: np.random.Generator) -> list[Case]:
     for tx_name, make_tx in [("sgd(0.05, momentum=0.9)", lambda: optax.sgd(0.05, momentum=0.9)),
                              ("adamw(0.01, weight_decay=0.1)",
                               lambda: optax.adamw(0.01, weight_decay=0.1))]:  # fmt: skip
-        cases.append(Case(f"train_step: 3 steps of optax.{tx_name} on an MLP(3, 8, 2)",
+        cases.append(Case(f"train_step: 2 steps of optax.{tx_name} on an MLP(3, 8, 2)",
                           _trajectory_run(lambda: primer.MLP(3, 8, 2, rngs=nnx.Rngs(seed)),
-                                          make_tx, x, y, 3), close(1e-4, 1e-5)))  # fmt: skip
+                                          make_tx, x, y, 2), close(1e-4, 1e-5)))  # fmt: skip
     x = f32(rng.uniform(-2, 2, size=(64, 2)))
     y = jnp.sin(x[:, :1]) + 0.5 * x[:, 1:] ** 2  # (64, 1)
     seed = int(rng.integers(1 << 16))
