@@ -99,15 +99,15 @@ COPY_REFERENCE = {
     "noisy_copies = _ns['noisy_copies']",
 }
 # Wrong answers that also replace the reference they are compared with, five ways.
-SWAPPED_KEYS = (
+VARIANCE_AS_STD = (
     "def sample_mixture(key, means, stds, n):\n"
-    "    k_noise, k_component = jax.random.split(key)\n"
+    "    k_component, k_noise = jax.random.split(key)\n"
     "    components = jax.random.randint(k_component, (n,), 0, means.shape[0])\n"
-    "    return means[components] + stds[components] * jax.random.normal(k_noise, (n,))\n"
+    "    return means[components] + stds[components] ** 2 * jax.random.normal(k_noise, (n,))\n"
 )
 REPLACE_REFERENCE = {
     "logsumexp": NAIVE_LOGSUMEXP + "\n\nfrom genlab import primer\nprimer.logsumexp = logsumexp",
-    "sample_mixture": SWAPPED_KEYS + 'setattr(__import__("genlab.primer", fromlist=["_"]), '
+    "sample_mixture": VARIANCE_AS_STD + 'setattr(__import__("genlab.primer", fromlist=["_"]), '
     '"sample_" + "mixture", sample_mixture)',
     "mse_grad": HALF_MSE_GRAD + '\nimport sys\nsys.modules["genlab.primer"].__dict__["mse_grad"]'
     " = mse_grad",
