@@ -1,6 +1,7 @@
 """genlab.diffusion against independent computations: float64 NumPy closed forms written from
 the papers (Ho et al. 2020, Nichol & Dhariwal 2021), Monte Carlo, autodiff of exact densities and
-ODE solutions; and the probes' behavioural thresholds."""
+ODE solutions; a peer, diffusers' DDPMScheduler and ClassifierFreeGuidance (a NumPy fixture made
+offline by tests/fixtures/make_diffusers_fixtures.py); and the probes' behavioural thresholds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from flax import nnx
 
 from genlab import data, diffusion, probing
+
+from conftest import ROOT
 
 
 def _np_schedule(T=1000, start=1e-4, end=0.02):
@@ -66,9 +69,8 @@ def test_posterior_matches_bayes_rule_in_precision_form():
     rng = np.random.default_rng(1)
     x_t, x0 = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
     t = np.array([0, 1, 5, 20, 48, 49])
-    mean, var = diffusion.posterior_mean_var(jnp.asarray(x_t, jnp.float32), jnp.asarray(x0, jnp.float32),
-                                             jnp.asarray(t), jnp.asarray(betas, jnp.float32),
-                                             jnp.asarray(ab, jnp.float32))  # fmt: skip
+    f32 = [jnp.asarray(a, jnp.float32) for a in (x_t, x0, betas, ab)]
+    mean, var = diffusion.posterior_mean_var(f32[0], f32[1], jnp.asarray(t), f32[2], f32[3])
     for i, step in enumerate(t):
         if step == 0:  # a point mass at x0 (up to float32's 1 - alpha_bar_0 != beta_0)
             np.testing.assert_allclose(mean[i], x0[i], rtol=1e-4, atol=1e-4)
@@ -105,7 +107,9 @@ def test_ddpm_loss_and_flow_matching_loss_follow_their_pinned_recipes():
     noise = np.asarray(jax.random.normal(key_0, x1.shape))
     x_t = t[:, None, None] * np.asarray(x1) + (1 - t[:, None, None]) * noise
     np.testing.assert_allclose(seen["x"], x_t, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(loss, np.mean((0.5 * x_t - (np.asarray(x1) - noise)) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(
+        loss, np.mean((0.5 * x_t - (np.asarray(x1) - noise)) ** 2), rtol=1e-5
+    )
 
 
 def test_ddpm_step_is_the_posterior_mean_plus_its_noise():
@@ -113,11 +117,15 @@ def test_ddpm_step_is_the_posterior_mean_plus_its_noise():
     x = np.random.default_rng(3).normal(size=(4, 2))
     eps_hat = np.tanh(x)
     for t in (0, 1, 30, 49):
-        got = diffusion.ddpm_step(jax.random.key(t), lambda x_, t_: jnp.tanh(x_), jnp.asarray(x, jnp.float32), t,
-                                  jnp.asarray(betas, jnp.float32), jnp.asarray(ab, jnp.float32))  # fmt: skip
+        f32 = [jnp.asarray(a, jnp.float32) for a in (x, betas, ab)]
+        got = diffusion.ddpm_step(
+            jax.random.key(t), lambda x_, t_: jnp.tanh(x_), *f32[:1], t, *f32[1:]
+        )
         x0_hat = (x - np.sqrt(1 - ab[t]) * eps_hat) / np.sqrt(ab[t])  # the same mean via x0
         ab_prev = ab[t - 1] if t > 0 else 1.0
-        mean = (np.sqrt(ab_prev) * betas[t] * x0_hat + np.sqrt(1 - betas[t]) * (1 - ab_prev) * x) / (1 - ab[t])
+        mean = (
+            np.sqrt(ab_prev) * betas[t] * x0_hat + np.sqrt(1 - betas[t]) * (1 - ab_prev) * x
+        ) / (1 - ab[t])
         std = np.sqrt((1 - ab_prev) / (1 - ab[t]) * betas[t])
         want = mean + std * np.asarray(jax.random.normal(jax.random.key(t), x.shape))
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -158,9 +166,14 @@ def test_respace_keeps_the_trained_signal_fractions():
 def test_euler_sample_converges_to_the_ode_solution():
     # dx/dt = -x + 2t from x(0) = x0: x(1) = 2 (t - 1) + (x0 + 2) e^{-t} at t = 1 -> (x0 + 2) / e.
     x0 = jnp.array([[0.5, -1.0]])
-    velocity = lambda x, t: -x + 2 * t[:, None]
+
+    def velocity(x, t):
+        return -x + 2 * t[:, None]
+
     exact = (np.asarray(x0) + 2) / np.e
-    errors = [float(jnp.max(jnp.abs(diffusion.euler_sample(velocity, x0, k) - exact))) for k in (10, 100)]
+    errors = [
+        float(jnp.max(jnp.abs(diffusion.euler_sample(velocity, x0, k) - exact))) for k in (10, 100)
+    ]
     assert errors[1] < errors[0] / 8  # first order
     assert errors[1] < 5e-3
 
@@ -170,15 +183,21 @@ def test_mixture_score_is_the_gradient_of_the_exact_log_density():
     x = jax.random.normal(jax.random.key(0), (50, 2)) * 1.5
     for alpha_bar in (1.0, 0.5, 0.02):
         std = np.sqrt(alpha_bar * 0.01 + 1 - alpha_bar)
-        log_q = lambda p, a=alpha_bar, s=std: jnp.sum(data.mixture_log_density(p, jnp.sqrt(a) * centers, s))
-        np.testing.assert_allclose(diffusion.mixture_score(x, centers, 0.1, alpha_bar), jax.grad(log_q)(x),
-                                   rtol=1e-3, atol=1e-3)  # fmt: skip
+
+        def log_q(p, a=alpha_bar, s=std):
+            return jnp.sum(data.mixture_log_density(p, jnp.sqrt(a) * centers, s))
+
+        got = diffusion.mixture_score(x, centers, 0.1, alpha_bar)
+        np.testing.assert_allclose(got, jax.grad(log_q)(x), rtol=1e-3, atol=1e-3)
 
 
 def test_cfg_combine_is_diffusers_convention_and_ho_salimans_is_shifted_by_one():
     cond, uncond = jax.random.normal(jax.random.key(0), (2, 4, 3))
-    for w in (0.0, 1.0, 7.5):  # diffusers: noise_uncond + guidance_scale * (noise_text - noise_uncond)
-        np.testing.assert_allclose(diffusion.cfg_combine(cond, uncond, w), uncond + w * (cond - uncond), rtol=1e-6)
+    # diffusers: noise_uncond + guidance_scale * (noise_text - noise_uncond)
+    for w in (0.0, 1.0, 7.5):
+        np.testing.assert_allclose(
+            diffusion.cfg_combine(cond, uncond, w), uncond + w * (cond - uncond), rtol=1e-6
+        )
     ho = (1 + 2.0) * cond - 2.0 * uncond
     np.testing.assert_allclose(diffusion.cfg_combine(cond, uncond, 3.0), ho, rtol=1e-5, atol=1e-6)
 
@@ -187,7 +206,9 @@ def test_schedule_mismatch():
     lin = diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))
     cos = diffusion.alpha_bars(diffusion.cosine_beta_schedule(1000))
     assert float(diffusion.schedule_mismatch(lin, lin)) == 0.0
-    gap = np.max(np.abs(np.sqrt(1 - np.asarray(lin, np.float64)) - np.sqrt(1 - np.asarray(cos, np.float64))))
+    gap = np.max(
+        np.abs(np.sqrt(1 - np.asarray(lin, np.float64)) - np.sqrt(1 - np.asarray(cos, np.float64)))
+    )
     np.testing.assert_allclose(diffusion.schedule_mismatch(lin, cos), gap, rtol=1e-4)
     with pytest.raises(ValueError, match="shape"):
         diffusion.schedule_mismatch(lin, lin[:100])
@@ -223,3 +244,97 @@ def test_train_step_threshold_separates_the_reference_from_no_training():
     with pytest.raises(AssertionError, match="loss must fall|too far"):
         case.compare(got, None, "no update")
     assert probes.LOGLIK_THRESHOLD < -10
+
+
+# --- a peer: diffusers (the fixture of tests/fixtures/make_diffusers_fixtures.py) ---
+
+DIFFUSERS = np.load(ROOT / "tests" / "fixtures" / "diffusers_ddpm.npz")
+SCHEDULES = {"linear": diffusion.linear_beta_schedule, "cosine": diffusion.cosine_beta_schedule}
+ULP = 2.0**-23  # float32's spacing just above 1; below 1 it is half that
+
+
+def _conditioning_rtol(betas, t):
+    """Relative tolerance at step t: 1e-5, plus one float32 ulp of 1 divided by beta_t.
+
+    Both libraries compute 1 - alpha_bar_t (genlab) or 1 - alpha_bar_t / alpha_bar_{t-1}
+    (diffusers' "current beta") in float32 from numbers near 1, so the difference carries an
+    absolute error of about one ulp of 1 and a relative one of ulp / beta_t: 1e-3 at the DDPM
+    schedule's t = 0 (beta 1e-4), 6e-6 at t = 999. The formulas agree in exact arithmetic.
+    """
+    return 1e-5 + ULP / float(betas[t])
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_schedules_and_alpha_bars_match_diffusers(name):
+    betas = SCHEDULES[name](1000)
+    np.testing.assert_allclose(betas, DIFFUSERS[f"{name}/betas"], rtol=2 * ULP, atol=0)
+    # A running product of 1000 float32 factors: a few ulps apart (different summation order).
+    np.testing.assert_allclose(diffusion.alpha_bars(betas), DIFFUSERS[f"{name}/alphas_cumprod"],
+                               rtol=16 * ULP, atol=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_forward_process_and_predicted_x0_use_diffusers_step_index(name):
+    """diffusers' t indexes alphas_cumprod directly (t = 0 is the first noising step), as here."""
+    ab = np.asarray(diffusion.alpha_bars(SCHEDULES[name](1000)), np.float64)
+    fx = {k: DIFFUSERS[f"{name}/{k}"].astype(np.float64) for k in ("x0", "noise", "sample",
+          "model_output", "pred_original_sample")}  # fmt: skip
+    for i, t in enumerate(DIFFUSERS["timesteps"]):
+        x_t = np.sqrt(ab[t]) * fx["x0"][i] + np.sqrt(1 - ab[t]) * fx["noise"][i]  # add_noise
+        np.testing.assert_allclose(x_t, fx["sample"][i], rtol=1e-5, atol=1e-6)
+        x0_hat = (fx["sample"][i] - np.sqrt(1 - ab[t]) * fx["model_output"][i]) / np.sqrt(ab[t])
+        # 1 / sqrt(alpha_bar_999) = 156 amplifies the float32 rounding of the sample: atol scales.
+        np.testing.assert_allclose(x0_hat, fx["pred_original_sample"][i], rtol=1e-5,
+                                   atol=1e-6 / np.sqrt(ab[t]))  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_posterior_mean_var_matches_diffusers_step_mean_and_fixed_small_variance(name):
+    """diffusers' step mean is the posterior mean at its predicted x0 (clip_sample=False), and
+    its "fixed_small" variance is the posterior variance (0 at t = 0, where it adds no noise)."""
+    betas = jnp.asarray(DIFFUSERS[f"{name}/betas"])
+    ab = jnp.asarray(DIFFUSERS[f"{name}/alphas_cumprod"])
+    for i, t in enumerate(DIFFUSERS["timesteps"]):
+        x_t, x0_hat = DIFFUSERS[f"{name}/sample"][i], DIFFUSERS[f"{name}/pred_original_sample"][i]
+        mean, var = diffusion.posterior_mean_var(x_t, x0_hat, jnp.full(len(x_t), t), betas, ab)
+        rtol = _conditioning_rtol(betas, t)
+        np.testing.assert_allclose(mean, DIFFUSERS[f"{name}/mean"][i], rtol=rtol, atol=1e-6)
+        want_var = DIFFUSERS[f"{name}/variance"][i] if t > 0 else 0.0  # diffusers clamps to 1e-20
+        np.testing.assert_allclose(var, np.full(x_t.shape, want_var), rtol=rtol, atol=1e-20)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_ddpm_step_matches_diffusers_step_with_the_same_noise(name):
+    """genlab's step with key k equals diffusers' mean + sqrt(variance) * z for the z = normal(k)
+    genlab draws; diffusers' own seeded step is that same sum with torch's z."""
+    betas = jnp.asarray(DIFFUSERS[f"{name}/betas"])
+    ab = jnp.asarray(DIFFUSERS[f"{name}/alphas_cumprod"])
+    for i, t in enumerate(DIFFUSERS["timesteps"]):
+        x_t, eps_hat = DIFFUSERS[f"{name}/sample"][i], DIFFUSERS[f"{name}/model_output"][i]
+        mean, var = DIFFUSERS[f"{name}/mean"][i], DIFFUSERS[f"{name}/variance"][i]
+        std = np.sqrt(var) if t > 0 else 0.0
+        torch_z = DIFFUSERS[f"{name}/step_noise"][i]
+        np.testing.assert_allclose(DIFFUSERS[f"{name}/prev_sample"][i], mean + std * torch_z,
+                                   rtol=1e-6, atol=1e-7)  # fmt: skip
+        key = jax.random.key(int(t))
+        got = diffusion.ddpm_step(
+            key, lambda x, t_, e=eps_hat: jnp.asarray(e), x_t, int(t), betas, ab
+        )
+        want = mean + std * np.asarray(jax.random.normal(key, x_t.shape))
+        np.testing.assert_allclose(got, want, rtol=_conditioning_rtol(betas, t), atol=1e-6)
+
+
+def test_cfg_combine_matches_diffusers_guider_in_both_conventions():
+    """ClassifierFreeGuidance's default formula is cfg_combine; its use_original_formulation
+    (Ho & Salimans) at scale w is cfg_combine at w + 1."""
+    cond, uncond = DIFFUSERS["cfg/cond"], DIFFUSERS["cfg/uncond"]
+    for j, w in enumerate(DIFFUSERS["cfg/scales"]):
+        # w = 1: diffusers skips guidance and returns cond itself (1 ulp from the formula).
+        np.testing.assert_allclose(diffusion.cfg_combine(cond, uncond, float(w)),
+                                   DIFFUSERS["cfg/native"][j], rtol=4 * ULP, atol=1e-7)  # fmt: skip
+        np.testing.assert_allclose(
+            diffusion.cfg_combine(cond, uncond, float(w) + 1.0),
+            DIFFUSERS["cfg/original"][j],
+            rtol=8 * ULP,
+            atol=1e-6,
+        )
