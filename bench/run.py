@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.harness import ROOT, machine_summary
 
-BENCHMARKS = ("attention", "generation", "training", "course")
+BENCHMARKS = ("attention", "generation", "training", "diffusion", "course")
 
 
 def _jupyter_state() -> None:

@@ -56,6 +56,24 @@ def test_training_benchmark_rows_are_positive(quick_tables):
     assert table.rows[0][0].startswith("course step")
 
 
+def test_diffusion_benchmark_samplers_are_one_program_and_the_peer_row_is_there(quick_tables):
+    samplers, training = quick_tables["diffusion"]
+    assert [row[0].split(",")[0] for row in samplers.rows] == [
+        "DDPM ancestral",
+        "DDPM respaced to 5 steps",
+        "flow matching",
+    ]
+    assert all(v > 0 for v in _numbers(samplers, "steps/s") + _numbers(samplers, "first call (s)"))
+    # The chapter's promise: every step in one lax.scan, no retrace for a second call.
+    assert _numbers(samplers, "programs compiled in 2 calls") == [1, 1, 1], samplers.rows
+    assert training.rows[0][0].startswith("course step") and training.rows[0][-1] == "1"
+    assert all(v > 0 for v in _numbers(training, "steps/s"))
+    if harness.optional_module("torch") is not None:
+        assert training.rows[1][0].startswith("PyTorch eager"), training.rows
+    else:
+        assert "no PyTorch row" in " ".join(training.notes)
+
+
 def test_course_benchmark_times_a_notebook_and_grading(quick_tables):
     notebooks, grading, sandbox, chapters = quick_tables["course"]
     assert notebooks.rows[0][0] == "tiny.ipynb"
