@@ -490,3 +490,44 @@ def test_elbo_gap_is_the_full_covariance_kl_and_matches_monte_carlo():
           + vae.gaussian_log_likelihood(z, 0.0, 0.0) - vae.gaussian_log_likelihood(z, mq[0], lvq[0]))
     mc = float(vae.linear_gaussian_log_marginal(x[0], w, b, s) - lw.mean())
     assert abs(mc - got[0]) < 5 * float(lw.std()) / np.sqrt(lw.size) + 1e-3
+
+
+def _kl_numpy(mq, vq, mp, vp):
+    """KL(N(mq, vq) || N(mp, vp)) per dimension in float64, from variances (not log-variances)."""
+    return 0.5 * (np.log(vp / vq) + (vq + (mq - mp) ** 2) / vp - 1.0)
+
+
+def test_smallest_kl_against_a_float64_loop_and_the_sigmoid_corner():
+    grid = np.linspace(-2.0, 2.0, 9)
+    sig = lambda t: 1.0 / (1.0 + np.exp(-t))
+    loop = min(_kl_numpy(sig(a), sig(b) ** 2, 0.0, 1.0) for a in grid for b in grid)
+    # The KL grows with a positive mean and falls as sigma rises to 1: the corner a = -2, b = 2.
+    corner = _kl_numpy(sig(-2.0), sig(2.0) ** 2, 0.0, 1.0)
+    np.testing.assert_allclose(loop, corner, rtol=1e-12)
+    sigmoid_head = lambda a, b: (jax.nn.sigmoid(a), 2.0 * jnp.log(jax.nn.sigmoid(b)))
+    np.testing.assert_allclose(vae.smallest_kl(sigmoid_head, jnp.asarray(grid, jnp.float32)),
+                               corner, rtol=1e-4)
+    identity_head = lambda a, b: (a, 2.0 * b)
+    assert float(vae.smallest_kl(identity_head, jnp.array([-1.0, 0.0, 3.0]))) == 0.0
+    np.testing.assert_allclose(vae.smallest_kl(identity_head, jnp.array([0.5, 2.0])),
+                               _kl_numpy(0.5, np.exp(1.0), 0.0, 1.0), rtol=1e-5)
+    with pytest.raises(ValueError, match="preactivations"):
+        vae.smallest_kl(identity_head, jnp.zeros((2, 2)))
+
+
+def test_kl_direction_errors_against_float64_closed_forms():
+    rng = np.random.default_rng(3)
+    mq, mp = rng.normal(size=(2, 4, 3))
+    vq, vp = rng.uniform(0.2, 3.0, size=(2, 4, 3))
+    forward = _kl_numpy(mq, vq, mp, vp).sum(-1)
+    reverse = _kl_numpy(mp, vp, mq, vq).sum(-1)
+    args = [jnp.asarray(t, jnp.float32) for t in (mq, np.log(vq), mp, np.log(vp))]
+    swapped = lambda a, b, c, d: vae.gaussian_kl(c, d, a, b)
+    doubled = lambda a, b, c, d: 2.0 * vae.gaussian_kl(a, b, c, d)
+    np.testing.assert_allclose(vae.kl_direction_errors(vae.gaussian_kl, *args),
+                               [0.0, np.abs(forward - reverse).max()], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(vae.kl_direction_errors(swapped, *args),
+                               [np.abs(forward - reverse).max(), 0.0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(vae.kl_direction_errors(doubled, *args),
+                               [forward.max(), np.abs(2 * forward - reverse).max()], rtol=1e-4,
+                               atol=1e-5)

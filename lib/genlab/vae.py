@@ -49,12 +49,14 @@ __all__ = [
     "gaussian_log_likelihood",
     "iwae_bound",
     "kl_diagnostics",
+    "kl_direction_errors",
     "linear_gaussian_log_marginal",
     "linear_gaussian_posterior",
     "log_normalizer",
     "reparameterization_grad",
     "reparameterize",
     "score_function_grad",
+    "smallest_kl",
     "vae_train_step",
 ]
 
@@ -558,3 +560,54 @@ def active_latents(mean: jax.Array, threshold: float = 0.01) -> jax.Array:
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
     return jnp.var(mean, axis=0) > threshold
+
+
+def kl_direction_errors(kl_fn: Callable, mean_q: jax.Array, log_var_q: jax.Array,
+                        mean_p: jax.Array, log_var_p: jax.Array
+                        ) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """Which way does a candidate ``kl_fn(mean_q, log_var_q, mean_p, log_var_p)`` go? (section 5)
+
+    Compares ``kl_fn(q, p)`` with both directions of the true KL between the diagonal Gaussians
+    ``q`` and ``p``.
+
+    Args:
+        kl_fn: ``(mean_q, log_var_q, mean_p, log_var_p) -> [...]``.
+        mean_q, log_var_q, mean_p, log_var_p: float [..., Z], broadcastable.
+
+    Returns:
+        forward: float scalar, the largest ``|kl_fn(q, p) - KL(q || p)|``; 0 for a correct KL.
+        reverse: float scalar, the largest ``|kl_fn(q, p) - KL(p || q)|``; 0 for a KL with its
+            arguments reversed.
+    """
+    mean_q = float_array("mean_q", mean_q, allow_int=False)
+    log_var_q = float_array("log_var_q", log_var_q, allow_int=False)
+    mean_p = float_array("mean_p", mean_p, allow_int=False)
+    log_var_p = float_array("log_var_p", log_var_p, allow_int=False)
+    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)  # (...)
+    forward = jnp.max(jnp.abs(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)))
+    reverse = jnp.max(jnp.abs(got - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q)))
+    return forward, reverse
+
+
+def smallest_kl(head: Callable, preactivations: jax.Array) -> jax.Array:
+    """The smallest ``KL(q || N(0, 1))`` an encoder head can output on a grid (section 7).
+
+    ``head(raw_mean, raw_scale) -> (mean, log_var)`` maps the encoder's pre-activations of one
+    latent dimension elementwise to the parameters of ``q``; it is evaluated on every pair
+    ``(a, b)`` of values of ``preactivations`` (``a`` for the mean, ``b`` for the scale).
+
+    Args:
+        head: the encoder head, elementwise on float arrays. preactivations: float [P], P >= 1.
+
+    Returns:
+        float scalar >= 0: the minimum over the ``P^2`` pairs. 0 when the head reaches the
+        prior on the grid (identity mean and ``exp`` scale with 0 on the grid); > 0 for a
+        sigmoid on the mean and the standard deviation.
+    """
+    preactivations = float_array("preactivations", preactivations, allow_int=False)
+    if preactivations.ndim != 1 or preactivations.shape[0] < 1:
+        raise ValueError(f"preactivations must have shape [P] with P >= 1, got "
+                         f"{preactivations.shape}")  # fmt: skip
+    raw_mean, raw_scale = jnp.meshgrid(preactivations, preactivations, indexing="ij")  # (P, P)
+    mean, log_var = head(raw_mean.ravel(), raw_scale.ravel())  # (P^2,) each
+    return jnp.min(gaussian_kl_standard(mean[:, None], log_var[:, None]))

@@ -382,6 +382,44 @@ def encoder_decoder_grad_norms(loss_fn, model, batch):
     return tuple(optax.global_norm(grads[p]) for p in ("decoder", "encoder"))
 """,
     },
+    "kl_direction_errors": {
+        "outputs_swapped": """
+def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
+    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
+    forward = jnp.max(jnp.abs(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)))
+    reverse = jnp.max(jnp.abs(got - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q)))
+    return reverse, forward
+""",
+        "signed_difference": """
+def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
+    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
+    forward = jnp.max(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p))
+    reverse = jnp.max(got - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q))
+    return forward, reverse
+""",
+        "mean_not_largest": """
+def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
+    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
+    forward = jnp.mean(jnp.abs(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)))
+    reverse = jnp.mean(jnp.abs(got - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q)))
+    return forward, reverse
+""",
+        "candidate_swapped_too": """
+def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
+    forward = jnp.abs(kl_fn(mean_q, log_var_q, mean_p, log_var_p)
+                      - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p))
+    reverse = jnp.abs(kl_fn(mean_p, log_var_p, mean_q, log_var_q)
+                      - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q))
+    return jnp.max(forward), jnp.max(reverse)
+""",
+        "reverse_against_the_prior": """
+def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
+    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
+    forward = jnp.max(jnp.abs(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)))
+    reverse = jnp.max(jnp.abs(got - gaussian_kl_standard(mean_p, log_var_p)))
+    return forward, reverse
+""",
+    },
     "kl_diagnostics": {
         "signed_value_at_prior": """
 def kl_diagnostics(kl_fn, mean, log_var):
@@ -442,6 +480,36 @@ def log_normalizer(log_likelihood, logits):
 def log_normalizer(log_likelihood, logits):
     x = jnp.eye(logits.shape[0])
     return jax.nn.logsumexp(log_likelihood(x, logits))
+""",
+    },
+    "smallest_kl": {
+        "diagonal_pairs_only": """
+def smallest_kl(head, preactivations):
+    mean, log_var = head(preactivations, preactivations)
+    return jnp.min(gaussian_kl_standard(mean[:, None], log_var[:, None]))
+""",
+        "largest_not_smallest": """
+def smallest_kl(head, preactivations):
+    a, b = jnp.meshgrid(preactivations, preactivations)
+    mean, log_var = head(a, b)
+    return jnp.max(gaussian_kl_standard(mean[..., None], log_var[..., None]))
+""",
+        "skips_the_head": """
+def smallest_kl(head, preactivations):
+    a, b = jnp.meshgrid(preactivations, preactivations)
+    return jnp.min(gaussian_kl_standard(a[..., None], b[..., None]))
+""",
+        "second_output_as_sigma": """
+def smallest_kl(head, preactivations):
+    a, b = jnp.meshgrid(preactivations, preactivations)
+    mean, sigma = head(a, b)
+    return jnp.min(gaussian_kl_standard(mean[..., None], 2.0 * jnp.log(jnp.abs(sigma[..., None]))))
+""",
+        "average_over_the_grid": """
+def smallest_kl(head, preactivations):
+    a, b = jnp.meshgrid(preactivations, preactivations)
+    mean, log_var = head(a, b)
+    return jnp.mean(gaussian_kl_standard(mean[..., None], log_var[..., None]))
 """,
     },
     "active_latents": {
@@ -677,6 +745,26 @@ def encoder_decoder_grad_norms(loss_fn, model, batch):
     return jnp.sqrt(sq(grads["encoder"])), jnp.sqrt(sq(grads["decoder"]))
 """,
     },
+    "kl_direction_errors": {
+        "closed_form_by_hand": """
+def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
+    def kl(m1, v1, m2, v2):  # KL(N(m1, e^v1) || N(m2, e^v2)), summed over the last axis
+        return 0.5 * jnp.sum(v2 - v1 + (jnp.exp(v1) + (m1 - m2) ** 2) / jnp.exp(v2) - 1.0, -1)
+
+    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
+    errors = [jnp.abs(got - kl(mean_q, log_var_q, mean_p, log_var_p)),
+              jnp.abs(got - kl(mean_p, log_var_p, mean_q, log_var_q))]
+    return errors[0].max(), errors[1].max()
+""",
+        "numpy_stacked": """
+def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
+    got = np.asarray(kl_fn(mean_q, log_var_q, mean_p, log_var_p))
+    true = np.stack([np.asarray(gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)),
+                     np.asarray(gaussian_kl(mean_p, log_var_p, mean_q, log_var_q))])
+    errors = np.abs(got[None] - true).reshape(2, -1).max(axis=1)
+    return float(errors[0]), float(errors[1])
+""",
+    },
     "kl_diagnostics": {
         "numpy": """
 def kl_diagnostics(kl_fn, mean, log_var):
@@ -709,6 +797,22 @@ def log_normalizer(log_likelihood, logits):
     lp = log_likelihood(jnp.asarray(bits, jnp.float32), logits)
     m = jnp.max(lp)
     return m + jnp.log(jnp.sum(jnp.exp(lp - m)))
+""",
+    },
+    "smallest_kl": {
+        "broadcast_by_hand": """
+def smallest_kl(head, preactivations):
+    mean, log_var = head(preactivations[:, None] + 0.0 * preactivations[None, :],
+                         0.0 * preactivations[:, None] + preactivations[None, :])
+    return jnp.min(0.5 * (jnp.exp(log_var) + mean**2 - 1.0 - log_var))
+""",
+        "loop_over_scales": """
+def smallest_kl(head, preactivations):
+    best = jnp.inf
+    for b in preactivations:
+        mean, log_var = head(preactivations, jnp.full_like(preactivations, b))
+        best = jnp.minimum(best, jnp.min(gaussian_kl_standard(mean[:, None], log_var[:, None])))
+    return best
 """,
     },
     "active_latents": {

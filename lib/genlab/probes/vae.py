@@ -687,6 +687,70 @@ def active_latents_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _kl_fn_candidate(name: str):
+    return {
+        "the true KL(q || p)": vae.gaussian_kl,
+        "KL(p || q), the arguments reversed": lambda mq, vq, mp, vp: vae.gaussian_kl(mp, vp, mq, vq),
+        "twice KL(q || p)": lambda mq, vq, mp, vp: 2.0 * vae.gaussian_kl(mq, vq, mp, vp),
+        "KL(q || N(0, I)), ignoring p": lambda mq, vq, mp, vp: vae.gaussian_kl_standard(mq, vq),
+        "the average of both directions": lambda mq, vq, mp, vp: 0.5 * (
+            vae.gaussian_kl(mq, vq, mp, vp) + vae.gaussian_kl(mp, vp, mq, vq)),
+    }[name]  # fmt: skip
+
+
+def _direction_run(name: str, *args):
+    return lambda kl_direction_errors: kl_direction_errors(_kl_fn_candidate(name), *args)
+
+
+def kl_direction_errors_cases(rng: np.random.Generator) -> list[Case]:
+    one = [jnp.array([1.0]), jnp.array([0.0]), jnp.array([0.0]), jnp.array([LOG_4])]
+    cases = []
+    for name in ["the true KL(q || p)", "KL(p || q), the arguments reversed", "twice KL(q || p)",
+                 "KL(q || N(0, I)), ignoring p", "the average of both directions"]:
+        cases.append(Case(f"kl_direction_errors({name}, q = N(1, 1), p = N(0, 4))",
+                          _direction_run(name, *one), close(1e-5, 1e-6)))  # fmt: skip
+        shape = [(5, 3), (2, 4, 2), (6, 1)][int(rng.integers(3))]
+        args = [f32(rng.normal(scale=1.5, size=shape)), f32(rng.uniform(-2.0, 2.0, size=shape)),
+                f32(rng.normal(scale=1.5, size=shape)), f32(rng.uniform(-2.0, 2.0, size=shape))]
+        cases.append(Case(f"kl_direction_errors({name}, q and p of shape {shape})",
+                          _direction_run(name, *args), close(1e-5, 1e-5)))  # fmt: skip
+    return cases
+
+
+def _head(name: str):
+    return {
+        "identity mean, exp scale": lambda a, b: (a, 2.0 * b),
+        "sigmoid mean and sigmoid sigma": lambda a, b: (
+            jax.nn.sigmoid(a), 2.0 * jnp.log(jax.nn.sigmoid(b))),
+        "tanh mean, softplus variance": lambda a, b: (jnp.tanh(a), jnp.log(jax.nn.softplus(b))),
+        "exp mean, sigmoid variance": lambda a, b: (jnp.exp(a), jax.nn.log_sigmoid(b)),
+        "2 sigmoid - 1 mean, 2 sigmoid sigma": lambda a, b: (
+            2.0 * jax.nn.sigmoid(a) - 1.0, 2.0 * jnp.log(2.0 * jax.nn.sigmoid(b))),
+    }[name]  # fmt: skip
+
+
+def _smallest_run(name: str, grid):
+    return lambda smallest_kl: smallest_kl(_head(name), grid)
+
+
+def smallest_kl_cases(rng: np.random.Generator) -> list[Case]:
+    grids = {
+        "[-6, 6] in steps of 0.05": jnp.linspace(-6.0, 6.0, 241),
+        "[-2, 0, 2]": jnp.array([-2.0, 0.0, 2.0]),
+        "[-3, -1, 1.5]": jnp.array([-3.0, -1.0, 1.5]),
+    }
+    random = np.sort(rng.uniform(-4.0, 4.0, size=int(rng.integers(5, 40))))
+    grids[f"{random.size} random values in [-4, 4]"] = f32(random)
+    cases = []
+    for head in ["identity mean, exp scale", "sigmoid mean and sigmoid sigma",
+                 "tanh mean, softplus variance", "exp mean, sigmoid variance",
+                 "2 sigmoid - 1 mean, 2 sigmoid sigma"]:
+        for grid_name, grid in grids.items():
+            cases.append(Case(f"smallest_kl({head}, pre-activations {grid_name})",
+                              _smallest_run(head, grid), close(1e-4, 2e-6)))  # fmt: skip
+    return cases
+
+
 PROBES = [
     Probe("gaussian_kl_standard", vae.gaussian_kl_standard, gaussian_kl_standard_cases),
     Probe("gaussian_kl", vae.gaussian_kl, gaussian_kl_cases),
@@ -702,8 +766,11 @@ PROBES = [
     Probe("vae_train_step", vae.vae_train_step, vae_train_step_cases, uses=("elbo",)),
     Probe("encoder_decoder_grad_norms", vae.encoder_decoder_grad_norms,
           encoder_decoder_grad_norms_cases),
+    Probe("kl_direction_errors", vae.kl_direction_errors, kl_direction_errors_cases,
+          uses=("gaussian_kl",)),
     Probe("kl_diagnostics", vae.kl_diagnostics, kl_diagnostics_cases),
     Probe("log_normalizer", vae.log_normalizer, log_normalizer_cases),
+    Probe("smallest_kl", vae.smallest_kl, smallest_kl_cases, uses=("gaussian_kl_standard",)),
     Probe("active_latents", vae.active_latents, active_latents_cases),
     Probe("elbo_gap", vae.elbo_gap, elbo_gap_cases),
 ]  # fmt: skip
