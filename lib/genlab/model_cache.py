@@ -32,20 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genlab import runtime
+
 CACHE_ENV = "GENLAB_MODEL_CACHE"
 _SAVED = nnx.Not(nnx.RngState)  # weights and statistics; random-stream counters are not kept
 
 
 def cache_dir(environ: dict[str, str] | None = None) -> Path | None:
     """The model cache folder, or None when ``GENLAB_MODEL_CACHE=0`` turns it off."""
-    env = os.environ if environ is None else environ
-    value = env.get(CACHE_ENV, "")
-    if value == "0":
-        return None
-    if value:
-        return Path(value).expanduser()
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "genlab" / "models"
+    return runtime.cache_folder(CACHE_ENV, "models", environ)
 
 
 def _version(package: str) -> str:

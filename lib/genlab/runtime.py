@@ -40,14 +40,20 @@ def compile_cache_dir(environ: dict[str, str] | None = None) -> Path | None:
     ``GENLAB_COMPILE_CACHE`` decides: ``0`` turns it off, a path chooses the folder (``make lab``
     uses ``.jupyter/jax-cache`` in the project); unset, it is ``~/.cache/genlab/jax``.
     """
+    return cache_folder(CACHE_ENV, "jax", environ)
+
+
+def cache_folder(variable: str, name: str, environ: dict[str, str] | None = None) -> Path | None:
+    """The folder environment variable ``variable`` names (``0``: None, the cache is off), or by
+    default ``~/.cache/genlab/<name>`` (``$XDG_CACHE_HOME/genlab/<name>`` when that is set)."""
     env = os.environ if environ is None else environ
-    value = env.get(CACHE_ENV, "")
+    value = env.get(variable, "")
     if value == "0":
         return None
     if value:
         return Path(value).expanduser()
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "genlab" / "jax"
+    return Path(base) / "genlab" / name
 
 
 def enable_compile_cache(environ: dict[str, str] | None = None) -> Path | None:
