@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from bench.harness import Table, block, first_call_seconds, median_seconds, optional_module
-from genlab import data, diffusion
+from genlab import data, diffusion, gpt
 
 RING = dict(num_modes=8, radius=1.0, std=0.1)
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -86,7 +86,7 @@ def sampler_table(sizes: dict) -> Table:
         ],  # fmt: skip
         notes=[
             f"TimeMLP(2, {sizes['hidden']}, {sizes['depth']}) "
-            f"({_num_params(eps_net):,} parameters), untrained (speed does not depend on the "
+            f"({gpt.num_params(eps_net):,} parameters), untrained (speed does not depend on the "
             f"weights). First call: tracing + compilation + one run. Median of "
             f"{sizes['repeats']} calls after it. Programs compiled: XLA programs compiled (or "
             "loaded from JAX's persistent cache) during the first two calls with different keys, "
@@ -100,10 +100,6 @@ def sampler_table(sizes: dict) -> Table:
         table.add(label, steps, first, 1e3 * seconds, steps / seconds, n * steps / seconds,
                   compiled)  # fmt: skip
     return table
-
-
-def _num_params(model) -> int:
-    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def _torch_time_mlp(torch, sizes: dict, time_scale: float, frequencies: np.ndarray):
@@ -160,7 +156,7 @@ def training_table(sizes: dict) -> Table:
     step = nnx.jit(lambda m, o, key, x0: diffusion.train_step(m, o, key, x0, ab))
     x0 = data.gaussian_ring(jax.random.key(0), batch_size, **RING)
     key = jax.random.key(1)
-    params = _num_params(model)
+    params = gpt.num_params(model)
     table = Table(
         f"Diffusion training step: DDPM loss, batch {batch_size}, Adam",
         ["what runs", "first call (s)", "ms per step", "steps/s", "vs course step"],
