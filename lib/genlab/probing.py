@@ -139,6 +139,8 @@ PROBE_MODULES = {
     "03_self_attention": "genlab.probes.attention",
     "04_gpt_sampling": "genlab.probes.gpt_sampling",
     "05_diffusion": "genlab.probes.diffusion",
+    "06_evaluation": "genlab.probes.evaluation",
+    "07_finetuning": "genlab.probes.finetuning",
     "tiny": "genlab.probes.tiny",
 }
 
