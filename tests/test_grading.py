@@ -79,6 +79,33 @@ def test_run_variants_restores_the_solution_between_variants(tmp_path):
             session.check_variant("root", "broken", "def root(x) return", False)
 
 
+def test_a_wrong_first_variant_that_breaks_a_later_exercises_visible_checks_is_a_leak(tmp_path):
+    nb = tiny_notebook()
+    # test_root's visible checks lean on double: a wrong double costs root's points too
+    grading.graded_cells(nb)["test_root"].source = (
+        "assert root(9) == 3\nassert root(double(2)) == 2\n"
+        + grading.graded_cells(nb)["test_root"].source.split("\n", 1)[1]
+    )
+    path = tmp_path / "demo.ipynb"
+    nbformat.write(nb, path)
+    variants = grading.Variants(
+        wrong={"double": {"square": "def double(x):\n    return x * x",
+                          "triple": "def double(x):\n    return 3 * x"},
+               "root": {"half": "def root(x):\n    return x / 2"}},
+        correct={},
+    )  # fmt: skip
+    results = {(r.function, r.variant): r for r in grading.run_variants(path, variants)}
+    # square: double(2) == 4 happens to be right, so root's checks pass; only the first wrong
+    # variant of each function is checked for leaks
+    assert results["double", "square"].leaks == ()
+    assert results["double", "triple"].leaks == ()
+    variants.wrong["double"] = {"triple": variants.wrong["double"]["triple"]}
+    results = {(r.function, r.variant): r for r in grading.run_variants(path, variants)}
+    ((cell, error),) = results["double", "triple"].leaks
+    assert cell == "test_root" and "AssertionError" in error
+    assert results["root", "half"].leaks == ()  # no exercise after root
+
+
 def test_challenge_exercises_are_marked_by_their_test_cells_first_line():
     nb = tiny_notebook()
     assert grading.challenge_names(nb) == []

@@ -2,7 +2,10 @@
 
 Each chapter lists its variants in ``tests/mutants/CH.py`` (``WRONG`` and ``CORRECT``). The
 solution notebook runs once in a kernel (fast mode); each variant then replaces one function and
-only that function's test cell (hidden tests included) runs again.
+only that function's test cell (hidden tests included) runs again. Each function's first wrong
+variant must also leave every later exercise's visible checks passing: one mistake costs points
+in one place (the nbgrader pipeline's "wrong" submission checked this for one function per
+chapter; this checks every function, in the kernel that is already running).
 """
 
 from __future__ import annotations
@@ -44,4 +47,7 @@ def test_tests_catch_every_mutant_and_pass_every_alternative(chapter, fast_mode)
     ]
     assert not wrong_passed, f"wrong implementations that pass the tests: {wrong_passed}"
     assert not correct_failed, "correct implementations that fail:\n" + "\n".join(correct_failed)
+    leaks = [f"{r.function}/{r.variant} also fails {cell}: {error}" for r in results
+             for cell, error in r.leaks]  # fmt: skip
+    assert not leaks, "one mistake costs points in two places:\n" + "\n".join(leaks)
     print(f"{chapter}: {len(results)} variants checked")

@@ -2,17 +2,20 @@
 grade (the demo grades chapters 00 and 01 end to end; tests/test_classroom.py).
 
 One course per chapter: ``nbgrader generate_assignment`` from a copy of ``solutions/CH``, then
-submissions from three "students", graded by ``genlab.classroom.grade`` (one sandboxed
-``nbgrader autograde --student`` per student, two at a time, the verdict outside the kernel), and
+submissions from two "students", graded by ``genlab.classroom.grade`` (one sandboxed
+``nbgrader autograde --student`` per student, both at once, the verdict outside the kernel), and
 scores read back from the gradebook:
 
-- ``solution``: the release with every answer filled in from the solution -> full marks;
-- ``blank``: the untouched release -> zero autograded points, no crash;
-- ``wrong``: the solution with one function replaced by a mutant -> points lost exactly there.
+- ``solution``: the release with every answer filled in from the solution -> full marks, in the
+  sandbox and its limits (what the notebook test, run outside it, cannot show);
+- ``blank``: the untouched release -> zero autograded points, no crash.
 
-A corrupt notebook and the other ways a submission can go wrong are the demo class's job
-(tests/test_classroom.py). Every chapter's release is regenerated and compared with
-``chapters/`` (in sync with ``solutions/``).
+A wrong answer losing points exactly on its exercise is shown through this pipeline by the demo
+class (``partial`` rows of chapters 00 and 01), and for every function of every chapter by the
+mutant test's leak check (tests/test_mutants.py), in the kernel it already runs: a third
+submission per chapter here cost a full graded run for one function. A corrupt notebook and the
+other ways a submission can go wrong are the demo class's job (tests/test_classroom.py). Every
+chapter's release is regenerated and compared with ``chapters/`` (in sync with ``solutions/``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from genlab import classroom, grading
 from genlab.classroom_demo import CHAPTERS as DEMO_CHAPTERS
 from genlab.classroom_limits import Limits
 
-from conftest import CHAPTERS, MUTANTS, RELEASE, ROOT, SOLUTIONS
+from conftest import CHAPTERS, RELEASE, ROOT, SOLUTIONS
 
 PIPELINE_CHAPTERS = [c for c in CHAPTERS if c not in DEMO_CHAPTERS]
 
@@ -43,14 +46,6 @@ def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=1800,
     )
-
-
-def wrong_sample(chapter: str) -> tuple[str, str, str]:
-    """(function, variant, source): the first listed mutant of the chapter's first exercise."""
-    variants = grading.load_variants(MUTANTS / f"{chapter}.py")
-    function = next(iter(variants.wrong))
-    variant, source = next(iter(variants.wrong[function].items()))
-    return function, variant, source
 
 
 def tree_files(folder: Path) -> set[str]:
@@ -78,25 +73,18 @@ def course(request, tmp_path_factory):
     name = f"{chapter}.ipynb"
     release_nb = nbformat.read(release / name, as_version=4)
     solution_nb = nbformat.read(SOLUTIONS / chapter / name, as_version=4)
-    function, variant, source = wrong_sample(chapter)
-    filled = grading.fill_answers(release_nb, solution_nb)
-    submissions = {
-        "solution": filled,
-        "blank": release_nb,
-        "wrong": grading.replace_answer(filled, function, source),
-    }
+    submissions = {"solution": grading.fill_answers(release_nb, solution_nb), "blank": release_nb}
     for student, nb in submissions.items():
         folder = course / "submitted" / student / chapter
         shutil.copytree(release, folder)
         nbformat.write(nb, folder / name)
 
-    # warm=False: three students do not repay a warm-up run (the demo class exercises it)
+    # warm=False: two students do not repay a warm-up run (the demo class exercises it)
     rows = classroom.grade(course, chapter, workers=2, limits=Limits(), progress=False, warm=False)
     return {
         "chapter": chapter,
         "course": course,
         "name": name,
-        "wrong": (function, variant),
         "rows": {row.student: row for row in rows},
         "output": "\n".join(f"{r.student}: {r.status} {r.reasons}" for r in rows),
     }
@@ -132,14 +120,6 @@ def test_blank_release_scores_zero_without_crashing(course):
     got = scores(course, "blank")
     assert sum(score for score, _ in got.values()) == 0, got
     assert sum(max_score for _, max_score in got.values()) > 0
-
-
-def test_wrong_function_loses_points_exactly_on_its_exercise(course):
-    function, variant = course["wrong"]
-    got = scores(course, "wrong")
-    assert got[grading.TEST_PREFIX + function][0] == 0, f"mutant {function}/{variant} scored"
-    others = {c: s for c, s in got.items() if c != grading.TEST_PREFIX + function and s[0] != s[1]}
-    assert not others, f"mutant {function}/{variant} also cost points on {others}"
 
 
 def test_every_submission_was_graded_without_flags(course):

@@ -22,6 +22,7 @@ from nbclient.exceptions import CellExecutionError
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
+BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
 TEST_PREFIX = "test_"
 CHALLENGE_MARK = "# Challenge (bonus)"
 """First line of a challenge exercise's test cell: its points are a bonus on top of the
@@ -103,11 +104,15 @@ def load_variants(path: str | Path) -> Variants:
 
 @dataclass(frozen=True)
 class VariantResult:
+    """One variant's verdict; ``leaks``: ``(test cell, error)`` for every OTHER exercise whose
+    visible checks the variant broke (checked for each function's first wrong variant)."""
+
     function: str
     variant: str
     should_pass: bool
     passed: bool
     message: str
+    leaks: tuple[tuple[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -161,29 +166,56 @@ class KernelSession:
             self.nb.cells.pop()
         return None
 
-    def check_variant(self, function: str, variant: str, source: str, should_pass: bool):
-        """Define ``source`` in place of ``function``, run its test cell, restore the solution."""
+    def check_variant(self, function: str, variant: str, source: str, should_pass: bool,
+                      *, isolation: bool = False):  # fmt: skip
+        """Define ``source`` in place of ``function``, run its test cell, restore the solution.
+
+        ``isolation``: also run the visible checks of every later exercise's test cell with the
+        variant in place; those that fail are the result's ``leaks`` (one mistake must cost
+        points in one place only, design.md "Exercise design").
+        """
         cells = graded_cells(self.nb)
         define_error = self.run(source)
+        leaks = []
         try:
             if define_error:
                 raise VariantError(f"{function}/{variant} does not run: {define_error}")
             test_error = self.run(cells[TEST_PREFIX + function].source)
+            for later in self._later_exercises(function) if isolation else ():
+                error = self.run(visible_checks(cells[TEST_PREFIX + later].source))
+                if error:
+                    leaks.append((TEST_PREFIX + later, error))
         finally:
             restore_error = self.run(cells[function].source)
             if restore_error:
                 raise VariantError(f"restoring {function} failed: {restore_error}")
-        return VariantResult(function, variant, should_pass, test_error is None, test_error or "")
+        passed = test_error is None
+        return VariantResult(function, variant, should_pass, passed, test_error or "", tuple(leaks))
+
+    def _later_exercises(self, function: str) -> list[str]:
+        names = exercise_names(self.nb)
+        return names[names.index(function) + 1 :]
+
+
+def visible_checks(test_source: str) -> str:
+    """A test cell's source without its hidden tests."""
+    return test_source.split(BEGIN_HIDDEN)[0]
 
 
 def run_variants(notebook_path: str | Path, variants: Variants, *, timeout: int = 300):
-    """Run every variant against its function's test cell; return a list of VariantResult."""
+    """Run every variant against its function's test cell; return a list of VariantResult.
+
+    Each function's first wrong variant is also run against the later exercises' visible checks
+    (``VariantResult.leaks``).
+    """
     results = []
     with KernelSession(notebook_path, timeout=timeout) as session:
         for should_pass, table in ((False, variants.wrong), (True, variants.correct)):
             for function, implementations in table.items():
-                for variant, source in implementations.items():
-                    results.append(session.check_variant(function, variant, source, should_pass))
+                for i, (variant, source) in enumerate(implementations.items()):
+                    isolation = not should_pass and i == 0
+                    results.append(session.check_variant(
+                        function, variant, source, should_pass, isolation=isolation))  # fmt: skip
     return results
 
 
