@@ -1,0 +1,263 @@
+"""Fine-tuning a pretrained GPT: LoRA adapters, merging, sequence log-probabilities and DPO (chapter 07).
+
+LoRA (Hu et al. 2021) keeps a pretrained kernel W0 [D_in, D_out] frozen and learns a low-rank
+update: ``h = x W0 + (alpha / r) x A B`` with A [D_in, r] random and B [r, D_out] zero at
+initialisation, so training starts exactly at the base model. Only A and B (``nnx.LoRAParam``)
+train; after training ``W0 + (alpha / r) A B`` is an ordinary kernel again (:func:`merge_lora`).
+
+DPO (Rafailov et al. 2023) tunes a policy toward preferred answers with a frozen reference and
+no reward model: :func:`dpo_loss` of the sequences' log-probabilities (:func:`sequence_log_prob`).
+
+The functions named in design.md's catalogue are the references of chapter 07's exercises.
+"""
+
+from __future__ import annotations
+
+import inspect
+import importlib
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from genlab import gpt, validate
+
+LORA_TARGETS = {"attn": ("query", "key", "value", "out"), "mlp": ("fc", "proj")}
+SOURCE_MODULES = ("textwrap", "colorsys", "fnmatch", "heapq", "bisect")
+
+
+# --- LoRA -----------------------------------------------------------------------------------
+
+
+def _check_rank(rank) -> int:
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise ValueError(f"rank must be an int >= 1, got {rank!r}")
+    return rank
+
+
+def lora_delta(x, a, b, alpha, rank):
+    """The LoRA update of a linear layer's output: (alpha / rank) x A B.
+
+    Args:
+        x: float [..., D_in]. a: float [D_in, r]. b: float [r, D_out].
+        alpha: float scale; rank: int r >= 1 (the scale is alpha / rank).
+
+    Returns:
+        float32 [..., D_out].
+    """
+    _check_rank(rank)
+    x, a, b = (validate.float_array(n, v) for n, v in (("x", x), ("a", a), ("b", b)))
+    return (alpha / rank) * ((x @ a) @ b)
+
+
+def merge_lora(kernel, a, b, alpha, rank):
+    """The merged kernel W0 + (alpha / rank) A B: float32 [D_in, D_out] for kernel [D_in,
+    D_out], a [D_in, r], b [r, D_out]; a plain linear layer with it gives the adapted outputs."""
+    _check_rank(rank)
+    kernel, a, b = (validate.float_array(n, v) for n, v in (("kernel", kernel), ("a", a), ("b", b)))
+    return kernel + (alpha / rank) * (a @ b)
+
+
+def lora_init_check(x, a, b, alpha, rank):
+    """Diagnose a LoRA initialisation: does it start at the base model, and can it learn?
+
+    Returns (offset, grad_norm_a, grad_norm_b), float32 scalars: the largest absolute entry of
+    :func:`lora_delta` on x (0 when training starts at the base model) and the Frobenius norms
+    of the gradients of the sum of its entries with respect to a and b (both 0: nothing trains).
+    """
+
+    def total(a, b):
+        return jnp.sum(lora_delta(x, a, b, alpha, rank))
+
+    delta = lora_delta(x, a, b, alpha, rank)
+    grad_a, grad_b = jax.grad(total, argnums=(0, 1))(jnp.asarray(a, jnp.float32),
+                                                     jnp.asarray(b, jnp.float32))  # fmt: skip
+    return jnp.max(jnp.abs(delta)), jnp.linalg.norm(grad_a), jnp.linalg.norm(grad_b)
+
+
+class LoRALinear(nnx.Module):
+    """A frozen ``nnx.Linear`` plus a trainable low-rank update (``nnx.LoRAParam`` a, b).
+
+    ``layer(x)`` for x [..., D_in] gives ``base(x) + lora_delta(x, a, b, alpha, rank)``.
+    ``kernel`` and ``bias`` read like an ``nnx.Linear``'s (the kernel merged with the update),
+    so :class:`genlab.gpt.GPT`, which reads its layers' kernels, runs with adapters unchanged.
+    a starts as N(0, 1 / D_in) and b at zero (``zero_b=False`` draws b like a: the "both
+    random" pitfall).
+    """
+
+    def __init__(self, base: nnx.Linear, rank: int, alpha: float, *, rngs: nnx.Rngs,
+                 zero_b: bool = True):  # fmt: skip
+        d_in, d_out = base.kernel.shape
+        self.base, self.rank, self.alpha = base, _check_rank(rank), float(alpha)
+        init = nnx.initializers.normal(1.0 / math.sqrt(d_in))
+        self.lora_a = nnx.LoRAParam(init(rngs.params(), (d_in, rank), jnp.float32))
+        b = jnp.zeros((rank, d_out)) if zero_b else init(rngs.params(), (rank, d_out))
+        self.lora_b = nnx.LoRAParam(jnp.asarray(b, jnp.float32))
+
+    @property
+    def kernel(self):
+        return merge_lora(self.base.kernel[...], self.lora_a[...], self.lora_b[...], self.alpha,
+                          self.rank)  # fmt: skip
+
+    @property
+    def bias(self):
+        return self.base.bias[...]
+
+    def __call__(self, x):
+        return self.base(x) + lora_delta(x, self.lora_a[...], self.lora_b[...], self.alpha,
+                                         self.rank)  # fmt: skip
+
+
+def _target_layers(model: gpt.GPT):
+    for block in model.blocks:
+        for part, names in LORA_TARGETS.items():
+            module = getattr(block, part)
+            for name in names:
+                yield module, name
+
+
+def add_lora(model: gpt.GPT, rank: int = 8, alpha: float = 16.0, *, rngs: nnx.Rngs,
+             zero_b: bool = True) -> gpt.GPT:  # fmt: skip
+    """Wrap every linear layer of ``model``'s blocks (q, k, v, out, fc, proj) in a
+    :class:`LoRALinear`, in place, and return ``model``. Embeddings and LayerNorms stay plain
+    ``nnx.Param`` (frozen when the optimizer is built with ``wrt=nnx.LoRAParam``)."""
+    for module, name in _target_layers(model):
+        layer = getattr(module, name)
+        if isinstance(layer, LoRALinear):
+            raise ValueError("model already has LoRA adapters")
+        setattr(module, name, LoRALinear(layer, rank, alpha, rngs=rngs, zero_b=zero_b))
+    return model
+
+
+def merge_adapters(model: gpt.GPT) -> gpt.GPT:
+    """A copy of ``model`` with every :class:`LoRALinear` replaced by a plain ``nnx.Linear``
+    holding the merged kernel: same outputs, no adapters."""
+    merged = nnx.clone(model)
+    for module, name in _target_layers(merged):
+        layer = getattr(module, name)
+        if isinstance(layer, LoRALinear):
+            plain = nnx.clone(layer.base)
+            plain.kernel[...] = layer.kernel
+            setattr(module, name, plain)
+    return merged
+
+
+def count(model: nnx.Module, kind=nnx.Param) -> int:
+    """Number of scalars in ``model``'s variables of type ``kind`` (``nnx.LoRAParam`` counts
+    only the adapters; ``nnx.Param`` counts everything, adapters included)."""
+    return int(sum(np.size(x) for x in jax.tree.leaves(nnx.state(model, kind))))
+
+
+def optimizer_state_bytes(optimizer: nnx.Optimizer) -> int:
+    """Bytes held by ``optimizer``'s state (Adam: two moments per trainable scalar)."""
+    leaves = jax.tree.leaves(nnx.state(optimizer.opt_state))
+    return int(sum(np.asarray(x).nbytes for x in leaves))
+
+
+def lora_train_step(model, optimizer, tokens):
+    """One step of LoRA fine-tuning on windows of tokens: the next-token loss
+    (:func:`genlab.gpt.lm_loss` of ``model(tokens[:, :-1])`` against ``tokens[:, 1:]``),
+    differentiated with respect to the ``nnx.LoRAParam`` variables only, applied by
+    ``optimizer.update``. Returns the loss before the update (float32 scalar)."""
+    tokens = jnp.asarray(tokens)
+
+    def loss_fn(m):
+        return gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+
+
+# --- sequence log-probabilities and DPO -----------------------------------------------------
+
+
+def sequence_log_prob(logits, tokens, mask):
+    """Log-probability of each sequence's masked tokens.
+
+    Args:
+        logits: float [B, T, V], position t already predicts tokens[:, t].
+        tokens: int [B, T]. mask: [B, T], 1 (or True) where a token counts, 0 elsewhere.
+
+    Returns:
+        float32 [B]: sum over t of mask times the token's log-probability (0 for an all-zero
+        mask row).
+    """
+    logits = validate.float_array("logits", logits, min_ndim=3)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, jnp.asarray(tokens)[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.asarray(mask, jnp.float32) * picked, axis=-1)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    """Direct preference optimisation loss, averaged over the batch of preference pairs.
+
+    Args:
+        policy_chosen, policy_rejected: float [B], the policy's sequence log-probabilities of
+            the preferred and the rejected answers. ref_chosen, ref_rejected: float [B], the
+            frozen reference's. beta: float > 0.
+
+    Returns:
+        float32 scalar; log 2 when policy and reference agree; finite for any margin.
+    """
+    margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -jnp.mean(jax.nn.log_sigmoid(beta * jnp.asarray(margin, jnp.float32)))
+
+
+def sequence_kl(policy_logits, ref_logits, mask):
+    """KL(policy || reference) of the next-token distributions, summed over masked positions.
+
+    logits: float [B, T, V] each; mask [B, T]. Returns float32 [B], >= 0, 0 where the two
+    distributions agree; finite when a reference probability underflows in float32.
+    """
+    log_p = jax.nn.log_softmax(jnp.asarray(policy_logits, jnp.float32), axis=-1)
+    log_q = jax.nn.log_softmax(jnp.asarray(ref_logits, jnp.float32), axis=-1)
+    per_position = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)  # (B, T)
+    return jnp.sum(jnp.asarray(mask, jnp.float32) * per_position, axis=-1)
+
+
+def completion_log_probs(model, tokens, mask):
+    """Sequence log-probs of windows under ``model``: tokens int [B, T + 1]; mask [B, T + 1]
+    (positions 1.. that count; position 0 is never predicted). Returns float32 [B]."""
+    tokens = jnp.asarray(tokens)
+    return sequence_log_prob(model(tokens[:, :-1]), tokens[:, 1:], jnp.asarray(mask)[:, 1:])
+
+
+def dpo_train_step(model, optimizer, chosen, rejected, mask_chosen, mask_rejected,
+                   ref_chosen, ref_rejected, beta):  # fmt: skip
+    """One DPO step on the adapters: returns the loss before the update (float32)."""
+
+    def loss_fn(m):
+        return dpo_loss(completion_log_probs(m, chosen, mask_chosen),
+                        completion_log_probs(m, rejected, mask_rejected),
+                        ref_chosen, ref_rejected, beta)  # fmt: skip
+
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+
+
+# --- the fine-tuning corpus -----------------------------------------------------------------
+
+
+def python_source_corpus(modules=SOURCE_MODULES) -> str:
+    """The source code of a few pure-Python standard-library modules, concatenated: a new,
+    deterministic (for one Python version), offline corpus for fine-tuning."""
+    return "\n\n".join(inspect.getsource(importlib.import_module(m)) for m in modules)
+
+
+def encode_known(text: str, vocab, unknown: str = "?") -> tuple[np.ndarray, int]:
+    """Character ids of ``text`` in a character vocabulary (a list of single characters).
+
+    Characters missing from ``vocab`` become ``unknown`` (which must be in it). Returns
+    (int32 [L] ids, number of characters replaced).
+    """
+    index = {c: i for i, c in enumerate(vocab)}
+    if unknown not in index:
+        raise ValueError(f"the stand-in for unknown characters {unknown!r} is not in the vocabulary")
+    ids = [index.get(c, index[unknown]) for c in text]
+    replaced = sum(c not in index for c in text)
+    return np.asarray(ids, np.int32), replaced

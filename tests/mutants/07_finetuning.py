@@ -1,0 +1,642 @@
+"""Mutants of chapter 07's graded exercises (solutions/07_finetuning/07_finetuning.ipynb).
+
+``WRONG[name]`` maps a variant name to source code defining ``name`` with a plausible mistake;
+each must fail the notebook's ``test_<name>`` cell (hidden tests included). ``CORRECT[name]``
+holds valid alternatives to the solution; each must pass it. The sources run in the kernel after
+the solution notebook, so they may use its imports (``jax``, ``jnp``, ``np``, ``nnx``, ``optax``,
+``gpt``, ``finetune``) and its other answers. The pitfalls of issue 17 are among the wrong ones:
+greedy longest-match encoding instead of merges by rank (bpe_encode), the loss per token instead
+of per byte (bits_per_byte), base weights or embeddings that train (lora_train_step), DPO's sign
+and its forgotten reference (dpo_loss). Each function's first wrong variant breaks no other
+exercise's visible checks.
+"""
+
+WRONG = {
+    "pair_counts": {
+        "skips_last_pair": """
+def pair_counts(ids):
+    counts = {}
+    for i in range(len(ids) - 2):
+        counts[(ids[i], ids[i + 1])] = counts.get((ids[i], ids[i + 1]), 0) + 1
+    return counts
+""",
+        "no_overlap": """
+def pair_counts(ids):
+    counts, i = {}, 0
+    while i < len(ids) - 1:
+        pair = (ids[i], ids[i + 1])
+        counts[pair] = counts.get(pair, 0) + 1
+        i += 2 if ids[i] == ids[i + 1] else 1
+    return counts
+""",
+        "presence_not_count": """
+def pair_counts(ids):
+    return {pair: 1 for pair in zip(ids, ids[1:])}
+""",
+    },
+    "merge_pair": {
+        "modifies_its_input": """
+def merge_pair(ids, pair, new_id):
+    i = 0
+    while i < len(ids) - 1:
+        if ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            ids[i:i + 2] = [new_id]
+        i += 1
+    return ids
+""",
+        "right_to_left": """
+def merge_pair(ids, pair, new_id):
+    out, i = [], len(ids) - 1
+    while i >= 0:
+        if i >= 1 and ids[i - 1] == pair[0] and ids[i] == pair[1]:
+            out.append(new_id)
+            i -= 2
+        else:
+            out.append(ids[i])
+            i -= 1
+    return out[::-1]
+""",
+        "first_occurrence_only": """
+def merge_pair(ids, pair, new_id):
+    for i in range(len(ids) - 1):
+        if (ids[i], ids[i + 1]) == tuple(pair):
+            return ids[:i] + [new_id] + ids[i + 2:]
+    return list(ids)
+""",
+        "overlapping_matches": """
+def merge_pair(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+        else:
+            out.append(ids[i])
+        i += 1
+    return out
+""",
+    },
+    "train_bpe": {
+        "ties_to_the_last_pair": """
+def train_bpe(text, vocab_size):
+    if vocab_size < 256:
+        raise ValueError("vocab_size")
+    ids, merges = list(text.encode("utf-8")), {}
+    for new_id in range(256, vocab_size):
+        counts = pair_counts(ids)
+        if not counts:
+            break
+        best = sorted(counts, key=counts.get)[-1]
+        ids = merge_pair(ids, best, new_id)
+        merges[best] = new_id
+    return merges
+""",
+        "ties_to_the_smallest_pair": """
+def train_bpe(text, vocab_size):
+    if vocab_size < 256:
+        raise ValueError("vocab_size")
+    ids, merges = list(text.encode("utf-8")), {}
+    for new_id in range(256, vocab_size):
+        counts = pair_counts(ids)
+        if not counts:
+            break
+        best = min(counts, key=lambda p: (-counts[p], p))
+        ids = merge_pair(ids, best, new_id)
+        merges[best] = new_id
+    return merges
+""",
+        "characters_not_bytes": """
+def train_bpe(text, vocab_size):
+    if vocab_size < 256:
+        raise ValueError("vocab_size")
+    ids, merges = [ord(c) for c in text], {}
+    for new_id in range(256, vocab_size):
+        counts = pair_counts(ids)
+        if not counts:
+            break
+        best = max(counts, key=counts.get)
+        ids = merge_pair(ids, best, new_id)
+        merges[best] = new_id
+    return merges
+""",
+        "one_merge_too_many": """
+def train_bpe(text, vocab_size):
+    if vocab_size < 256:
+        raise ValueError("vocab_size")
+    ids, merges = list(text.encode("utf-8")), {}
+    for new_id in range(256, vocab_size + 1):
+        counts = pair_counts(ids)
+        if not counts:
+            break
+        best = max(counts, key=counts.get)
+        ids = merge_pair(ids, best, new_id)
+        merges[best] = new_id
+    return merges
+""",
+    },
+    "bpe_encode": {
+        "most_frequent_pair_first": """
+def bpe_encode(text, merges):
+    ids = list(text.encode("utf-8"))
+    while True:
+        counts = {p: c for p, c in pair_counts(ids).items() if p in merges}
+        if not counts:
+            return ids
+        best = max(counts, key=counts.get)
+        ids = merge_pair(ids, best, merges[best])
+""",
+        "greedy_longest_match": """
+def bpe_encode(text, merges):
+    table = {i: bytes([i]) for i in range(256)}
+    for (a, b), i in sorted(merges.items(), key=lambda item: item[1]):
+        table[i] = table[a] + table[b]
+    lookup = {v: k for k, v in table.items()}
+    data, ids, i = text.encode("utf-8"), [], 0
+    longest = max(len(v) for v in table.values())
+    while i < len(data):
+        for j in range(min(len(data), i + longest), i, -1):
+            if data[i:j] in lookup:
+                ids.append(lookup[data[i:j]])
+                i = j
+                break
+    return ids
+""",
+        "characters_not_bytes": """
+def bpe_encode(text, merges):
+    ids = [ord(c) for c in text]
+    while True:
+        present = [p for p in zip(ids, ids[1:]) if p in merges]
+        if not present:
+            return ids
+        best = min(present, key=merges.get)
+        ids = merge_pair(ids, best, merges[best])
+""",
+        "latest_merge_first": """
+def bpe_encode(text, merges):
+    ids = list(text.encode("utf-8"))
+    while True:
+        present = [p for p in zip(ids, ids[1:]) if p in merges]
+        if not present:
+            return ids
+        best = max(present, key=merges.get)
+        ids = merge_pair(ids, best, merges[best])
+""",
+    },
+    "bpe_decode": {
+        "strict_utf8": """
+def bpe_decode(ids, merges):
+    table = {i: bytes([i]) for i in range(256)}
+    for (a, b), i in sorted(merges.items(), key=lambda item: item[1]):
+        table[i] = table[a] + table[b]
+    return b"".join(table[i] for i in ids).decode("utf-8")
+""",
+        "decodes_each_token_alone": """
+def bpe_decode(ids, merges):
+    table = {i: bytes([i]) for i in range(256)}
+    for (a, b), i in sorted(merges.items(), key=lambda item: item[1]):
+        table[i] = table[a] + table[b]
+    return "".join(table[i].decode("utf-8", errors="replace") for i in ids)
+""",
+        "merged_ids_as_two_bytes": """
+def bpe_decode(ids, merges):
+    table = {i: bytes([i]) for i in range(256)}
+    for (a, b), i in merges.items():
+        table[i] = bytes([a % 256, b % 256])
+    return b"".join(table[i] for i in ids).decode("utf-8", errors="replace")
+""",
+        "latin1": """
+def bpe_decode(ids, merges):
+    table = {i: bytes([i]) for i in range(256)}
+    for (a, b), i in sorted(merges.items(), key=lambda item: item[1]):
+        table[i] = table[a] + table[b]
+    return b"".join(table[i] for i in ids).decode("latin-1")
+""",
+    },
+    "bits_per_byte": {
+        "nats_per_byte": """
+def bits_per_byte(total_nll_nats, num_bytes):
+    if num_bytes <= 0:
+        raise ValueError("num_bytes")
+    return float(total_nll_nats / num_bytes)
+""",
+        "times_ln2": """
+def bits_per_byte(total_nll_nats, num_bytes):
+    if num_bytes <= 0:
+        raise ValueError("num_bytes")
+    return float(total_nll_nats * np.log(2.0) / num_bytes)
+""",
+        "no_check_of_num_bytes": """
+def bits_per_byte(total_nll_nats, num_bytes):
+    return float(total_nll_nats) / (num_bytes * float(np.log(2.0)))
+""",
+        "log10": """
+def bits_per_byte(total_nll_nats, num_bytes):
+    if num_bytes <= 0:
+        raise ValueError("num_bytes")
+    return float(total_nll_nats / np.log(10.0) / num_bytes)
+""",
+    },
+    "lora_delta": {
+        "flattens_leading_axes": """
+def lora_delta(x, a, b, alpha, rank):
+    rows = jnp.reshape(x, (-1, x.shape[-1]))
+    return (alpha / rank) * (rows @ a @ b)
+""",
+        "no_scale": """
+def lora_delta(x, a, b, alpha, rank):
+    return x @ a @ b
+""",
+        "rank_over_alpha": """
+def lora_delta(x, a, b, alpha, rank):
+    return (rank / alpha) * (x @ a @ b)
+""",
+        "sqrt_rank_scale": """
+def lora_delta(x, a, b, alpha, rank):
+    return (alpha / np.sqrt(rank)) * (x @ a @ b)
+""",
+    },
+    "merge_lora": {
+        "no_scale": """
+def merge_lora(kernel, a, b, alpha, rank):
+    return kernel + a @ b
+""",
+        "subtracted": """
+def merge_lora(kernel, a, b, alpha, rank):
+    return kernel - (alpha / rank) * (a @ b)
+""",
+        "transposed_update": """
+def merge_lora(kernel, a, b, alpha, rank):
+    return kernel + (alpha / rank) * (a @ b).T
+""",
+        "scale_alpha_only": """
+def merge_lora(kernel, a, b, alpha, rank):
+    return kernel + alpha * (a @ b)
+""",
+    },
+    "lora_init_check": {
+        "gradient_of_the_mean": """
+def lora_init_check(x, a, b, alpha, rank):
+    f = lambda a_, b_: jnp.mean(lora_delta(x, a_, b_, alpha, rank))
+    ga, gb = jax.grad(f, argnums=(0, 1))(a, b)
+    return jnp.max(jnp.abs(lora_delta(x, a, b, alpha, rank))), jnp.linalg.norm(ga), jnp.linalg.norm(gb)
+""",
+        "norms_swapped": """
+def lora_init_check(x, a, b, alpha, rank):
+    f = lambda a_, b_: jnp.sum(lora_delta(x, a_, b_, alpha, rank))
+    ga, gb = jax.grad(f, argnums=(0, 1))(a, b)
+    return jnp.max(jnp.abs(lora_delta(x, a, b, alpha, rank))), jnp.linalg.norm(gb), jnp.linalg.norm(ga)
+""",
+        "offset_of_the_product_only": """
+def lora_init_check(x, a, b, alpha, rank):
+    f = lambda a_, b_: jnp.sum(lora_delta(x, a_, b_, alpha, rank))
+    ga, gb = jax.grad(f, argnums=(0, 1))(a, b)
+    return jnp.max(jnp.abs(a @ b)), jnp.linalg.norm(ga), jnp.linalg.norm(gb)
+""",
+        "squared_norms": """
+def lora_init_check(x, a, b, alpha, rank):
+    f = lambda a_, b_: jnp.sum(lora_delta(x, a_, b_, alpha, rank))
+    ga, gb = jax.grad(f, argnums=(0, 1))(a, b)
+    return jnp.max(jnp.abs(lora_delta(x, a, b, alpha, rank))), jnp.sum(ga ** 2), jnp.sum(gb ** 2)
+""",
+    },
+    "lora_train_step": {
+        "returns_the_loss_after_the_update": """
+def lora_train_step(model, optimizer, tokens):
+    loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+    grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss_fn(model)
+""",
+        "no_shift": """
+def lora_train_step(model, optimizer, tokens):
+    loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, :-1])
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "gradient_ascent": """
+def lora_train_step(model, optimizer, tokens):
+    loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, jax.tree.map(lambda g: -g, grads))
+    return loss
+""",
+        "embeddings_and_norms_train_too": """
+def lora_train_step(model, optimizer, tokens):
+    loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads))
+    return loss
+""",
+    },
+    "sequence_log_prob": {
+        "mask_ignored": """
+def sequence_log_prob(logits, tokens, mask):
+    lp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(lp, tokens[..., None], axis=-1)[..., 0].sum(-1)
+""",
+        "mean_over_positions": """
+def sequence_log_prob(logits, tokens, mask):
+    lp = jax.nn.log_softmax(logits, axis=-1)
+    return (mask * jnp.take_along_axis(lp, tokens[..., None], axis=-1)[..., 0]).mean(-1)
+""",
+        "log_of_softmax": """
+def sequence_log_prob(logits, tokens, mask):
+    lp = jnp.log(jax.nn.softmax(logits, axis=-1))
+    return (mask * jnp.take_along_axis(lp, tokens[..., None], axis=-1)[..., 0]).sum(-1)
+""",
+        "shifted_targets": """
+def sequence_log_prob(logits, tokens, mask):
+    lp = jax.nn.log_softmax(logits, axis=-1)[:, :-1]
+    picked = jnp.take_along_axis(lp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return (mask[:, 1:] * picked).sum(-1)
+""",
+    },
+    "dpo_loss": {
+        "sign_flipped": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    z = beta * ((policy_rejected - ref_rejected) - (policy_chosen - ref_chosen))
+    return -jnp.mean(jax.nn.log_sigmoid(z))
+""",
+        "reference_forgotten": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    return -jnp.mean(jax.nn.log_sigmoid(beta * (policy_chosen - policy_rejected)))
+""",
+        "log_of_sigmoid": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -jnp.mean(jnp.log(jax.nn.sigmoid(z)))
+""",
+        "sum_over_pairs": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -jnp.sum(jax.nn.log_sigmoid(z))
+""",
+    },
+    "sequence_kl": {
+        "reverse_kl": """
+def sequence_kl(policy_logits, ref_logits, mask):
+    lp, lq = jax.nn.log_softmax(policy_logits, -1), jax.nn.log_softmax(ref_logits, -1)
+    return (mask * jnp.sum(jnp.exp(lq) * (lq - lp), -1)).sum(-1)
+""",
+        "log_of_probability_ratio": """
+def sequence_kl(policy_logits, ref_logits, mask):
+    p, q = jax.nn.softmax(policy_logits, -1), jax.nn.softmax(ref_logits, -1)
+    return (mask * jnp.sum(p * jnp.log(p / q), -1)).sum(-1)
+""",
+        "raw_logits_as_log_probs": """
+def sequence_kl(policy_logits, ref_logits, mask):
+    p = jax.nn.softmax(policy_logits, -1)
+    return (mask * jnp.sum(p * (policy_logits - ref_logits), -1)).sum(-1)
+""",
+        "mask_ignored": """
+def sequence_kl(policy_logits, ref_logits, mask):
+    lp, lq = jax.nn.log_softmax(policy_logits, -1), jax.nn.log_softmax(ref_logits, -1)
+    return jnp.sum(jnp.exp(lp) * (lp - lq), (-2, -1))
+""",
+    },
+}
+
+CORRECT = {
+    "pair_counts": {
+        "counter": """
+from collections import Counter
+
+def pair_counts(ids):
+    return dict(Counter(zip(ids, ids[1:])))
+""",
+        "defaultdict": """
+from collections import defaultdict
+
+def pair_counts(ids):
+    counts = defaultdict(int)
+    for a, b in zip(ids[:-1], ids[1:]):
+        counts[(a, b)] += 1
+    return dict(counts)
+""",
+    },
+    "merge_pair": {
+        "look_back": """
+def merge_pair(ids, pair, new_id):
+    out = []
+    for x in ids:
+        if out and out[-1] == pair[0] and x == pair[1]:
+            out[-1] = new_id
+        else:
+            out.append(x)
+    return out
+""",
+        "index_loop": """
+def merge_pair(ids, pair, new_id):
+    out, i, n = [], 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+""",
+    },
+    "train_bpe": {
+        "explicit_first_maximum": """
+def train_bpe(text, vocab_size):
+    if vocab_size < 256:
+        raise ValueError("vocab_size must be >= 256")
+    ids, merges = list(text.encode("utf-8")), {}
+    for new_id in range(256, vocab_size):
+        counts = pair_counts(ids)
+        best, best_count = None, 0
+        for pair, c in counts.items():
+            if c > best_count:
+                best, best_count = pair, c
+        if best is None:
+            break
+        ids = merge_pair(ids, best, new_id)
+        merges[best] = new_id
+    return merges
+""",
+        "first_position_tie_break": """
+def train_bpe(text, vocab_size):
+    if vocab_size < 256:
+        raise ValueError("vocab_size must be >= 256")
+    ids, merges = list(text.encode("utf-8")), {}
+    while len(merges) < vocab_size - 256 and len(ids) > 1:
+        pairs = list(zip(ids, ids[1:]))
+        counts = pair_counts(ids)
+        top = max(counts.values())
+        best = next(p for p in pairs if counts[p] == top)
+        merges[best] = 256 + len(merges)
+        ids = merge_pair(ids, best, merges[best])
+    return merges
+""",
+    },
+    "bpe_encode": {
+        "replay_in_order": """
+def bpe_encode(text, merges):
+    ids = list(text.encode("utf-8"))
+    for pair, new_id in sorted(merges.items(), key=lambda item: item[1]):
+        ids = merge_pair(ids, pair, new_id)
+    return ids
+""",
+        "lowest_rank_with_pair_counts": """
+def bpe_encode(text, merges):
+    ids = list(text.encode("utf-8"))
+    while len(ids) > 1:
+        ranked = [(merges[p], p) for p in pair_counts(ids) if p in merges]
+        if not ranked:
+            break
+        new_id, pair = min(ranked)
+        ids = merge_pair(ids, pair, new_id)
+    return ids
+""",
+    },
+    "bpe_decode": {
+        "recursive_expansion": """
+def bpe_decode(ids, merges):
+    parts = {new_id: pair for pair, new_id in merges.items()}
+
+    def expand(i):
+        if i < 256:
+            return bytes([i])
+        a, b = parts[i]
+        return expand(a) + expand(b)
+
+    return b"".join(expand(i) for i in ids).decode("utf-8", errors="replace")
+""",
+        "bytearray": """
+def bpe_decode(ids, merges):
+    table = [bytes([i]) for i in range(256)] + [b""] * len(merges)
+    for (a, b), i in sorted(merges.items(), key=lambda item: item[1]):
+        table[i] = table[a] + table[b]
+    out = bytearray()
+    for i in ids:
+        out += table[i]
+    return out.decode("utf-8", "replace")
+""",
+    },
+    "bits_per_byte": {
+        "log2_e": """
+import math
+
+def bits_per_byte(total_nll_nats, num_bytes):
+    if not num_bytes > 0:
+        raise ValueError(f"num_bytes must be > 0, got {num_bytes}")
+    return float(total_nll_nats) * math.log2(math.e) / num_bytes
+""",
+        "numpy": """
+def bits_per_byte(total_nll_nats, num_bytes):
+    if num_bytes <= 0:
+        raise ValueError("num_bytes must be positive")
+    return float(np.asarray(total_nll_nats, np.float64) / (np.log(2.0) * num_bytes))
+""",
+    },
+    "lora_delta": {
+        "matmul_chain": """
+def lora_delta(x, a, b, alpha, rank):
+    return (x @ a) @ b * (alpha / rank)
+""",
+        "tensordot": """
+def lora_delta(x, a, b, alpha, rank):
+    h = jnp.tensordot(x, a, axes=1)
+    return jnp.tensordot(h * (alpha / rank), b, axes=1)
+""",
+    },
+    "merge_lora": {
+        "einsum": """
+def merge_lora(kernel, a, b, alpha, rank):
+    return kernel + jnp.einsum("ir,ro->io", a, b) * alpha / rank
+""",
+        "scale_folded_into_b": """
+def merge_lora(kernel, a, b, alpha, rank):
+    return kernel + a @ (b * (alpha / rank))
+""",
+    },
+    "lora_init_check": {
+        "closed_form_gradients": """
+def lora_init_check(x, a, b, alpha, rank):
+    s = alpha / rank
+    rows = x.reshape(-1, x.shape[-1])
+    ones = jnp.ones((rows.shape[0], b.shape[1]))
+    grad_a = s * rows.T @ ones @ b.T
+    grad_b = s * (rows @ a).T @ ones
+    offset = jnp.max(jnp.abs(lora_delta(x, a, b, alpha, rank)))
+    return offset, jnp.sqrt(jnp.sum(grad_a ** 2)), jnp.sqrt(jnp.sum(grad_b ** 2))
+""",
+        "value_and_grad": """
+def lora_init_check(x, a, b, alpha, rank):
+    def total(params):
+        return jnp.sum(lora_delta(x, params[0], params[1], alpha, rank))
+
+    _, (ga, gb) = jax.value_and_grad(total)((jnp.asarray(a), jnp.asarray(b)))
+    delta = lora_delta(x, a, b, alpha, rank)
+    return jnp.abs(delta).max(), jnp.linalg.norm(ga), jnp.linalg.norm(gb)
+""",
+    },
+    "lora_train_step": {
+        "all_gradients_optimizer_filters": """
+def lora_train_step(model, optimizer, tokens):
+    def loss_fn(m):
+        return gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "loss_then_grad": """
+def lora_train_step(model, optimizer, tokens):
+    x, y = tokens[:, :-1], tokens[:, 1:]
+
+    def loss_fn(m):
+        logits = m(x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    loss = loss_fn(model)
+    grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+    },
+    "sequence_log_prob": {
+        "optax_cross_entropy": """
+def sequence_log_prob(logits, tokens, mask):
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
+    return -(nll * mask).sum(axis=-1)
+""",
+        "one_hot": """
+def sequence_log_prob(logits, tokens, mask):
+    lp = jax.nn.log_softmax(logits)
+    picked = jnp.sum(lp * jax.nn.one_hot(tokens, logits.shape[-1]), axis=-1)
+    return jnp.sum(picked * jnp.asarray(mask, jnp.float32), axis=-1)
+""",
+    },
+    "dpo_loss": {
+        "logaddexp": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    z = beta * (policy_chosen - policy_rejected - ref_chosen + ref_rejected)
+    return jnp.mean(jnp.logaddexp(0.0, -z))
+""",
+        "log_sigmoid": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    chosen_ratio = policy_chosen - ref_chosen
+    rejected_ratio = policy_rejected - ref_rejected
+    return -jax.nn.log_sigmoid(beta * (chosen_ratio - rejected_ratio)).mean()
+""",
+    },
+    "sequence_kl": {
+        "optax_kl": """
+def sequence_kl(policy_logits, ref_logits, mask):
+    lp, lq = jax.nn.log_softmax(policy_logits, -1), jax.nn.log_softmax(ref_logits, -1)
+    per_step = optax.losses.kl_divergence_with_log_targets(lq, lp)
+    return jnp.sum(per_step * mask, axis=-1)
+""",
+        "logsumexp": """
+def sequence_kl(policy_logits, ref_logits, mask):
+    lp = policy_logits - jax.scipy.special.logsumexp(policy_logits, axis=-1, keepdims=True)
+    lq = ref_logits - jax.scipy.special.logsumexp(ref_logits, axis=-1, keepdims=True)
+    return jnp.sum(jnp.where(mask, jnp.sum(jnp.exp(lp) * (lp - lq), -1), 0.0), -1)
+""",
+    },
+}

@@ -1,0 +1,167 @@
+"""genlab.bpe: merges vs a brute-force re-implementation and Hugging Face ``tokenizers``, round trips
+on random UTF-8, hand-worked examples, bits per byte."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from genlab import bpe
+
+
+def brute_force_training(text: str, num_merges: int):
+    """BPE written the slow, obvious way over byte strings: (merged byte strings in order, final
+    segmentation, whether every step's maximum was unique)."""
+    symbols = [bytes([b]) for b in text.encode("utf-8")]
+    learned, unique = [], True
+    for _ in range(num_merges):
+        if len(symbols) < 2:
+            break
+        pairs = [(symbols[i], symbols[i + 1]) for i in range(len(symbols) - 1)]
+        counts = {p: pairs.count(p) for p in pairs}
+        top = max(counts.values())
+        unique &= sum(c == top for c in counts.values()) == 1
+        best = next(p for p in pairs if counts[p] == top)  # earliest first occurrence
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                merged.append(best[0] + best[1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+        learned.append(best[0] + best[1])
+    return learned, symbols, unique
+
+
+def random_text(rng: np.random.Generator, length: int) -> str:
+    pools = [range(0x61, 0x67), range(0x20, 0x21), range(0x4E00, 0x4E08), range(0xE9, 0xEA),
+             range(0x1F600, 0x1F602)]  # fmt: skip
+    chars = []
+    for _ in range(length):
+        pool = pools[int(rng.integers(len(pools)))]
+        chars.append(chr(int(rng.choice(list(pool)))))
+    return "".join(chars)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_train_bpe_matches_a_brute_force_implementation(seed):
+    text = random_text(np.random.default_rng(seed), 120)
+    merges = bpe.train_bpe(text, 256 + 40)
+    table = bpe.token_bytes(merges)
+    learned, symbols, _ = brute_force_training(text, 40)
+    assert [table[i] for i in sorted(merges.values())] == learned
+    assert list(merges.values()) == list(range(256, 256 + len(merges)))
+    # encoding the training text reproduces training's final segmentation
+    assert [table[i] for i in bpe.bpe_encode(text, merges)] == symbols
+
+
+def test_hand_worked_examples():
+    assert bpe.pair_counts([1, 2, 3, 1, 2]) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}
+    assert bpe.pair_counts([7, 7, 7]) == {(7, 7): 2}
+    assert bpe.merge_pair([5, 5, 5], (5, 5), 300) == [300, 5]
+    assert bpe.merge_pair([5, 5, 5, 5], (5, 5), 300) == [300, 300]
+    # Wikipedia's example: aaabdaaabac -> ZabdZabac -> ZYdZYac -> XdXac
+    assert list(bpe.train_bpe("aaabdaaabac", 259).items()) == [((97, 97), 256), ((256, 97), 257),
+                                                               ((257, 98), 258)]  # fmt: skip
+    assert bpe.bpe_encode("aaabdaaabac", bpe.train_bpe("aaabdaaabac", 259)) == [258, 100, 258, 97, 99]
+    # ties: "ab" and "bc" both occur twice in "abcabc..."? here ab, bc, ca tie and ab is first
+    assert next(iter(bpe.train_bpe("abcabc", 257))) == (97, 98)
+    # encoding applies the lowest new id first, not the most frequent pair
+    assert bpe.bpe_encode("abcbcbc", {(97, 98): 256, (98, 99): 257}) == [256, 99, 257, 257]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_round_trip_on_random_utf8(seed):
+    rng = np.random.default_rng(100 + seed)
+    merges = bpe.train_bpe(random_text(rng, 200), 256 + 30)
+    for _ in range(5):
+        text = random_text(rng, int(rng.integers(0, 60)))
+        ids = bpe.bpe_encode(text, merges)
+        assert bpe.bpe_decode(ids, merges) == text
+        assert len(ids) <= len(text.encode("utf-8"))
+    assert bpe.bpe_decode(bpe.bpe_encode("分词 tokenization ✓", merges), merges) == "分词 tokenization ✓"
+
+
+def test_replaying_merges_in_order_gives_the_same_encoding():
+    rng = np.random.default_rng(7)
+    merges = bpe.train_bpe(random_text(rng, 300), 256 + 50)
+    for _ in range(10):
+        text = random_text(rng, 80)
+        ids = list(text.encode("utf-8"))
+        for pair, new_id in merges.items():
+            ids = bpe.merge_pair(ids, pair, new_id)
+        assert bpe.bpe_encode(text, merges) == ids
+
+
+def test_decode_replaces_broken_utf8_and_rejects_unknown_ids():
+    assert bpe.bpe_decode(list("中".encode("utf-8"))[:2], {}) == "\ufffd"
+    with pytest.raises(ValueError, match="ids"):
+        bpe.bpe_decode([300], {})
+
+
+def test_compression_ratio_and_first_merges():
+    text = "the cat and the hat and the bat " * 10
+    merges = bpe.train_bpe(text, 256 + 20)
+    assert bpe.compression_ratio(text, {}) == 1.0
+    assert bpe.compression_ratio(text, merges) > bpe.compression_ratio(text, bpe.first_merges(merges, 5)) > 1.0
+
+
+def test_bits_per_byte_closed_form_and_errors():
+    assert bpe.bits_per_byte(math.log(2.0), 1) == pytest.approx(1.0)
+    assert bpe.bits_per_byte(8 * math.log(2.0), 4) == pytest.approx(2.0)
+    # a character model and a BPE model coding the same 10 bytes with the same total agree
+    assert bpe.bits_per_byte(12.0, 10) == pytest.approx(12.0 / 10 / math.log(2))
+    with pytest.raises(ValueError, match="num_bytes"):
+        bpe.bits_per_byte(1.0, 0)
+    with pytest.raises(ValueError, match="vocab_size"):
+        bpe.train_bpe("abc", 255)
+    with pytest.raises(TypeError, match="text"):
+        bpe.train_bpe(b"abc", 300)
+    with pytest.raises(TypeError, match="ids"):
+        bpe.pair_counts("abc")
+
+
+HF_MERGES = 10
+
+
+def _tie_free_text():
+    """A text on which every training step's most frequent pair is unique, so any tie rule
+    gives the same merges."""
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        words = ["".join(rng.choice(list("abcdefg"), size=int(rng.integers(2, 5)))) for _ in range(5)]
+        weights = rng.dirichlet(np.ones(5) * 0.5)
+        text = "".join(rng.choice(words, size=60, p=weights))
+        if brute_force_training(text, HF_MERGES)[2]:
+            return text
+    raise AssertionError("no tie-free text found")
+
+
+def test_merges_match_hugging_face_tokenizers_where_ties_cannot_differ():
+    tokenizers = pytest.importorskip("tokenizers", reason="Hugging Face tokenizers is not installed")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    text = _tie_free_text()
+    hf = tokenizers.Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    hf.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + HF_MERGES, initial_alphabet=alphabet,
+                                  show_progress=False, min_frequency=1)  # fmt: skip
+    hf.train_from_iterator([text], trainer=trainer)
+    hf_merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+                 for m in __import__("json").loads(hf.to_str())["model"]["merges"]]  # fmt: skip
+    ours = bpe.train_bpe(text, 256 + HF_MERGES)
+    table = bpe.token_bytes(ours)
+    # HF writes bytes with GPT-2's printable byte alphabet; map them back
+    from genlab.gpt import _bytes_to_unicode
+
+    to_byte = {c: b for b, c in _bytes_to_unicode().items()}
+    as_bytes = [(bytes(to_byte[c] for c in a), bytes(to_byte[c] for c in b)) for a, b in hf_merges]
+    assert as_bytes == [(table[a], table[b]) for (a, b) in ours]
+    hf_ids = hf.encode(text).tokens
+    assert [bytes(to_byte[c] for c in t) for t in hf_ids] == [table[i] for i in bpe.bpe_encode(text, ours)]

@@ -1,0 +1,174 @@
+"""genlab.finetune: LoRA vs flax.nnx.LoRA with copied weights, merging, the adapters-only step,
+sequence log-probs vs optax, DPO vs TRL's sigmoid-loss formula, the KL vs scipy."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.special
+from flax import nnx
+
+from genlab import finetune, gpt
+
+CONFIG = gpt.GPTConfig(vocab_size=11, block_size=8, num_layers=2, num_heads=2, d_model=16)
+
+
+def test_lora_delta_and_lora_linear_match_flax_lora_with_copied_weights():
+    key_x, key_a, key_b = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(key_x, (3, 5, 6))
+    base = nnx.Linear(6, 4, rngs=nnx.Rngs(1))
+    flax_lora = nnx.LoRA(6, 2, 4, base_module=base, rngs=nnx.Rngs(2))
+    flax_lora.lora_b[...] = jax.random.normal(key_b, (2, 4))
+    a, b = flax_lora.lora_a[...], flax_lora.lora_b[...]
+    # nnx.LoRA has no alpha: its scale is 1, i.e. alpha = rank
+    np.testing.assert_allclose(base(x) + finetune.lora_delta(x, a, b, 2.0, 2), flax_lora(x),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    ours = finetune.LoRALinear(base, 2, 2.0, rngs=nnx.Rngs(3))
+    ours.lora_a[...], ours.lora_b[...] = a, b
+    np.testing.assert_allclose(ours(x), flax_lora(x), rtol=1e-5, atol=1e-5)
+    # the merged kernel read by the GPT gives the same outputs as the unmerged call
+    np.testing.assert_allclose(x @ ours.kernel + ours.bias, ours(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(finetune.lora_delta(x, a, b, 8.0, 2),
+                               4.0 * (flax_lora(x) - base(x)), rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+def test_merge_lora_equals_the_unmerged_layer():
+    keys = jax.random.split(jax.random.key(4), 4)
+    x, w0 = jax.random.normal(keys[0], (7, 6)), jax.random.normal(keys[1], (6, 5))
+    a, b = jax.random.normal(keys[2], (6, 3)), jax.random.normal(keys[3], (3, 5))
+    np.testing.assert_allclose(x @ finetune.merge_lora(w0, a, b, 16.0, 3),
+                               x @ w0 + finetune.lora_delta(x, a, b, 16.0, 3), rtol=1e-4, atol=1e-4)  # fmt: skip
+    np.testing.assert_array_equal(finetune.merge_lora(w0, a, jnp.zeros((3, 5)), 16.0, 3), w0)
+    with pytest.raises(ValueError, match="rank"):
+        finetune.merge_lora(w0, a, b, 16.0, 0)
+
+
+def test_lora_init_check_against_closed_form_gradients():
+    keys = jax.random.split(jax.random.key(5), 3)
+    x, a, b = (jax.random.normal(k, s) for k, s in zip(keys, [(4, 6), (6, 2), (2, 3)]))
+    offset, grad_a, grad_b = finetune.lora_init_check(x, a, b, 4.0, 2)
+    ones = np.ones((4, 3))
+    np.testing.assert_allclose(grad_a, np.linalg.norm(2.0 * np.asarray(x).T @ ones @ np.asarray(b).T),
+                               rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(grad_b, np.linalg.norm(2.0 * (np.asarray(x) @ np.asarray(a)).T @ ones),
+                               rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(offset, np.abs(2.0 * np.asarray(x) @ np.asarray(a) @ np.asarray(b)).max(),
+                               rtol=1e-4)  # fmt: skip
+    zero = finetune.lora_init_check(x, jnp.zeros((6, 2)), jnp.zeros((2, 3)), 4.0, 2)
+    assert [float(v) for v in zero] == [0.0, 0.0, 0.0]
+
+
+def test_add_lora_starts_at_the_base_model_and_merging_keeps_its_outputs():
+    base = gpt.GPT(CONFIG, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, 11)
+    model = finetune.add_lora(nnx.clone(base), rank=4, alpha=8.0, rngs=nnx.Rngs(2))
+    np.testing.assert_array_equal(model(tokens), base(tokens))
+    d = CONFIG.d_model
+    per_layer = 4 * 4 * (d + d) + 4 * (d + 4 * d) + 4 * (4 * d + d)
+    assert finetune.count(model, nnx.LoRAParam) == CONFIG.num_layers * per_layer
+    assert finetune.count(model, nnx.Param) == finetune.count(base) + CONFIG.num_layers * per_layer
+    for layer in (model.blocks[0].attn.query, model.blocks[1].mlp.proj):
+        layer.lora_b[...] = jax.random.normal(jax.random.key(3), layer.lora_b.shape)
+    merged = finetune.merge_adapters(model)
+    assert finetune.count(merged, nnx.LoRAParam) == 0
+    assert not np.allclose(model(tokens), base(tokens))
+    np.testing.assert_allclose(merged(tokens), model(tokens), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="already"):
+        finetune.add_lora(model, rngs=nnx.Rngs(0))
+
+
+def test_both_random_init_perturbs_the_model():
+    base = gpt.GPT(CONFIG, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, 11)
+    model = finetune.add_lora(nnx.clone(base), rank=4, alpha=8.0, rngs=nnx.Rngs(2), zero_b=False)
+    assert float(jnp.max(jnp.abs(model(tokens) - base(tokens)))) > 1e-3
+
+
+def test_lora_train_step_changes_only_the_adapters_and_lowers_the_loss():
+    model = finetune.add_lora(gpt.GPT(CONFIG, rngs=nnx.Rngs(0)), rank=4, alpha=8.0,
+                              rngs=nnx.Rngs(1))  # fmt: skip
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.LoRAParam)
+    frozen = jax.tree.map(np.asarray, nnx.state(model, nnx.Not(nnx.LoRAParam)))
+    tokens = jnp.tile(jnp.arange(9) % 3, (4, 1))
+    step = nnx.jit(finetune.lora_train_step)
+    losses = [float(step(model, optimizer, tokens)) for _ in range(30)]
+    assert losses[-1] < losses[0]
+    after = jax.tree.map(np.asarray, nnx.state(model, nnx.Not(nnx.LoRAParam)))
+    for u, v in zip(jax.tree.leaves(frozen), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_allclose(losses[0], gpt.lm_loss(gpt.GPT(CONFIG, rngs=nnx.Rngs(0))(
+        tokens[:, :-1]), tokens[:, 1:]), rtol=1e-5)  # fmt: skip
+    assert finetune.optimizer_state_bytes(optimizer) >= 2 * 4 * finetune.count(model, nnx.LoRAParam)
+
+
+def test_sequence_log_prob_matches_optax_cross_entropy():
+    keys = jax.random.split(jax.random.key(6), 3)
+    logits = 3.0 * jax.random.normal(keys[0], (3, 7, 9))
+    tokens = jax.random.randint(keys[1], (3, 7), 0, 9)
+    mask = jax.random.bernoulli(keys[2], 0.6, (3, 7)).astype(jnp.float32)
+    expected = -jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, tokens) * mask, -1)
+    np.testing.assert_allclose(finetune.sequence_log_prob(logits, tokens, mask), expected,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert np.isfinite(finetune.sequence_log_prob(jnp.array([[[1e4, -1e4]]]), jnp.array([[1]]),
+                                                  jnp.ones((1, 1)))).all()  # fmt: skip
+
+
+def _trl_sigmoid_loss(pc, pr, rc, rr, beta, label_smoothing=0.0):
+    """TRL's DPOTrainer 'sigmoid' loss, written out in float64 NumPy (no torch needed)."""
+    logits = (pc - pr) - (rc - rr)
+    log_sigmoid = lambda z: -np.logaddexp(0.0, -z)  # noqa: E731
+    losses = (-log_sigmoid(beta * logits) * (1 - label_smoothing)
+              - log_sigmoid(-beta * logits) * label_smoothing)  # fmt: skip
+    return losses.mean()
+
+
+def test_dpo_loss_matches_trl_formula_and_is_stable():
+    rng = np.random.default_rng(0)
+    pc, pr, rc, rr = (rng.normal(-40.0, 15.0, size=12) for _ in range(4))
+    for beta in (0.01, 0.1, 1.0):
+        np.testing.assert_allclose(finetune.dpo_loss(*(jnp.asarray(v, jnp.float32) for v in (pc, pr, rc, rr)), beta),
+                                   _trl_sigmoid_loss(pc, pr, rc, rr, beta), rtol=1e-4)  # fmt: skip
+    zeros = jnp.zeros(3)
+    np.testing.assert_allclose(finetune.dpo_loss(zeros, zeros, zeros, zeros, 0.5), np.log(2.0), rtol=1e-6)
+    huge = finetune.dpo_loss(jnp.array([-3000.0]), jnp.array([0.0]), jnp.array([0.0]), jnp.array([0.0]), 1.0)
+    np.testing.assert_allclose(huge, 3000.0, rtol=1e-6)
+
+
+def test_sequence_kl_matches_scipy_rel_entr():
+    keys = jax.random.split(jax.random.key(7), 3)
+    p_logits, q_logits = (2.0 * jax.random.normal(k, (2, 5, 6)) for k in keys[:2])
+    mask = jax.random.bernoulli(keys[2], 0.5, (2, 5)).astype(jnp.float32)
+    p = scipy.special.softmax(np.asarray(p_logits, np.float64), axis=-1)
+    q = scipy.special.softmax(np.asarray(q_logits, np.float64), axis=-1)
+    expected = (scipy.special.rel_entr(p, q).sum(-1) * np.asarray(mask)).sum(-1)
+    np.testing.assert_allclose(finetune.sequence_kl(p_logits, q_logits, mask), expected, rtol=1e-4,
+                               atol=1e-5)  # fmt: skip
+    assert np.isfinite(finetune.sequence_kl(jnp.zeros((1, 1, 2)), jnp.array([[[0.0, -200.0]]]),
+                                            jnp.ones((1, 1)))).all()  # fmt: skip
+
+
+def test_completion_log_probs_and_dpo_step_move_only_the_adapters():
+    base = gpt.GPT(CONFIG, rngs=nnx.Rngs(0))
+    model = finetune.add_lora(nnx.clone(base), rank=2, alpha=4.0, rngs=nnx.Rngs(1))
+    optimizer = nnx.Optimizer(model, optax.adam(5e-2), wrt=nnx.LoRAParam)
+    chosen = jnp.tile(jnp.arange(9) % 3, (4, 1))
+    rejected = jnp.tile(jnp.arange(9) % 5, (4, 1))
+    mask = jnp.ones((4, 9)).at[:, :2].set(0.0)
+    ref_c = finetune.completion_log_probs(base, chosen, mask)
+    ref_r = finetune.completion_log_probs(base, rejected, mask)
+    losses = [float(finetune.dpo_train_step(model, optimizer, chosen, rejected, mask, mask, ref_c,
+                                            ref_r, 0.5)) for _ in range(15)]  # fmt: skip
+    np.testing.assert_allclose(losses[0], np.log(2.0), rtol=1e-5)
+    assert losses[-1] < losses[0]
+
+
+def test_python_source_corpus_and_unknown_characters():
+    text = finetune.python_source_corpus(("colorsys",))
+    assert "def rgb_to_hsv" in text
+    ids, replaced = finetune.encode_known("ab中c", ["a", "b", "c", "?"])
+    assert ids.tolist() == [0, 1, 3, 2] and replaced == 1
+    with pytest.raises(ValueError, match="unknown"):
+        finetune.encode_known("x", ["a"], unknown="?")
