@@ -165,3 +165,50 @@ def test_merges_match_hugging_face_tokenizers_where_ties_cannot_differ():
     assert as_bytes == [(table[a], table[b]) for (a, b) in ours]
     hf_ids = hf.encode(text).tokens
     assert [bytes(to_byte[c] for c in t) for t in hf_ids] == [table[i] for i in bpe.bpe_encode(text, ours)]
+
+
+# --- genlab.gpt.GPT2Vocab with a merges file --------------------------------------------------
+
+
+def test_gpt2_vocab_encodes_by_merge_rank_not_longest_match(tmp_path):
+    import json
+
+    from genlab import gpt
+
+    letters = {c: i for i, c in enumerate("abcdxyzĠ!")}  # "Ġ" is the byte-level space
+    vocab = {**letters, "bc": 9, "ab": 10, "abc": 11, "Ġa": 12}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\nb c\na b\nĠ a\n", encoding="utf-8")
+    ranks = gpt.GPT2Vocab.read_merges(tmp_path / "merges.txt")
+    assert ranks == {("b", "c"): 0, ("a", "b"): 1, ("Ġ", "a"): 2}
+    longest = gpt.GPT2Vocab(tmp_path / "vocab.json")
+    merged = gpt.GPT2Vocab(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    assert longest.encode("abc") == [11]  # the longest entry, though no merge makes it
+    assert merged.encode("abc") == [vocab["a"], vocab["bc"]]  # "b c" has the lower rank
+    assert merged.encode("ab abc!") == [10, 12, 9, 8]  # pieces: "ab", " abc", "!"
+    assert merged.decode(merged.encode("ab abc!")) == "ab abc!"
+    (tmp_path / "bad.txt").write_text("#version: 0.2\nabc\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        gpt.GPT2Vocab.read_merges(tmp_path / "bad.txt")
+
+
+def test_gpt2_vocab_matches_hugging_face_byte_level_bpe(tmp_path):
+    pytest.importorskip("tokenizers", reason="Hugging Face tokenizers is not installed")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from genlab import gpt
+
+    corpus = ("It's the cat's hat, isn't it? We'll see 42 cats and 7 hats. 分词 is tokenization; "
+              "don't   panic!\n") * 20  # fmt: skip
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's regex split
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    hf.train_from_iterator([corpus], trainers.BpeTrainer(vocab_size=len(alphabet) + 60,
+                                                         initial_alphabet=alphabet,
+                                                         show_progress=False))  # fmt: skip
+    hf.model.save(str(tmp_path))
+    ours = gpt.GPT2Vocab(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    for text in ("It's the cat's hat", "isn't 42 cats?", "分词 tokenization", "  don't   panic!\n",
+                 "hats and cats and 7 hats"):  # fmt: skip
+        assert ours.encode(text) == hf.encode(text).ids, text
+        assert ours.decode(ours.encode(text)) == text

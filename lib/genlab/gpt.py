@@ -753,21 +753,95 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 class GPT2Vocab:
-    """GPT-2's vocabulary (``vocab.json``): exact decoding, approximate encoding.
+    """GPT-2's vocabulary (``vocab.json``) and, when given, its BPE merges (``merges.txt``).
 
-    ``decode`` is exact. ``encode`` is a greedy longest-match over the vocabulary, not GPT-2's
-    BPE merges: for plain English words it gives the same ids, which is enough to prompt the
-    model in the optional section 7 without a tokenizer library.
+    ``decode`` is exact. With ``merges_path``, ``encode`` is GPT-2's tokenizer: the text is split
+    by GPT-2's pre-tokenizer, each piece written in the printable byte alphabet of
+    ``vocab.json``, and within a piece the adjacent pair of lowest merge rank is merged
+    (everywhere, left to right) until no pair is a merge: chapter 07's ``bpe_encode``, ranks in
+    place of new ids. Without merges, ``encode`` is a greedy longest match over the vocabulary,
+    which gives the same ids for plain English words and may differ elsewhere.
     """
 
-    def __init__(self, vocab_path: str | os.PathLike):
+    # GPT-2's pre-tokenizer: contractions, letters, numbers and other symbols each with an
+    # optional leading space, then runs of whitespace. ``regex`` knows Unicode classes; ``re``
+    # approximates them.
+    SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    SPLIT_RE = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+
+    @staticmethod
+    def read_merges(path: str | os.PathLike) -> dict[tuple[str, str], int]:
+        """GPT-2's ``merges.txt``: ``{(left, right): rank}``, rank 0 for the first merge line.
+
+        The file has an optional ``#version`` header, then one merge per line, its two parts
+        separated by one space and written in GPT-2's printable byte alphabet.
+        """
+        ranks: dict[tuple[str, str], int] = {}
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip() or line.startswith("#version"):
+                continue
+            parts = line.split(" ")
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"{path}, line {number}: expected two symbols separated by one "
+                                 f"space, got {line!r}")  # fmt: skip
+            ranks.setdefault((parts[0], parts[1]), len(ranks))
+        return ranks
+
+    @classmethod
+    def _splitter(cls):
+        try:
+            import regex
+
+            return regex.compile(cls.SPLIT)
+        except ImportError:  # pragma: no cover - regex ships with most Python setups
+            import re
+
+            return re.compile(cls.SPLIT_RE)
+
+    def __init__(self, vocab_path: str | os.PathLike, merges_path: str | os.PathLike | None = None):
         self.token_to_id: dict[str, int] = json.loads(Path(vocab_path).read_text(encoding="utf-8"))
         self.id_to_token = {i: t for t, i in self.token_to_id.items()}
         self.byte_to_char = _bytes_to_unicode()
         self.char_to_byte = {c: b for b, c in self.byte_to_char.items()}
         self._longest = max(len(t) for t in self.token_to_id)
+        self.ranks = None if merges_path is None else self.read_merges(merges_path)
+        self._split = self._splitter()
+        self._pieces: dict[str, tuple[str, ...]] = {}
+
+    def _bpe(self, piece: str) -> tuple[str, ...]:
+        """A piece (in the byte alphabet) as symbols after GPT-2's merges, by rank."""
+        if piece in self._pieces:
+            return self._pieces[piece]
+        symbols = list(piece)
+        while len(symbols) > 1:
+            ranked = [(self.ranks[p], p) for p in zip(symbols, symbols[1:]) if p in self.ranks]
+            if not ranked:
+                break
+            _, (left, right) = min(ranked)
+            merged, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
+                    merged.append(left + right)
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            symbols = merged
+        self._pieces[piece] = tuple(symbols)
+        return self._pieces[piece]
+
+    def _lookup(self, symbol: str) -> int:
+        if symbol not in self.token_to_id:
+            raise ValueError(f"token {symbol!r} is not in the vocabulary")
+        return self.token_to_id[symbol]
 
     def encode(self, text: str) -> list[int]:
+        if self.ranks is not None:
+            ids = []
+            for piece in self._split.findall(text):
+                chars = "".join(self.byte_to_char[b] for b in piece.encode("utf-8"))
+                ids.extend(self._lookup(s) for s in self._bpe(chars))
+            return ids
         chars = "".join(self.byte_to_char[b] for b in text.encode("utf-8"))
         ids, i = [], 0
         while i < len(chars):
