@@ -1,0 +1,227 @@
+"""genlab.evaluation and genlab.watermark against independent checks: scipy's matrix square root
+and distances, closed forms for Gaussians, brute-force definitions, the binomial distribution,
+Monte Carlo, and an exhaustive search for the substitution attack."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats
+from scipy.spatial.distance import cdist
+
+from genlab import evaluation, watermark
+
+
+def _spd(rng, d):
+    a = rng.normal(size=(d, d + 3))
+    return a @ a.T / (d + 3) + 0.05 * np.eye(d)
+
+
+# --- likelihood and Gaussian statistics --------------------------------------------------------
+
+
+def test_bits_per_dim_is_log2_per_dimension():
+    nll = np.array([3.0, 100.0])
+    np.testing.assert_allclose(evaluation.bits_per_dim(nll, 10), nll / 10 * math.log2(math.e), rtol=1e-6)
+    with pytest.raises(ValueError, match="num_dims"):
+        evaluation.bits_per_dim(1.0, 0)
+
+
+def test_gaussian_stats_matches_numpy():
+    x = np.random.default_rng(0).normal(size=(40, 5))
+    mean, cov = evaluation.gaussian_stats(x)
+    np.testing.assert_allclose(mean, x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cov, np.cov(x, rowvar=False), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="N >= 2"):
+        evaluation.gaussian_stats(x[:1])
+
+
+@pytest.mark.parametrize("d", [1, 3, 10, 40])
+def test_frechet_distance_matches_scipy_sqrtm(d):
+    rng = np.random.default_rng(d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    c1, c2 = _spd(rng, d), _spd(rng, d) * 2.0
+    want = np.sum((mu1 - mu2) ** 2) + np.trace(c1 + c2 - 2 * scipy.linalg.sqrtm(c1 @ c2).real)
+    got = float(evaluation.frechet_distance(mu1, c1, mu2, c2))
+    assert got == pytest.approx(want, rel=2e-3, abs=2e-3)
+
+
+def test_frechet_distance_closed_forms():
+    # 1-D: (m1 - m2)^2 + (s1 - s2)^2; commuting diagonal covariances: sum of (sqrt a - sqrt b)^2
+    assert float(evaluation.frechet_distance([0.0], [[1.0]], [3.0], [[9.0]])) == pytest.approx(13.0, rel=1e-5)
+    a, b = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 1.0])
+    want = np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    got = float(evaluation.frechet_distance(np.zeros(3), np.diag(a), np.zeros(3), np.diag(b)))
+    assert got == pytest.approx(want, rel=1e-5)
+    c = _spd(np.random.default_rng(1), 6)
+    assert float(evaluation.frechet_distance(np.ones(6), c, np.ones(6), c)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_frechet_distance_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="cov2"):
+        evaluation.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(3))
+
+
+# --- precision, recall and nearest neighbours ----------------------------------------------------
+
+
+def _brute_force_precision_recall(real, fake, k):
+    def radius(points, i):
+        others = [np.linalg.norm(points[i] - points[j]) for j in range(len(points)) if j != i]
+        return sorted(others)[k - 1]
+
+    r_real = [radius(real, i) for i in range(len(real))]
+    r_fake = [radius(fake, j) for j in range(len(fake))]
+    precision = np.mean([any(np.linalg.norm(f - real[i]) <= r_real[i] for i in range(len(real)))
+                         for f in fake])  # fmt: skip
+    recall = np.mean([any(np.linalg.norm(r - fake[j]) <= r_fake[j] for j in range(len(fake)))
+                      for r in real])  # fmt: skip
+    return precision, recall
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_knn_precision_recall_matches_brute_force(k):
+    rng = np.random.default_rng(k)
+    real = rng.normal(size=(40, 3))
+    fake = rng.normal(size=(30, 3)) * 0.7 + 0.8
+    got = evaluation.knn_precision_recall(real, fake, k=k)
+    want = _brute_force_precision_recall(real, fake, k)
+    np.testing.assert_allclose(np.array(got, dtype=float), want, atol=1e-6)
+
+
+def test_knn_precision_recall_extremes():
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    assert tuple(map(float, evaluation.knn_precision_recall(x, x))) == (1.0, 1.0)
+    assert tuple(map(float, evaluation.knn_precision_recall(x, x + 100.0))) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="N > k"):
+        evaluation.knn_precision_recall(x[:3], x, k=3)
+
+
+def test_nearest_neighbor_distances_match_scipy_and_copies_are_zero():
+    rng = np.random.default_rng(0)
+    samples, reference = rng.uniform(size=(30, 64)), rng.uniform(size=(50, 64))
+    got = np.asarray(evaluation.nearest_neighbor_distances(samples, reference))
+    np.testing.assert_allclose(got, cdist(samples, reference).min(1), rtol=1e-5, atol=1e-5)
+    copies = np.asarray(evaluation.nearest_neighbor_distances(reference[:5], reference))
+    assert np.all(copies < 1e-6)  # exact differences, not the |a|^2 + |b|^2 - 2ab shortcut
+
+
+def test_iwae_bound_tightens_with_more_samples():
+    model = evaluation.vae.VAE(evaluation.vae.VAEConfig(64, 2, 16), rngs=evaluation.nnx.Rngs(0))
+    x = (np.random.default_rng(0).uniform(size=(20, 64)) < 0.3).astype(np.float32)
+    loose = float(evaluation.vae_iwae_nll(model, jax.random.key(0), x, 1).mean())
+    tight = float(evaluation.vae_iwae_nll(model, jax.random.key(0), x, 200).mean())
+    assert tight < loose
+
+
+# --- the watermark ----------------------------------------------------------------------------------
+
+
+def test_green_mask_is_the_head_of_the_permutation():
+    key = jax.random.key(4)
+    mask = np.asarray(watermark.green_mask(key, 9, 103, 0.25))
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 9), 103))
+    assert mask.sum() == 25 and mask[order[:25]].all() and not mask[order[25:]].any()
+    table = np.asarray(watermark.green_table(key, 103, 0.25))
+    np.testing.assert_array_equal(table[9], mask)
+    with pytest.raises(ValueError, match="gamma"):
+        watermark.green_mask(key, 0, 10, 1.5)
+
+
+def test_expected_green_fraction_matches_monte_carlo():
+    assert watermark.expected_green_fraction(0.25, 2.0) == pytest.approx(0.7113, abs=1e-4)
+    mask = jnp.arange(200) < 50
+    draws = jax.random.categorical(jax.random.key(0), watermark.watermark_logits(jnp.zeros(200), mask, 2.0),
+                                   shape=(400_000,))  # fmt: skip
+    assert float(mask[draws].mean()) == pytest.approx(watermark.expected_green_fraction(0.25, 2.0), abs=3e-3)
+
+
+def test_z_score_is_the_binomial_standardisation():
+    key = jax.random.key(1)
+    tokens = np.random.default_rng(0).integers(50, size=120)
+    flags = watermark.green_flags(tokens, key, 50, 0.25, prompt_len=20)
+    n = 120 - 20
+    binom = scipy.stats.binom(n, 0.25)
+    want = (flags.sum() - binom.mean()) / binom.std()
+    assert watermark.watermark_z_score(tokens, key, 50, 0.25, prompt_len=20) == pytest.approx(want)
+    assert watermark.z_scores(tokens[None], key, 50, 0.25, prompt_len=20)[0] == pytest.approx(want)
+    # ignore_repeated: every distinct pair once
+    repeated = np.array([3, 4] * 30)
+    z = watermark.watermark_z_score(repeated, key, 50, 0.25, ignore_repeated=True)
+    greens = int(watermark.green_mask(key, 3, 50, 0.25)[4]) + int(watermark.green_mask(key, 4, 50, 0.25)[3])
+    assert z == pytest.approx((greens - 0.5) / math.sqrt(2 * 0.1875))
+    assert watermark.z_scores(repeated[None], key, 50, 0.25, ignore_repeated=True)[0] == pytest.approx(z)
+
+
+def test_z_scores_of_random_tokens_are_standard_normal():
+    # gamma * V an integer (25 of 100): z has mean 0 and variance 1 under the null
+    tokens = np.random.default_rng(3).integers(100, size=(500, 200))
+    z = np.concatenate([watermark.z_scores(tokens, jax.random.key(i), 100, 0.25) for i in range(10)])
+    assert abs(z.mean()) < 0.05 and 0.95 < z.std() < 1.05
+
+
+def test_z_threshold_and_repeated_pairs():
+    assert watermark.z_threshold(0.05) == pytest.approx(scipy.stats.norm.isf(0.05), rel=1e-5)
+    assert watermark.z_threshold(scipy.stats.norm.sf(4.0)) == pytest.approx(4.0, rel=1e-4)
+    assert watermark.repeated_pair_fraction(np.array([1, 2, 1, 2, 1, 2])) == pytest.approx(0.6)
+    assert watermark.repeated_pair_fraction(np.array([5, 5, 5, 5]), prompt_len=2) == pytest.approx(0.5)
+
+
+def _brute_force_edits(flags, n, gamma, threshold):
+    """Smallest set of edit positions (an edit at i clears flags i and i + 1) giving z < threshold."""
+    for size in range(len(flags) + 1):
+        for edits in itertools.combinations(range(len(flags)), size):
+            left = list(flags)
+            for i in edits:
+                left[i] = False
+                if i + 1 < len(left):
+                    left[i + 1] = False
+            if watermark.z_from_counts(sum(left), n, gamma) < threshold:
+                return size
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_min_substitutions_matches_exhaustive_search(seed):
+    rng = np.random.default_rng(seed)
+    key, vocab, gamma = jax.random.key(seed), 12, 0.25
+    table = np.asarray(watermark.green_table(key, vocab, gamma))
+    tokens = [int(rng.integers(vocab))]
+    for _ in range(13):  # mostly green
+        pool = np.flatnonzero(table[tokens[-1]] == (rng.uniform() < 0.8))
+        tokens.append(int(rng.choice(pool)))
+    tokens = np.array(tokens)
+    flags = list(watermark.green_flags(tokens, key, vocab, gamma)[1:])
+    for threshold in (0.5, 1.5, 2.5):
+        want = _brute_force_edits(flags, len(flags), gamma, threshold)
+        assert watermark.min_substitutions(tokens, key, vocab, gamma, threshold) == want
+
+
+def test_substitution_attack_reaches_the_threshold_with_the_minimum():
+    rng = np.random.default_rng(0)
+    key, vocab, gamma = jax.random.key(9), 60, 0.25
+    table = np.asarray(watermark.green_table(key, vocab, gamma))
+    tokens = [3]
+    for _ in range(199):
+        pool = np.flatnonzero(table[tokens[-1]] == (rng.uniform() < 0.7))
+        tokens.append(int(rng.choice(pool)))
+    tokens = np.array(tokens)
+    assert watermark.watermark_z_score(tokens, key, vocab, gamma, prompt_len=20) > 4
+    new, edits = watermark.substitution_attack(tokens, key, vocab, gamma, 4.0, prompt_len=20)
+    assert edits == watermark.min_substitutions(tokens, key, vocab, gamma, 4.0, prompt_len=20)
+    assert (new != tokens).sum() == edits and (new[:20] == tokens[:20]).all()
+    assert watermark.watermark_z_score(new, key, vocab, gamma, prompt_len=20) < 4
+
+
+def test_watermarked_sample_is_detected_and_keeps_the_prompt():
+    table = jax.random.normal(jax.random.key(0), (30, 30)) * 2.0
+    out = watermark.watermarked_sample(jax.random.key(1), lambda t: table[t[-1]], jnp.array([1, 2, 3]), 120,
+                                       jax.random.key(2), 0.25, 2.0)  # fmt: skip
+    assert out.shape == (123,) and list(np.asarray(out[:3])) == [1, 2, 3]
+    assert watermark.watermark_z_score(out, jax.random.key(2), 30, 0.25, prompt_len=3) > 4
