@@ -362,14 +362,80 @@ def test_online_softmax_attention_gradient_matches_naive():
     np.testing.assert_allclose(grads, expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("T, block_size", [(1, 1), (7, 3), (16, 4), (33, 16), (33, 64)])
+CAUSAL_SHAPES = [(1, 1), (7, 3), (16, 4), (33, 16), (33, 64), (35, 5), (50, 7)]
+
+
+@pytest.mark.parametrize("T, block_size", CAUSAL_SHAPES)
 def test_causal_blockwise_attention_equals_the_unskipped_kernel(T, block_size):
+    # T not a multiple of the block size, N = ceil(T / b) a power of two, composite or prime.
     q, k, v = normal(T + 40, (2, 3, T, 8), (2, 3, T, 8), (2, 3, T, 5))
     skipped = A.causal_blockwise_attention(q, k, v, block_size)
     unskipped = A._online(q, k, v, block_size=block_size, causal=True)  # every block computed
     np.testing.assert_allclose(skipped, unskipped, rtol=1e-5, atol=2e-6)
+    expected, _ = numpy_attention(q, k, v, np.tril(np.ones((T, T), bool)))
+    np.testing.assert_allclose(skipped, expected, rtol=1e-5, atol=2e-6)
     np.testing.assert_allclose(skipped, A.naive_attention(q, k, v, True), rtol=1e-5, atol=2e-6)
     np.testing.assert_allclose(A.online_softmax_attention(q, k, v, block_size, True), skipped)
+    # The fallback for block counts with a large prime factor visits the same pairs.
+    pairs = A._online_causal_pairs(q, k, v, min(block_size, T))
+    np.testing.assert_allclose(pairs, skipped, rtol=1e-5, atol=2e-6)
+
+
+def test_causal_blockwise_attention_broadcasts_batch_axes_and_value_width():
+    # q (B, 1, T, d), k (1, H, T, d), v (T, D_v): the leading axes broadcast.
+    q, k, v = normal(44, (2, 1, 21, 6), (1, 3, 21, 6), (21, 4))
+    out = A.causal_blockwise_attention(q, k, v, 4)
+    assert out.shape == (2, 3, 21, 4)
+    expected, _ = numpy_attention(*np.broadcast_arrays(q, k), v, np.tril(np.ones((21, 21), bool)))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-6)
+
+
+def _block_pair_work(function, *args):
+    """Multiplications of every matrix product in ``function``'s program, read from its jaxpr:
+    each ``dot_general`` counts ``output size x contracted size`` times the trip counts of the
+    scans around it. Static: a ``cond`` or ``while`` (work that depends on run-time values)
+    raises."""
+
+    def walk(jaxpr, repeat):
+        total = 0
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            if name in ("cond", "while"):
+                raise AssertionError(f"the kernel has a {name}: its work is not static")
+            if name == "dot_general":
+                (contract, _), _ = eqn.params["dimension_numbers"]
+                shape = eqn.invars[0].aval.shape
+                out_size = int(np.prod(eqn.outvars[0].aval.shape))
+                total += repeat * out_size * int(np.prod([shape[a] for a in contract]))
+            inner = repeat * eqn.params["length"] if name == "scan" else repeat
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else [value]:
+                    if hasattr(sub, "eqns") or hasattr(sub, "jaxpr"):
+                        total += walk(getattr(sub, "jaxpr", sub), inner)
+        return total
+
+    return walk(jax.make_jaxpr(function)(*args).jaxpr, 1)
+
+
+@pytest.mark.parametrize("T, block_size", [(64, 8), (96, 8), (40, 8), (33, 8), (512, 64)])
+def test_causal_blockwise_attention_visits_only_the_lower_triangle_of_block_pairs(T, block_size):
+    # STRUCTURAL: N = ceil(T / b) blocks; the causal kernel's products cover exactly the
+    # N (N + 1) / 2 pairs (query block i, key block j <= i), each b x b scores (q k^T, b^2 d
+    # multiplications) and b x d outputs (p v, b^2 d): no pair j > i has a step or a product, and
+    # there is no cond (the old kernel scanned all N^2 pairs and skipped half with lax.cond).
+    # The non-causal kernel computes all N^2 pairs.
+    d = 4
+    q, k, v = normal(45, (1, T, d), (1, T, d), (1, T, d))
+    N = -(-T // block_size)
+    per_pair = 2 * block_size**2 * d
+    causal = _block_pair_work(lambda q, k, v: A.causal_blockwise_attention(q, k, v, block_size),
+                              q, k, v)  # fmt: skip
+    full = _block_pair_work(lambda q, k, v: A._online(q, k, v, block_size, False), q, k, v)
+    pairs = _block_pair_work(lambda q, k, v: A._online_causal_pairs(q, k, v, block_size), q, k, v)
+    assert causal == pairs == N * (N + 1) // 2 * per_pair, (causal, pairs, N)
+    # The non-causal kernel's score blocks have T rows, not N b (no padded queries).
+    assert full == N * 2 * T * block_size * d
+    assert causal / (N * N * per_pair) == pytest.approx((N + 1) / (2 * N))
 
 
 def test_causal_blockwise_attention_skips_masked_blocks():
@@ -404,11 +470,20 @@ def test_blockwise_kernels_never_hold_a_score_matrix():
         _no_score_matrix(48, 80, 8)(table, None, "naive")
 
 
-def test_causal_blockwise_attention_gradient_matches_naive():
-    q, k, v = normal(43, (9, 4), (9, 4), (9, 4))
-    grads = jax.grad(lambda k: jnp.sum(A.causal_blockwise_attention(q, k, v, 4) ** 2))(k)
-    expected = jax.grad(lambda k: jnp.sum(A.naive_attention(q, k, v, True) ** 2))(k)
-    np.testing.assert_allclose(grads, expected, rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize("T, block_size", [(9, 4), (13, 3), (16, 4)])
+def test_causal_blockwise_attention_gradient_matches_naive(T, block_size):
+    q, k, v = normal(43 + T, (2, 2, T, 4), (2, 2, T, 4), (2, 2, T, 3))
+    w = normal(1, (2, 2, T, 3))[0]
+
+    def loss(attend):
+        return lambda q, k, v: jnp.sum(w * attend(q, k, v) ** 2)
+
+    grads = jax.grad(loss(lambda q, k, v: A.causal_blockwise_attention(q, k, v, block_size)),
+                     argnums=(0, 1, 2))(q, k, v)  # fmt: skip
+    expected = jax.grad(loss(lambda q, k, v: A.naive_attention(q, k, v, True)),
+                        argnums=(0, 1, 2))(q, k, v)  # fmt: skip
+    for name, got, want in zip("qkv", grads, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_online_softmax_attention_rejects_bad_input():

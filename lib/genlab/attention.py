@@ -443,41 +443,131 @@ def _online(q, k, v, block_size: int, causal: bool) -> jax.Array:
     return _online_finish(total, acc)  # (..., T_q, D_v)
 
 
+_MAX_SCANS = 64  # above this many scans the causal kernel uses _online_causal_pairs instead
+
+
+def _smallest_factor(n: int) -> int:
+    return next(m for m in range(2, n + 1) if n % m == 0)
+
+
+def _causal_scans(num_blocks: int) -> int:
+    """How many ``lax.scan`` loops :func:`_causal_segments` emits for ``num_blocks`` blocks
+    (``log2 N`` for a power of two, ``N - 1`` for a prime)."""
+    n, scans = num_blocks, 0
+    while n > 1:
+        m = _smallest_factor(n)
+        scans, n = scans + m - 1, n // m
+    return scans
+
+
+def _causal_segments(q, k, v, state, block: int):
+    """Causal attention within each of ``S`` independent segments, continuing ``state``.
+
+    ``q, k [..., S, n b, d]``, ``v [..., S, n b, D_v]``; ``state`` the running (max, normalizer,
+    output) of those queries. A segment of ``n > 1`` blocks is cut into ``M`` parts of ``c = n /
+    M`` blocks (``M`` the smallest factor of ``n``). Part ``p``'s queries need every key of parts
+    ``0 .. p - 1`` (all in their past: no mask), which ``lax.scan`` visits one key block per step
+    with the whole part's queries (scores ``[..., S, c b, b]``, ``p c`` steps, a trip count static
+    per part); then each part is a segment of its own, recursively, keys in increasing order. A
+    segment of one block is a diagonal pair ``(i, i)``, the only kind the causal mask cuts (the
+    mask also hides the zero-padded keys of the last block from the real queries).
+    Returns the updated state.
+    """
+    *lead, S, L, d = q.shape
+    n = L // block
+    if n == 1:
+        position = jnp.arange(block)
+        allowed = position[None, :] <= position[:, None]  # (b, b)
+        s = jnp.einsum("...qd,...kd->...qk", q, k)  # (..., S, b, b)
+        return _online_update(state, s, allowed, v)
+    M = _smallest_factor(n)
+    c = n // M
+    rows = c * block  # queries per part
+    row_axis = len(lead) + 1  # of q, k, v and of every state array
+
+    def part(x, p):  # part p's rows: (..., S, c b, ...)
+        return jax.lax.slice_in_dim(x, p * rows, (p + 1) * rows, axis=row_axis)
+
+    parts = [tuple(part(x, p) for x in state) for p in range(M)]
+    k_blocks = jnp.moveaxis(k.reshape(*lead, S, n, block, d), -3, 0)  # (n, ..., S, b, d)
+    v_blocks = jnp.moveaxis(v.reshape(*lead, S, n, block, v.shape[-1]), -3, 0)  # (.., D_v)
+    for p in range(1, M):  # part p x every key block of parts 0 .. p - 1, one per step
+        q_p = part(q, p)  # (..., S, c b, d)
+
+        def step(carry, kv, q_p=q_p):
+            k_j, v_j = kv  # (..., S, b, d), (..., S, b, D_v)
+            s = jnp.einsum("...qd,...kd->...qk", q_p, k_j)  # (..., S, c b, b)
+            return _online_update(carry, s, True, v_j), None
+
+        parts[p] = jax.lax.scan(step, parts[p], (k_blocks[: p * c], v_blocks[: p * c]))[0]
+    state = tuple(jnp.concatenate(xs, axis=row_axis) for xs in zip(*parts))
+
+    def split(x):  # (..., S, M c b, ...) -> (..., S M, c b, ...): every part a segment
+        return x.reshape(*lead, S * M, rows, *x.shape[len(lead) + 2 :])
+
+    state = _causal_segments(split(q), split(k), split(v), tuple(map(split, state)), block)
+    return tuple(x.reshape(*lead, S, L, *x.shape[len(lead) + 2 :]) for x in state)
+
+
 @functools.partial(jax.jit, static_argnames=("block_size",))
 def _online_causal(q, k, v, block_size: int) -> jax.Array:
-    """Causal attention over query blocks x key blocks, skipping the fully masked pairs.
+    """Causal attention that computes only the lower triangle of (query block, key block) pairs.
 
-    Query block ``i`` visits key blocks ``j <= i`` only (``lax.cond`` skips the others at run
-    time), so about half of the ``N^2`` block pairs are computed instead of all of them.
+    The whole sequence (``N = ceil(T / b)`` blocks, zero-padded) is one segment for
+    :func:`_causal_segments`: for ``N`` even, the second half of the queries takes every key of
+    the first half (a full rectangle, one key block per scan step), then each half the same way,
+    down to the ``N`` diagonal blocks. Exactly the ``N (N + 1) / 2`` pairs with key block ``j <=``
+    query block ``i`` are computed, ``(N + 1) / (2 N)`` of the non-causal kernel's ``N^2``; the
+    pairs ``j > i`` have no loop step, branch or product. Each query block sees its key blocks in
+    the order ``0, 1, ..., i``, as the unskipped kernel does, so the result is the same to float32
+    rounding. The steps of the first cuts are big products (half the queries x one key block);
+    scores held at once are at most ``[..., T / 2, b]``. Above ``_MAX_SCANS`` scans (``N`` with a
+    large prime factor) :func:`_online_causal_pairs` keeps the program small.
     """
     batch, q, k, v = _broadcast_qkv(q, k, v)
     T, d = q.shape[-2:]
     D_v = v.shape[-1]
     block = min(block_size, T)
     num_blocks = -(-T // block)
+    if _causal_scans(num_blocks) > _MAX_SCANS:
+        return _online_causal_pairs(q, k, v, block)
+    pad = [(0, 0)] * len(batch) + [(0, num_blocks * block - T), (0, 0)]
+    q = jnp.pad(q * jnp.asarray(1.0 / math.sqrt(d), q.dtype), pad)  # (..., N b, d)
+    k, v = jnp.pad(k, pad), jnp.pad(v, pad)  # (..., N b, d), (..., N b, D_v)
+    one = lambda x: x[..., None, :, :]  # noqa: E731  one segment: (..., 1, N b, ·)
+    state = _online_init((*batch, 1, num_blocks * block), D_v, q.dtype)
+    _, total, acc = _causal_segments(one(q), one(k), one(v), state, block)
+    return _online_finish(total, acc)[..., 0, :T, :]  # (..., T, D_v)
+
+
+def _online_causal_pairs(q, k, v, block: int) -> jax.Array:
+    """:func:`_online_causal` as one ``lax.scan`` over the static list of the ``N (N - 1) / 2``
+    pairs ``(i, j)``, ``j < i``, row by row, one ``b x b`` block per step (reading and writing
+    query block ``i``'s running state), then the ``N`` diagonal blocks at once. The same pairs
+    in the same order per query block, for any ``N``; slower on CPU (small products)."""
+    batch = q.shape[:-2]
+    T, d = q.shape[-2:]
+    D_v = v.shape[-1]
+    num_blocks = -(-T // block)
     q = _blocks(q * jnp.asarray(1.0 / math.sqrt(d), q.dtype), block, num_blocks)  # (N, ..., b, d)
     k, v = _blocks(k, block, num_blocks), _blocks(v, block, num_blocks)
-    offsets = jnp.arange(block)
+    state = _online_init((num_blocks, *batch, block), D_v, q.dtype)  # (N, ..., b), .., (.., D_v)
 
-    def query_block(_, inputs):
-        i, q_i = inputs  # q_i (..., b, d)
-        query_index = i * block + offsets[:, None]  # (b, 1)
+    def pair(state, ij):
+        i, j = ij[0], ij[1]
+        carry = tuple(x[i] for x in state)  # query block i: (..., b), (..., b), (..., b, D_v)
+        s = jnp.einsum("...qd,...kd->...qk", q[i], k[j])  # (..., b, b)
+        new = _online_update(carry, s, True, v[j])
+        return tuple(x.at[i].set(y) for x, y in zip(state, new)), None
 
-        def key_block(carry, inputs):
-            j, k_j, v_j = inputs
-
-            def visit(carry):
-                allowed = j * block + offsets[None, :] <= query_index  # (b, b)
-                s = jnp.einsum("...qd,...kd->...qk", q_i, k_j)  # (..., b, b)
-                return _online_update(carry, s, allowed, v_j)
-
-            return jax.lax.cond(j <= i, visit, lambda carry: carry, carry), None
-
-        init = _online_init((*batch, block), D_v, q.dtype)
-        (_, total, acc), _ = jax.lax.scan(key_block, init, (jnp.arange(num_blocks), k, v))
-        return None, _online_finish(total, acc)  # (..., b, D_v)
-
-    _, out = jax.lax.scan(query_block, None, (jnp.arange(num_blocks), q))  # (N, ..., b, D_v)
+    pairs = np.array([(i, j) for i in range(num_blocks) for j in range(i)], np.int32)
+    if len(pairs):
+        state, _ = jax.lax.scan(pair, state, pairs)  # (P, 2): P = N (N - 1) / 2 steps
+    position = jnp.arange(block)
+    allowed = position[None, :] <= position[:, None]  # (b, b): the diagonal blocks (i, i)
+    s = jnp.einsum("n...qd,n...kd->n...qk", q, k)  # (N, ..., b, b)
+    _, total, acc = _online_update(state, s, allowed, v)
+    out = _online_finish(total, acc)  # (N, ..., b, D_v)
     out = jnp.moveaxis(out, 0, -3).reshape(*batch, num_blocks * block, D_v)
     return out[..., :T, :]  # (..., T, D_v)
 
@@ -522,7 +612,11 @@ def causal_blockwise_attention(q, k, v, block_size: int) -> jax.Array:
     Queries and keys are cut into blocks of ``block_size`` (the last may be shorter). Query block
     ``i`` runs the online-softmax recurrence over key blocks ``j <= i`` only: every key of a block
     ``j > i`` is in the future of every query of block ``i``, so skipping it changes nothing and
-    saves about half the work of :func:`online_softmax_attention` without the skip.
+    saves about half the work of :func:`online_softmax_attention` without the skip. The skipped
+    pairs are not in the program at all (no branch decides at run time): of the ``N^2`` block
+    pairs (``N = ceil(T / block_size)``) exactly ``N (N + 1) / 2`` are computed, the later
+    queries against whole earlier key blocks in big products and the ``N`` diagonal blocks,
+    the only ones the mask cuts, with the mask.
 
     Args:
         q, k: ``[..., T, d]``; v: ``[..., T, D_v]`` (as many queries as keys).
