@@ -176,6 +176,16 @@ def _watermarked_tokens(rng: np.random.Generator, key, vocab: int, gamma: float,
     return np.asarray(tokens, np.int32)
 
 
+def _patterned_tokens(rng: np.random.Generator, key, vocab: int, gamma: float, length: int,
+                      pattern: tuple[bool, ...]) -> np.ndarray:  # fmt: skip
+    """A token sequence whose token i (i >= 1) is green exactly when pattern[(i - 1) % len]."""
+    masks = np.asarray(watermark.green_table(key, vocab, gamma))
+    tokens = [int(rng.integers(vocab))]
+    for i in range(length - 1):
+        tokens.append(int(rng.choice(np.flatnonzero(masks[tokens[-1]] == pattern[i % len(pattern)]))))
+    return np.asarray(tokens, np.int32)
+
+
 def watermark_z_score_cases(rng: np.random.Generator) -> list[Case]:
     z_close = close(1e-4, 1e-4)
     key = jax.random.key(11)
@@ -334,6 +344,12 @@ def min_substitutions_cases(rng: np.random.Generator) -> list[Case]:
         Case("min_substitutions when z is already below the threshold = 0",
              call(strong, key, 30, 0.25, 1e3), exact),
     ]  # fmt: skip
+    for pattern, threshold, what in [((True, False), 2.0, "green and red alternate: no edit removes two"),
+                                     ((True, True, True, False), -0.5, "runs of three greens")]:
+        k = key_from(rng)
+        tokens = _patterned_tokens(rng, k, 40, 0.25, int(rng.integers(120, 200)), pattern)
+        cases.append(Case(f"min_substitutions(tokens [{len(tokens)}], threshold {threshold}): {what}",
+                          call(tokens, k, 40, 0.25, threshold), exact))  # fmt: skip
     for _ in range(3):
         k = key_from(rng)
         vocab = int(rng.integers(8, 60))
