@@ -86,3 +86,43 @@ lint: setup
 
 clean:
 	rm -rf .jupyter .pytest_cache .ruff_cache
+
+## A class on JupyterHub (README, "A class on JupyterHub"); hub and hub-setup run as root.
+HUB_STATE      ?= /srv/genlab-hub
+HUB_EXCHANGE   ?= /srv/nbgrader/exchange
+HUB_PYTHON     ?= $(CURDIR)/$(BIN)/python
+HUB_INSTRUCTOR ?= genlab-instructor
+STUDENTS       ?=
+PASSWORDS      ?=
+# The class's Python (class.json) and, when make runs as root, the instructor's account: the
+# course folder and the exchange's course belong to the instructor.
+HUB_CLASS_PYTHON = $(shell python3 -c 'import json; print(json.load(open("$(HUB_STATE)/class.json"))["python"])' 2>/dev/null)
+HUB_AS_INSTRUCTOR = $(if $(filter 0,$(shell id -u)),runuser -u $(HUB_INSTRUCTOR) --) env -i \
+	PATH=$(dir $(HUB_CLASS_PYTHON)):/usr/bin:/bin LANG=C.UTF-8 HOME=$$(getent passwd $(HUB_INSTRUCTOR) | cut -d: -f6) \
+	GENLAB_HUB_STATE=$(HUB_STATE) $(HUB_CLASS_PYTHON) -m genlab.cli hub
+
+.PHONY: hub hub-proxy hub-setup hub-release hub-grade hub-remove
+
+hub-proxy:
+	cd deploy/jupyterhub && npm ci --no-audit --no-fund
+
+hub-setup: setup
+	@test -n "$(STUDENTS)" || (echo "usage: make hub-setup STUDENTS=alice,bob [PASSWORDS=file] [HUB_PYTHON=...]"; exit 2)
+	$(BIN)/genlab hub --state $(HUB_STATE) setup --students $(STUDENTS) --instructor $(HUB_INSTRUCTOR) \
+		--exchange $(HUB_EXCHANGE) --python $(HUB_PYTHON) $(if $(PASSWORDS),--password-file $(PASSWORDS))
+
+## The hub in the foreground (as root), on 127.0.0.1:8000 (GENLAB_HUB_IP / GENLAB_HUB_PORT).
+hub: hub-proxy
+	env -u JUPYTER_CONFIG_DIR -u JUPYTER_DATA_DIR -u JUPYTER_RUNTIME_DIR -u GENLAB_COMPILE_CACHE \
+		-u GENLAB_MODEL_CACHE GENLAB_HUB_STATE=$(HUB_STATE) $(HUB_CLASS_PYTHON) -m genlab.cli hub start
+
+hub-release:
+	@test -n "$(CH)" || (echo "usage: make hub-release CH=00_jax_primer"; exit 2)
+	$(HUB_AS_INSTRUCTOR) release $(CH)
+
+hub-grade:
+	@test -n "$(CH)" || (echo "usage: make hub-grade CH=00_jax_primer [WORKERS=2]"; exit 2)
+	$(HUB_AS_INSTRUCTOR) grade $(CH) --workers $(WORKERS)
+
+hub-remove:
+	$(BIN)/genlab hub --state $(HUB_STATE) remove

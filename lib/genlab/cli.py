@@ -6,6 +6,7 @@ genlab grade    CH [--workers N] [...]  sandboxed parallel autograde, report in 
 genlab feedback CH                      feedback/ID/CH/*.html without hidden tests
 genlab export   [--to grades.csv]       every grade as CSV
 genlab demo     [--workers N]           build, grade and report the demo class
+genlab hub ...                          a class on JupyterHub (genlab hub --help, genlab.hub)
 """
 
 from __future__ import annotations
@@ -46,11 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--dir", type=Path, default=None, help="default: build/demo-class")
+    _hub_parser(sub)
     return parser
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hub":
+        return _hub_main(args)
     root = args.course.resolve()
     try:
         if args.command == "release":
@@ -79,6 +83,94 @@ def main(argv=None) -> int:
             print(f"demo course: {target}")
     except (classroom.ClassroomError, FileNotFoundError, LookupError, ValueError) as error:
         print(f"genlab {args.command}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- genlab hub: a class on JupyterHub (genlab.hub, deploy/jupyterhub) ------------------------
+
+
+def _hub_parser(sub) -> None:
+    hub = sub.add_parser("hub", help="a class on JupyterHub (see genlab.hub)")
+    hub.add_argument(
+        "--state", type=Path, default=None,
+        help="the hub's state folder (default: $GENLAB_HUB_STATE or /srv/genlab-hub)",
+    )  # fmt: skip
+    steps = hub.add_subparsers(dest="step", required=True)
+    p = steps.add_parser("setup", help="(root) users, exchange, shared cache, course folder")
+    p.add_argument("--instructor", default="genlab-instructor")
+    p.add_argument("--students", required=True, help="comma-separated user names")
+    p.add_argument("--exchange", type=Path, default=None, help="default: /srv/nbgrader/exchange")
+    p.add_argument("--course-id", default="genlab")
+    p.add_argument(
+        "--python", default=sys.executable,
+        help="the Python (with genlab) user servers run; every account must be able to run it",
+    )  # fmt: skip
+    p.add_argument("--chapters", default="", help="comma-separated; default: every chapter")
+    p.add_argument("--password-file", type=Path, default=None,
+                   help="lines of user:password for chpasswd (PAM login)")  # fmt: skip
+    p = steps.add_parser("python", help="a Python every account can run, over this environment")
+    p.add_argument("target", type=Path)
+    p.add_argument("--base", default="/usr/bin/python3")
+    p = steps.add_parser("release", help="generate, release to the exchange, warm the JAX cache")
+    p.add_argument("chapter")
+    p.add_argument("--no-warm", action="store_true")
+    steps.add_parser("collect").add_argument("chapter")
+    p = steps.add_parser("grade", help="collect, grade in sandboxes, release feedback")
+    p.add_argument("chapter")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    steps.add_parser("feedback").add_argument("chapter")
+    steps.add_parser("start", help="(root) run the hub in the foreground")
+    steps.add_parser("remove", help="(root) delete the class's users and exchange")
+
+
+def _hub_main(args) -> int:
+    from genlab import hub
+
+    try:
+        if args.step == "setup":
+            state = args.state or Path(os.environ.get(hub.STATE_ENV) or hub.DEFAULT_STATE)
+            repository = Path(__file__).resolve().parents[2]
+            chapters = [c for c in args.chapters.split(",") if c] or sorted(
+                p.name for p in (repository / "solutions").glob("[0-9][0-9]_*"))  # fmt: skip
+            passwords = {}
+            if args.password_file:
+                for line in args.password_file.read_text().splitlines():
+                    user, _, password = line.partition(":")
+                    passwords[user] = password
+            spec = hub.HubClass(
+                course_id=args.course_id, instructor=args.instructor,
+                students=[s for s in args.students.split(",") if s],
+                exchange=str(args.exchange or hub.DEFAULT_EXCHANGE), state=str(state),
+                python=args.python,
+            )  # fmt: skip
+            spec = hub.setup(spec, passwords=passwords, repository=repository, chapters=chapters)
+            print(f"class: {Path(spec.state) / hub.CLASS_FILE}")
+            return 0
+        if args.step == "python":
+            print(hub.shared_python(args.target, args.base))
+            return 0
+        spec = hub.HubClass.load(args.state)
+        if args.step == "release":
+            print(hub.release(spec, args.chapter, warm_cache=not args.no_warm))
+        elif args.step == "collect":
+            print(", ".join(hub.collect(spec, args.chapter)))
+        elif args.step == "grade":
+            timings: dict[str, float] = {}
+            rows = hub.grade(spec, args.chapter, workers=args.workers, timings=timings)
+            print(classroom.format_table(rows))
+            print(", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
+        elif args.step == "feedback":
+            for path in hub.return_feedback(spec, args.chapter):
+                print(path)
+        elif args.step == "start":
+            os.environ[hub.STATE_ENV] = spec.state
+            os.chdir(spec.state)
+            os.execv(spec.python, hub.hub_command(spec))
+        elif args.step == "remove":
+            hub.remove(spec)
+    except (hub.HubError, FileNotFoundError, LookupError, ValueError) as error:
+        print(f"genlab hub {args.step}: {error}", file=sys.stderr)
         return 1
     return 0
 
