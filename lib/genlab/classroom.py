@@ -43,6 +43,18 @@ def nbgrader(root: Path, *args: str, check: bool = True) -> subprocess.Completed
     return done
 
 
+def copy_sources(root: Path, repo: Path, chapters) -> None:
+    """Put ``repo``'s nbgrader config and the ``chapters``' sources (``solutions/CH``, replacing
+    older copies) into the course folder ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(repo / "nbgrader_config.py", root / "nbgrader_config.py")
+    for chapter in chapters:
+        target = root / "solutions" / chapter
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(repo / "solutions" / chapter, target)
+
+
 def release(root: Path, chapter: str) -> Path:
     """Generate the student version of ``chapter``; return its folder."""
     nbgrader(root, "generate_assignment", chapter, "--force")

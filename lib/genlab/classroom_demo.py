@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 
 from genlab import grading
-from genlab.classroom import feedback, format_table, grade, release
+from genlab.classroom import copy_sources, feedback, format_table, grade, release
 from genlab.classroom_limits import GB, Limits
 
 CHAPTERS = ("00_jax_primer", "01_gan_math")
@@ -325,13 +325,8 @@ def write_submissions(root: Path, chapter: str, cases: dict | None = None, *,
 
 def make_course(root: Path, repo: Path, chapters=CHAPTERS) -> Path:
     """A course folder with this repository's config and the chapters' sources, released."""
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(repo / "nbgrader_config.py", root / "nbgrader_config.py")
+    copy_sources(root, repo, chapters)
     for chapter in chapters:
-        target = root / "solutions" / chapter
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(repo / "solutions" / chapter, target)
         release(root, chapter)
     return root
 

@@ -312,13 +312,9 @@ def setup(hub: HubClass, *, passwords: dict[str, str] | None = None,
     hub.course_root = hub.course_root or str(home / "course")
     hub.shared_cache = hub.shared_cache or str(state / "cache")
     course = Path(hub.course_root)
-    course.mkdir(parents=True, exist_ok=True)
-    shutil.copy(repository / "nbgrader_config.py", course / "nbgrader_config.py")
-    for chapter in chapters:
-        target = course / "solutions" / chapter
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(repository / "solutions" / chapter, target)
+    from genlab import classroom
+
+    classroom.copy_sources(course, repository, chapters)
     for folder in (hub.cache_jax, hub.cache_models):
         folder.mkdir(parents=True, exist_ok=True)
     # genlab grade keeps its cache in <course>/cache (jax/, models/): the shared one, so one
