@@ -24,6 +24,7 @@ CH ?=
 LAB_ARGS ?=
 FROM ?=
 WORKERS ?= 2
+TEST_WORKERS ?= 2
 # Jupyter refuses to run as root (containers, CI) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -43,9 +44,9 @@ $(STAMP): pyproject.toml
 lab: setup
 	$(BIN)/jupyter lab --ServerApp.root_dir=chapters $(ROOT_FLAG) $(LAB_ARGS)
 
-## Maintainers and CI: the full test suite.
+## Maintainers and CI: the full test suite, on TEST_WORKERS processes (pytest-xdist; 0: one).
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## Regenerate chapters/ from solutions/ (deterministic; commit the result).
 release: setup

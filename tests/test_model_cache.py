@@ -100,3 +100,54 @@ def test_entries_are_readable_by_others_and_an_unwritable_cache_only_costs_train
     train = Counter()
     model = model_cache.cached_model("toy", CONFIG, build, train, environ=env)
     assert train.calls == 1 and model(jnp.ones((1, 3))).shape == (1, 2)
+
+
+def _blocked_lock_waiters() -> int:
+    """How many lock requests on this machine are waiting for another's lock (/proc/locks marks
+    a blocked request with '->')."""
+    with open("/proc/locks") as f:
+        return sum("->" in line for line in f)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
+def test_two_callers_at_once_train_the_model_once(tmp_path):
+    """Parallel test workers (or a class's kernels) asking for the same model at the same moment:
+    the first trains while holding the entry's lock, the second waits on it, then loads."""
+    import threading
+
+    env = {model_cache.CACHE_ENV: str(tmp_path)}
+    calls, results = [], {}
+    waiting_before = _blocked_lock_waiters()
+    second_started = threading.Event()
+
+    def first_training(model):
+        calls.append("first")
+        assert second_started.wait(60), "the second caller never started"
+        # Train until the second caller is seen waiting for this entry's lock.
+        for _ in range(30_000):  # up to about 30 s
+            if _blocked_lock_waiters() > waiting_before:
+                break
+            threading.Event().wait(0.001)
+        else:
+            raise AssertionError("the second caller never waited for the lock")
+        Counter()(model)
+
+    def second_training(model):
+        calls.append("second")
+        Counter()(model)
+
+    def ask(name, train):
+        results[name] = model_cache.cached_model("toy", CONFIG, build, train, environ=env)
+
+    first = threading.Thread(target=ask, args=("first", first_training))
+    first.start()
+    while not calls:  # the first caller holds the lock and is training
+        threading.Event().wait(0.001)
+    second = threading.Thread(target=ask, args=("second", second_training))
+    second.start()
+    second_started.set()
+    first.join(120)
+    second.join(120)
+    assert calls == ["first"], calls
+    for a, b in zip(weights(results["first"]), weights(results["second"]), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -18,6 +18,7 @@ the arrays are read with ``allow_pickle=False`` and must match the model's own s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -27,6 +28,11 @@ import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, every process trains for itself
+    fcntl = None
 
 import jax.numpy as jnp
 import numpy as np
@@ -131,10 +137,35 @@ def cached_model(
     path = None if folder is None else folder / f"{name}-{cache_key(name, config, code)}.npz"
     if path is not None and path.is_file() and load_into(model, path):
         return model
-    train(model)
-    if path is not None:
-        try:
-            save_model(model, path)
-        except OSError:
-            pass  # a read-only cache (the grading sandbox) keeps working, it only does not fill
+    with _training_lock(path):
+        # Another process may have trained this entry while we waited for the lock.
+        if path is not None and path.is_file() and load_into(model, path):
+            return model
+        train(model)
+        if path is not None:
+            try:
+                save_model(model, path)
+            except OSError:
+                pass  # a read-only cache (the grading sandbox) keeps working, it only does not fill
     return model
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path | None):
+    """Hold an exclusive lock next to the entry while training it, so processes that need the
+    same model at once (parallel test workers, a class's kernels) train it once: the others wait,
+    then load. Where the folder is read-only or locks are unsupported, train without one."""
+    if path is None or fcntl is None:
+        yield
+        return
+    try:
+        handle = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (closed below)
+    except OSError:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
