@@ -217,14 +217,20 @@ def generate(model, key, prompt, num_new_tokens, wm_key, gamma=0.25, delta=2.0):
 def z_scores(tokens, key, vocab_size, gamma, prompt_len=0, ignore_repeated=False) -> np.ndarray:
     """Detector z-scores [B] of a batch of sequences tokens [B, T] (as
     :func:`watermark_z_score` row by row)."""
-    tokens = np.asarray(tokens)
-    start = max(int(prompt_len), 1)
     table = np.asarray(green_table(key, vocab_size, gamma))
+    return table_z_scores(tokens, table, gamma, prompt_len, ignore_repeated)
+
+
+def table_z_scores(tokens, table, gamma, prompt_len=0, ignore_repeated=False) -> np.ndarray:
+    """:func:`z_scores` with the green lists given: table bool [V, V], row p the green list after
+    token p (from any seeding scheme, e.g. transformers' in the tests)."""
+    tokens, table = np.asarray(tokens), np.asarray(table, dtype=bool)
+    start = max(int(prompt_len), 1)
     prev, nxt = tokens[:, start - 1 : -1], tokens[:, start:]
     greens = table[prev, nxt]
     if not ignore_repeated:
         return z_from_counts(greens.sum(axis=1), greens.shape[1], gamma)
-    codes = prev.astype(np.int64) * vocab_size + nxt
+    codes = prev.astype(np.int64) * table.shape[1] + nxt
     counts = np.empty((len(tokens), 2))
     for row, (code, green) in enumerate(zip(codes, greens)):
         _, first = np.unique(code, return_index=True)
