@@ -10,7 +10,7 @@ import zipfile
 import nbformat
 import psutil
 import pytest
-from tiny_notebooks import tiny_notebook
+from tiny_notebooks import answer_cell, tiny_notebook
 
 from genlab import classroom, grading
 from genlab.classroom_grade import Layout, check_student_id
@@ -206,3 +206,24 @@ def test_a_manual_score_in_the_gradebook_is_reported(courses):
     (row,) = classroom.grade(root, "tiny", ["blank"], workers=1, limits=LIMITS, progress=False)
     assert any("manual score (1) overrides" in r for r in row.reasons), row.reasons
     assert row.score == 1  # nbgrader prefers the manual score; the report says so
+
+
+def test_a_warm_up_cell_past_its_limit_is_abandoned_and_the_class_is_still_graded(
+    tmp_path, monkeypatch, capfd
+):
+    """The warm-up runs the instructor's solution; one of its cells running too long (a loaded
+    machine, a slow first compilation) must not stop the class's grading."""
+    from genlab import classroom_grade
+
+    root = make_course(tmp_path)
+    solution = tiny_notebook()
+    solution.cells[3] = answer_cell("root", "while True:\n        pass")  # hangs when called
+    nbformat.write(solution, root / "solutions" / "tiny" / "tiny.ipynb")
+    release = nbformat.read(root / "chapters" / "tiny" / "tiny.ipynb", as_version=4)
+    nb = grading.replace_answer(release, "double", "def double(x):\n    return 2 * x")
+    write(root, "ok", grading.replace_answer(nb, "root", "def root(x):\n    return math.sqrt(x)"))
+    monkeypatch.setattr(classroom_grade, "WARM_UP_CELL_SECONDS", 5)
+    limits = Limits(cell_seconds=5, notebook_seconds=300, memory_bytes=4 * GB)
+    (row,) = classroom.grade(root, "tiny", workers=1, limits=limits, progress=False)
+    assert "warning: the warm-up of tiny stopped" in capfd.readouterr().err
+    assert row.status == "graded" and row.score == row.max_score == 2, row
