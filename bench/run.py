@@ -3,6 +3,7 @@
     python -m bench.run                      # every benchmark, full sizes -> bench/results.md
     python -m bench.run --only attention     # some of them
     python -m bench.run --quick --output -   # tiny sizes, print only (the test suite does this)
+    python -m bench.run --only course --chapters 05,06 --output /tmp/x.md   # some chapters' rows
 
 Every table's comparisons are ratios measured in the same run, on the machine described at the
 top of the file. Optional peers (torch, transformers) are measured when installed:
@@ -78,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure on a loaded machine anyway (tables marked NOT A RESULT)",
     )
+    parser.add_argument("--chapters", default="",
+                        help="course benchmark: only these chapters' rows, e.g. 05,06,07")
     args = parser.parse_args(argv)
+    if args.chapters:
+        os.environ["GENLAB_BENCH_CHAPTERS"] = args.chapters
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
