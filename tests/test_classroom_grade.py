@@ -102,6 +102,14 @@ def test_grading_process_sees_a_private_home_and_only_its_own_submission(courses
     assert text.split("PEERS=", 1)[1].split()[0] == "snoop", text
 
 
+def _other_workers_processes() -> set[int]:
+    """The processes started by the other test workers of this run (pytest-xdist's workers are
+    siblings): their kernels are alive for their own tests, not left over by this one."""
+    me = psutil.Process()
+    siblings = [p for p in me.parent().children() if p.pid != me.pid]
+    return {d.pid for s in siblings for d in s.children(recursive=True)}
+
+
 def test_notebook_time_limit_kills_the_grading_process_and_scores_zero(tmp_path):
     root = make_course(tmp_path)
     release = nbformat.read(root / "chapters" / "tiny" / "tiny.ipynb", as_version=4)
@@ -113,9 +121,10 @@ def test_notebook_time_limit_kills_the_grading_process_and_scores_zero(tmp_path)
     (row,) = classroom.grade(root, "tiny", workers=1, limits=limits, progress=False)
     assert row.status == "failed" and row.score == 0 and row.max_score == 2
     assert any("notebook time limit" in r for r in row.reasons), row.reasons
+    others = _other_workers_processes()
     left = [
         p for p in psutil.process_iter(["pid", "cmdline"])
-        if p.pid not in before and "ipykernel" in " ".join(p.info["cmdline"] or [])
+        if p.pid not in before | others and "ipykernel" in " ".join(p.info["cmdline"] or [])
     ]  # fmt: skip
     assert not left, f"kernels left running: {left}"
     assert not (root / "autograded" / "sleeper").exists()
