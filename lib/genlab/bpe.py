@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 NUM_BYTES = 256
 
 
@@ -114,6 +116,28 @@ def bpe_encode(text: str, merges) -> list[int]:
             break
         pair = min(present, key=merges.__getitem__)
         ids = merge_pair(ids, pair, merges[pair])
+    return ids
+
+
+def encode_array(text: str, merges) -> np.ndarray:
+    """:func:`bpe_encode` for long texts (a whole corpus): the same ids, as int32 [L].
+
+    Replays the merges in the order learned, one vectorised pass over the ids per merge (the
+    same segmentation as merging the lowest present new id first). Inside a run of a repeated
+    byte, merging (a, a) left to right takes every other pair.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    ids = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
+    for (a, b), new_id in sorted(_check_merges(merges).items(), key=lambda item: item[1]):
+        hits = np.flatnonzero((ids[:-1] == a) & (ids[1:] == b))  # (H,) pair positions
+        if hits.size == 0:
+            continue
+        run_start = np.r_[True, np.diff(hits) != 1]  # consecutive hits: a run of a == b
+        first_of_run = np.flatnonzero(run_start)[np.cumsum(run_start) - 1]  # (H,)
+        hits = hits[(np.arange(hits.size) - first_of_run) % 2 == 0]
+        ids[hits] = new_id
+        ids = np.delete(ids, hits + 1)
     return ids
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import inspect
 import importlib
 import math
+import re
+import time
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +25,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from genlab import gpt, validate
+from genlab import bpe, char_gpt, data, gpt, model_cache, train, validate
 
 LORA_TARGETS = {"attn": ("query", "key", "value", "out"), "mlp": ("fc", "proj")}
 SOURCE_MODULES = ("textwrap", "colorsys", "fnmatch", "heapq", "bisect")
+# chapter 04's GPT trained from scratch on characters and on BPE tokens (section 2)
+RACE = {"block_size": 64, "num_layers": 2, "num_heads": 4, "d_model": 128, "batch": 32,
+        "peak_lr": 3e-3, "warmup": 20, "weight_decay": 0.01, "train_chars": 200_000,
+        "init_seed": 0, "data_seed": 3}  # fmt: skip
 
 
 # --- LoRA -----------------------------------------------------------------------------------
@@ -238,6 +244,100 @@ def dpo_train_step(model, optimizer, chosen, rejected, mask_chosen, mask_rejecte
     loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
     optimizer.update(model, grads)
     return loss
+
+
+def word_breaks(text: str) -> int:
+    """The preference of chapter 07's DPO run: how many words ``text`` breaks into, counted as
+    the places where a non-space character is followed by a space (a run of spaces counts once)."""
+    return len(re.findall(r"\S ", text))
+
+
+def sample_completions(model: gpt.GPT, key, prompts, num_new: int, per_prompt: int = 1):
+    """``per_prompt`` sampled continuations (temperature 1) of each prompt: int32
+    [P * per_prompt, T0 + num_new] for prompts int [P, T0], each prompt's rows consecutive."""
+    return gpt.generate(model, key, jnp.repeat(jnp.asarray(prompts), per_prompt, axis=0), num_new)
+
+
+def best_and_worst(samples, scores, per_prompt: int):
+    """Preference pairs from scored samples: the best and the worst of each prompt's group.
+
+    Args:
+        samples: int [P * k, L], each prompt's k = ``per_prompt`` samples in consecutive rows.
+        scores: float [P * k], higher is preferred.
+
+    Returns:
+        (chosen, rejected): int [M, L] each, the first highest- and first lowest-scored sample
+        of every prompt whose k scores are not all equal (M <= P).
+    """
+    samples, scores = np.asarray(samples), np.asarray(scores, np.float64)
+    groups = samples.reshape(-1, per_prompt, samples.shape[-1])  # (P, k, L)
+    grouped = scores.reshape(-1, per_prompt)  # (P, k)
+    keep = grouped.max(axis=1) > grouped.min(axis=1)
+    rows = np.arange(len(groups))
+    chosen = groups[rows, grouped.argmax(axis=1)][keep]
+    rejected = groups[rows, grouped.argmin(axis=1)][keep]
+    return chosen, rejected
+
+
+def preference_rate(scores, reference_scores) -> float:
+    """How often a sample beats the reference model's sample for the same prompt (ties count
+    half): 0.5 for the reference itself. scores, reference_scores: float [N]."""
+    scores, reference_scores = np.asarray(scores), np.asarray(reference_scores)
+    return float(np.mean(scores > reference_scores) + 0.5 * np.mean(scores == reference_scores))
+
+
+# --- comparing tokenizers: chapter 04's GPT on characters and on BPE tokens ------------------
+
+
+class TrainingSeconds(nnx.Variable):
+    """Wall-clock seconds a cached model's training took when it ran (saved with its weights)."""
+
+
+def race_stream(merges=None) -> np.ndarray:
+    """The training text of :func:`tokenizer_race_model` as int32 ids [L]: the first
+    ``RACE["train_chars"]`` characters of the pydoc corpus (inside chapter 04's training split),
+    as characters (``merges=None``: chapter 04's tokenizer) or as the byte-level BPE tokens of
+    ``merges`` (:func:`genlab.bpe.encode_array`)."""
+    corpus = char_gpt.corpus()
+    text = corpus.text[: RACE["train_chars"]]
+    return corpus.tokenizer.encode(text) if merges is None else bpe.encode_array(text, merges)
+
+
+def tokenizer_race_model(merges, steps: int) -> gpt.GPT:
+    """Chapter 04's GPT (2 layers, width 128, 64 positions) trained from scratch for ``steps``
+    AdamW steps of 32 windows of :func:`race_stream` ``(merges)``: on characters
+    (``merges=None``) or on BPE tokens, the same steps and batch for both. Trained once, then
+    loaded from the model cache; ``model.train_seconds[...]`` holds the wall-clock seconds of
+    its training (compilation included), measured when it ran."""
+    vocab_size = char_gpt.corpus().tokenizer.vocab_size if merges is None else bpe.NUM_BYTES + len(merges)
+    sizes = {k: RACE[k] for k in ("block_size", "num_layers", "num_heads", "d_model")}
+    config = gpt.GPTConfig(vocab_size=vocab_size, **sizes)
+
+    def build():
+        model = gpt.GPT(config, rngs=nnx.Rngs(RACE["init_seed"]))
+        model.train_seconds = TrainingSeconds(jnp.zeros((), jnp.float32))
+        return model
+
+    def fit(model):
+        start = time.perf_counter()
+        ids = race_stream(merges)
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, RACE["peak_lr"], warmup_steps=RACE["warmup"], decay_steps=steps,
+            end_value=RACE["peak_lr"] / 10)  # fmt: skip
+        tx = optax.adamw(schedule, weight_decay=RACE["weight_decay"])
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        key, block = jax.random.key(RACE["data_seed"]), RACE["block_size"]
+
+        def windows(i):  # (batch, block + 1)
+            return data.batch_windows(jax.random.fold_in(key, i), ids, RACE["batch"], block + 1)[0]
+
+        train.fit(nnx.jit(gpt.train_step), model, optimizer, windows, steps, log_every=50,
+                  desc=f"GPT on {'characters' if merges is None else 'BPE tokens'}")  # fmt: skip
+        model.train_seconds[...] = jnp.float32(time.perf_counter() - start)
+
+    tokenizer = "characters" if merges is None else [[a, b, i] for (a, b), i in merges.items()]
+    return model_cache.cached_model("tokenizer-race", {**RACE, "steps": steps, "tokenizer": tokenizer},
+                                    build, fit)  # fmt: skip
 
 
 # --- the fine-tuning corpus -----------------------------------------------------------------
