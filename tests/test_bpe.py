@@ -212,3 +212,20 @@ def test_gpt2_vocab_matches_hugging_face_byte_level_bpe(tmp_path):
                  "hats and cats and 7 hats"):  # fmt: skip
         assert ours.encode(text) == hf.encode(text).ids, text
         assert ours.decode(ours.encode(text)) == text
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_encode_array_equals_bpe_encode(seed):
+    rng = np.random.default_rng(seed)
+    merges = bpe.train_bpe(random_text(rng, 300) + "aaaaaaa bbbb", 256 + 40)
+    texts = [random_text(rng, int(rng.integers(0, 120))) for _ in range(8)]
+    for text in texts + ["", "a", "a" * 9]:
+        ids = bpe.encode_array(text, merges)
+        assert ids.dtype == np.int32 and ids.tolist() == bpe.bpe_encode(text, merges)
+
+
+def test_encode_array_merges_runs_of_a_repeated_byte_left_to_right():
+    merges = {(97, 97): 256, (256, 256): 257}
+    for n in range(1, 10):
+        assert bpe.encode_array("a" * n, merges).tolist() == bpe.bpe_encode("a" * n, merges)
+    assert bpe.encode_array("aaaaa", merges).tolist() == [257, 97]

@@ -172,3 +172,39 @@ def test_python_source_corpus_and_unknown_characters():
     assert ids.tolist() == [0, 1, 3, 2] and replaced == 1
     with pytest.raises(ValueError, match="unknown"):
         finetune.encode_known("x", ["a"], unknown="?")
+
+
+def test_word_breaks_counts_words_followed_by_a_space():
+    assert finetune.word_breaks("") == 0
+    assert finetune.word_breaks("a b c") == 2
+    assert finetune.word_breaks("word    next ") == 2  # a run of spaces counts once
+    assert finetune.word_breaks("  leading") == 0
+
+
+def test_best_and_worst_pairs_and_preference_rate():
+    samples = np.arange(12).reshape(6, 2)  # 3 prompts x 2 samples, rows grouped by prompt
+    scores = np.array([1.0, 3.0, 2.0, 2.0, 5.0, 0.0])
+    chosen, rejected = finetune.best_and_worst(samples, scores, per_prompt=2)
+    np.testing.assert_array_equal(chosen, [[2, 3], [8, 9]])  # the tied prompt is dropped
+    np.testing.assert_array_equal(rejected, [[0, 1], [10, 11]])
+    assert finetune.preference_rate([1, 2, 3], [1, 2, 3]) == 0.5
+    assert finetune.preference_rate([2, 2, 0, 5], [1, 2, 3, 4]) == pytest.approx((2 + 0.5) / 4)
+
+
+def test_sample_completions_keeps_each_prompt_and_groups_its_rows():
+    model = gpt.GPT(CONFIG, rngs=nnx.Rngs(0))
+    prompts = jnp.array([[1, 2], [3, 4]])
+    out = finetune.sample_completions(model, jax.random.key(0), prompts, 3, per_prompt=2)
+    assert out.shape == (4, 5)
+    np.testing.assert_array_equal(out[:, :2], [[1, 2], [1, 2], [3, 4], [3, 4]])
+
+
+def test_race_stream_bpe_tokens_decode_to_the_character_stream():
+    from genlab import bpe, char_gpt
+
+    merges = bpe.train_bpe(char_gpt.corpus().text[:3000], 256 + 30)
+    chars, tokens = finetune.race_stream(None), finetune.race_stream(merges)
+    text = char_gpt.corpus().text[: finetune.RACE["train_chars"]]
+    assert char_gpt.corpus().tokenizer.decode(chars) == text
+    assert len(tokens) < len(text.encode("utf-8"))
+    assert bpe.bpe_decode(tokens.tolist(), merges) == text

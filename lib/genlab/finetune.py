@@ -309,7 +309,10 @@ def tokenizer_race_model(merges, steps: int) -> gpt.GPT:
     (``merges=None``) or on BPE tokens, the same steps and batch for both. Trained once, then
     loaded from the model cache; ``model.train_seconds[...]`` holds the wall-clock seconds of
     its training (compilation included), measured when it ran."""
-    vocab_size = char_gpt.corpus().tokenizer.vocab_size if merges is None else bpe.NUM_BYTES + len(merges)
+    if merges is None:
+        vocab_size = char_gpt.corpus().tokenizer.vocab_size
+    else:
+        vocab_size = bpe.NUM_BYTES + len(merges)
     sizes = {k: RACE[k] for k in ("block_size", "num_layers", "num_heads", "d_model")}
     config = gpt.GPTConfig(vocab_size=vocab_size, **sizes)
 
@@ -336,8 +339,8 @@ def tokenizer_race_model(merges, steps: int) -> gpt.GPT:
         model.train_seconds[...] = jnp.float32(time.perf_counter() - start)
 
     tokenizer = "characters" if merges is None else [[a, b, i] for (a, b), i in merges.items()]
-    return model_cache.cached_model("tokenizer-race", {**RACE, "steps": steps, "tokenizer": tokenizer},
-                                    build, fit)  # fmt: skip
+    cache_config = {**RACE, "steps": steps, "tokenizer": tokenizer}
+    return model_cache.cached_model("tokenizer-race", cache_config, build, fit)
 
 
 # --- the fine-tuning corpus -----------------------------------------------------------------
