@@ -225,3 +225,19 @@ def test_watermarked_sample_is_detected_and_keeps_the_prompt():
                                        jax.random.key(2), 0.25, 2.0)  # fmt: skip
     assert out.shape == (123,) and list(np.asarray(out[:3])) == [1, 2, 3]
     assert watermark.watermark_z_score(out, jax.random.key(2), 30, 0.25, prompt_len=3) > 4
+
+
+def test_frechet_floor_is_the_distance_of_two_disjoint_permuted_halves():
+    x = np.random.default_rng(5).normal(size=(90, 3)) * np.array([1.0, 2.0, 0.5])
+    key = jax.random.key(4)
+    order = np.asarray(jax.random.permutation(key, 90))
+    a, b = x[order[:30]], x[order[30:60]]
+    assert not set(order[:30]) & set(order[30:60])
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    want = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(ca + cb - 2 * scipy.linalg.sqrtm(ca @ cb).real)
+    np.testing.assert_allclose(evaluation.frechet_floor(x, 30, key), want, rtol=2e-3, atol=1e-4)
+    floors = [float(evaluation.frechet_floor(x, n, key)) for n in (5, 45)]
+    assert floors[0] > floors[1] > 0
+    for bad in (1, 46):
+        with pytest.raises(ValueError, match="n"):
+            evaluation.frechet_floor(x, bad, key)

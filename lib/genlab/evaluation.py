@@ -7,13 +7,19 @@ a block of rows at a time (``jax.lax.map``), not through the ``|a|^2 + |b|^2 - 2
 that one loses the small distances (an exact copy of a training image comes out at about 1e-3
 instead of 0 in float32), which are the ones a memorisation test is about.
 
-Besides the references, :func:`digits_vae` is a small VAE of the 8x8 digits, trained once and
-kept in :mod:`genlab.model_cache`, with :func:`vae_iwae_nll` its importance-weighted likelihood
-bound, so the chapter can measure a real generator without retraining chapter 02's.
+Besides the references, the course's generators of the 8x8 digits in small versions, each
+trained once on the classifier's training split and kept in :mod:`genlab.model_cache` so the
+chapter measures real models without re-running other chapters: :func:`digits_vae` (chapter 02,
+with :func:`vae_iwae_nll` its importance-weighted likelihood bound), :func:`digits_gan`
+(chapter 01's MLP GAN) and :func:`digits_flow` (chapter 05's flow-matching model). For text
+memorisation, :func:`memorisation_gpts` trains chapter 04's GPT on a small slice of the corpus
+and keeps snapshots along the way.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 
 import jax
@@ -23,7 +29,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from genlab import digits_classifier, model_cache, vae
+from genlab import char_gpt, data, diffusion, digits_classifier, gan, gpt, model_cache, nn, train, vae
 from genlab.validate import float_array, positive_int
 
 ROW_BLOCK = 64  # rows of a distance matrix computed at once (memory: ROW_BLOCK x M x D floats)
@@ -95,6 +101,23 @@ def frechet_distance(mu1, cov1, mu2, cov2):
 def feature_frechet(features_a, features_b):
     """Fréchet distance between Gaussian fits of two feature sets [N_a, D] and [N_b, D]."""
     return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
+
+
+def frechet_floor(features, n, key):
+    """Fréchet distance between two disjoint random subsets of n rows of one feature set
+    features [N, D]: what two samples of the same distribution score at sample size n (the
+    bias every Fréchet distance at that n carries). The subsets are the rows at positions
+    [0, n) and [n, 2n) of ``jax.random.permutation(key, N)``; needs 2 <= n and 2n <= N.
+
+    Returns:
+        float32 scalar >= 0.
+    """
+    x = float_array("features", features, min_ndim=2)
+    n = positive_int("n", n)
+    if x.ndim != 2 or n < 2 or 2 * n > x.shape[0]:
+        raise ValueError(f"need features [N, D] and 2 <= n <= N / 2, got shape {x.shape} and n = {n}")
+    order = jax.random.permutation(key, x.shape[0])
+    return feature_frechet(x[order[:n]], x[order[n : 2 * n]])
 
 
 # --- distances, k-NN precision and recall, memorisation ------------------------------------------
@@ -203,3 +226,150 @@ def vae_iwae_nll(model: vae.VAE, key, x, num_importance: int = 100) -> jax.Array
     log_pz = -0.5 * jnp.sum(z**2 + math.log(2 * math.pi), axis=-1)
     log_qz = -0.5 * jnp.sum(eps**2 + log_var + math.log(2 * math.pi), axis=-1)
     return -vae.iwae_bound(log_px + log_pz - log_qz)
+
+
+# --- chapter 01's GAN of the digits, small ------------------------------------------------------
+
+GAN_CONFIG = {"latent_dim": 16, "hidden": 256, "steps": 3000, "batch": 128, "lr": 2e-4, "b1": 0.5,
+              "seed": 3, "data_seed": 2024}  # fmt: skip
+
+
+class DigitGenerator(nnx.Module):
+    """Chapter 01's generator: z [B, Z] -> images [B, 64] in (-1, 1), an MLP with a final tanh."""
+
+    def __init__(self, latent_dim: int, hidden: int, *, rngs: nnx.Rngs):
+        self.latent_dim = latent_dim
+        self.net = nn.MLP((latent_dim, hidden, hidden, 64), activation=jax.nn.leaky_relu, rngs=rngs)
+
+    def __call__(self, z):
+        return jnp.tanh(self.net(z))  # (B, 64)
+
+
+def _train_gan(generator: DigitGenerator) -> None:
+    (x, _), _ = digits_classifier.split()
+    real = jnp.asarray(2.0 * x - 1.0)  # (N, 64) in [-1, 1], the generator's range
+    hidden = GAN_CONFIG["hidden"]
+    discriminator = nn.MLP((64, hidden, hidden, 1), activation=jax.nn.leaky_relu,
+                           rngs=nnx.Rngs(GAN_CONFIG["seed"] + 1))  # fmt: skip
+    adam = lambda: optax.adam(GAN_CONFIG["lr"], b1=GAN_CONFIG["b1"])  # noqa: E731
+    optimizers = (nnx.Optimizer(generator, adam(), wrt=nnx.Param),
+                  nnx.Optimizer(discriminator, adam(), wrt=nnx.Param))  # fmt: skip
+    sample_real = lambda key, n: real[jax.random.randint(key, (n,), 0, real.shape[0])]  # noqa: E731
+    step = gan.make_gan_step(sample_real, GAN_CONFIG["latent_dim"], GAN_CONFIG["batch"])
+    key = jax.random.key(GAN_CONFIG["data_seed"])
+    train.fit(step, (generator, discriminator), optimizers, lambda i: jax.random.fold_in(key, i),
+              GAN_CONFIG["steps"], log_every=500,
+              desc="training the digits GAN (once, then cached)")  # fmt: skip
+
+
+def digits_gan() -> DigitGenerator:
+    """Chapter 01's MLP GAN (non-saturating loss, Adam 2e-4, b1 = 0.5, 3000 steps) trained on the
+    classifier's training split of the digits; its generator, trained on first use, then cached."""
+    return model_cache.cached_model(
+        "digits-gan", GAN_CONFIG,
+        lambda: DigitGenerator(GAN_CONFIG["latent_dim"], GAN_CONFIG["hidden"],
+                               rngs=nnx.Rngs(GAN_CONFIG["seed"])),
+        _train_gan,
+    )  # fmt: skip
+
+
+def gan_samples(generator: DigitGenerator, key, num_samples: int) -> jax.Array:
+    """Images [num_samples, 64] in [0, 1] from z ~ N(0, I)."""
+    z = jax.random.normal(key, (positive_int("num_samples", num_samples), generator.latent_dim))
+    return (generator(z) + 1.0) / 2.0
+
+
+# --- chapter 05's flow-matching model of the digits, small --------------------------------------
+
+FLOW_CONFIG = {"hidden": 256, "depth": 3, "steps": 5000, "batch": 128, "lr": 1e-3, "seed": 0,
+               "data_seed": 20, "sample_steps": 50}  # fmt: skip
+
+
+def _train_flow(model: diffusion.TimeMLP) -> None:
+    (x, _), _ = digits_classifier.split()
+    real = jnp.asarray(2.0 * x - 1.0)
+
+    def loss(model, key):
+        key_batch, key_loss = jax.random.split(key)
+        index = jax.random.randint(key_batch, (FLOW_CONFIG["batch"],), 0, real.shape[0])
+        return diffusion.flow_matching_loss(key_loss, model, real[index])
+
+    key = jax.random.key(FLOW_CONFIG["data_seed"])
+    train.fit(train.make_train_step(loss), model,
+              nnx.Optimizer(model, optax.adam(FLOW_CONFIG["lr"]), wrt=nnx.Param),
+              lambda i: jax.random.fold_in(key, i), FLOW_CONFIG["steps"], log_every=500,
+              desc="training the digits flow model (once, then cached)")  # fmt: skip
+
+
+def digits_flow() -> diffusion.TimeMLP:
+    """Chapter 05's unconditional flow-matching model of the digits (a TimeMLP, 3 layers of 256,
+    5000 Adam steps) on the classifier's training split; trained on first use, then cached."""
+    return model_cache.cached_model(
+        "digits-flow", FLOW_CONFIG,
+        lambda: diffusion.TimeMLP(64, FLOW_CONFIG["hidden"], FLOW_CONFIG["depth"],
+                                  rngs=nnx.Rngs(FLOW_CONFIG["seed"])),
+        _train_flow,
+    )  # fmt: skip
+
+
+def flow_samples(model: diffusion.TimeMLP, key, num_samples: int) -> jax.Array:
+    """Images [num_samples, 64] in [0, 1]: Euler steps of the velocity from N(0, I) noise."""
+    shape = (positive_int("num_samples", num_samples), 64)
+    x = diffusion.sample_flow(key, model, shape, FLOW_CONFIG["sample_steps"])
+    return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+
+# --- memorisation of text as training goes on ---------------------------------------------------
+
+MEMO_CONFIG = {"train_chars": 4_000, "snapshots": [100, 250, 500], "batch": 32, "lr": 3e-3,
+               "data_seed": 5}  # fmt: skip
+
+
+class GPTSnapshots(nnx.Module):
+    """Copies of one GPT's weights at several points of its training: ``models[k]`` is the model
+    after ``MEMO_CONFIG["snapshots"][k]`` steps."""
+
+    def __init__(self, config: gpt.GPTConfig, count: int, *, rngs: nnx.Rngs):
+        self.models = nnx.List([gpt.GPT(config, rngs=rngs) for _ in range(count)])
+
+
+def memorisation_split() -> tuple[np.ndarray, np.ndarray]:
+    """(train ids, held-out ids), int32 [MEMO_CONFIG["train_chars"]] each: the first characters
+    of chapter 04's training split and as many of its held-out split (the same size, so that a
+    50-character window has the same chance to occur in either by accident)."""
+    corpus, size = char_gpt.corpus(), MEMO_CONFIG["train_chars"]
+    return corpus.train_ids[:size], corpus.val_ids[:size]
+
+
+def _train_snapshots(snapshots: GPTSnapshots) -> None:
+    train_ids, _ = memorisation_split()
+    model = char_gpt.pretrained()  # a fresh copy: chapter 04's weights, loaded from the cache
+    optimizer = nnx.Optimizer(model, optax.adam(MEMO_CONFIG["lr"]), wrt=nnx.Param)
+    key, block = jax.random.key(MEMO_CONFIG["data_seed"]), char_gpt.CONFIG["block_size"]
+    step, done = nnx.jit(gpt.train_step), 0
+    for snapshot, steps in zip(snapshots.models, MEMO_CONFIG["snapshots"]):
+
+        def windows(i, first=done):  # the batches go on where the previous segment stopped
+            key_i = jax.random.fold_in(key, first + i)
+            return data.batch_windows(key_i, train_ids, MEMO_CONFIG["batch"], block + 1)[0]
+
+        train.fit(step, model, optimizer, windows, steps - done, log_every=50,
+                  desc=f"GPT on {len(train_ids):,} characters, to step {steps} (once; then cached)")  # fmt: skip
+        nnx.update(snapshot, nnx.state(model, nnx.Param))
+        done = steps
+
+
+def memorisation_gpts() -> list[gpt.GPT]:
+    """Chapter 04's pretrained GPT (:func:`genlab.char_gpt.pretrained`) trained on, with Adam at a
+    constant rate, on the first 10,000 characters of its training split only (a small data set
+    seen again and again, as in fine-tuning); the models after 100, 200 and 400 more steps.
+    Trained on first use, then cached (the key includes char_gpt's code: new base weights,
+    new snapshots)."""
+    base = hashlib.sha256(inspect.getsource(char_gpt).encode()).hexdigest()
+    snapshots = model_cache.cached_model(
+        "char-gpt-snapshots", {**MEMO_CONFIG, "base": base, "gpt": char_gpt.CONFIG,
+                               "vocab": char_gpt.corpus().tokenizer.vocab},
+        lambda: GPTSnapshots(char_gpt.config(), len(MEMO_CONFIG["snapshots"]), rngs=nnx.Rngs(0)),
+        _train_snapshots,
+    )  # fmt: skip
+    return list(snapshots.models)

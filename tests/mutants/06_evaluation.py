@@ -367,6 +367,45 @@ def repeated_pair_fraction(tokens, prompt_len=0):
     return 1.0 - len(set(pairs)) / len(pairs) if pairs else 0.0
 """,
     },
+    "frechet_floor": {
+        "same_sample_twice": """
+def frechet_floor(features, n, key):
+    features = jnp.asarray(features, jnp.float32)
+    if n < 2 or 2 * n > features.shape[0]:
+        raise ValueError("n")
+    sample = features[jax.random.permutation(key, features.shape[0])[:n]]
+    return frechet_distance(*gaussian_stats(sample), *gaussian_stats(sample))
+""",
+        "sample_against_the_whole_set": """
+def frechet_floor(features, n, key):
+    features = jnp.asarray(features, jnp.float32)
+    if n < 2 or 2 * n > features.shape[0]:
+        raise ValueError("n")
+    sample = features[jax.random.permutation(key, features.shape[0])[:n]]
+    return frechet_distance(*gaussian_stats(sample), *gaussian_stats(features))
+""",
+        "no_shuffle": """
+def frechet_floor(features, n, key):
+    features = jnp.asarray(features, jnp.float32)
+    if n < 2 or 2 * n > features.shape[0]:
+        raise ValueError("n")
+    return frechet_distance(*gaussian_stats(features[:n]), *gaussian_stats(features[n:2 * n]))
+""",
+        "overlapping_halves": """
+def frechet_floor(features, n, key):
+    features = jnp.asarray(features, jnp.float32)
+    if n < 2 or 2 * n > features.shape[0]:
+        raise ValueError("n")
+    order = jax.random.permutation(key, features.shape[0])
+    return frechet_distance(*gaussian_stats(features[order[:n]]), *gaussian_stats(features[order[n // 2:n // 2 + n]]))
+""",
+        "no_argument_check": """
+def frechet_floor(features, n, key):
+    features = jnp.asarray(features, jnp.float32)
+    order = jax.random.permutation(key, features.shape[0])
+    return frechet_distance(*gaussian_stats(features[order[:n]]), *gaussian_stats(features[order[n:2 * n]]))
+""",
+    },
     "min_substitutions": {
         "one_green_per_edit": """
 def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
@@ -620,6 +659,26 @@ def repeated_pair_fraction(tokens, prompt_len=0):
         return 0.0
     pairs = np.stack([tokens[start - 1:-1], tokens[start:]], 1)
     return 1.0 - len(np.unique(pairs, axis=0)) / len(pairs)
+""",
+    },
+    "frechet_floor": {
+        "permuted_copy": """
+def frechet_floor(features, n, key):
+    x = np.asarray(features, np.float32)
+    if int(n) != n or n < 2 or 2 * n > len(x):
+        raise ValueError(f"bad n {n}")
+    shuffled = x[np.asarray(jax.random.permutation(key, len(x)))]
+    a, b = shuffled[:n], shuffled[n:2 * n]
+    return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+""",
+        "take_and_split": """
+def frechet_floor(features, n, key):
+    features = jnp.asarray(features)
+    if not 2 <= n <= features.shape[0] // 2:
+        raise ValueError("n out of range")
+    rows = jnp.take(features, jax.random.permutation(key, features.shape[0])[: 2 * n], axis=0)
+    first, second = jnp.split(rows, 2)
+    return frechet_distance(*gaussian_stats(first), *gaussian_stats(second))
 """,
     },
     "min_substitutions": {

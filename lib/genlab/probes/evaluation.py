@@ -363,6 +363,23 @@ def min_substitutions_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def frechet_floor_cases(rng: np.random.Generator) -> list[Case]:
+    fd_close = close(2e-3, 2e-3)
+    cases = [
+        Case("frechet_floor of 4 identical rows (n = 2): 0", call(jnp.ones((4, 3)), 2, jax.random.key(0)),
+             close(1e-3, 1e-4)),
+        Case("frechet_floor with n = 1 raises ValueError",
+             call(f32(rng.normal(size=(10, 2))), 1, jax.random.key(1)), raises=(ValueError,)),
+        Case("frechet_floor with 2 n > N raises ValueError",
+             call(f32(rng.normal(size=(10, 2))), 6, jax.random.key(1)), raises=(ValueError,)),
+    ]  # fmt: skip
+    for num, d, n in [(40, 2, 20), (100, 5, 30), (301, 8, 150), (64, 3, 2)]:
+        x = f32(rng.normal(size=(num, d)) * rng.uniform(0.5, 2.0, size=d))
+        cases.append(Case(f"frechet_floor(features [{num}, {d}], n = {n}, random key)",
+                          call(x, n, key_from(rng)), fd_close))  # fmt: skip
+    return cases
+
+
 PROBES = [
     Probe("bits_per_dim", evaluation.bits_per_dim, bits_per_dim_cases),
     Probe("gaussian_stats", evaluation.gaussian_stats, gaussian_stats_cases),
@@ -380,6 +397,8 @@ PROBES = [
           uses=("green_mask", "watermark_logits")),
     Probe("z_threshold", watermark.z_threshold, z_threshold_cases),
     Probe("repeated_pair_fraction", watermark.repeated_pair_fraction, repeated_pair_fraction_cases),
+    Probe("frechet_floor", evaluation.frechet_floor, frechet_floor_cases,
+          uses=("gaussian_stats", "frechet_distance")),
     Probe("min_substitutions", watermark.min_substitutions, min_substitutions_cases,
           uses=("green_mask", "watermark_z_score")),
 ]  # fmt: skip
