@@ -71,15 +71,25 @@ def _slowness(item) -> int:
     return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Order the slow modules first, and keep each module that builds a module-scoped fixture
-    (the demo class, the hub, quick benchmarks, ...) on one worker (``--dist loadgroup``) so the
-    fixture is built once. Neither changes what a test checks."""
-    items.sort(key=_slowness)  # stable: the order inside a module is kept
-    if not config.pluginmanager.hasplugin("xdist"):
+    """Order the slow modules first; the order inside a module is kept (a stable sort)."""
+    items.sort(key=_slowness)
+
+
+def pytest_itemcollected(item):
+    """Keep each module that builds a module-scoped fixture (the demo class, the hub, the quick
+    benchmarks, ...) on one worker (``--dist loadgroup``), so the fixture is built once. (Marked
+    here, as each test is collected: pytest-xdist reads the mark in its own
+    ``pytest_collection_modifyitems``, which may run before ours.)"""
+    if not item.config.pluginmanager.hasplugin("xdist"):
         return
-    for item in items:
-        defs = item._fixtureinfo.name2fixturedefs.values()
-        if any(d[-1].scope == "module" for d in defs if d):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    module = item.path.stem
+    defs = item._fixtureinfo.name2fixturedefs.values()
+    if module in SAME_WORKER or any(d[-1].scope == "module" for d in defs if d):
+        item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(module, module)))
+
+
+# Modules that run one after the other on the same worker. The hub's browser sessions lost their
+# user servers ("Your server ... is not running") when the hub ran beside the demo class's
+# graders on 2 cores.
+SAME_WORKER = {"test_hub": "test_classroom"}
