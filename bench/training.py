@@ -13,6 +13,7 @@ mode is the peer.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import replace
 
 import jax
@@ -90,7 +91,32 @@ def _torch_row(torch, transformers, config, batch, repeats):
         return loss.detach()
 
     first = first_call_seconds(step)
-    return first, median_seconds(step, repeats=repeats)
+    return first, median_seconds(step, repeats=repeats), step
+
+
+def _fit_seconds(config, batch, steps: int) -> float:
+    """Seconds per step of ``train.fit(..., data_parallel=True)`` itself over ``steps`` steps
+    (the course's training loop: the step dispatched without waiting, the loss read at the end),
+    after a 2-step warm-up ``fit`` that compiles."""
+    model = gpt.GPT(config, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, _optimizer(), wrt=nnx.Param)
+    step = train.make_train_step(loss_fn)
+
+    def run(n):
+        train.fit(step, model, optimizer, lambda _: batch, n, log_every=n, progress=False,
+                  data_parallel=True)  # fmt: skip
+
+    run(2)
+    start = time.perf_counter()
+    run(steps)
+    return (time.perf_counter() - start) / steps
+
+
+def _torch_loop_seconds(torch_step, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        torch_step()
+    return (time.perf_counter() - start) / steps
 
 
 def _variant(config, batch, dtype: str, parallel: bool, repeats: int) -> tuple[float, float]:
@@ -169,14 +195,23 @@ def run(quick: bool = False) -> list[Table]:
 
     torch, transformers = optional_module("torch"), optional_module("transformers")
     if torch is not None and transformers is not None:
-        first, seconds = _torch_row(torch, transformers, config, batch, repeats)
-        table.add(
-            f"PyTorch eager ({torch.get_num_threads()} threads), GPT2LMHeadModel + AdamW",
-            first,
-            1e3 * seconds,
-            tokens / seconds,
-            course / seconds,
-        )
+        first, seconds, torch_step = _torch_row(torch, transformers, config, batch, repeats)
+        peer = f"PyTorch eager ({torch.get_num_threads()} threads), GPT2LMHeadModel + AdamW"
+        table.add(peer, first, 1e3 * seconds, tokens / seconds, course / seconds)
     else:
         table.notes.append("torch/transformers not installed: no PyTorch row.")
+    if len(jax.local_devices()) > 1:
+        # The training loops themselves, one after the other: what a chapter's training cell runs.
+        loop_steps = 4 if quick else 30
+        seconds = _fit_seconds(config, batch, loop_steps)
+        table.add(f"train.fit(data_parallel=True), loop of {loop_steps} steps", "-",
+                  1e3 * seconds, tokens / seconds, course / seconds)  # fmt: skip
+        if torch is not None and transformers is not None:
+            torch_seconds = _torch_loop_seconds(torch_step, loop_steps)
+            table.add(f"{peer}, loop of {loop_steps} steps", "-", 1e3 * torch_seconds,
+                      tokens / torch_seconds, course / torch_seconds)  # fmt: skip
+            table.notes.append(
+                f"Training loops, float32: train.fit(data_parallel=True) runs at "
+                f"{torch_seconds / seconds:.2f}x PyTorch eager's speed (tokens/s ratio)."
+            )
     return [table]
