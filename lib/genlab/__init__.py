@@ -5,7 +5,7 @@ directly, e.g. ``from genlab import check, data, runtime``.
 
 On a CPU, XLA runs a program as one device that spreads its operations over the cores; for a
 training step as large as chapter 04's GPT, two devices that each take half of the batch keep
-the cores busier (1.2x faster on 2 cores, bench/results.md). So, unless ``XLA_FLAGS`` already
+the cores busier (1.05x faster on 2 cores, bench/results.md). So, unless ``XLA_FLAGS`` already
 chooses, importing genlab before JAX starts asks for one CPU device per core (at most 8;
 ``GENLAB_CPU_DEVICES=1`` keeps one). Arrays still live on the first device unless a program
 asks for more (``genlab.train.fit(..., data_parallel=True)``); GPUs and TPUs are unaffected.

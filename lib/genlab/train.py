@@ -104,7 +104,7 @@ def fit(
         data_parallel: split every batch over the local devices (on a CPU, one XLA device per
             core: see ``genlab/__init__.py``) with the model and optimizer copied to each; XLA
             adds the gradients up across devices, so the update is the same as on one device
-            (up to float rounding). Worth it for large steps only (chapter 04's GPT: 1.2x on
+            (up to float rounding). Worth it for large steps only (chapter 04's GPT: 1.05x on
             2 cores; a small MLP gets slower). Batch arrays whose leading axis does not divide
             by the device count, and keys, stay whole. Afterwards the model and optimizer are
             back on the first device.
