@@ -16,8 +16,9 @@ fresh ``mmap`` and returns them on ``free``, so every step page-faulted its whol
 back in (82,000 faults and the kernel zeroing 338 MB per step: a quarter of the step's time on 2
 cores). So, on Linux with glibc, importing genlab before JAX starts tells ``malloc`` to serve
 every block from one heap and to keep up to 1 GiB of freed memory for reuse instead of giving it
-back (``mallopt``: one arena, no ``mmap``, a 1 GiB trim threshold). A process's memory then stays
-near its high-water mark. ``GENLAB_REUSE_MEMORY=0`` keeps glibc's defaults.
+back (``mallopt``: one arena, no ``mmap``, a 1 GiB trim threshold), at the price of slower
+compiling (XLA's compiler threads share the one arena's lock). ``GENLAB_REUSE_MEMORY=0`` keeps
+glibc's defaults.
 """
 
 import ctypes as _ctypes
@@ -55,9 +56,7 @@ def _reuse_freed_memory(environ) -> bool:
     Returns True when the settings were applied: on Linux with glibc, unless
     ``GENLAB_REUSE_MEMORY=0``.
     """
-    if environ.get("GENLAB_REUSE_MEMORY", "1") == "0" or _platform.system() != "Linux":
-        return False
-    if _platform.libc_ver()[0] != "glibc":
+    if environ.get("GENLAB_REUSE_MEMORY", "1") == "0" or _platform.libc_ver()[0] != "glibc":
         return False
     mallopt = _ctypes.CDLL(None).mallopt
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, KEPT_FREE_BYTES))
