@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -112,6 +113,43 @@ print(max(_status_mb("VmHWM") - before, 0.0))
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed:\n{done.stderr[-2000:]}")
     return float(done.stdout.strip().splitlines()[-1])
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (Linux ``/proc/stat``; NaN elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return float("nan")
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is within user
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of every child process it has waited for (kernels,
+    sandboxes and helper processes a benchmark started and shut down)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class ForeignLoad:
+    """How busy other processes kept the machine while a benchmark ran, in cores on average:
+    every core's busy time (``/proc/stat``) minus this process tree's, over the wall time.
+
+    Unlike the load average it leaves out the benchmark's own work (two grading workers load two
+    cores by design) and does not lag behind by a minute. A child still running at the end counts
+    as foreign, so the measure errs towards calling a machine loaded.
+    """
+
+    def __init__(self) -> None:
+        self.start = (time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds())
+
+    def cores(self) -> float:
+        wall, busy, own = (now - then for now, then in zip(
+            (time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds()), self.start))
+        return max(busy - own, 0.0) / wall if wall > 0 else float("nan")
 
 
 def cpu_model() -> str:

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import ROOT, machine_summary
+from bench.harness import ROOT, ForeignLoad, machine_summary
 
-BENCHMARKS = ("attention", "generation", "training", "diffusion", "course")
+BENCHMARKS = ("attention", "generation", "training", "compiling", "diffusion", "course")
 
 
 def _jupyter_state() -> None:
@@ -34,10 +34,13 @@ def _jupyter_state() -> None:
         os.environ.setdefault(name, str(state / name.lower()))
 
 
+# Other processes may keep at most this many cores busy, on average, during a benchmark.
+FOREIGN_CORES = 0.2
 LOADED = (
-    "**NOT A RESULT: the machine was loaded** (the load average exceeded the {cores} cores while "
-    "this benchmark ran), so other work competed for the CPU and these times and ratios are "
-    "distorted. Measure again on a quiet machine."
+    "**NOT A RESULT: the machine was loaded** (other processes kept {foreign:.2f} cores busy on "
+    "average while this benchmark ran; at most {limit} is a quiet machine), so other work "
+    "competed for the CPU and these times and ratios are distorted. Measure again on a quiet "
+    "machine."
 )
 
 
@@ -54,16 +57,18 @@ def report(names: list[str], quick: bool) -> str:
     ]
     cores = os.cpu_count() or 1
     for name in names:
-        start, load = time.perf_counter(), os.getloadavg()[0]
+        start, load, foreign = time.perf_counter(), os.getloadavg()[0], ForeignLoad()
         module = importlib.import_module(f"bench.{name}")
-        for table in module.run(quick=quick):
-            end = os.getloadavg()[0]
+        tables = module.run(quick=quick)
+        others = foreign.cores()
+        for table in tables:
             table.notes.append(
-                f"Load average (1 min) when this benchmark started: {load:.1f}, when it ended: "
-                f"{end:.1f} (on {cores} cores)."
+                f"Other processes kept {others:.2f} of the {cores} cores busy on average while "
+                f"this benchmark ran (load average, which counts the benchmark's own work: "
+                f"{load:.1f} at its start, {os.getloadavg()[0]:.1f} at its end)."
             )
-            if max(load, end) > cores:
-                table.notes.insert(0, LOADED.format(cores=cores))
+            if not others <= FOREIGN_CORES:  # NaN (no /proc/stat) is not quiet either
+                table.notes.insert(0, LOADED.format(foreign=others, limit=FOREIGN_CORES))
             parts.append(table.markdown())
         print(f"bench {name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return "\n".join(parts)

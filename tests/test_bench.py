@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 
 import pytest
@@ -103,3 +104,33 @@ def test_fmt_rounds_to_three_significant_digits():
     assert harness.fmt(12345.6) == "12,346"
     assert harness.fmt(float("nan")) == "n/a"
     assert harness.fmt("x") == "x"
+
+
+def test_compiling_benchmark_measures_both_emitter_settings(quick_tables):
+    (table,) = quick_tables["compiling"]
+    assert [row[0].split()[0] for row in table.rows] == ["XLA's", "genlab's"], table.rows
+    assert all(v > 0 for v in _numbers(table, "ms to compile each") + _numbers(table, "small programs"))
+    assert len(set(_numbers(table, "small programs"))) == 1, "both settings compile the same programs"
+
+
+def test_foreign_load_leaves_out_the_benchmarks_own_processes(monkeypatch):
+    # The process tree's CPU time includes a child once it has been waited for.
+    before = harness._own_cpu_seconds()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    assert harness._own_cpu_seconds() - before >= 0.45
+    # Every core's busy time includes this process tree's.
+    busy, own = harness._busy_cpu_seconds(), harness._own_cpu_seconds()
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    tick = 1 / harness.os.sysconf("SC_CLK_TCK")
+    assert harness._busy_cpu_seconds() - busy >= harness._own_cpu_seconds() - own - 2 * tick
+    # The arithmetic: (busy - own) / wall, never negative.
+    clocks = {"wall": 0.0, "busy": 100.0, "own": 5.0}
+    monkeypatch.setattr(harness.time, "perf_counter", lambda: clocks["wall"])
+    monkeypatch.setattr(harness, "_busy_cpu_seconds", lambda: clocks["busy"])
+    monkeypatch.setattr(harness, "_own_cpu_seconds", lambda: clocks["own"])
+    load = harness.ForeignLoad()
+    clocks.update(wall=10.0, busy=125.0, own=20.0)  # 25 s busy, 15 of them ours, in 10 s
+    assert load.cores() == pytest.approx(1.0)
+    clocks.update(busy=130.0, own=40.0)  # ticks round: never report negative foreign load
+    assert load.cores() == 0.0

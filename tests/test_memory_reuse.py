@@ -25,11 +25,14 @@ def program(x):
 x = jnp.ones((4608, 64), jnp.float32)
 scratch = program.lower(x).compile().memory_analysis().temp_size_in_bytes
 program(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+faults = []
+for _ in range(5):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     program(x).block_until_ready()
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
-print(json.dumps({"scratch_pages": scratch / 4096, "faults": faults}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+# The median run: a worker thread may free a run's scratch a moment after its result is ready,
+# so on a busy machine the next run can occasionally find it still taken and grow the heap once.
+print(json.dumps({"scratch_pages": scratch / 4096, "faults": sorted(faults)[2], "runs": faults}))
 """
 
 

@@ -10,6 +10,14 @@ chooses, importing genlab before JAX starts asks for one CPU device per core (at
 ``GENLAB_CPU_DEVICES=1`` keeps one). Arrays still live on the first device unless a program
 asks for more (``genlab.train.fit(..., data_parallel=True)``); GPUs and TPUs are unaffected.
 
+A notebook compiles well over a thousand small programs: every ``jnp`` operation called outside
+``jit`` on a new shape is one. XLA's CPU backend compiles each fused loop with its MLIR emitters,
+which set up a fresh MLIR context per loop; its older LLVM emitters compile a small program in
+about 60% of the time (15 vs 26 ms) and run the course's training steps as fast (bench/results.md).
+So, with the jaxlib versions where that switch was verified (``VERIFIED_JAXLIB``; XLA aborts on
+a flag it does not know), importing genlab before JAX starts also asks for the older emitters,
+unless ``XLA_FLAGS`` already chooses (``--xla_cpu_use_fusion_emitters=true`` keeps XLA's default).
+
 XLA's CPU runtime allocates each run of a compiled program's scratch memory with ``malloc`` and
 frees it afterwards (338 MB for a step of chapter 04's GPT). glibc serves such large blocks with a
 fresh ``mmap`` and returns them on ``free``, so every step page-faulted its whole scratch space
@@ -28,11 +36,17 @@ import platform as _platform
 __version__ = "0.1.0"
 
 DEVICES_FLAG = "--xla_force_host_platform_device_count"
+EMITTERS_FLAG = "--xla_cpu_use_fusion_emitters"
+# jaxlib releases (major.minor) whose XLA knows EMITTERS_FLAG (tests/test_compile_speed.py).
+VERIFIED_JAXLIB = ("0.10",)
+
+
+def _add_flag(environ, flag: str) -> None:
+    environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 
 def _cpu_devices_flag(environ) -> None:
-    flags = environ.get("XLA_FLAGS", "")
-    if DEVICES_FLAG in flags:
+    if DEVICES_FLAG in environ.get("XLA_FLAGS", ""):
         return
     wanted = environ.get("GENLAB_CPU_DEVICES", "")
     try:
@@ -40,10 +54,28 @@ def _cpu_devices_flag(environ) -> None:
     except (AttributeError, ValueError):  # no sched_getaffinity (macOS), or a typo: one device
         count = 1
     if count > 1:
-        environ["XLA_FLAGS"] = f"{flags} {DEVICES_FLAG}={count}".strip()
+        _add_flag(environ, f"{DEVICES_FLAG}={count}")
+
+
+def _jaxlib_release() -> str:
+    """jaxlib's "major.minor" as installed ("" when it is not), read without importing it."""
+    from importlib import metadata
+
+    try:
+        return ".".join(metadata.version("jaxlib").split(".")[:2])
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _fast_compile_flag(environ, release: str) -> None:
+    """Ask XLA:CPU for its older loop emitters, which compile small programs faster (see the
+    module's docstring), on a verified jaxlib ``release`` unless ``XLA_FLAGS`` chooses."""
+    if release in VERIFIED_JAXLIB and EMITTERS_FLAG not in environ.get("XLA_FLAGS", ""):
+        _add_flag(environ, f"{EMITTERS_FLAG}=false")
 
 
 _cpu_devices_flag(_os.environ)
+_fast_compile_flag(_os.environ, _jaxlib_release())
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8

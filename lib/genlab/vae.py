@@ -79,6 +79,8 @@ def gaussian_kl_standard(mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """``KL(N(mean, diag exp(log_var)) || N(0, I))``, summed over the last axis (section 3).
 
     ``0.5 * sum_j (exp(log_var_j) + mean_j**2 - 1 - log_var_j)``; zero exactly at the prior.
+    ``exp(v) - 1`` is computed as ``expm1(v)``: near ``v = 0`` the subtraction would cancel and
+    could round below zero.
 
     Args:
         mean: float [..., Z]. log_var: float [..., Z], the log-variances (broadcast with mean).
@@ -92,7 +94,7 @@ def gaussian_kl_standard(mean: jax.Array, log_var: jax.Array) -> jax.Array:
     )
     if len(_broadcast(mean=mean, log_var=log_var)) == 0:
         raise ValueError("mean and log_var must have at least one axis (the last is summed)")
-    terms = jnp.exp(log_var) + mean**2 - 1.0 - log_var  # (..., Z)
+    terms = mean**2 + (jnp.expm1(log_var) - log_var)  # (..., Z), each part >= 0
     return 0.5 * jnp.sum(terms, axis=-1)
 
 
