@@ -3,8 +3,10 @@ verdict, and the catch of a call into the reference."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +42,47 @@ def test_a_case_that_must_raise_fails_when_the_call_returns():
     cases, outcomes = outcomes_of(lambda x: abs(x) ** 0.5, name="root")
     verdict = probing.judge(spec("root"), cases, outcomes, [])
     assert not verdict.passed and "expected ValueError to be raised" in verdict.message
+
+
+def test_a_comparison_judged_alone_never_runs_the_reference():
+    def reference(x):
+        raise AssertionError("the reference ran")
+
+    @probing.judged_alone
+    def positive(got, want, label):
+        assert want is None
+        check.is_true(float(got) > 0, f"{label}: expected a positive value")
+
+    probe_spec = probing.Probe("square", reference, lambda rng: [
+        probing.Case("square(3) > 0", probing.call(3.0), positive)])  # fmt: skip
+    cases = probe_spec.cases(np.random.default_rng(0))
+    assert probing.reference_outputs(probe_spec, cases[0]) is None
+    assert probing.judge(probe_spec, cases, probing.run_cases(lambda x: x * x, cases), []).passed
+    verdict = probing.judge(probe_spec, cases, probing.run_cases(lambda x: -x * x, cases), [])
+    assert not verdict.passed and "expected a positive value" in verdict.message
+
+
+def _comparisons(tree):
+    """Every ``(got, want, label)`` function in a probe module: (name, line, uses want, marked)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and [a.arg for a in node.args.args][:2] == [
+            "got", "want"
+        ]:
+            uses = any(isinstance(n, ast.Name) and n.id == "want" for n in ast.walk(node))
+            marked = any(getattr(d, "id", None) == "judged_alone" for d in node.decorator_list)
+            yield node.name, node.lineno, uses, marked
+
+
+def test_every_comparison_that_ignores_the_reference_is_marked_and_only_those():
+    # Unmarked, the reference would run for nothing (whole training runs, on every probe);
+    # marked but using ``want``, a correct answer would fail against None.
+    folder = Path(probing.__file__).parent / "probes"
+    wrong = []
+    for path in sorted(folder.glob("*.py")):
+        for name, line, uses, marked in _comparisons(ast.parse(path.read_text())):
+            if uses == marked:
+                wrong.append(f"{path.name}:{line} {name} ({'uses' if uses else 'ignores'} want)")
+    assert not wrong, wrong
 
 
 def test_records_round_trip_and_the_trusted_judge_agrees(tmp_path):

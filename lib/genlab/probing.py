@@ -74,6 +74,15 @@ def close(rtol: float = 1e-5, atol: float = 1e-6, dtype: str | None = None):
     return compare
 
 
+def judged_alone(compare):
+    """Mark a comparison that judges the student's outputs on their own (a known value, a
+    statistical property, a quality threshold reached by training): the reference is not run
+    on its cases, in the kernel or on the trusted side. ``compare`` still takes
+    ``(got, want, label)``; ``want`` is None."""
+    compare.needs_reference = False
+    return compare
+
+
 def exact(got, want, label: str) -> None:
     """A comparison: every output equals the reference exactly (integers, booleans, tokens)."""
     for where, g, w in _pairs(got, want, label):
@@ -88,7 +97,8 @@ class Case:
     run: calls the function (or class) under test on this case's inputs and returns its outputs:
         an array, a number, or tuples/lists/dicts of them.
     compare: ``compare(got, want, label)`` raises ``check.CheckError`` when the student's outputs
-        ``got`` are wrong; ``want`` are the reference's outputs on the same case.
+        ``got`` are wrong; ``want`` are the reference's outputs on the same case (None for a
+        comparison marked :func:`judged_alone`).
     raises: exception types the call must raise instead (the outputs are then not compared).
     """
 
@@ -486,8 +496,9 @@ def _judge_case(spec: Probe, case: Case, outcome: Outcome, want) -> str | None:
 
 
 def reference_outputs(spec: Probe, case: Case):
-    """The reference's outputs on one case (None for a case that must raise)."""
-    if case.raises:
+    """The reference's outputs on one case (None for a case that must raise or whose comparison
+    is :func:`judged_alone`)."""
+    if case.raises or not getattr(case.compare, "needs_reference", True):
         return None
     return to_plain(case.run(spec.reference))
 

@@ -9,7 +9,7 @@ import optax
 from flax import nnx
 
 from genlab import attention, check
-from genlab.probing import Case, Probe, call, close, f32
+from genlab.probing import Case, Probe, call, close, f32, judged_alone
 
 
 def _normal(rng: np.random.Generator, shape, scale: float = 1.0) -> jax.Array:
@@ -264,6 +264,7 @@ def _mhsa_linears(cls):
     return {n: np.asarray(isinstance(getattr(layer, n, None), nnx.Linear)) for n in _PROJECTIONS}
 
 
+@judged_alone
 def _all_linear(got, want, label: str) -> None:
     if not isinstance(got, dict) or set(got) != set(_PROJECTIONS):
         check.is_true(False, f"{label}: expected one flag per projection")
@@ -365,6 +366,7 @@ def _no_score_matrix(T_q: int, T_k: int, block_size: int):
     """A comparison: no traced array holds a [T_q, T_k] matrix (or as many elements), and the
     block size shows up as score blocks ``[T_q, block_size]``."""
 
+    @judged_alone
     def compare(got, want, label: str) -> None:
         table = np.asarray(got)
         check.is_true(table.ndim == 2 and table.shape[1] == 2 + _MAX_RANK and len(table) > 0,
@@ -621,6 +623,7 @@ def _learns_to_reverse(seed: int, eval_key: int):
     """A comparison: the trained parameters (rebuilt here, outside the kernel) reverse held-out
     sequences, and the recorded losses fell."""
 
+    @judged_alone
     def compare(got, want, label: str) -> None:
         if not isinstance(got, dict) or set(got) != {"losses", "parameters"}:
             check.is_true(False, f"{label}: expected the losses and the parameters")

@@ -9,7 +9,7 @@ import optax
 from flax import nnx
 
 from genlab import check, data, diffusion
-from genlab.probing import Case, Probe, call, close, f32, key_from
+from genlab.probing import Case, Probe, call, close, f32, judged_alone, key_from
 
 T_PROBE = 50
 
@@ -164,6 +164,7 @@ def _train_and_sample(seed: int):
     return run
 
 
+@judged_alone
 def _compare_training(got, want, label: str) -> None:
     if not isinstance(got, dict) or set(got) != {"losses", "samples"}:
         check.is_true(False, f"{label}: expected the losses and the samples")

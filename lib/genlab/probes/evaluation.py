@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genlab import check, evaluation, watermark
-from genlab.probing import Case, Probe, call, close, exact, f32, key_from
+from genlab.probing import Case, Probe, call, close, exact, f32, judged_alone, key_from
 
 # --- section 1: likelihood ----------------------------------------------------------------------
 
@@ -264,6 +264,7 @@ def _likelihood_z(tokens: np.ndarray, table: np.ndarray, key, gamma: float, delt
 
 
 def _compare_sample(seed: int, gamma: float, delta: float):
+    @judged_alone
     def compare(got, want, label: str) -> None:
         if not isinstance(got, dict) or set(got) != {"tokens", "prompt"}:
             check.is_true(False, f"{label}: expected the generated tokens")

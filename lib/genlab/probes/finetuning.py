@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from genlab import bpe, check, finetune, gpt
-from genlab.probing import Case, Probe, close, exact, f32
+from genlab.probing import Case, Probe, close, exact, f32, judged_alone
 
 ALPHABET = list("abcde ") + ["中", "文", "é"]
 
@@ -128,7 +128,7 @@ def bpe_encode_cases(rng: np.random.Generator) -> list[Case]:
     for length in (40, 150):
         train_text, text = _text(rng, length), _text(rng, length // 2)
         learned = bpe.train_bpe(train_text, 256 + 30)
-        cases.append(Case(f"bpe_encode(random text, 30 merges learned on another one)",
+        cases.append(Case("bpe_encode(random text, 30 merges learned on another one)",
                           _run(_ids, text, learned), exact))  # fmt: skip
         cases.append(Case("bpe_encode of the training text itself", _run(_ids, train_text, learned),
                           exact))  # fmt: skip
@@ -287,6 +287,7 @@ def _fine_tune(seed: int):
     return run
 
 
+@judged_alone
 def _compare_fine_tuning(got, want, label: str) -> None:
     keys = {"losses", "frozen_before", "frozen_after", "adapters_before", "adapters_after"}
     if not isinstance(got, dict) or set(got) != keys:

@@ -11,7 +11,7 @@ import optax
 from flax import nnx
 
 from genlab import check, data, gan, nn
-from genlab.probing import Case, Probe, call, close, f32, key_from
+from genlab.probing import Case, Probe, call, close, f32, judged_alone, key_from
 
 
 def _distributions(rng: np.random.Generator, shape, zero_share: float) -> jax.Array:
@@ -506,6 +506,7 @@ def ring_modes(samples: dict) -> dict:
             for name, s in samples.items()}  # fmt: skip
 
 
+@judged_alone
 def _compare_ring(got, want, label: str) -> None:
     names = [f"step {n}" for n in RING_CHECKPOINTS]
     check.is_true(isinstance(got, dict) and set(got) == set(names),

@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 from genlab import check, data, gpt, lstm, sampling
-from genlab.probing import Case, Probe, call, close, exact, f32, key_from
+from genlab.probing import Case, Probe, call, close, exact, f32, judged_alone, key_from
 
 NUCLEUS_MARGIN = 1e-5  # random top-p rows keep every running total this far from p
 
@@ -263,6 +263,7 @@ def _quality_compare(config, val_ids, threshold: float):
     """The grader's verdict: rebuild the model from the returned parameters, compute its
     validation loss here (shifted targets), and compare it with the threshold."""
 
+    @judged_alone
     def compare(got, want, label: str) -> None:
         leaves = got.get("trained parameters") if isinstance(got, dict) else None
         model = gpt.GPT(config, rngs=nnx.Rngs(0))

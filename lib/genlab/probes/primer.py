@@ -9,7 +9,7 @@ import optax
 from flax import nnx
 
 from genlab import check, primer
-from genlab.probing import Case, Probe, call, close, exact, f32, key_from
+from genlab.probing import Case, Probe, call, close, exact, f32, judged_alone, key_from
 
 
 def logsumexp_cases(rng: np.random.Generator) -> list[Case]:
@@ -94,6 +94,7 @@ def _separated_components(means, stds, n: int):
     means, stds = np.asarray(means, np.float64), np.asarray(stds, np.float64)
     k = means.size
 
+    @judged_alone
     def compare(got, want, label):
         x = _samples_checks(label, got, n)
         component = np.argmin(np.abs(x[:, None] - means[None, :]), axis=1)  # (n,)
@@ -127,6 +128,7 @@ def _mixture_distribution(means, stds, n: int):
     def cdf(x):
         return np.mean(_normal_cdf((x[:, None] - means) / stds), axis=1)
 
+    @judged_alone
     def compare(got, want, label):
         x = _samples_checks(label, got, n)
         se = np.sqrt(variance / n)
@@ -147,6 +149,7 @@ def _mixture_distribution(means, stds, n: int):
 
 
 def _means_only(means, n: int):
+    @judged_alone
     def compare(got, want, label):
         x = _samples_checks(label, got, n)
         hits = [float(np.mean(x == m)) for m in means]
@@ -162,6 +165,7 @@ def _means_only(means, n: int):
     return compare
 
 
+@judged_alone
 def _same_key_twice(got, want, label):
     """Compare: (call with key a, call with key a again, call with key b)."""
     first, again, other = got
@@ -294,6 +298,7 @@ def _init_run(sizes, seed: int):
 def _init_compare(sizes):
     fan_in = {ROLES[0]: sizes[0], ROLES[2]: sizes[1]}
 
+    @judged_alone
     def compare(got, want, label):
         for role in ROLES:
             check.equal(f"{label}: {role}, built twice from nnx.Rngs with one seed",
@@ -348,6 +353,7 @@ def _sgd_linear_run(x, y, seed: int, learning_rate: float):
 def _sgd_linear_compare(x, y, learning_rate: float):
     xn, yn = np.asarray(x, np.float64), np.asarray(y, np.float64)
 
+    @judged_alone
     def compare(got, want, label):
         w = np.asarray(got["before"]["kernel"], np.float64)
         b = np.asarray(got["before"]["bias"], np.float64)
@@ -476,6 +482,7 @@ def train_step_cases(rng: np.random.Generator) -> list[Case]:
 def _noise_compare(x, num_copies: int):
     x64 = np.asarray(x, np.float64)
 
+    @judged_alone
     def compare(got, want, label):
         check.shape(label, got, (num_copies, *x.shape))
         check.dtype(label, got, x.dtype)

@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 
 from genlab import check, vae
-from genlab.probing import Case, Probe, call, close, f32, key_from
+from genlab.probing import Case, Probe, call, close, f32, judged_alone, key_from
 
 LOG_2 = float(np.log(2.0))
 LOG_4 = float(np.log(4.0))
@@ -47,6 +47,7 @@ def _finite_close(rtol: float, atol: float):
 def _near(value, rtol: float = 1e-5, atol: float = 1e-6):
     """A comparison with a known value (a statistical property) instead of the reference."""
 
+    @judged_alone
     def compare(got, want, label: str) -> None:
         check.allclose(label, got, value, rtol=rtol, atol=atol)
 
