@@ -13,7 +13,7 @@ asks for more (``genlab.train.fit(..., data_parallel=True)``); GPUs and TPUs are
 A notebook compiles well over a thousand small programs: every ``jnp`` operation called outside
 ``jit`` on a new shape is one. XLA's CPU backend compiles each fused loop with its MLIR emitters,
 which set up a fresh MLIR context per loop; its older LLVM emitters compile a small program in
-about 60% of the time (15 vs 26 ms) and run the course's training steps as fast (bench/results.md).
+about half the time (13 vs 25 ms) and run the course's training steps as fast (bench/results.md).
 So, with the jaxlib versions where that switch was verified (``VERIFIED_JAXLIB``; XLA aborts on
 a flag it does not know), importing genlab before JAX starts also asks for the older emitters,
 unless ``XLA_FLAGS`` already chooses (``--xla_cpu_use_fusion_emitters=true`` keeps XLA's default).
@@ -37,7 +37,7 @@ __version__ = "0.1.0"
 
 DEVICES_FLAG = "--xla_force_host_platform_device_count"
 EMITTERS_FLAG = "--xla_cpu_use_fusion_emitters"
-# jaxlib releases (major.minor) whose XLA knows EMITTERS_FLAG (tests/test_compile_speed.py).
+# jaxlib releases (major.minor) whose XLA knows EMITTERS_FLAG (tests/test_fast_compile.py).
 VERIFIED_JAXLIB = ("0.10",)
 
 
