@@ -17,31 +17,23 @@ import sys
 from bench.harness import ROOT, Table
 
 PROGRAM = """
-import json, sys, time
+import json, sys
 import genlab
-import jax, jax.numpy as jnp
-from jax._src import monitoring
+import jax.numpy as jnp
 from bench import training
+from bench.harness import compile_events
 
 shapes, repeats, quick = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "quick"
-compiled = {"n": 0, "s": 0.0}
-
-def count(event, seconds, **_):
-    if event.endswith("backend_compile_duration"):
-        compiled["n"] += 1
-        compiled["s"] += seconds
-
-monitoring.register_event_duration_secs_listener(count)
 jnp.zeros(1).block_until_ready()
-compiled.update(n=0, s=0.0)
-for n in range(2, 2 + shapes):  # five small programs per new shape
-    x = jnp.ones((n, 3))
-    jnp.exp((x * 2 + 1 - x / 3).sum(0)).block_until_ready()
-small_ms = 1000 * compiled["s"] / compiled["n"]
+with compile_events() as compiled:
+    for n in range(2, 2 + shapes):  # every operation on a new shape is a program of its own
+        x = jnp.ones((n, 3))
+        jnp.exp((x * 2 + 1 - x / 3).sum(0)).block_until_ready()
+small_ms = 1000 * sum(compiled) / len(compiled)
 config, batch_size = training._config(quick)
 batch = training._batch(config, batch_size)
 step, first = training._variant(config, batch, "float32", False, repeats)
-print(json.dumps({"programs": compiled["n"], "small_ms": small_ms, "first": first, "step": step}))
+print(json.dumps({"programs": len(compiled), "small_ms": small_ms, "first": first, "step": step}))
 """
 
 SETTINGS = {
@@ -67,11 +59,10 @@ def run(quick: bool = False) -> list[Table]:
          "GPT step median (ms)"],
         notes=[
             "Each row in a fresh process with the compilation cache off: XLA's compile time per "
-            f"small program ({shapes} new shapes of `x * 2 + 1 - x / 3`, a sum and an `exp` run outside "
-            "`jit`: each operation its own program), then "
-            "chapter 04's GPT training step (one device, float32): its first call (tracing and "
-            "compiling) and its median step. genlab's setting is `--xla_cpu_use_fusion_emitters"
-            "=false` (genlab/__init__.py).",
+            f"small program ({shapes} new shapes of `x * 2 + 1 - x / 3`, a sum and an `exp` run "
+            "outside `jit`: each operation its own program), then chapter 04's GPT training step "
+            "(one device, float32): its first call (tracing and compiling) and its median step. "
+            "genlab's setting is `--xla_cpu_use_fusion_emitters=false` (genlab/__init__.py).",
         ],
     )  # fmt: skip
     for name, flags in SETTINGS.items():

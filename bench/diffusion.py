@@ -17,11 +17,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bench.harness import Table, block, first_call_seconds, median_seconds, optional_module
+from bench.harness import (
+    Table,
+    block,
+    compile_events,
+    first_call_seconds,
+    median_seconds,
+    optional_module,
+)
 from genlab import data, diffusion, gpt
 
 RING = dict(num_modes=8, radius=1.0, std=0.1)
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 def _sizes(quick: bool) -> dict:
@@ -37,24 +43,11 @@ def _model(sizes: dict, time_scale: float) -> diffusion.TimeMLP:
 
 
 def compiles_and_first_seconds(calls) -> tuple[int, float]:
-    """(XLA programs compiled while running ``calls`` in order, seconds of the first call).
-
-    Counts JAX's backend-compile events, which also fire for a program loaded from the
-    persistent compilation cache, so a warm cache does not hide a retrace.
-    """
-    events = []
-
-    def listener(event: str, duration: float, **kwargs) -> None:
-        if event == COMPILE_EVENT:
-            events.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    """(XLA programs compiled while running ``calls`` in order, seconds of the first call)."""
+    with compile_events() as events:
         first = first_call_seconds(calls[0])
         for call in calls[1:]:
             block(call())
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     return len(events), first
 
 

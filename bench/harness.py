@@ -14,7 +14,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import jax
@@ -76,6 +77,29 @@ def first_call_seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     block(fn())
     return time.perf_counter() - start
+
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextmanager
+def compile_events() -> Iterator[list[float]]:
+    """The seconds of each XLA compile while the block runs (a list filled as they happen).
+
+    Counts JAX's backend-compile events, which also fire for a program loaded from the
+    persistent compilation cache, so a warm cache does not hide a retrace.
+    """
+    events: list[float] = []
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        if event == COMPILE_EVENT:
+            events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def xla_temp_bytes(jitted, *args) -> int:

@@ -23,7 +23,8 @@ def _kernel_files(dump: Path, xla_flags: str) -> list[str]:
     env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump} {xla_flags}".strip())
     out = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True,
                          timeout=300)  # fmt: skip
-    assert out.returncode == 0, f"JAX failed to start with XLA_FLAGS={env['XLA_FLAGS']}:\n{out.stderr}"
+    flags = env["XLA_FLAGS"]
+    assert out.returncode == 0, f"JAX failed to start with XLA_FLAGS={flags}:\n{out.stderr}"
     assert abs(float(out.stdout.split()[-1]) - 10 * math.exp(3)) < 1e-3, out.stdout
     return sorted(p.name for p in dump.glob("*kernel_module*.ll"))
 
