@@ -13,12 +13,14 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import jax
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,22 +160,67 @@ def _own_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _self_cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
 class ForeignLoad:
     """How busy other processes kept the machine while a benchmark ran, in cores on average:
     every core's busy time (``/proc/stat``) minus this process tree's, over the wall time.
 
     Unlike the load average it leaves out the benchmark's own work (two grading workers load two
-    cores by design) and does not lag behind by a minute. A child still running at the end counts
-    as foreign, so the measure errs towards calling a machine loaded.
+    cores by design) and does not lag behind by a minute. The tree's time is the larger of two
+    lower bounds: this process plus the children it waited for (``getrusage``), and this process
+    plus every descendant a thread sees (every ``INTERVAL`` s, by process id and start time, until
+    it ends), which also counts a descendant that outlived its parent and was adopted by init (a
+    sandboxed kernel's helpers) or was never waited for. Either way the measure errs towards
+    calling a machine loaded.
     """
 
+    INTERVAL = 0.25
+
     def __init__(self) -> None:
-        self.start = (time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds())
+        self._cpu: dict[tuple[int, float], float] = {}  # (pid, start time) -> CPU seconds
+        self._sample()
+        self._before = sum(self._cpu.values())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+        self.start = (time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds(),
+                      _self_cpu_seconds())  # fmt: skip
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self._sample()
+
+    def _sample(self) -> None:
+        followed = {key[0]: key for key in self._cpu}
+        processes = psutil.Process().children(recursive=True) + list(followed)
+        for process in processes:
+            try:
+                if isinstance(process, int):
+                    process = psutil.Process(process)
+                key = (process.pid, process.create_time())
+                times = process.cpu_times()
+            except psutil.Error:  # ended meanwhile: its last sample stands
+                continue
+            if process.pid in followed and followed[process.pid] != key and key not in self._cpu:
+                continue  # a new process reusing a followed id, and not our descendant
+            self._cpu[key] = times.user + times.system
+
+    def tree_seconds(self) -> float:
+        """CPU seconds this process tree has used since the start."""
+        self._sample()
+        waited, own = _own_cpu_seconds() - self.start[2], _self_cpu_seconds() - self.start[3]
+        return max(waited, own + sum(self._cpu.values()) - self._before)
 
     def cores(self) -> float:
-        wall, busy, own = (now - then for now, then in zip(
-            (time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds()), self.start))
-        return max(busy - own, 0.0) / wall if wall > 0 else float("nan")
+        self._stop.set()
+        self._thread.join()
+        tree = self.tree_seconds()
+        wall, busy = time.perf_counter() - self.start[0], _busy_cpu_seconds() - self.start[1]
+        return max(busy - tree, 0.0) / wall if wall > 0 else float("nan")
 
 
 def cpu_model() -> str:

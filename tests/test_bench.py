@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import subprocess
 import sys
 
@@ -130,8 +132,47 @@ def test_foreign_load_leaves_out_the_benchmarks_own_processes(monkeypatch):
     monkeypatch.setattr(harness.time, "perf_counter", lambda: clocks["wall"])
     monkeypatch.setattr(harness, "_busy_cpu_seconds", lambda: clocks["busy"])
     monkeypatch.setattr(harness, "_own_cpu_seconds", lambda: clocks["own"])
+    monkeypatch.setattr(harness, "_self_cpu_seconds", lambda: 0.0)
     load = harness.ForeignLoad()
     clocks.update(wall=10.0, busy=125.0, own=20.0)  # 25 s busy, 15 of them ours, in 10 s
     assert load.cores() == pytest.approx(1.0)
     clocks.update(busy=130.0, own=40.0)  # ticks round: never report negative foreign load
     assert load.cores() == 0.0
+
+
+ORPHAN = """
+import os, signal, sys, time
+def burn(*_):
+    start = time.process_time()
+    while time.process_time() - start < 0.5:
+        pass
+    print("burnt", flush=True)
+signal.signal(signal.SIGUSR1, burn)
+print(os.getpid(), flush=True)
+sys.stdin.read()
+"""
+# Starts ORPHAN (which shares its stdin and stdout), then ends on its first line of input.
+PARENT = "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', sys.argv[1]])\ninput()"
+
+
+def test_foreign_load_counts_a_descendant_adopted_by_init():
+    # A sandboxed kernel's helpers can outlive their parent: init adopts them and nobody in the
+    # benchmark's tree waits for them, so getrusage never sees their CPU time.
+    load = harness.ForeignLoad()
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, ORPHAN], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        orphan = int(parent.stdout.readline())
+        load.tree_seconds()  # seen while its parent lives
+        parent.stdin.write("end\n")
+        parent.stdin.flush()
+        assert parent.wait() == 0  # the orphan now belongs to init
+        waited = harness._own_cpu_seconds()
+        os.kill(orphan, signal.SIGUSR1)
+        assert parent.stdout.readline() == "burnt\n"  # 0.5 s of CPU after its adoption
+        assert harness._own_cpu_seconds() - waited < 0.25  # getrusage: not ours
+        assert load.tree_seconds() >= 0.45  # followed by process id: ours
+    finally:
+        parent.stdin.close()  # the orphan reads the end of its input and exits
+        parent.stdout.close()
+    load.cores()
