@@ -71,6 +71,17 @@ def test_key_depends_on_the_training_code():
     )
 
 
+def test_key_depends_on_the_code_generation_flags_but_not_the_device_count():
+    def key(flags):
+        return model_cache.cache_key("toy", CONFIG, "a = 1", {"XLA_FLAGS": flags})
+
+    emitters = "--xla_cpu_use_fusion_emitters=false"
+    assert len({key(emitters), key("--xla_cpu_use_fusion_emitters=true"), key("")}) == 3
+    # A sandbox pinned to one core runs with one device, the grader with two: same entry.
+    assert key(f"--xla_force_host_platform_device_count=2 {emitters}") == key(emitters)
+    assert key(f"{emitters} --xla_force_host_platform_device_count=8") == key(emitters)
+
+
 @pytest.mark.parametrize("damage", ["garbage", "other_shapes", "pickle"])
 def test_a_bad_entry_is_retrained_and_replaced(tmp_path, damage):
     env = {model_cache.CACHE_ENV: str(tmp_path)}

@@ -8,7 +8,11 @@ in milliseconds. The file name is a hash of everything that decides the weights:
 - the model's ``name`` and its training ``config`` (a JSON-able dict: sizes, steps, seed, ...);
 - the source code of the module that builds and trains it (edit the training code and the old
   entry is never loaded again);
-- the versions of ``genlab``, ``jax`` and ``flax``.
+- the versions of ``genlab``, ``jax``, ``jaxlib``, ``flax`` and ``optax``, JAX's backend (cpu,
+  gpu, tpu) and the ``XLA_FLAGS`` that change code generation (XLA's CPU emitters round
+  differently, and a thousand training steps end elsewhere). All but the CPU device count, which
+  follows the cores a process may use and does not change a one-device training run (no cached
+  model trains data-parallel; one that does should put its device count in its ``config``).
 
 Where: ``GENLAB_MODEL_CACHE`` names the folder (``0`` turns the cache off: every call trains);
 unset, it is ``~/.cache/genlab/models``. A folder that cannot be written (a grading sandbox) is
@@ -34,11 +38,12 @@ try:
 except ImportError:  # Windows: no advisory locks, every process trains for itself
     fcntl = None
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from genlab import runtime
+from genlab import DEVICES_FLAG, runtime
 
 CACHE_ENV = "GENLAB_MODEL_CACHE"
 _SAVED = nnx.Not(nnx.RngState)  # weights and statistics; random-stream counters are not kept
@@ -56,16 +61,26 @@ def _version(package: str) -> str:
         return "unknown"
 
 
-def cache_key(name: str, config: dict, code: str) -> str:
+def numerics_flags(environ: dict[str, str] | None = None) -> list[str]:
+    """The ``XLA_FLAGS`` that decide a trained model's rounding: all but the CPU device count."""
+    env = os.environ if environ is None else environ
+    flags = env.get("XLA_FLAGS", "").split()
+    return sorted(f for f in flags if f.split("=")[0] != DEVICES_FLAG)
+
+
+def cache_key(name: str, config: dict, code: str, environ: dict[str, str] | None = None) -> str:
     """The hash naming a cache entry (see the module docstring for what goes in)."""
     from genlab import __version__
 
+    packages = ("jax", "jaxlib", "flax", "optax")
     payload = json.dumps(
         {
             "name": name,
             "config": config,
             "code": hashlib.sha256(code.encode()).hexdigest(),
-            "versions": [__version__, _version("jax"), _version("flax")],
+            "versions": [__version__, *map(_version, packages)],
+            "backend": jax.default_backend(),
+            "xla_flags": numerics_flags(environ),
         },
         sort_keys=True,
     )
@@ -134,7 +149,9 @@ def cached_model(
     model = build()
     folder = cache_dir(environ)
     code = inspect.getsource(sys.modules[train.__module__])
-    path = None if folder is None else folder / f"{name}-{cache_key(name, config, code)}.npz"
+    path = (
+        None if folder is None else folder / f"{name}-{cache_key(name, config, code, environ)}.npz"
+    )
     if path is not None and path.is_file() and load_into(model, path):
         return model
     with _training_lock(path):
