@@ -161,3 +161,24 @@ def test_earlier_exercises_are_bound_to_their_references_while_probed_then_resto
     with probing.bound_to_references(namespace, ("root", "double"), "tiny"):
         assert namespace["root"] is tiny.root and namespace["double"] is tiny.double
     assert namespace == {"root": "student's root"}
+
+
+def test_f32_converts_like_jax_without_compiling_a_program_per_shape():
+    import jax
+    import jax.numpy as jnp
+
+    compiled = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    values = np.random.default_rng(0).normal(size=(13, 7)) * 1e3  # float64, rounded on the way
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        got = probing.f32(values)
+        assert not compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert isinstance(got, jax.Array) and got.dtype == jnp.float32 and got.shape == (13, 7)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(jnp.asarray(values, jnp.float32)))

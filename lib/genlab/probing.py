@@ -127,10 +127,14 @@ def call(*args, **kwargs) -> Callable[[Any], Any]:
 
 
 def f32(array):
-    """``array`` as a float32 JAX array (probe inputs are float32, as in the notebooks)."""
-    import jax.numpy as jnp
+    """``array`` as a float32 JAX array (probe inputs are float32, as in the notebooks).
 
-    return jnp.asarray(array, jnp.float32)
+    Converted by NumPy, then placed on the device: ``jnp.asarray`` would compile a conversion
+    program for every new shape (about thirty per chapter), with the same result.
+    """
+    import jax
+
+    return jax.device_put(np.asarray(array, np.float32))
 
 
 def key_from(rng: np.random.Generator):
