@@ -69,13 +69,14 @@ def notebook_table(quick: bool) -> Table:
     table = Table(
         "Chapter notebooks: wall time, cold and warm compilation cache",
         ["notebook", "full cold (s)", "full warm (s)", "fast cold (s)", "fast warm (s)",
-         "budget"],
+         "over budget"],
         notes=[
             "Each solution notebook executed top to bottom in a fresh kernel: 'cold' with an "
             "empty persistent compilation cache (`GENLAB_COMPILE_CACHE`), 'warm' again with the "
-            "cache that run filled (what a student sees the second time). Budgets "
-            f"{FULL_BUDGET:.0f} s full, {FAST_BUDGET:.0f} s fast (design section 4), judged on "
-            "the cold runs."
+            "cache that run filled (what a student sees the second time). Budgets: "
+            f"{FULL_BUDGET:.0f} s for a full run (design section 4), {FAST_BUDGET:.0f} s for a "
+            "fast run (issue 18); the last column names the runs over their budget. A student's "
+            "first run is a cold full run; grading and the tests run fast with a warm cache."
         ],
     )  # fmt: skip
     top = Path(tempfile.mkdtemp(prefix="genlab-bench-"))
@@ -89,11 +90,18 @@ def notebook_table(quick: bool) -> Table:
             cache = top / f"cache-{path.stem}-{fast}"
             times[fast] = [notebook_seconds(path, fast=fast, cache=cache) for _ in range(2)]
         full, fast = times[False], times[True]
-        verdict = "ok" if full[0] <= FULL_BUDGET and fast[0] <= FAST_BUDGET else "OVER"
-        table.add(path.name, full[0], full[1], fast[0], fast[1], verdict)
+        table.add(path.name, full[0], full[1], fast[0], fast[1], _over_budget(full, fast))
         print(" | ".join(table.rows[-1]), flush=True)
     shutil.rmtree(top, ignore_errors=True)
     return table
+
+
+def _over_budget(full: list[float], fast: list[float]) -> str:
+    """The runs over their budget (``full`` and ``fast``: [cold, warm] seconds), or "ok"."""
+    runs = {"full cold": full[0], "full warm": full[1], "fast cold": fast[0], "fast warm": fast[1]}
+    over = [name for name, seconds in runs.items()
+            if seconds > (FULL_BUDGET if name.startswith("full") else FAST_BUDGET)]  # fmt: skip
+    return "OVER: " + ", ".join(over) if over else "ok"
 
 
 def _course(root: Path, chapter: str, quick: bool) -> tuple[Path, nbformat.NotebookNode]:

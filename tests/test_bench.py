@@ -92,6 +92,13 @@ def test_course_benchmark_times_a_notebook_and_grading(quick_tables):
     assert chapters.rows[0][0] == "tiny" and _numbers(chapters, "warm-up (s)")[0] > 0
 
 
+def test_notebook_table_names_the_runs_over_their_budget():
+    over = importlib.import_module("bench.course")._over_budget
+    assert over([179.0, 40.0], [59.0, 30.0]) == "ok"
+    assert over([181.0, 40.0], [61.0, 30.0]) == "OVER: full cold, fast cold"
+    assert over([100.0, 40.0], [70.0, 61.0]) == "OVER: fast cold, fast warm"
+
+
 def test_runner_writes_a_report_with_the_machine(tmp_path):
     out = tmp_path / "results.md"
     assert runner.main(["--quick", "--only", "attention", "--output", str(out)]) == 0
