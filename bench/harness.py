@@ -182,6 +182,7 @@ class ForeignLoad:
 
     def __init__(self) -> None:
         self._cpu: dict[tuple[int, float], float] = {}  # (pid, start time) -> CPU seconds
+        self._lock = threading.Lock()  # the thread and tree_seconds() both sample
         self._sample()
         self._before = sum(self._cpu.values())
         self._stop = threading.Event()
@@ -195,18 +196,22 @@ class ForeignLoad:
             self._sample()
 
     def _sample(self) -> None:
-        followed = {key[0]: key for key in self._cpu}
-        processes = psutil.Process().children(recursive=True) + list(followed)
-        for process in processes:
-            try:
-                if isinstance(process, int):
-                    process = psutil.Process(process)
-                key = (process.pid, process.create_time())
-                times = process.cpu_times()
-            except psutil.Error:  # ended meanwhile: its last sample stands
-                continue
-            if process.pid in followed and followed[process.pid] != key and key not in self._cpu:
-                continue  # a new process reusing a followed id, and not our descendant
+        with self._lock:
+            for process in psutil.Process().children(recursive=True):
+                self._read(process)
+            for pid, start in list(self._cpu):  # also those adopted by init since
+                try:
+                    self._read(psutil.Process(pid), start)
+                except psutil.Error:  # ended: its last sample stands
+                    pass
+
+    def _read(self, process: psutil.Process, start: float | None = None) -> None:
+        try:
+            key = (process.pid, process.create_time())
+            times = process.cpu_times()
+        except psutil.Error:
+            return
+        if start is None or key[1] == start:  # not a new process that reuses a followed id
             self._cpu[key] = times.user + times.system
 
     def tree_seconds(self) -> float:
