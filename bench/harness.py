@@ -152,17 +152,17 @@ def _busy_cpu_seconds() -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is within user
 
 
+def _self_cpu_seconds() -> float:
+    """CPU seconds of this process alone."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
 def _own_cpu_seconds() -> float:
     """CPU seconds of this process and of every child process it has waited for (kernels,
     sandboxes and helper processes a benchmark started and shut down)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _self_cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
+    return _self_cpu_seconds() + children.ru_utime + children.ru_stime
 
 
 class ForeignLoad:
