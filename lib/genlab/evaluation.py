@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from genlab import char_gpt, data, diffusion, digits_classifier, gan, gpt, model_cache, nn, train, vae
 from genlab.validate import float_array, positive_int
@@ -189,13 +188,18 @@ VAE_CONFIG = {"latent_dim": 8, "hidden_dim": 256, "steps": 3000, "batch": 128, "
 def _train_vae(model: vae.VAE) -> None:
     (x, _), _ = digits_classifier.split()
     x = jnp.asarray(x)
-    optimizer = nnx.Optimizer(model, optax.adam(VAE_CONFIG["lr"]), wrt=nnx.Param)
     key = jax.random.key(VAE_CONFIG["seed"])
-    for i in tqdm(range(VAE_CONFIG["steps"]), desc="training the digits VAE (once, then cached)",
-                  leave=False):  # fmt: skip
+
+    @jax.jit  # one program per batch, not a dozen small ones (3x faster training, same weights)
+    def batch(i):  # (a fresh binarisation of B training digits [B, 64], the step's key)
         k_batch, k_bin, k_step = jax.random.split(jax.random.fold_in(key, i), 3)
         index = jax.random.randint(k_batch, (VAE_CONFIG["batch"],), 0, x.shape[0])
-        vae.vae_train_step(model, optimizer, vae.binarize(k_bin, x[index]), k_step)
+        return vae.binarize(k_bin, x[index]), k_step
+
+    step = nnx.jit(lambda model, optimizer, batch: vae.vae_train_step(model, optimizer, *batch))
+    train.fit(step, model, nnx.Optimizer(model, optax.adam(VAE_CONFIG["lr"]), wrt=nnx.Param),
+              batch, VAE_CONFIG["steps"], log_every=500,
+              desc="training the digits VAE (once, then cached)")  # fmt: skip
 
 
 def digits_vae() -> vae.VAE:
@@ -321,7 +325,7 @@ def flow_samples(model: diffusion.TimeMLP, key, num_samples: int) -> jax.Array:
 
 # --- memorisation of text as training goes on ---------------------------------------------------
 
-MEMO_CONFIG = {"train_chars": 4_000, "snapshots": [100, 250, 500], "batch": 32, "lr": 3e-3,
+MEMO_CONFIG = {"train_chars": 2_000, "snapshots": [100, 250, 500], "batch": 16, "lr": 3e-3,
                "data_seed": 5}  # fmt: skip
 
 
@@ -361,10 +365,11 @@ def _train_snapshots(snapshots: GPTSnapshots) -> None:
 
 def memorisation_gpts() -> list[gpt.GPT]:
     """Chapter 04's pretrained GPT (:func:`genlab.char_gpt.pretrained`) trained on, with Adam at a
-    constant rate, on the first 10,000 characters of its training split only (a small data set
-    seen again and again, as in fine-tuning); the models after 100, 200 and 400 more steps.
-    Trained on first use, then cached (the key includes char_gpt's code: new base weights,
-    new snapshots)."""
+    constant rate, on the first 2,000 characters of its training split only (a small data set
+    seen again and again, as in fine-tuning: each step predicts 16 x 64 = 1,024 characters, so
+    500 steps are 256 passes); the models after 100, 250 and 500 more steps
+    (``MEMO_CONFIG``). Trained on first use, then cached (the key includes char_gpt's code: new
+    base weights, new snapshots)."""
     base = hashlib.sha256(inspect.getsource(char_gpt).encode()).hexdigest()
     snapshots = model_cache.cached_model(
         "char-gpt-snapshots", {**MEMO_CONFIG, "base": base, "gpt": char_gpt.CONFIG,
