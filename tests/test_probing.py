@@ -66,7 +66,8 @@ def _comparisons(tree):
     """Every ``(got, want, label)`` function in a probe module: (name, line, uses want, marked)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and [a.arg for a in node.args.args][:2] == [
-            "got", "want"
+            "got",
+            "want",
         ]:
             uses = any(isinstance(n, ast.Name) and n.id == "want" for n in ast.walk(node))
             marked = any(getattr(d, "id", None) == "judged_alone" for d in node.decorator_list)
@@ -182,3 +183,85 @@ def test_f32_converts_like_jax_without_compiling_a_program_per_shape():
         jax.monitoring.unregister_event_duration_listener(listener)
     assert isinstance(got, jax.Array) and got.dtype == jnp.float32 and got.shape == (13, 7)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(jnp.asarray(values, jnp.float32)))
+
+
+# --- the function under test, compiled whole -----------------------------------------------
+
+
+def _array_cases(shapes, extra=()):
+    rng = np.random.default_rng(0)
+    return [probing.Case(f"shape {s}", probing.call(probing.f32(rng.normal(size=s)), *extra))
+            for s in shapes]  # fmt: skip
+
+
+def _traces(function):
+    """``function`` that also records, on each call, whether it runs under a trace."""
+    import jax
+
+    seen = []
+
+    def wrapped(*args, **kwargs):
+        seen.append(isinstance(args[0], jax.core.Tracer))
+        return function(*args, **kwargs)
+
+    return wrapped, seen
+
+
+def test_a_function_of_arrays_is_traced_once_per_case_with_the_same_outputs():
+    import jax.numpy as jnp
+
+    def softplus_sum(x, scale):
+        return jnp.sum(jnp.log1p(jnp.exp(scale * x)), axis=-1) / scale
+
+    cases = _array_cases([(3,), (2, 5), (4, 1)], extra=(2.0,))
+    function, traced = _traces(softplus_sum)
+    outcomes = probing.run_cases(function, cases)
+    assert traced == [True, True, True]  # one trace per case: one program, not one per operation
+    for case, outcome in zip(cases, outcomes):
+        np.testing.assert_array_equal(outcome.outputs, probing.to_plain(case.run(softplus_sum)))
+
+
+def test_a_value_read_in_python_falls_back_to_the_call_as_written_and_stops_tracing():
+    import jax.numpy as jnp
+
+    def clipped(x):
+        if float(jnp.max(x)) > 0.0:  # reads a value: cannot be traced
+            return jnp.maximum(x, 0.0)
+        return x
+
+    function, traced = _traces(clipped)
+    outcomes = probing.run_cases(function, _array_cases([(3,), (4,), (5,)]))
+    assert traced == [True, False, False, False]  # one failed trace, then every case as written
+    assert all(not o.raised and o.outputs.min() >= 0 for o in outcomes)
+
+
+def test_an_error_raised_on_purpose_is_the_outcome_and_tracing_goes_on():
+    def checked(x, temperature):
+        if temperature <= 0:
+            raise ValueError("temperature must be positive")
+        return x / temperature
+
+    rng = np.random.default_rng(1)
+    x = probing.f32(rng.normal(size=4))
+    cases = [probing.Case("t = -1", probing.call(x, -1.0), raises=(ValueError,)),
+             probing.Case("t = 2", probing.call(x, 2.0))]  # fmt: skip
+    function, traced = _traces(checked)
+    bad, good = probing.run_cases(function, cases)
+    assert "ValueError" in bad.raised and "positive" in bad.message
+    np.testing.assert_allclose(good.outputs, np.asarray(x) / 2.0)
+    assert traced == [True, False, True]  # the raise re-run as written, then traced again
+
+
+def test_numpy_arrays_modules_and_jitted_functions_run_as_they_are():
+    import jax
+    from flax import nnx
+
+    function, traced = _traces(lambda x, *rest: x * 2)
+    probing.run_cases(function, [probing.Case("numpy", probing.call(np.ones(3))),
+                                 probing.Case("module", probing.call(jax.numpy.ones(3), nnx.Linear(
+                                     3, 3, rngs=nnx.Rngs(0))))])  # fmt: skip
+    assert traced == [False, False]
+    jitted = jax.jit(lambda x: x * 2)
+    is_jitted = probing.Case("has .lower", lambda f: np.asarray(hasattr(f, "lower")), probing.exact)
+    assert probing.run_cases(jitted, [is_jitted])[0].outputs  # not hidden behind a wrapper
+    assert not probing.run_cases(lambda x: x, [is_jitted])[0].outputs
