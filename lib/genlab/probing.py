@@ -30,7 +30,6 @@ prevented, only detected.
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import os
 import stat
@@ -327,69 +326,8 @@ def bound_to_references(namespace: dict, names: tuple[str, ...], chapter: str):
                 namespace[name] = value
 
 
-class WholeProgram:
-    """The function under test, compiled as one program per case where that changes nothing.
-
-    Called outside ``jit``, a function runs every ``jnp`` operation as a program of its own,
-    compiled anew for every new shape: a probe's cases, each with shapes of its own, cost
-    hundreds of small compiles per exercise (most of a chapter's probing time on a CPU). When a
-    call has JAX arrays among its arguments and the others are Python numbers, strings, None,
-    plain functions or tuples of them, it is traced under ``jax.jit`` (the JAX arrays as its
-    inputs, the rest as constants) and compiled once. When tracing or running it raises anything
-    (a value read in Python, ``np.asarray`` of an input, an error the function raises on
-    purpose), the call runs again as written, outside ``jit``, and what that run returns or
-    raises is the case's outcome; after a traced value was read in Python, the function is not
-    traced again. Classes, functions already under ``jit``, calls with modules, NumPy arrays or
-    other objects, and calls inside a trace run as they are.
-    """
-
-    def __init__(self, function):
-        self.function, self.traceable = function, True
-
-    def __getattr__(self, name):  # a case that inspects the function sees the function
-        return getattr(self.function, name)
-
-    def __call__(self, *args, **kwargs):
-        import jax
-
-        leaves = [*args, *kwargs.values()]
-        arrays = {i: a for i, a in enumerate(leaves) if isinstance(a, jax.Array)}
-        if not (self.traceable and arrays and all(map(_constant, leaves))) or any(
-            isinstance(a, jax.core.Tracer) for a in arrays.values()
-        ):
-            return self.function(*args, **kwargs)
-
-        def whole(inputs):
-            filled = [inputs.get(i, leaf) for i, leaf in enumerate(leaves)]
-            return self.function(*filled[: len(args)], **dict(zip(kwargs, filled[len(args) :])))
-
-        try:
-            return jax.block_until_ready(jax.jit(whole)(arrays))
-        except jax.errors.JAXTypeError:  # a traced value was read in Python
-            self.traceable = False
-        except Exception:
-            pass
-        return self.function(*args, **kwargs)
-
-
-def _constant(value, inside=False) -> bool:
-    """A JAX array (at the top level), or a value that is the same constant in every trace."""
-    import jax
-
-    if isinstance(value, (tuple, list)):
-        return all(_constant(v, inside=True) for v in value)
-    if isinstance(value, jax.Array):
-        return not inside
-    return (
-        value is None or isinstance(value, (int, float, complex, str)) or inspect.isfunction(value)
-    )
-
-
 def run_cases(function, cases: list[Case]) -> list[Outcome]:
-    """Call ``function`` on every case (compiled whole where it can be: :class:`WholeProgram`);
-    an exception becomes that case's outcome."""
-    if inspect.isfunction(function):  # classes and jitted functions run as they are
-        function = WholeProgram(function)
+    """Call ``function`` on every case; an exception becomes that case's outcome."""
     outcomes = []
     for case in cases:
         try:
