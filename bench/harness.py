@@ -197,22 +197,23 @@ class ForeignLoad:
 
     def _sample(self) -> None:
         with self._lock:
-            for process in psutil.Process().children(recursive=True):
-                self._read(process)
-            for pid, start in list(self._cpu):  # also those adopted by init since
+            read = {self._read(p) for p in psutil.Process().children(recursive=True)}
+            for pid, start in set(self._cpu) - read:  # also those adopted by init since
                 try:
                     self._read(psutil.Process(pid), start)
                 except psutil.Error:  # ended: its last sample stands
                     pass
 
-    def _read(self, process: psutil.Process, start: float | None = None) -> None:
+    def _read(self, process: psutil.Process, start: float | None = None):
+        """Record ``process``'s CPU seconds; returns its (pid, start time) key (None if gone)."""
         try:
             key = (process.pid, process.create_time())
             times = process.cpu_times()
         except psutil.Error:
-            return
+            return None
         if start is None or key[1] == start:  # not a new process that reuses a followed id
             self._cpu[key] = times.user + times.system
+        return key
 
     def tree_seconds(self) -> float:
         """CPU seconds this process tree has used since the start."""
