@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genlab import initializers
 from genlab.validate import broadcast_shapes, float_array, positive_int
 
 __all__ = [
@@ -318,10 +319,10 @@ class MultiHeadSelfAttention(nnx.Module):
         if d_model % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide d_model={d_model}")
         self.num_heads, self.d_model = num_heads, d_model
-        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
-        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
-        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
-        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.query = initializers.linear(d_model, d_model, rngs=rngs)
+        self.key = initializers.linear(d_model, d_model, rngs=rngs)
+        self.value = initializers.linear(d_model, d_model, rngs=rngs)
+        self.out = initializers.linear(d_model, d_model, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, return_weights=False):
         """``x [B, T, D]``, ``mask`` broadcastable to ``[B, H, T, T]`` -> ``[B, T, D]``.
@@ -368,7 +369,7 @@ class LearnedPositions(nnx.Module):
     def __init__(self, max_len: int, d_model: int, *, rngs: nnx.Rngs, stddev: float = 0.02):
         self.max_len = positive_int("max_len", max_len)
         self.d_model = positive_int("d_model", d_model)
-        init = nnx.initializers.normal(stddev)
+        init = initializers.normal(stddev)
         self.table = nnx.Param(init(rngs.params(), (self.max_len, self.d_model)))
 
     def __call__(self, T: int) -> jax.Array:
@@ -654,10 +655,10 @@ class ReverseModel(nnx.Module):
     """
 
     def __init__(self, vocab_size: int, T: int, d_model: int, num_heads: int, *, rngs: nnx.Rngs):
-        self.embed = nnx.Embed(vocab_size, d_model, rngs=rngs)
+        self.embed = initializers.embed(vocab_size, d_model, rngs=rngs)
         self.positions = LearnedPositions(T, d_model, rngs=rngs, stddev=1.0)
         self.attention = MultiHeadSelfAttention(num_heads, d_model, rngs=rngs)
-        self.readout = nnx.Linear(d_model, vocab_size, rngs=rngs)
+        self.readout = initializers.linear(d_model, vocab_size, rngs=rngs)
 
     def __call__(self, tokens: jax.Array, *, return_weights: bool = False):
         """``tokens [B, T]`` -> logits ``[B, T, V]`` (and weights ``[B, H, T, T]`` if asked)."""

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genlab import initializers
 from genlab.validate import float_array, positive_int
 
 __all__ = [
@@ -424,11 +425,13 @@ class TimeMLP(nnx.Module):
             jnp.exp(jnp.linspace(0.0, math.log(200.0), num_frequencies)).astype(jnp.float32)
         )
         self.embed = (
-            None if num_classes is None else nnx.Embed(num_classes + 1, hidden, rngs=rngs)
+            None if num_classes is None else initializers.embed(num_classes + 1, hidden, rngs=rngs)
         )
-        self.input = nnx.Linear(dim + 2 * num_frequencies, hidden, rngs=rngs)
-        self.layers = nnx.List([nnx.Linear(hidden, hidden, rngs=rngs) for _ in range(depth - 1)])
-        self.output = nnx.Linear(hidden, dim, rngs=rngs)
+        self.input = initializers.linear(dim + 2 * num_frequencies, hidden, rngs=rngs)
+        self.layers = nnx.List(
+            [initializers.linear(hidden, hidden, rngs=rngs) for _ in range(depth - 1)]
+        )
+        self.output = initializers.linear(hidden, dim, rngs=rngs)
 
     def __call__(self, x, t, labels=None):
         s = jnp.asarray(t, jnp.float32)[:, None] / self.time_scale  # (B, 1)

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from genlab import bpe, char_gpt, data, gpt, model_cache, train, validate
+from genlab import bpe, char_gpt, data, gpt, initializers, model_cache, train, validate
 
 LORA_TARGETS = {"attn": ("query", "key", "value", "out"), "mlp": ("fc", "proj")}
 SOURCE_MODULES = ("textwrap", "colorsys", "fnmatch", "heapq", "bisect")
@@ -98,7 +98,7 @@ class LoRALinear(nnx.Module):
                  zero_b: bool = True):  # fmt: skip
         d_in, d_out = base.kernel.shape
         self.base, self.rank, self.alpha = base, _check_rank(rank), float(alpha)
-        init = nnx.initializers.normal(1.0 / math.sqrt(d_in))
+        init = initializers.normal(1.0 / math.sqrt(d_in))
         self.lora_a = nnx.LoRAParam(init(rngs.params(), (d_in, rank), jnp.float32))
         b = jnp.zeros((rank, d_out)) if zero_b else init(rngs.params(), (rank, d_out))
         self.lora_b = nnx.LoRAParam(jnp.asarray(b, jnp.float32))
@@ -360,7 +360,9 @@ def encode_known(text: str, vocab, unknown: str = "?") -> tuple[np.ndarray, int]
     """
     index = {c: i for i, c in enumerate(vocab)}
     if unknown not in index:
-        raise ValueError(f"the stand-in for unknown characters {unknown!r} is not in the vocabulary")
+        raise ValueError(
+            f"the stand-in for unknown characters {unknown!r} is not in the vocabulary"
+        )
     ids = [index.get(c, index[unknown]) for c in text]
     replaced = sum(c not in index for c in text)
     return np.asarray(ids, np.int32), replaced

@@ -42,7 +42,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from genlab import sampling
+from genlab import initializers, sampling
 from genlab.attention import merge_heads, split_heads
 
 __all__ = [
@@ -262,13 +262,7 @@ class GPTConfig:
 
 
 def _linear(d_in: int, d_out: int, std: float, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(
-        d_in,
-        d_out,
-        kernel_init=nnx.initializers.normal(std),
-        bias_init=nnx.initializers.zeros_init(),
-        rngs=rngs,
-    )
+    return initializers.linear(d_in, d_out, kernel_init=initializers.normal(std), rngs=rngs)
 
 
 def _matmul(subscripts: str, a, b, dtype: str):
@@ -437,9 +431,9 @@ class Block(nnx.Module):
 
     def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
         d = config.d_model
-        self.ln_1 = nnx.LayerNorm(d, epsilon=config.ln_eps, rngs=rngs)
+        self.ln_1 = initializers.layer_norm(d, epsilon=config.ln_eps, rngs=rngs)
         self.attn = CausalSelfAttention(config, rngs=rngs)
-        self.ln_2 = nnx.LayerNorm(d, epsilon=config.ln_eps, rngs=rngs)
+        self.ln_2 = initializers.layer_norm(d, epsilon=config.ln_eps, rngs=rngs)
         self.mlp = MLP(config, rngs=rngs)
 
     def __call__(self, x, cache=None, pos=0):
@@ -466,7 +460,7 @@ class GPT(nnx.Module):
 
     def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
         self.config = config
-        embed_init = nnx.initializers.normal(config.init_std)
+        embed_init = initializers.normal(config.init_std)
         self.wte = nnx.Embed(
             config.vocab_size, config.d_model, embedding_init=embed_init, rngs=rngs
         )
@@ -474,7 +468,7 @@ class GPT(nnx.Module):
             config.block_size, config.d_model, embedding_init=embed_init, rngs=rngs
         )
         self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
-        self.ln_f = nnx.LayerNorm(config.d_model, epsilon=config.ln_eps, rngs=rngs)
+        self.ln_f = initializers.layer_norm(config.d_model, epsilon=config.ln_eps, rngs=rngs)
 
     def _check_tokens(self, tokens, pos=0):
         tokens = jnp.asarray(tokens)

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genlab import initializers
+
 __all__ = ["LSTMConfig", "LSTMLM", "batch_leakage"]
 
 
@@ -65,14 +67,14 @@ class LSTMLM(nnx.Module):
 
     def __init__(self, config: LSTMConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embed = nnx.Embed(config.vocab_size, config.d_embed, rngs=rngs)
+        self.embed = initializers.embed(config.vocab_size, config.d_embed, rngs=rngs)
         layers, width = [], config.d_embed
         for _ in range(config.num_layers):
             cell = nnx.OptimizedLSTMCell(width, config.d_hidden, rngs=rngs)
             layers.append(nnx.RNN(cell, time_major=False))
             width = config.d_hidden
         self.layers = nnx.List(layers)
-        self.head = nnx.Linear(config.d_hidden, config.vocab_size, rngs=rngs)
+        self.head = initializers.linear(config.d_hidden, config.vocab_size, rngs=rngs)
 
     def __call__(self, tokens):
         tokens = jnp.asarray(tokens)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 import jax
 from flax import nnx
 
+from genlab import initializers
+
 
 class MLP(nnx.Module):
     """A multilayer perceptron: Linear -> activation -> ... -> Linear (no activation at the end).
@@ -38,7 +40,10 @@ class MLP(nnx.Module):
         self.sizes = sizes
         self.activation = activation
         self.layers = nnx.List(
-            [nnx.Linear(d_in, d_out, rngs=rngs) for d_in, d_out in itertools.pairwise(sizes)]
+            [
+                initializers.linear(d_in, d_out, rngs=rngs)
+                for d_in, d_out in itertools.pairwise(sizes)
+            ]
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

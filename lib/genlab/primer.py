@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genlab import initializers
 from genlab.validate import positive_int
 
 __all__ = [
@@ -204,8 +205,8 @@ class MLP(nnx.Module):
     def __init__(self, d_in: int, d_hidden: int, d_out: int, *, rngs: nnx.Rngs):
         for name, value in (("d_in", d_in), ("d_hidden", d_hidden), ("d_out", d_out)):
             positive_int(name, value)
-        self.hidden = nnx.Linear(d_in, d_hidden, rngs=rngs)
-        self.out = nnx.Linear(d_hidden, d_out, rngs=rngs)
+        self.hidden = initializers.linear(d_in, d_hidden, rngs=rngs)
+        self.out = initializers.linear(d_hidden, d_out, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = jax.nn.relu(self.hidden(x))  # (..., H)
