@@ -442,22 +442,35 @@ def _alternating_step(sample_real, latent_dim, batch_size, d_steps, g_steps, d_l
         fake = generator(z)  # (B, ...) inside the differentiated function: gradients reach G
         return g_loss_fn(discriminator(fake))
 
+    def d_update(i, carry):  # one discriminator update on fresh real and fake batches
+        generator, discriminator, opt_d, keys, _ = carry
+        k_real, k_z, k_loss = jax.random.split(keys[i], 3)
+        real = sample_real(k_real, batch_size)  # (B, ...)
+        z = jax.random.normal(k_z, (batch_size, latent_dim))  # (B, Z)
+        fake = generator(z)  # (B, ...): constants for the discriminator's update
+        d_loss, grads = nnx.value_and_grad(d_loss_fn)(discriminator, real, fake, k_loss)
+        opt_d.update(discriminator, grads)
+        return generator, discriminator, opt_d, keys, d_loss
+
+    def g_update(j, carry):  # one generator update, the fakes inside the differentiated loss
+        generator, discriminator, opt_g, keys, _ = carry
+        z = jax.random.normal(keys[d_steps + j], (batch_size, latent_dim))  # (B, Z)
+        g_loss, grads = nnx.value_and_grad(g_objective)(generator, discriminator, z)
+        opt_g.update(generator, grads)
+        return generator, discriminator, opt_g, keys, g_loss
+
     @nnx.jit
     def step(models, optimizers, key):
         generator, discriminator = models
         opt_g, opt_d = optimizers
         keys = jax.random.split(key, d_steps + g_steps)
-        for i in range(d_steps):  # a Python loop, unrolled while tracing
-            k_real, k_z, k_loss = jax.random.split(keys[i], 3)
-            real = sample_real(k_real, batch_size)  # (B, ...)
-            z = jax.random.normal(k_z, (batch_size, latent_dim))  # (B, Z)
-            fake = generator(z)  # (B, ...): constants for the discriminator's update
-            d_loss, grads = nnx.value_and_grad(d_loss_fn)(discriminator, real, fake, k_loss)
-            opt_d.update(discriminator, grads)
-        for j in range(g_steps):
-            z = jax.random.normal(keys[d_steps + j], (batch_size, latent_dim))  # (B, Z)
-            g_loss, grads = nnx.value_and_grad(g_objective)(generator, discriminator, z)
-            opt_g.update(generator, grads)
+        # XLA loops, not Python loops unrolled while tracing: the program, and its compile
+        # time, stays the same size whatever d_steps and g_steps are.
+        no_loss = jnp.zeros((), jnp.float32)
+        *_, d_loss = nnx.fori_loop(0, d_steps, d_update,
+                                   (generator, discriminator, opt_d, keys, no_loss))  # fmt: skip
+        *_, g_loss = nnx.fori_loop(0, g_steps, g_update,
+                                   (generator, discriminator, opt_g, keys, no_loss))  # fmt: skip
         return {"d_loss": d_loss, "g_loss": g_loss}
 
     return step
@@ -626,7 +639,9 @@ def sliced_wasserstein(key: jax.Array, x, y, num_projections: int) -> jax.Array:
     """
     x, y = float_array("x", x), float_array("y", y)
     if x.ndim != 2 or x.shape[0] < 1 or y.shape != x.shape:
-        raise ValueError(f"x and y must both have shape [N, D] with N >= 1, got {x.shape}, {y.shape}")
+        raise ValueError(
+            f"x and y must both have shape [N, D] with N >= 1, got {x.shape}, {y.shape}"
+        )
     num_projections = positive_int("num_projections", num_projections)
     directions = jax.random.normal(key, (num_projections, x.shape[1]))  # (P, D)
     directions = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
@@ -650,7 +665,9 @@ def wasserstein_assignment(x, y) -> float:
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.ndim != 2 or y.shape != x.shape or x.shape[0] < 1:
-        raise ValueError(f"x and y must both have shape [N, D] with N >= 1, got {x.shape}, {y.shape}")
+        raise ValueError(
+            f"x and y must both have shape [N, D] with N >= 1, got {x.shape}, {y.shape}"
+        )
     cost = np.linalg.norm(x[:, None, :] - y[None, :, :], axis=-1)  # (N, N)
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean())
