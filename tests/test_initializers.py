@@ -60,6 +60,18 @@ def test_other_dtypes_and_large_parameters_fall_back(monkeypatch):
     assert same_bits(got, nnx.initializers.normal(0.5)(key, (5, 7)))
 
 
+def test_traced_keys_and_shape_dependent_threefry_fall_back():
+    config = gpt.GPTConfig.tiny(vocab_size=11, num_layers=1)
+    abstract = nnx.eval_shape(lambda: gpt.GPT(config, rngs=nnx.Rngs(0)))
+    assert abstract.wte.embedding.shape == (11, config.d_model)
+    built = nnx.jit(lambda: MLP((3, 16, 2), rngs=nnx.Rngs(0)))()
+    assert same_bits(built.layers[0].kernel[...], nnx.Linear(3, 16, rngs=nnx.Rngs(0)).kernel[...])
+    key = jax.random.key(4)
+    with jax.threefry_partitionable(False):
+        got = initializers.lecun_normal(key, (3, 5))
+        assert same_bits(got, nnx.initializers.lecun_normal()(key, (3, 5)))
+
+
 def test_rank_one_shapes_are_refused_like_jax():
     with pytest.raises(ValueError, match="rank 2"):
         initializers.lecun_normal(jax.random.key(0), (5,))

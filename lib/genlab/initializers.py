@@ -11,8 +11,9 @@ float32 values bit for bit (``tests/test_initializers.py`` compares them with Fl
 shapes) from about a dozen programs for the whole course, which the persistent compilation
 cache then shares between chapters.
 
-Each is a drop-in ``init(key, shape, dtype=float32)``; other dtypes, and parameters larger than
-``LARGEST`` entries (a GPT-2 embedding), fall back to ``jax.random`` directly.
+Each is a drop-in ``init(key, shape, dtype=float32)``. Other dtypes, parameters larger than
+``LARGEST`` entries (a GPT-2 embedding), models built inside ``jit`` or ``nnx.eval_shape``, and
+``jax_threefry_partitionable`` turned off fall back to ``jax.random`` directly.
 """
 
 from __future__ import annotations
@@ -40,13 +41,23 @@ def _standard_draws(key: jax.Array, distribution: str, size: int) -> jax.Array:
     return jax.random.truncated_normal(key, -2.0, 2.0, (size,))
 
 
+def _on_host(key: jax.Array, n: int, dtype) -> bool:
+    """Whether a draw of ``n`` entries can be cut from its size class with Flax's values."""
+    return (
+        np.dtype(dtype) == np.float32
+        and 0 < n <= LARGEST
+        and jax.config.jax_threefry_partitionable  # else draw i depends on the shape
+        and not isinstance(key, jax.core.Tracer)  # a model built under jit or eval_shape
+    )
+
+
 def _scaled(distribution: str, std_of, fallback):
     """An initializer drawing ``distribution`` times ``std_of(shape)`` (a float32 scalar)."""
 
     def init(key: jax.Array, shape, dtype=np.float32) -> jax.Array:
         shape = tuple(int(d) for d in shape)
         n = math.prod(shape)
-        if np.dtype(dtype) != np.float32 or n > LARGEST or n == 0:
+        if not _on_host(key, n, dtype):
             return fallback(key, shape, dtype)
         draws = np.asarray(_standard_draws(key, distribution, _size_class(n)))[:n]
         return jax.device_put(draws.reshape(shape) * std_of(shape))
