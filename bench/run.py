@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure on a loaded machine anyway (tables marked NOT A RESULT)",
     )
-    parser.add_argument("--chapters", default="",
-                        help="course benchmark: only these chapters' rows, e.g. 05,06,07")
+    parser.add_argument(
+        "--chapters", default="", help="course benchmark: only these chapters' rows, e.g. 05,06,07"
+    )
     args = parser.parse_args(argv)
     if args.chapters:
         os.environ["GENLAB_BENCH_CHAPTERS"] = args.chapters

@@ -1,5 +1,5 @@
-"""genlab.bpe: merges vs a brute-force re-implementation and Hugging Face ``tokenizers``, round trips
-on random UTF-8, hand-worked examples, bits per byte."""
+"""genlab.bpe: merges vs a brute-force re-implementation and Hugging Face ``tokenizers``, round
+trips on random UTF-8, hand-worked examples, bits per byte."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def test_hand_worked_examples():
     # Wikipedia's example: aaabdaaabac -> ZabdZabac -> ZYdZYac -> XdXac
     assert list(bpe.train_bpe("aaabdaaabac", 259).items()) == [((97, 97), 256), ((256, 97), 257),
                                                                ((257, 98), 258)]  # fmt: skip
-    assert bpe.bpe_encode("aaabdaaabac", bpe.train_bpe("aaabdaaabac", 259)) == [258, 100, 258, 97, 99]
+    merges = bpe.train_bpe("aaabdaaabac", 259)
+    assert bpe.bpe_encode("aaabdaaabac", merges) == [258, 100, 258, 97, 99]
     # ties: "ab" and "bc" both occur twice in "abcabc..."? here ab, bc, ca tie and ab is first
     assert next(iter(bpe.train_bpe("abcabc", 257))) == (97, 98)
     # encoding applies the lowest new id first, not the most frequent pair
@@ -83,7 +84,10 @@ def test_round_trip_on_random_utf8(seed):
         ids = bpe.bpe_encode(text, merges)
         assert bpe.bpe_decode(ids, merges) == text
         assert len(ids) <= len(text.encode("utf-8"))
-    assert bpe.bpe_decode(bpe.bpe_encode("分词 tokenization ✓", merges), merges) == "分词 tokenization ✓"
+    assert (
+        bpe.bpe_decode(bpe.bpe_encode("分词 tokenization ✓", merges), merges)
+        == "分词 tokenization ✓"
+    )
 
 
 def test_replaying_merges_in_order_gives_the_same_encoding():
@@ -98,7 +102,7 @@ def test_replaying_merges_in_order_gives_the_same_encoding():
 
 
 def test_decode_replaces_broken_utf8_and_rejects_unknown_ids():
-    assert bpe.bpe_decode(list("中".encode("utf-8"))[:2], {}) == "\ufffd"
+    assert bpe.bpe_decode(list("中".encode())[:2], {}) == "\ufffd"
     with pytest.raises(ValueError, match="ids"):
         bpe.bpe_decode([300], {})
 
@@ -107,7 +111,11 @@ def test_compression_ratio_and_first_merges():
     text = "the cat and the hat and the bat " * 10
     merges = bpe.train_bpe(text, 256 + 20)
     assert bpe.compression_ratio(text, {}) == 1.0
-    assert bpe.compression_ratio(text, merges) > bpe.compression_ratio(text, bpe.first_merges(merges, 5)) > 1.0
+    assert (
+        bpe.compression_ratio(text, merges)
+        > bpe.compression_ratio(text, bpe.first_merges(merges, 5))
+        > 1.0
+    )
 
 
 def test_bits_per_byte_closed_form_and_errors():
@@ -133,7 +141,9 @@ def _tie_free_text():
     gives the same merges."""
     for seed in range(400):
         rng = np.random.default_rng(seed)
-        words = ["".join(rng.choice(list("abcdefg"), size=int(rng.integers(2, 5)))) for _ in range(5)]
+        words = [
+            "".join(rng.choice(list("abcdefg"), size=int(rng.integers(2, 5)))) for _ in range(5)
+        ]
         weights = rng.dirichlet(np.ones(5) * 0.5)
         text = "".join(rng.choice(words, size=60, p=weights))
         if brute_force_training(text, HF_MERGES)[2]:
@@ -142,7 +152,9 @@ def _tie_free_text():
 
 
 def test_merges_match_hugging_face_tokenizers_where_ties_cannot_differ():
-    tokenizers = pytest.importorskip("tokenizers", reason="Hugging Face tokenizers is not installed")
+    tokenizers = pytest.importorskip(
+        "tokenizers", reason="Hugging Face tokenizers is not installed"
+    )
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     text = _tie_free_text()
@@ -164,7 +176,9 @@ def test_merges_match_hugging_face_tokenizers_where_ties_cannot_differ():
     as_bytes = [(bytes(to_byte[c] for c in a), bytes(to_byte[c] for c in b)) for a, b in hf_merges]
     assert as_bytes == [(table[a], table[b]) for (a, b) in ours]
     hf_ids = hf.encode(text).tokens
-    assert [bytes(to_byte[c] for c in t) for t in hf_ids] == [table[i] for i in bpe.bpe_encode(text, ours)]
+    assert [bytes(to_byte[c] for c in t) for t in hf_ids] == [
+        table[i] for i in bpe.bpe_encode(text, ours)
+    ]
 
 
 # --- genlab.gpt.GPT2Vocab with a merges file --------------------------------------------------

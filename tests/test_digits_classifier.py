@@ -21,8 +21,10 @@ def test_held_out_accuracy_and_agreement_with_logistic_regression(model):
     assert len(x_held) == dc.CONFIG["held_out"] and len(x_train) + len(x_held) == 1797
     ours = np.asarray(dc.probabilities(x_held, model)).argmax(-1)
     peer = LogisticRegression(max_iter=2000).fit(x_train, y_train).predict(x_held)
-    print(f"held-out accuracy: ours {np.mean(ours == y_held):.3f}, "
-          f"logistic regression {np.mean(peer == y_held):.3f}, agree {np.mean(ours == peer):.3f}")
+    print(
+        f"held-out accuracy: ours {np.mean(ours == y_held):.3f}, "
+        f"logistic regression {np.mean(peer == y_held):.3f}, agree {np.mean(ours == peer):.3f}"
+    )
     assert np.mean(ours == y_held) >= 0.96
     assert np.mean(ours == peer) >= 0.94
 

@@ -28,7 +28,9 @@ def _spd(rng, d):
 
 def test_bits_per_dim_is_log2_per_dimension():
     nll = np.array([3.0, 100.0])
-    np.testing.assert_allclose(evaluation.bits_per_dim(nll, 10), nll / 10 * math.log2(math.e), rtol=1e-6)
+    np.testing.assert_allclose(
+        evaluation.bits_per_dim(nll, 10), nll / 10 * math.log2(math.e), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="num_dims"):
         evaluation.bits_per_dim(1.0, 0)
 
@@ -54,13 +56,17 @@ def test_frechet_distance_matches_scipy_sqrtm(d):
 
 def test_frechet_distance_closed_forms():
     # 1-D: (m1 - m2)^2 + (s1 - s2)^2; commuting diagonal covariances: sum of (sqrt a - sqrt b)^2
-    assert float(evaluation.frechet_distance([0.0], [[1.0]], [3.0], [[9.0]])) == pytest.approx(13.0, rel=1e-5)
+    assert float(evaluation.frechet_distance([0.0], [[1.0]], [3.0], [[9.0]])) == pytest.approx(
+        13.0, rel=1e-5
+    )
     a, b = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 1.0])
     want = np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
     got = float(evaluation.frechet_distance(np.zeros(3), np.diag(a), np.zeros(3), np.diag(b)))
     assert got == pytest.approx(want, rel=1e-5)
     c = _spd(np.random.default_rng(1), 6)
-    assert float(evaluation.frechet_distance(np.ones(6), c, np.ones(6), c)) == pytest.approx(0.0, abs=1e-4)
+    assert float(evaluation.frechet_distance(np.ones(6), c, np.ones(6), c)) == pytest.approx(
+        0.0, abs=1e-4
+    )
 
 
 def test_frechet_distance_rejects_mismatched_shapes():
@@ -120,7 +126,7 @@ def test_iwae_bound_tightens_with_more_samples():
     assert tight < loose
 
 
-# --- the watermark ----------------------------------------------------------------------------------
+# --- the watermark --------------------------------------------------------------------------------
 
 
 def test_green_mask_is_the_head_of_the_permutation():
@@ -137,9 +143,12 @@ def test_green_mask_is_the_head_of_the_permutation():
 def test_expected_green_fraction_matches_monte_carlo():
     assert watermark.expected_green_fraction(0.25, 2.0) == pytest.approx(0.7113, abs=1e-4)
     mask = jnp.arange(200) < 50
-    draws = jax.random.categorical(jax.random.key(0), watermark.watermark_logits(jnp.zeros(200), mask, 2.0),
+    draws = jax.random.categorical(jax.random.key(0),
+                                   watermark.watermark_logits(jnp.zeros(200), mask, 2.0),
                                    shape=(400_000,))  # fmt: skip
-    assert float(mask[draws].mean()) == pytest.approx(watermark.expected_green_fraction(0.25, 2.0), abs=3e-3)
+    assert float(mask[draws].mean()) == pytest.approx(
+        watermark.expected_green_fraction(0.25, 2.0), abs=3e-3
+    )
 
 
 def test_z_score_is_the_binomial_standardisation():
@@ -154,15 +163,20 @@ def test_z_score_is_the_binomial_standardisation():
     # ignore_repeated: every distinct pair once
     repeated = np.array([3, 4] * 30)
     z = watermark.watermark_z_score(repeated, key, 50, 0.25, ignore_repeated=True)
-    greens = int(watermark.green_mask(key, 3, 50, 0.25)[4]) + int(watermark.green_mask(key, 4, 50, 0.25)[3])
+    greens = int(watermark.green_mask(key, 3, 50, 0.25)[4]) + int(
+        watermark.green_mask(key, 4, 50, 0.25)[3]
+    )
     assert z == pytest.approx((greens - 0.5) / math.sqrt(2 * 0.1875))
-    assert watermark.z_scores(repeated[None], key, 50, 0.25, ignore_repeated=True)[0] == pytest.approx(z)
+    batched = watermark.z_scores(repeated[None], key, 50, 0.25, ignore_repeated=True)
+    assert batched[0] == pytest.approx(z)
 
 
 def test_z_scores_of_random_tokens_are_standard_normal():
     # gamma * V an integer (25 of 100): z has mean 0 and variance 1 under the null
     tokens = np.random.default_rng(3).integers(100, size=(500, 200))
-    z = np.concatenate([watermark.z_scores(tokens, jax.random.key(i), 100, 0.25) for i in range(10)])
+    z = np.concatenate(
+        [watermark.z_scores(tokens, jax.random.key(i), 100, 0.25) for i in range(10)]
+    )
     assert abs(z.mean()) < 0.05 and 0.95 < z.std() < 1.05
 
 
@@ -170,11 +184,13 @@ def test_z_threshold_and_repeated_pairs():
     assert watermark.z_threshold(0.05) == pytest.approx(scipy.stats.norm.isf(0.05), rel=1e-5)
     assert watermark.z_threshold(scipy.stats.norm.sf(4.0)) == pytest.approx(4.0, rel=1e-4)
     assert watermark.repeated_pair_fraction(np.array([1, 2, 1, 2, 1, 2])) == pytest.approx(0.6)
-    assert watermark.repeated_pair_fraction(np.array([5, 5, 5, 5]), prompt_len=2) == pytest.approx(0.5)
+    fraction = watermark.repeated_pair_fraction(np.array([5, 5, 5, 5]), prompt_len=2)
+    assert fraction == pytest.approx(0.5)
 
 
 def _brute_force_edits(flags, n, gamma, threshold):
-    """Smallest set of edit positions (an edit at i clears flags i and i + 1) giving z < threshold."""
+    """Smallest set of edit positions (an edit at i clears flags i and i + 1) giving
+    z < threshold."""
     for size in range(len(flags) + 1):
         for edits in itertools.combinations(range(len(flags)), size):
             left = list(flags)
@@ -221,7 +237,8 @@ def test_substitution_attack_reaches_the_threshold_with_the_minimum():
 
 def test_watermarked_sample_is_detected_and_keeps_the_prompt():
     table = jax.random.normal(jax.random.key(0), (30, 30)) * 2.0
-    out = watermark.watermarked_sample(jax.random.key(1), lambda t: table[t[-1]], jnp.array([1, 2, 3]), 120,
+    out = watermark.watermarked_sample(jax.random.key(1), lambda t: table[t[-1]],
+                                       jnp.array([1, 2, 3]), 120,
                                        jax.random.key(2), 0.25, 2.0)  # fmt: skip
     assert out.shape == (123,) and list(np.asarray(out[:3])) == [1, 2, 3]
     assert watermark.watermark_z_score(out, jax.random.key(2), 30, 0.25, prompt_len=3) > 4
@@ -234,7 +251,9 @@ def test_frechet_floor_is_the_distance_of_two_disjoint_permuted_halves():
     a, b = x[order[:30]], x[order[30:60]]
     assert not set(order[:30]) & set(order[30:60])
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    want = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(ca + cb - 2 * scipy.linalg.sqrtm(ca @ cb).real)
+    want = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(
+        ca + cb - 2 * scipy.linalg.sqrtm(ca @ cb).real
+    )
     np.testing.assert_allclose(evaluation.frechet_floor(x, 30, key), want, rtol=2e-3, atol=1e-4)
     floors = [float(evaluation.frechet_floor(x, n, key)) for n in (5, 45)]
     assert floors[0] > floors[1] > 0

@@ -40,7 +40,8 @@ def test_merge_lora_equals_the_unmerged_layer():
     x, w0 = jax.random.normal(keys[0], (7, 6)), jax.random.normal(keys[1], (6, 5))
     a, b = jax.random.normal(keys[2], (6, 3)), jax.random.normal(keys[3], (3, 5))
     np.testing.assert_allclose(x @ finetune.merge_lora(w0, a, b, 16.0, 3),
-                               x @ w0 + finetune.lora_delta(x, a, b, 16.0, 3), rtol=1e-4, atol=1e-4)  # fmt: skip
+                               x @ w0 + finetune.lora_delta(x, a, b, 16.0, 3),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
     np.testing.assert_array_equal(finetune.merge_lora(w0, a, jnp.zeros((3, 5)), 16.0, 3), w0)
     with pytest.raises(ValueError, match="rank"):
         finetune.merge_lora(w0, a, b, 16.0, 0)
@@ -51,11 +52,14 @@ def test_lora_init_check_against_closed_form_gradients():
     x, a, b = (jax.random.normal(k, s) for k, s in zip(keys, [(4, 6), (6, 2), (2, 3)]))
     offset, grad_a, grad_b = finetune.lora_init_check(x, a, b, 4.0, 2)
     ones = np.ones((4, 3))
-    np.testing.assert_allclose(grad_a, np.linalg.norm(2.0 * np.asarray(x).T @ ones @ np.asarray(b).T),
+    np.testing.assert_allclose(grad_a,
+                               np.linalg.norm(2.0 * np.asarray(x).T @ ones @ np.asarray(b).T),
                                rtol=1e-4)  # fmt: skip
-    np.testing.assert_allclose(grad_b, np.linalg.norm(2.0 * (np.asarray(x) @ np.asarray(a)).T @ ones),
+    np.testing.assert_allclose(grad_b,
+                               np.linalg.norm(2.0 * (np.asarray(x) @ np.asarray(a)).T @ ones),
                                rtol=1e-4)  # fmt: skip
-    np.testing.assert_allclose(offset, np.abs(2.0 * np.asarray(x) @ np.asarray(a) @ np.asarray(b)).max(),
+    np.testing.assert_allclose(offset,
+                               np.abs(2.0 * np.asarray(x) @ np.asarray(a) @ np.asarray(b)).max(),
                                rtol=1e-4)  # fmt: skip
     zero = finetune.lora_init_check(x, jnp.zeros((6, 2)), jnp.zeros((2, 3)), 4.0, 2)
     assert [float(v) for v in zero] == [0.0, 0.0, 0.0]
@@ -129,11 +133,16 @@ def test_dpo_loss_matches_trl_formula_and_is_stable():
     rng = np.random.default_rng(0)
     pc, pr, rc, rr = (rng.normal(-40.0, 15.0, size=12) for _ in range(4))
     for beta in (0.01, 0.1, 1.0):
-        np.testing.assert_allclose(finetune.dpo_loss(*(jnp.asarray(v, jnp.float32) for v in (pc, pr, rc, rr)), beta),
+        np.testing.assert_allclose(finetune.dpo_loss(*(jnp.asarray(v, jnp.float32)
+                                                       for v in (pc, pr, rc, rr)), beta),
                                    _trl_sigmoid_loss(pc, pr, rc, rr, beta), rtol=1e-4)  # fmt: skip
     zeros = jnp.zeros(3)
-    np.testing.assert_allclose(finetune.dpo_loss(zeros, zeros, zeros, zeros, 0.5), np.log(2.0), rtol=1e-6)
-    huge = finetune.dpo_loss(jnp.array([-3000.0]), jnp.array([0.0]), jnp.array([0.0]), jnp.array([0.0]), 1.0)
+    np.testing.assert_allclose(
+        finetune.dpo_loss(zeros, zeros, zeros, zeros, 0.5), np.log(2.0), rtol=1e-6
+    )
+    huge = finetune.dpo_loss(
+        jnp.array([-3000.0]), jnp.array([0.0]), jnp.array([0.0]), jnp.array([0.0]), 1.0
+    )
     np.testing.assert_allclose(huge, 3000.0, rtol=1e-6)
 
 

@@ -535,10 +535,12 @@ def test_logit_gradient_matches_the_closed_forms_of_section_3():
     logits = jnp.linspace(-6.0, 6.0, 13)
     d = scipy.special.expit(np.asarray(logits, np.float64))
     ns = gan.logit_gradient(gan.generator_loss, logits)
-    sat = gan.logit_gradient(lambda l: gan.generator_loss(l, non_saturating=False), logits)
+    sat = gan.logit_gradient(
+        lambda logits: gan.generator_loss(logits, non_saturating=False), logits
+    )
     np.testing.assert_allclose(ns, -(1 - d), atol=1e-6)
     np.testing.assert_allclose(sat, -d, atol=1e-6)
-    assert gan.logit_gradient(lambda l: jnp.sum(l**2), jnp.ones((2, 3))).shape == (2, 3)
+    assert gan.logit_gradient(lambda logits: jnp.sum(logits**2), jnp.ones((2, 3))).shape == (2, 3)
 
 
 # --- Wasserstein beyond one dimension ---------------------------------------------------------
@@ -553,8 +555,11 @@ def test_wasserstein_assignment_matches_brute_force_and_sorting():
                 for p in itertools.permutations(range(6)))  # fmt: skip
     np.testing.assert_allclose(gan.wasserstein_assignment(x, y), brute, rtol=1e-12)
     a, b = rng.normal(size=(40, 1)), rng.standard_t(2.0, size=(40, 1))
-    np.testing.assert_allclose(gan.wasserstein_assignment(a, b),
-                               scipy.stats.wasserstein_distance(a[:, 0], b[:, 0]), rtol=1e-10)
+    np.testing.assert_allclose(
+        gan.wasserstein_assignment(a, b),
+        scipy.stats.wasserstein_distance(a[:, 0], b[:, 0]),
+        rtol=1e-10,
+    )
 
 
 def test_sliced_wasserstein_of_a_shift_is_the_mean_projected_shift():

@@ -352,7 +352,9 @@ def test_bernoulli_log_likelihood_sums_to_one_over_binary_images():
     p = scipy.special.expit(logits)
     every = np.array(list(itertools.product([0.0, 1.0], repeat=5)))  # (32, 5)
     want = scipy.stats.bernoulli.logpmf(every, p).sum(-1)
-    got = vae.bernoulli_log_likelihood(jnp.asarray(every, jnp.float32), jnp.asarray(logits, jnp.float32))
+    got = vae.bernoulli_log_likelihood(
+        jnp.asarray(every, jnp.float32), jnp.asarray(logits, jnp.float32)
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.exp(want).sum(), 1.0, rtol=1e-12)
 
@@ -362,7 +364,8 @@ def test_gaussian_log_likelihood_accepts_python_scalars():
     want = scipy.stats.norm.logpdf(np.asarray(x, np.float64), 1.5, np.exp(-0.25)).sum(-1)
     np.testing.assert_allclose(vae.gaussian_log_likelihood(x, 1.5, -0.5), want, rtol=1e-5)
     np.testing.assert_allclose(
-        vae.gaussian_log_likelihood(x, 0.0, 0), scipy.stats.norm.logpdf(np.asarray(x)).sum(-1),
+        vae.gaussian_log_likelihood(x, 0.0, 0),
+        scipy.stats.norm.logpdf(np.asarray(x)).sum(-1),
         rtol=1e-5,
     )
 
@@ -444,14 +447,16 @@ def test_log_normalizer_matches_an_explicit_sum():
 
     logits = _random(23, (6,), 2.0)
 
-    def sigmoid_distance(x, l):
-        return -jnp.sum(jax.nn.sigmoid(x - jax.nn.sigmoid(l)), axis=-1)
+    def sigmoid_distance(x, logits):
+        return -jnp.sum(jax.nn.sigmoid(x - jax.nn.sigmoid(logits)), axis=-1)
 
     total = sum(
         np.exp(float(sigmoid_distance(jnp.array([bits], jnp.float32), logits)[0]))
         for bits in itertools.product([0.0, 1.0], repeat=6)
     )
-    np.testing.assert_allclose(vae.log_normalizer(sigmoid_distance, logits), np.log(total), rtol=1e-5)
+    np.testing.assert_allclose(
+        vae.log_normalizer(sigmoid_distance, logits), np.log(total), rtol=1e-5
+    )
     np.testing.assert_allclose(vae.log_normalizer(vae.bernoulli_log_likelihood, logits), 0.0,
                                atol=1e-5)  # fmt: skip
     with pytest.raises(ValueError, match="logits"):
@@ -482,12 +487,17 @@ def test_elbo_gap_is_the_full_covariance_kl_and_matches_monte_carlo():
         sq = np.diag(np.exp(np.asarray(lvq[i], np.float64)))
         d = post[i] - np.asarray(mq[i], np.float64)
         prec = np.linalg.inv(cov)
-        kl = 0.5 * (np.trace(prec @ sq) + d @ prec @ d - 2 + np.log(np.linalg.det(cov) / np.linalg.det(sq)))
+        kl = 0.5 * (
+            np.trace(prec @ sq) + d @ prec @ d - 2 + np.log(np.linalg.det(cov) / np.linalg.det(sq))
+        )
         np.testing.assert_allclose(got[i], kl, rtol=1e-4, atol=1e-5)
     # and log p(x) - mean log-weight with samples from q
     z = mq[0] + jnp.exp(0.5 * lvq[0]) * jax.random.normal(jax.random.key(0), (200_000, 2))
-    lw = (vae.gaussian_log_likelihood(x[0], z @ w.T + b, jnp.log(s))
-          + vae.gaussian_log_likelihood(z, 0.0, 0.0) - vae.gaussian_log_likelihood(z, mq[0], lvq[0]))
+    lw = (
+        vae.gaussian_log_likelihood(x[0], z @ w.T + b, jnp.log(s))
+        + vae.gaussian_log_likelihood(z, 0.0, 0.0)
+        - vae.gaussian_log_likelihood(z, mq[0], lvq[0])
+    )
     mc = float(vae.linear_gaussian_log_marginal(x[0], w, b, s) - lw.mean())
     assert abs(mc - got[0]) < 5 * float(lw.std()) / np.sqrt(lw.size) + 1e-3
 
@@ -499,18 +509,31 @@ def _kl_numpy(mq, vq, mp, vp):
 
 def test_smallest_kl_against_a_float64_loop_and_the_sigmoid_corner():
     grid = np.linspace(-2.0, 2.0, 9)
-    sig = lambda t: 1.0 / (1.0 + np.exp(-t))
+
+    def sig(t):
+        return 1.0 / (1.0 + np.exp(-t))
+
     loop = min(_kl_numpy(sig(a), sig(b) ** 2, 0.0, 1.0) for a in grid for b in grid)
     # The KL grows with a positive mean and falls as sigma rises to 1: the corner a = -2, b = 2.
     corner = _kl_numpy(sig(-2.0), sig(2.0) ** 2, 0.0, 1.0)
     np.testing.assert_allclose(loop, corner, rtol=1e-12)
-    sigmoid_head = lambda a, b: (jax.nn.sigmoid(a), 2.0 * jnp.log(jax.nn.sigmoid(b)))
-    np.testing.assert_allclose(vae.smallest_kl(sigmoid_head, jnp.asarray(grid, jnp.float32)),
-                               corner, rtol=1e-4)
-    identity_head = lambda a, b: (a, 2.0 * b)
+
+    def sigmoid_head(a, b):
+        return jax.nn.sigmoid(a), 2.0 * jnp.log(jax.nn.sigmoid(b))
+
+    np.testing.assert_allclose(
+        vae.smallest_kl(sigmoid_head, jnp.asarray(grid, jnp.float32)), corner, rtol=1e-4
+    )
+
+    def identity_head(a, b):
+        return a, 2.0 * b
+
     assert float(vae.smallest_kl(identity_head, jnp.array([-1.0, 0.0, 3.0]))) == 0.0
-    np.testing.assert_allclose(vae.smallest_kl(identity_head, jnp.array([0.5, 2.0])),
-                               _kl_numpy(0.5, np.exp(1.0), 0.0, 1.0), rtol=1e-5)
+    np.testing.assert_allclose(
+        vae.smallest_kl(identity_head, jnp.array([0.5, 2.0])),
+        _kl_numpy(0.5, np.exp(1.0), 0.0, 1.0),
+        rtol=1e-5,
+    )
     with pytest.raises(ValueError, match="preactivations"):
         vae.smallest_kl(identity_head, jnp.zeros((2, 2)))
 
@@ -522,12 +545,28 @@ def test_kl_direction_errors_against_float64_closed_forms():
     forward = _kl_numpy(mq, vq, mp, vp).sum(-1)
     reverse = _kl_numpy(mp, vp, mq, vq).sum(-1)
     args = [jnp.asarray(t, jnp.float32) for t in (mq, np.log(vq), mp, np.log(vp))]
-    swapped = lambda a, b, c, d: vae.gaussian_kl(c, d, a, b)
-    doubled = lambda a, b, c, d: 2.0 * vae.gaussian_kl(a, b, c, d)
-    np.testing.assert_allclose(vae.kl_direction_errors(vae.gaussian_kl, *args),
-                               [0.0, np.abs(forward - reverse).max()], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(vae.kl_direction_errors(swapped, *args),
-                               [np.abs(forward - reverse).max(), 0.0], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(vae.kl_direction_errors(doubled, *args),
-                               [forward.max(), np.abs(2 * forward - reverse).max()], rtol=1e-4,
-                               atol=1e-5)
+
+    def swapped(a, b, c, d):
+        return vae.gaussian_kl(c, d, a, b)
+
+    def doubled(a, b, c, d):
+        return 2.0 * vae.gaussian_kl(a, b, c, d)
+
+    np.testing.assert_allclose(
+        vae.kl_direction_errors(vae.gaussian_kl, *args),
+        [0.0, np.abs(forward - reverse).max()],
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        vae.kl_direction_errors(swapped, *args),
+        [np.abs(forward - reverse).max(), 0.0],
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        vae.kl_direction_errors(doubled, *args),
+        [forward.max(), np.abs(2 * forward - reverse).max()],
+        rtol=1e-4,
+        atol=1e-5,
+    )

@@ -35,7 +35,8 @@ def hf():
 def test_fixture_green_lists_have_the_same_size_as_ours(hf):
     table, gamma = hf["green_table"], float(hf["gamma"])
     vocab = table.shape[0]
-    np.testing.assert_array_equal(table.sum(axis=1), int(gamma * vocab))  # transformers: int(V * ratio)
+    # transformers: int(V * ratio)
+    np.testing.assert_array_equal(table.sum(axis=1), int(gamma * vocab))
     ours = np.asarray(watermark.green_table(jax.random.key(0), vocab, gamma))
     np.testing.assert_array_equal(ours.sum(axis=1), table.sum(axis=1))
 
@@ -60,7 +61,9 @@ def test_z_scores_match_the_detector_on_the_same_green_lists(hf, suffix, ignore)
         assert len(green) == hf[f"num_tokens_scored_{suffix}"][row]
         assert green.sum() == hf[f"num_green_tokens_{suffix}"][row]
         np.testing.assert_allclose(green.mean(), hf[f"green_fraction_{suffix}"][row], rtol=1e-12)
-    np.testing.assert_allclose(scipy.stats.norm.sf(z), hf[f"p_value_{suffix}"], rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(
+        scipy.stats.norm.sf(z), hf[f"p_value_{suffix}"], rtol=1e-5, atol=1e-12
+    )
 
 
 def test_fixture_covers_watermarked_plain_and_repetitive_text(hf):

@@ -1,4 +1,5 @@
-"""Byte-level byte-pair encoding (BPE), the tokenizer family of GPT-2 and its successors (chapter 07).
+"""Byte-level byte-pair encoding (BPE), the tokenizer family of GPT-2 and its successors
+(chapter 07).
 
 Text is first its UTF-8 bytes, ids 0..255, so every string can be encoded (Chinese included)
 and nothing is ever "unknown". Training repeatedly replaces the most frequent pair of adjacent

@@ -419,7 +419,8 @@ class TimeMLP(nnx.Module):
     """
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, *, time_scale: float = 1.0,
-                 num_classes: int | None = None, num_frequencies: int = 16, rngs: nnx.Rngs):  # fmt: skip
+                 num_classes: int | None = None, num_frequencies: int = 16,
+                 rngs: nnx.Rngs):  # fmt: skip
         self.dim, self.time_scale, self.num_classes = dim, float(time_scale), num_classes
         self.frequencies = nnx.Variable(
             jnp.exp(jnp.linspace(0.0, math.log(200.0), num_frequencies)).astype(jnp.float32)

@@ -211,7 +211,8 @@ def generate(model, key, prompt, num_new_tokens, wm_key, gamma=0.25, delta=2.0):
                          f"{prompt.shape}")  # fmt: skip
     graphdef, state = nnx.split(model)
     return _generate(graphdef, state, key, wm_key, prompt, jnp.float32(delta),
-                     positive_int("num_new_tokens", num_new_tokens), window, _gamma(gamma))  # fmt: skip
+                     positive_int("num_new_tokens", num_new_tokens), window,
+                     _gamma(gamma))  # fmt: skip
 
 
 def z_scores(tokens, key, vocab_size, gamma, prompt_len=0, ignore_repeated=False) -> np.ndarray:

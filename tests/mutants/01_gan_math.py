@@ -375,7 +375,7 @@ def gan_step(generator, discriminator, opt_g, opt_d, real, z):
     g_loss, grads = nnx.value_and_grad(lambda g: generator_loss(discriminator(fake)))(generator)
     opt_g.update(generator, grads)
     return d_loss, g_loss
-""",
+""",  # noqa: E501
         "generator_toward_the_fake_label": """
 def gan_step(generator, discriminator, opt_g, opt_d, real, z):
     fake = jax.lax.stop_gradient(generator(z))
@@ -385,7 +385,7 @@ def gan_step(generator, discriminator, opt_g, opt_d, real, z):
         lambda g: jnp.mean(bce_with_logits(discriminator(g(z)), 0.0)))(generator)
     opt_g.update(generator, grads)
     return d_loss, g_loss
-""",
+""",  # noqa: E501
         "fake_loss_on_the_real_logits": """
 def gan_step(generator, discriminator, opt_g, opt_d, real, z):
     d_loss, grads = nnx.value_and_grad(lambda d: discriminator_loss(d(real), d(real)))(discriminator)
@@ -393,7 +393,7 @@ def gan_step(generator, discriminator, opt_g, opt_d, real, z):
     g_loss, grads = nnx.value_and_grad(lambda g: generator_loss(discriminator(g(z))))(generator)
     opt_g.update(generator, grads)
     return d_loss, g_loss
-""",
+""",  # noqa: E501
         "double_sigmoid": """
 def gan_step(generator, discriminator, opt_g, opt_d, real, z):
     fake = jax.lax.stop_gradient(generator(z))
@@ -427,7 +427,7 @@ def gan_step(generator, discriminator, opt_g, opt_d, real, z):
         lambda g: generator_loss(discriminator(g(z)), non_saturating=False))(generator)
     opt_g.update(generator, grads)
     return d_loss, g_loss
-""",
+""",  # noqa: E501
         "generator_step_through_the_old_discriminator": """
 def gan_step(generator, discriminator, opt_g, opt_d, real, z):
     fake = jax.lax.stop_gradient(generator(z))
@@ -436,7 +436,7 @@ def gan_step(generator, discriminator, opt_g, opt_d, real, z):
     opt_d.update(discriminator, d_grads)
     opt_g.update(generator, g_grads)
     return d_loss, g_loss
-""",
+""",  # noqa: E501
     },
     "generator_grad_norm": {
         "sum_of_per_array_norms": """

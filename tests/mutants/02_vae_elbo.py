@@ -836,7 +836,7 @@ def elbo_gap(x, weight, bias, noise_var, mean_q, log_var_q):
     log_lik = -0.5 * (d * jnp.log(2 * jnp.pi * noise_var) + (jnp.sum(r**2, -1) + spread) / noise_var)
     kl = 0.5 * jnp.sum(jnp.exp(log_var_q) + mean_q**2 - 1.0 - log_var_q, -1)
     return linear_gaussian_log_marginal(x, weight, bias, noise_var) - (log_lik - kl)
-""",
+""",  # noqa: E501
         "precision_form": """
 def elbo_gap(x, weight, bias, noise_var, mean_q, log_var_q):
     z = weight.shape[1]

@@ -956,7 +956,7 @@ def online_softmax_attention(q, k, v, block_size, causal=False):
         m = m_new
     return a / l[..., None]
 """,
-            "fori_loop_with_dynamic_slices": """
+        "fori_loop_with_dynamic_slices": """
 def online_softmax_attention(q, k, v, block_size, causal=False):
     T_q, d = q.shape[-2:]
     T_k = k.shape[-2]

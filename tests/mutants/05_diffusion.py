@@ -87,7 +87,7 @@ def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
     mean = (jnp.sqrt(ab_prev) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x_t) / (1.0 - ab)
     var = (1.0 - ab_prev) / (1.0 - ab) * beta
     return mean, jnp.broadcast_to(var, mean.shape)
-""",
+""",  # noqa: E501
         "fixed_large_variance": """
 def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
     shape = (-1,) + (1,) * (x0.ndim - 1)
@@ -95,7 +95,7 @@ def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
     beta, ab, ab_prev = (a[t].reshape(shape) for a in (betas, alpha_bars, ab_prev_all))
     mean = (jnp.sqrt(ab_prev) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x_t) / (1.0 - ab)
     return mean, jnp.broadcast_to(beta, mean.shape)
-""",
+""",  # noqa: E501
         "variance_not_broadcast": """
 def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
     shape = (-1,) + (1,) * (x0.ndim - 1)
@@ -103,7 +103,7 @@ def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
     beta, ab, ab_prev = (a[t].reshape(shape) for a in (betas, alpha_bars, ab_prev_all))
     mean = (jnp.sqrt(ab_prev) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x_t) / (1.0 - ab)
     return mean, (1.0 - ab_prev) / (1.0 - ab) * beta
-""",
+""",  # noqa: E501
         "current_alpha_bar_on_x0": """
 def posterior_mean_var(x_t, x0, t, betas, alpha_bars):
     shape = (-1,) + (1,) * (x0.ndim - 1)
@@ -463,7 +463,7 @@ def mixture_score(x, centers, std, alpha_bar):
     def log_q(point):
         return jax.nn.logsumexp(-0.5 * jnp.sum((point - jnp.sqrt(alpha_bar) * centers) ** 2, -1) / var)
     return jax.vmap(jax.grad(log_q))(x)
-""",
+""",  # noqa: E501
         "posterior_mean_of_the_means": """
 def mixture_score(x, centers, std, alpha_bar):
     var = alpha_bar * std**2 + 1.0 - alpha_bar

@@ -64,7 +64,7 @@ def gaussian_stats(features):
 def frechet_distance(mu1, cov1, mu2, cov2):
     w = jnp.linalg.eigvalsh(cov1 @ cov2)
     return jnp.maximum(jnp.sum((mu1 - mu2) ** 2) + jnp.trace(cov1 + cov2) - 2 * jnp.sum(jnp.sqrt(jnp.clip(w, 0.0))), 0.0)
-""",
+""",  # noqa: E501
         "elementwise_square_root": """
 def frechet_distance(mu1, cov1, mu2, cov2):
     root = jnp.sqrt(jnp.abs(cov1 * cov2))
@@ -73,7 +73,7 @@ def frechet_distance(mu1, cov1, mu2, cov2):
         "root_of_the_trace": """
 def frechet_distance(mu1, cov1, mu2, cov2):
     return jnp.maximum(jnp.sum((mu1 - mu2) ** 2) + jnp.trace(cov1 + cov2) - 2 * jnp.sqrt(jnp.trace(cov1 @ cov2)), 0.0)
-""",
+""",  # noqa: E501
         "no_factor_two": """
 def frechet_distance(mu1, cov1, mu2, cov2):
     w1, u1 = jnp.linalg.eigh(cov1)
@@ -97,7 +97,7 @@ def knn_precision_recall(real, fake, k=3):
     radii = lambda x: jnp.sort(dist(x, x), axis=1)[:, k - 1]
     cross = dist(fake, real)
     return jnp.mean(jnp.any(cross <= radii(real)[None], 1)), jnp.mean(jnp.any(cross <= radii(fake)[:, None], 0))
-""",
+""",  # noqa: E501
         "swapped_outputs": """
 def knn_precision_recall(real, fake, k=3):
     real, fake = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
@@ -105,7 +105,7 @@ def knn_precision_recall(real, fake, k=3):
     radii = lambda x: jnp.sort(dist(x, x), axis=1)[:, k]
     cross = dist(fake, real)
     return jnp.mean(jnp.any(cross <= radii(fake)[:, None], 0)), jnp.mean(jnp.any(cross <= radii(real)[None], 1))
-""",
+""",  # noqa: E501
         "radii_from_the_other_set": """
 def knn_precision_recall(real, fake, k=3):
     real, fake = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
@@ -114,7 +114,7 @@ def knn_precision_recall(real, fake, k=3):
     r_real = jnp.sort(cross, axis=0)[k - 1]  # k-th nearest fake of each real point
     r_fake = jnp.sort(cross, axis=1)[:, k - 1]
     return jnp.mean(jnp.any(cross <= r_real[None], 1)), jnp.mean(jnp.any(cross <= r_fake[:, None], 0))
-""",
+""",  # noqa: E501
         "nearest_ball_only": """
 def knn_precision_recall(real, fake, k=3):
     real, fake = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
@@ -230,7 +230,7 @@ def watermark_z_score(tokens, key, vocab_size, gamma, prompt_len=0, ignore_repea
     greens = sum(bool(green_mask(key, p, vocab_size, gamma)[t]) for p, t in pairs)
     n = len(pairs)
     return float((greens - gamma * n) / np.sqrt(n * gamma * (1 - gamma)))
-""",
+""",  # noqa: E501
         "repeats_always_counted": """
 def watermark_z_score(tokens, key, vocab_size, gamma, prompt_len=0, ignore_repeated=False):
     tokens = np.asarray(tokens)
@@ -274,7 +274,7 @@ def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, 
         green = green_mask(wm_key, tokens[-1], logits.shape[-1], gamma)
         tokens = jnp.append(tokens, jnp.argmax(watermark_logits(logits, green, delta)).astype(jnp.int32))
     return tokens
-""",
+""",  # noqa: E501
         "list_of_the_first_prompt_token": """
 def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
     tokens = jnp.asarray(prompt, jnp.int32)
@@ -284,7 +284,7 @@ def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, 
         key, subkey = jax.random.split(key)
         tokens = jnp.append(tokens, jax.random.categorical(subkey, watermark_logits(logits, green, delta)).astype(jnp.int32))
     return tokens
-""",
+""",  # noqa: E501
         "watermark_not_applied": """
 def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
     tokens = jnp.asarray(prompt, jnp.int32)
@@ -303,7 +303,7 @@ def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, 
         green = green_mask(subkey, tokens[-1], logits.shape[-1], gamma)
         tokens = jnp.append(tokens, jax.random.categorical(subkey, watermark_logits(logits, green, delta)).astype(jnp.int32))
     return tokens
-""",
+""",  # noqa: E501
         "prompt_dropped": """
 def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
     tokens = jnp.asarray(prompt, jnp.int32)
@@ -313,7 +313,7 @@ def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, 
         key, subkey = jax.random.split(key)
         tokens = jnp.append(tokens, jax.random.categorical(subkey, watermark_logits(logits, green, delta)).astype(jnp.int32))
     return tokens[len(prompt):]
-""",
+""",  # noqa: E501
     },
     "z_threshold": {
         "two_sided": """
@@ -398,13 +398,13 @@ def frechet_floor(features, n, key):
         raise ValueError("n")
     order = jax.random.permutation(key, features.shape[0])
     return frechet_distance(*gaussian_stats(features[order[:n]]), *gaussian_stats(features[order[n // 2:n // 2 + n]]))
-""",
+""",  # noqa: E501
         "no_argument_check": """
 def frechet_floor(features, n, key):
     features = jnp.asarray(features, jnp.float32)
     order = jax.random.permutation(key, features.shape[0])
     return frechet_distance(*gaussian_stats(features[order[:n]]), *gaussian_stats(features[order[n:2 * n]]))
-""",
+""",  # noqa: E501
     },
     "min_substitutions": {
         "one_green_per_edit": """
@@ -416,7 +416,7 @@ def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
     while allowed >= 0 and (allowed - gamma * n) / np.sqrt(n * gamma * (1 - gamma)) >= threshold:
         allowed -= 1
     return max(greens - allowed, 0)
-""",
+""",  # noqa: E501
         "two_greens_per_edit_always": """
 def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
     tokens = np.asarray(tokens)
@@ -426,7 +426,7 @@ def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
     while allowed >= 0 and (allowed - gamma * n) / np.sqrt(n * gamma * (1 - gamma)) >= threshold:
         allowed -= 1
     return (max(greens - allowed, 0) + 1) // 2
-""",
+""",  # noqa: E501
         "pairs_counted_over_all_greens": """
 def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
     tokens = np.asarray(tokens)
@@ -439,7 +439,7 @@ def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
     if excess <= 0:
         return 0
     return (excess + 1) // 2 if excess <= 2 * doubles else doubles + excess - 2 * doubles
-""",
+""",  # noqa: E501
         "z_at_threshold_allowed": """
 def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
     tokens = np.asarray(tokens)
@@ -453,7 +453,7 @@ def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
     for flag in flags + [False]:
         doubles, run = (doubles, run + 1) if flag else (doubles + run // 2, 0)
     return (excess + 1) // 2 if excess <= 2 * doubles else doubles + excess - 2 * doubles
-""",
+""",  # noqa: E501
     },
 }
 
@@ -516,7 +516,7 @@ def knn_precision_recall(real, fake, k=3):
         return np.sort(d, axis=1)[:, k - 1]
     cross = dist(fake, real)
     return float((cross <= radii(real)[None]).any(1).mean()), float((cross <= radii(fake)[:, None]).any(0).mean())
-""",
+""",  # noqa: E501
         "scipy_cdist_loops": """
 def knn_precision_recall(real, fake, k=3):
     from scipy.spatial.distance import cdist
@@ -623,7 +623,7 @@ def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, 
         gumbel = jax.random.gumbel(jax.random.fold_in(key, i), boosted.shape)
         tokens = jnp.concatenate([tokens, jnp.argmax(boosted + gumbel)[None].astype(jnp.int32)])
     return tokens
-""",
+""",  # noqa: E501
     },
     "z_threshold": {
         "ppf_of_complement": """
@@ -704,7 +704,7 @@ def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
         pair_edits -= 1
         edits += 1
     return edits
-""",
+""",  # noqa: E501
         "closed_form_runs": """
 def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
     import itertools, math
@@ -717,6 +717,6 @@ def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
     runs = [len(list(g)) for v, g in itertools.groupby(flags) if v]
     pairs = sum(r // 2 for r in runs)
     return math.ceil(need / 2) if need <= 2 * pairs else pairs + need - 2 * pairs
-""",
+""",  # noqa: E501
     },
 }

@@ -278,13 +278,13 @@ def lora_init_check(x, a, b, alpha, rank):
     f = lambda a_, b_: jnp.mean(lora_delta(x, a_, b_, alpha, rank))
     ga, gb = jax.grad(f, argnums=(0, 1))(a, b)
     return jnp.max(jnp.abs(lora_delta(x, a, b, alpha, rank))), jnp.linalg.norm(ga), jnp.linalg.norm(gb)
-""",
+""",  # noqa: E501
         "norms_swapped": """
 def lora_init_check(x, a, b, alpha, rank):
     f = lambda a_, b_: jnp.sum(lora_delta(x, a_, b_, alpha, rank))
     ga, gb = jax.grad(f, argnums=(0, 1))(a, b)
     return jnp.max(jnp.abs(lora_delta(x, a, b, alpha, rank))), jnp.linalg.norm(gb), jnp.linalg.norm(ga)
-""",
+""",  # noqa: E501
         "offset_of_the_product_only": """
 def lora_init_check(x, a, b, alpha, rank):
     f = lambda a_, b_: jnp.sum(lora_delta(x, a_, b_, alpha, rank))

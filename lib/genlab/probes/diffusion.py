@@ -24,8 +24,10 @@ def _eps_model(weight: float, num_steps: int = T_PROBE):
 
     def model(x, t):
         if t.shape != x.shape[:1]:
-            raise ValueError(f"the model takes one step per example, t [B] = [{x.shape[0]}], "
-                             f"got t of shape {t.shape}")
+            raise ValueError(
+                f"the model takes one step per example, t [B] = [{x.shape[0]}], "
+                f"got t of shape {t.shape}"
+            )
         shift = (t.astype(jnp.float32) / num_steps).reshape(t.shape + (1,) * (x.ndim - 1))
         return jnp.tanh(weight * x + shift)
 
@@ -48,7 +50,8 @@ def linear_beta_schedule_cases(rng: np.random.Generator) -> list[Case]:
         n = int(rng.integers(2, 300))
         lo, hi = sorted(np.round(rng.uniform(1e-4, 0.4, size=2), 4))
         cases.append(Case(f"linear_beta_schedule({n}, beta_start={lo}, beta_end={hi})",
-                          call(n, beta_start=float(lo), beta_end=float(hi)), f32_close))  # fmt: skip
+                          call(n, beta_start=float(lo), beta_end=float(hi)),
+                          f32_close))  # fmt: skip
     return cases
 
 
@@ -81,7 +84,8 @@ def q_sample_cases(rng: np.random.Generator) -> list[Case]:
         x0 = f32(rng.normal(size=shape))
         t = jnp.asarray(rng.integers(0, T_PROBE, size=shape[0]), jnp.int32)
         cases.append(Case(f"q_sample(x0 {shape}, random t [{shape[0]}]) vs the pinned recipe",
-                          call(key_from(rng), x0, t, ab), close(1e-5, 1e-5, dtype=jnp.float32)))  # fmt: skip
+                          call(key_from(rng), x0, t, ab),
+                          close(1e-5, 1e-5, dtype=jnp.float32)))  # fmt: skip
     return cases
 
 
@@ -103,7 +107,8 @@ def posterior_mean_var_cases(rng: np.random.Generator) -> list[Case]:
         x_t, x0 = f32(rng.normal(size=shape)), f32(rng.normal(size=shape))
         t = jnp.asarray(rng.integers(0, T_PROBE, size=shape[0]), jnp.int32)
         cases.append(Case(f"posterior_mean_var(x_t, x0 {shape}, random t)",
-                          call(x_t, x0, t, betas, ab), close(2e-4, 1e-5, dtype=jnp.float32)))  # fmt: skip
+                          call(x_t, x0, t, betas, ab),
+                          close(2e-4, 1e-5, dtype=jnp.float32)))  # fmt: skip
     return cases
 
 
@@ -212,7 +217,8 @@ def mixture_score_cases(rng: np.random.Generator) -> list[Case]:
         x = f32(rng.normal(size=(20, 2)))
         centers = f32(rng.normal(scale=2.0, size=(5, 2)))
         cases.append(Case(f"mixture_score(20 points, 5 random centers, std 0.2, alpha_bar = "
-                          f"{alpha_bar})", call(x, centers, 0.2, alpha_bar), close(1e-3, 1e-4)))  # fmt: skip
+                          f"{alpha_bar})", call(x, centers, 0.2, alpha_bar),
+                          close(1e-3, 1e-4)))  # fmt: skip
     x, centers = f32(rng.normal(size=(6, 3))), f32(rng.normal(size=(3, 3)))
     cases.append(Case("mixture_score in 3-D", call(x, centers, 0.5, 0.7), close(1e-4, 1e-5)))
     return cases
@@ -232,7 +238,8 @@ def flow_matching_loss_cases(rng: np.random.Generator) -> list[Case]:
             return jnp.tanh(w * x) + t.reshape(t.shape + (1,) * (x.ndim - 1))
 
         cases.append(Case(f"flow_matching_loss(x1 {shape}, a fixed model of (x_t, t)) vs the "
-                          "pinned recipe", call(key_from(rng), model, x1), close(1e-5, 1e-6)))  # fmt: skip
+                          "pinned recipe", call(key_from(rng), model, x1),
+                          close(1e-5, 1e-6)))  # fmt: skip
     return cases
 
 

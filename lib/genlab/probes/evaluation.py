@@ -120,8 +120,8 @@ def green_mask_cases(rng: np.random.Generator) -> list[Case]:
         return lambda f: jax.jit(lambda p: f(key, p, vocab, gamma))(jnp.int32(prev))
 
     cases = [
-        Case("green_mask(key(0), 5, 100, 0.25): 25 green tokens", call(jax.random.key(0), 5, 100, 0.25),
-             exact),
+        Case("green_mask(key(0), 5, 100, 0.25): 25 green tokens",
+             call(jax.random.key(0), 5, 100, 0.25), exact),
         Case("green_mask(key(1), 0, 10, 0.5)", call(jax.random.key(1), 0, 10, 0.5), exact),
         Case("green_mask with gamma * V not an integer (V = 103, gamma = 0.25: 25 green)",
              call(jax.random.key(2), 17, 103, 0.25), exact),
@@ -182,7 +182,9 @@ def _patterned_tokens(rng: np.random.Generator, key, vocab: int, gamma: float, l
     masks = np.asarray(watermark.green_table(key, vocab, gamma))
     tokens = [int(rng.integers(vocab))]
     for i in range(length - 1):
-        tokens.append(int(rng.choice(np.flatnonzero(masks[tokens[-1]] == pattern[i % len(pattern)]))))
+        tokens.append(
+            int(rng.choice(np.flatnonzero(masks[tokens[-1]] == pattern[i % len(pattern)])))
+        )
     return np.asarray(tokens, np.int32)
 
 
@@ -240,8 +242,15 @@ def _sample_case(seed: int, gamma: float, delta: float):
                          jnp.int32)  # fmt: skip
 
     def run(function):
-        out = function(jax.random.key(seed + 2), next_logits, prompt, SAMPLE_NEW,
-                       jax.random.key(seed + 3), gamma, delta)
+        out = function(
+            jax.random.key(seed + 2),
+            next_logits,
+            prompt,
+            SAMPLE_NEW,
+            jax.random.key(seed + 3),
+            gamma,
+            delta,
+        )
         return {"tokens": jnp.asarray(out), "prompt": prompt}
 
     return run
@@ -281,7 +290,8 @@ def _compare_sample(seed: int, gamma: float, delta: float):
         if delta > 0:
             check.is_true(z > WATERMARK_Z_MIN,
                           f"{label}: the detector (same key, gamma, green list of the previous "
-                          f"token) finds no watermark: z = {z:.2f}, need > {WATERMARK_Z_MIN}")  # fmt: skip
+                          f"token) finds no watermark: z = {z:.2f}, "
+                          f"need > {WATERMARK_Z_MIN}")  # fmt: skip
         lz = _likelihood_z(tokens, np.asarray(table), key, gamma, delta)
         check.is_true(abs(lz) < LIKELIHOOD_Z_MAX,
                       f"{label}: the tokens do not look sampled from the watermarked "
@@ -345,12 +355,14 @@ def min_substitutions_cases(rng: np.random.Generator) -> list[Case]:
         Case("min_substitutions when z is already below the threshold = 0",
              call(strong, key, 30, 0.25, 1e3), exact),
     ]  # fmt: skip
-    for pattern, threshold, what in [((True, False), 2.0, "green and red alternate: no edit removes two"),
-                                     ((True, True, True, False), -0.5, "runs of three greens")]:
+    for pattern, threshold, what in [
+        ((True, False), 2.0, "green and red alternate: no edit removes two"),
+        ((True, True, True, False), -0.5, "runs of three greens"),
+    ]:
         k = key_from(rng)
         tokens = _patterned_tokens(rng, k, 40, 0.25, int(rng.integers(120, 200)), pattern)
-        cases.append(Case(f"min_substitutions(tokens [{len(tokens)}], threshold {threshold}): {what}",
-                          call(tokens, k, 40, 0.25, threshold), exact))  # fmt: skip
+        cases.append(Case(f"min_substitutions(tokens [{len(tokens)}], threshold {threshold}): "
+                          f"{what}", call(tokens, k, 40, 0.25, threshold), exact))  # fmt: skip
     for _ in range(3):
         k = key_from(rng)
         vocab = int(rng.integers(8, 60))
@@ -367,8 +379,8 @@ def min_substitutions_cases(rng: np.random.Generator) -> list[Case]:
 def frechet_floor_cases(rng: np.random.Generator) -> list[Case]:
     fd_close = close(2e-3, 2e-3)
     cases = [
-        Case("frechet_floor of 4 identical rows (n = 2): 0", call(jnp.ones((4, 3)), 2, jax.random.key(0)),
-             close(1e-3, 1e-4)),
+        Case("frechet_floor of 4 identical rows (n = 2): 0",
+             call(jnp.ones((4, 3)), 2, jax.random.key(0)), close(1e-3, 1e-4)),
         Case("frechet_floor with n = 1 raises ValueError",
              call(f32(rng.normal(size=(10, 2))), 1, jax.random.key(1)), raises=(ValueError,)),
         Case("frechet_floor with 2 n > N raises ValueError",

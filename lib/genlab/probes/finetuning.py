@@ -119,7 +119,8 @@ def bpe_encode_cases(rng: np.random.Generator) -> list[Case]:
     cases = [
         Case("bpe_encode('aaab', {(a,a): 256, (256,a): 257, (b,c): 258})",
              _run(_ids, "aaab", merges), exact),
-        Case("bpe_encode('abc' ...) (no merge applies to (a, b))", _run(_ids, "abc", merges), exact),
+        Case("bpe_encode('abc' ...) (no merge applies to (a, b))",
+             _run(_ids, "abc", merges), exact),
         Case("bpe_encode('', merges) = []", _run(_ids, "", merges), exact),
         Case("bpe_encode(text, {}) = its UTF-8 bytes", _run(_ids, "héllo 中文", {}), exact),
         Case("bpe_encode: the lowest new id merges first, not the most frequent pair",
@@ -137,12 +138,12 @@ def bpe_encode_cases(rng: np.random.Generator) -> list[Case]:
 
 def bpe_decode_cases(rng: np.random.Generator) -> list[Case]:
     merges = {(97, 97): 256, (256, 97): 257, (98, 99): 258}
-    half = list("中".encode("utf-8"))[:2]
+    half = list("中".encode())[:2]
     cases = [
         Case("bpe_decode([257, 98], merges) = 'aaab'", _run(_codepoints, [257, 98], merges), exact),
         Case("bpe_decode([], merges) = ''", _run(_codepoints, [], merges), exact),
         Case("bpe_decode of the bytes of '中文' without merges",
-             _run(_codepoints, list("中文".encode("utf-8")), {}), exact),
+             _run(_codepoints, list("中文".encode()), {}), exact),
         Case("bpe_decode of half a Chinese character gives U+FFFD, no error",
              _run(_codepoints, half, {}), exact),
         Case("bpe_decode with merges built on merges (258 stands for 256 + 257)",
@@ -232,10 +233,17 @@ def lora_init_check_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-TINY = gpt.GPTConfig(vocab_size=12, block_size=16, num_layers=1, num_heads=2, d_model=32,
-                     init_std=0.3)  # large enough that frozen tied embeddings allow sharp logits
+TINY = gpt.GPTConfig(
+    vocab_size=12,
+    block_size=16,
+    num_layers=1,
+    num_heads=2,
+    d_model=32,
+    init_std=0.3,  # large enough that frozen tied embeddings allow sharp logits
+)
 FT_STEPS, FT_BATCH, FT_PERIOD = 60, 16, 7
-FALL = 0.5  # the last 10 losses' mean must be below FALL x the first 5's (the reference: about 0.02x)
+# the last 10 losses' mean must be below FALL x the first 5's (the reference: about 0.02x)
+FALL = 0.5
 
 
 def _tiny_lora(seed: int):
@@ -299,7 +307,8 @@ def _compare_fine_tuning(got, want, label: str) -> None:
     check.shape(f"{label}: frozen parameters", after, before.shape)
     changed = int(np.sum(before != after))
     check.is_true(changed == 0, f"{label}: {changed} base-model parameters (embeddings, "
-                                "LayerNorms or kernels) changed; only the adapters may train")  # fmt: skip
+                                "LayerNorms or kernels) changed; "
+                                "only the adapters may train")  # fmt: skip
     moved = np.asarray(got["adapters_before"]) != np.asarray(got["adapters_after"])
     check.is_true(moved.any(), f"{label}: the adapters did not change")
     first, last = losses[:5].mean(), losses[-10:].mean()
@@ -342,7 +351,7 @@ def sequence_log_prob_cases(rng: np.random.Generator) -> list[Case]:
         tokens = jnp.asarray(rng.integers(0, v, size=(b, t)), jnp.int32)
         mask = f32(rng.integers(0, 2, size=(b, t)))
         cases.append(Case(f"sequence_log_prob(logits ({b}, {t}, {v}), random mask)",
-                          lambda f, l=logits, k=tokens, m=mask: f(l, k, m),
+                          lambda f, logits=logits, k=tokens, m=mask: f(logits, k, m),
                           close(1e-4, 1e-4, dtype="float")))  # fmt: skip
     return cases
 
@@ -390,7 +399,10 @@ def sequence_kl_cases(rng: np.random.Generator) -> list[Case]:
              lambda f: f(logits, logits * 2.0, jnp.zeros((2, 3)))),
     ]  # fmt: skip
     for b, t, v in ((2, 6, 7), (3, 4, 40)):
-        p, q = f32(rng.normal(scale=2.0, size=(b, t, v))), f32(rng.normal(scale=2.0, size=(b, t, v)))
+        p, q = (
+            f32(rng.normal(scale=2.0, size=(b, t, v))),
+            f32(rng.normal(scale=2.0, size=(b, t, v))),
+        )
         mask = f32(rng.integers(0, 2, size=(b, t)))
         cases.append(Case(f"sequence_kl(random logits ({b}, {t}, {v}), random mask)",
                           lambda f, p=p, q=q, m=mask: f(p, q, m), close(1e-4, 1e-4)))  # fmt: skip
@@ -406,8 +418,7 @@ PROBES = [
     Probe("bits_per_byte", bpe.bits_per_byte, bits_per_byte_cases),
     Probe("lora_delta", finetune.lora_delta, lora_delta_cases),
     Probe("merge_lora", finetune.merge_lora, merge_lora_cases),
-    Probe("lora_init_check", finetune.lora_init_check, lora_init_check_cases,
-          uses=("lora_delta",)),
+    Probe("lora_init_check", finetune.lora_init_check, lora_init_check_cases, uses=("lora_delta",)),
     Probe("lora_train_step", finetune.lora_train_step, lora_train_step_cases),
     Probe("sequence_log_prob", finetune.sequence_log_prob, sequence_log_prob_cases),
     Probe("dpo_loss", finetune.dpo_loss, dpo_loss_cases),

@@ -411,12 +411,20 @@ def _sgd_step_run(seed: int, real, z, lr: float):
         opt_g = nnx.Optimizer(generator, optax.sgd(lr), wrt=nnx.Param)
         opt_d = nnx.Optimizer(discriminator, optax.sgd(lr), wrt=nnx.Param)
         g_before, d_before = _params(generator), _params(discriminator)
-        losses = nnx.jit(gan_step)(generator, discriminator, opt_g, opt_d, real, z)  # compiled, as callers do
+        # compiled, as callers do
+        losses = nnx.jit(gan_step)(generator, discriminator, opt_g, opt_d, real, z)
         if not isinstance(losses, (tuple, list)) or len(losses) != 2:
-            raise TypeError(f"gan_step must return a tuple (d_loss, g_loss), got {type(losses).__name__}")
-        return {"d_loss": losses[0], "g_loss": losses[1],
-                "generator before": g_before, "generator after": _params(generator),
-                "discriminator before": d_before, "discriminator after": _params(discriminator)}
+            raise TypeError(
+                f"gan_step must return a tuple (d_loss, g_loss), got {type(losses).__name__}"
+            )
+        return {
+            "d_loss": losses[0],
+            "g_loss": losses[1],
+            "generator before": g_before,
+            "generator after": _params(generator),
+            "discriminator before": d_before,
+            "discriminator after": _params(discriminator),
+        }
 
     return run
 
@@ -434,25 +442,43 @@ def _compare_sgd_step(got, want, label: str) -> None:
         check.is_true(False, f"{label}: gan_step must return (d_loss, g_loss) and update in place")
     for name in ("d_loss", "g_loss"):
         check.shape(f"{label}: {name}", got[name], ())
-    check.allclose(f"{label}: d_loss (discriminator_loss before the discriminator's update)",
-                   got["d_loss"], want["d_loss"], rtol=1e-4, atol=1e-6)
+    check.allclose(
+        f"{label}: d_loss (discriminator_loss before the discriminator's update)",
+        got["d_loss"],
+        want["d_loss"],
+        rtol=1e-4,
+        atol=1e-6,
+    )
     d_before, d_after = got["discriminator before"], got["discriminator after"]
-    check.is_true(_moved(d_before, d_after),
-                  f"{label}: the discriminator's parameters did not change (no opt_d.update?)")
-    check.is_true(_matches(d_after, want["discriminator after"]),
-                  f"{label}: the discriminator did not move by one step on discriminator_loss with "
-                  "the fakes held constant (did a generator loss reach the discriminator's "
-                  "parameters, or were the labels or the losses changed?)")
+    check.is_true(
+        _moved(d_before, d_after),
+        f"{label}: the discriminator's parameters did not change (no opt_d.update?)",
+    )
+    check.is_true(
+        _matches(d_after, want["discriminator after"]),
+        f"{label}: the discriminator did not move by one step on discriminator_loss with "
+        "the fakes held constant (did a generator loss reach the discriminator's "
+        "parameters, or were the labels or the losses changed?)",
+    )
     g_before, g_after = got["generator before"], got["generator after"]
-    check.is_true(_moved(g_before, g_after),
-                  f"{label}: the generator's parameters did not change: its gradient was 0 "
-                  "(were its fakes computed outside the differentiated function?)")
-    check.allclose(f"{label}: g_loss (non-saturating generator_loss through the updated "
-                   "discriminator)", got["g_loss"], want["g_loss"], rtol=1e-4, atol=1e-6)
-    check.is_true(_matches(g_after, want["generator after"]),
-                  f"{label}: the generator did not move by one step of the non-saturating "
-                  "generator_loss through the updated discriminator (old discriminator, another "
-                  "loss, or a discriminator loss added to it?)")
+    check.is_true(
+        _moved(g_before, g_after),
+        f"{label}: the generator's parameters did not change: its gradient was 0 "
+        "(were its fakes computed outside the differentiated function?)",
+    )
+    check.allclose(
+        f"{label}: g_loss (non-saturating generator_loss through the updated discriminator)",
+        got["g_loss"],
+        want["g_loss"],
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    check.is_true(
+        _matches(g_after, want["generator after"]),
+        f"{label}: the generator did not move by one step of the non-saturating "
+        "generator_loss through the updated discriminator (old discriminator, another "
+        "loss, or a discriminator loss added to it?)",
+    )
 
 
 RING_STD, RING_STEPS, RING_LR, RING_BATCH = 0.1, 500, 4e-3, 256
@@ -532,9 +558,14 @@ def gan_step_cases(rng: np.random.Generator) -> list[Case]:
                           f"z ({n_fake}, {latent}): losses and parameters after the call",
                           _sgd_step_run(seed, real, z, lr), _compare_sgd_step))  # fmt: skip
     seed = int(rng.integers(1 << 16))
-    cases.append(Case(f"gan_step: {RING_STEPS} steps on the 8-Gaussian ring (Adam {RING_LR}, "
-                      f"modes covered by {RING_SHOWN} samples, min_count {RING_MIN_COUNT})",
-                      lambda gan_step: ring_training_samples(gan_step, seed), _compare_ring))
+    cases.append(
+        Case(
+            f"gan_step: {RING_STEPS} steps on the 8-Gaussian ring (Adam {RING_LR}, "
+            f"modes covered by {RING_SHOWN} samples, min_count {RING_MIN_COUNT})",
+            lambda gan_step: ring_training_samples(gan_step, seed),
+            _compare_ring,
+        )
+    )
     return cases
 
 
@@ -568,9 +599,13 @@ def g_objectives():
     def squared(g, d, z):
         return jnp.mean(g(z) ** 2) + 0.0 * jnp.sum(d(g(z)))
 
-    return {"non-saturating through G": right, "fakes outside the tape": outside_the_tape,
-            "toward the fake label": toward_fake_label,
-            "saturating + discriminator loss": joint_saturating, "mean squared output": squared}
+    return {
+        "non-saturating through G": right,
+        "fakes outside the tape": outside_the_tape,
+        "toward the fake label": toward_fake_label,
+        "saturating + discriminator loss": joint_saturating,
+        "mean squared output": squared,
+    }
 
 
 def _grad_norm_run(name: str, seed: int, latent: int, width: int, z):
@@ -591,25 +626,34 @@ def generator_grad_norm_cases(rng: np.random.Generator) -> list[Case]:
         seed, latent, width = int(rng.integers(1 << 16)), [2, 3, 2, 4, 2][i], [8, 16, 12, 8, 6][i]
         z = f32(rng.normal(size=(int(rng.integers(5, 40)), latent)))
         atol = 1e-6 if name in ("fakes outside the tape",) else 1e-5
-        cases.append(Case(f"generator_grad_norm({name}, MLP generator {latent} -> {width} -> 2)",
-                          _grad_norm_run(name, seed, latent, width, z), close(1e-4, atol)))
+        cases.append(
+            Case(
+                f"generator_grad_norm({name}, MLP generator {latent} -> {width} -> 2)",
+                _grad_norm_run(name, seed, latent, width, z),
+                close(1e-4, atol),
+            )
+        )
     return cases
 
 
 def logit_losses():
     """Candidate losses of the fake logits ``[...] -> []`` by name (the pitfalls of section 5)."""
     real = jnp.linspace(-2.0, 3.0, 7)
-    ns = lambda l: jnp.mean(jax.nn.softplus(-l))  # noqa: E731
+    ns = lambda logits: jnp.mean(jax.nn.softplus(-logits))  # noqa: E731
     return {
         "non-saturating": ns,
-        "saturating": lambda l: -jnp.mean(jax.nn.softplus(l)),
-        "toward the fake label": lambda l: jnp.mean(jax.nn.softplus(l)),
-        "double sigmoid": lambda l: ns(jax.nn.sigmoid(l)),
-        "L1 'Wasserstein' on D": lambda l: jnp.mean(jax.nn.sigmoid(l)),
-        "fake term on the real logits": lambda l: gan.discriminator_loss(real, real) + 0.0 * l.sum(),
-        "generator + discriminator loss": lambda l: ns(l) + gan.discriminator_loss(real, l),
-        "a cubic": lambda l: jnp.mean(l**3) / 3.0,
-        "a sum, not a mean": lambda l: jnp.sum(jnp.tanh(l)),
+        "saturating": lambda logits: -jnp.mean(jax.nn.softplus(logits)),
+        "toward the fake label": lambda logits: jnp.mean(jax.nn.softplus(logits)),
+        "double sigmoid": lambda logits: ns(jax.nn.sigmoid(logits)),
+        "L1 'Wasserstein' on D": lambda logits: jnp.mean(jax.nn.sigmoid(logits)),
+        "fake term on the real logits": lambda logits: (
+            gan.discriminator_loss(real, real) + 0.0 * logits.sum()
+        ),
+        "generator + discriminator loss": lambda logits: (
+            ns(logits) + gan.discriminator_loss(real, logits)
+        ),
+        "a cubic": lambda logits: jnp.mean(logits**3) / 3.0,
+        "a sum, not a mean": lambda logits: jnp.sum(jnp.tanh(logits)),
     }
 
 

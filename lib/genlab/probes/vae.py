@@ -350,9 +350,6 @@ def elbo_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-
-
-
 # --- section 5: the exact gap (challenge) ----------------------------------------------------
 
 
@@ -372,7 +369,8 @@ def elbo_gap_cases(rng: np.random.Generator) -> list[Case]:
     cases.append(Case("elbo_gap with q = the exact (diagonal) posterior is 0",
                       call(x, w, b, s, post_mean, post_log_var), close(1e-4, 2e-4)))  # fmt: skip
     cases.append(Case("elbo_gap with the posterior mean shifted by 1 (orthogonal W)",
-                      call(x, w, b, s, post_mean + 1.0, post_log_var), close(1e-4, 2e-4)))  # fmt: skip
+                      call(x, w, b, s, post_mean + 1.0, post_log_var),
+                      close(1e-4, 2e-4)))  # fmt: skip
     for (d, z), batch in [((5, 2), (3,)), ((4, 3), (2, 2)), ((5, 2), ())]:
         w, b, s = _ppca(rng, d, z, orthogonal=False)
         x = f32(rng.normal(size=(*batch, d)))
@@ -422,7 +420,8 @@ def _unflat(template, params: dict):
         sizes = [leaf.size for leaf in leaves]
         vector = np.asarray(params[part])
         check.is_true(vector.shape == (sum(sizes),),
-                      f"the {part} has {vector.size} parameters, expected {sum(sizes)}")  # fmt: skip
+                      f"the {part} has {vector.size} parameters, "
+                      f"expected {sum(sizes)}")  # fmt: skip
         pieces = np.split(vector, np.cumsum(sizes)[:-1])
         new = [jnp.asarray(p.reshape(leaf.shape), leaf.dtype) for p, leaf in zip(pieces, leaves)]
         nnx.update(getattr(model, part), jax.tree_util.tree_unflatten(treedef, new))
@@ -574,8 +573,12 @@ def encoder_decoder_grad_norms_cases(rng: np.random.Generator) -> list[Case]:
     x = jnp.array([[1.0, 0.0, 1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0, 0.0, 1.0]])
     cases = [Case("encoder_decoder_grad_norms(the negative ELBO, VAE seed 0, x (2, 6))",
                   _grad_norms_run("the negative ELBO", 0, x), close(1e-4, 1e-6))]  # fmt: skip
-    names = ["a decoder loss on prior samples", "the KL term alone",
-             "the ELBO with a detached encoder", "half the squared norm of all parameters"]
+    names = [
+        "a decoder loss on prior samples",
+        "the KL term alone",
+        "the ELBO with a detached encoder",
+        "half the squared norm of all parameters",
+    ]
     for name in names:
         seed = int(rng.integers(1000))
         x = f32(rng.integers(0, 2, size=(3, 6)))
@@ -594,7 +597,8 @@ def _kl_candidate(name: str):
         "the circulating formula": circulating,
         "a KL without the -1": lambda m, v: 0.5 * jnp.sum(jnp.exp(v) + m**2 - v, axis=-1),
         "a KL with its sign flipped": lambda m, v: -vae.gaussian_kl_standard(m, v),
-        "a KL divided by exp(log_var)": lambda m, v: vae.gaussian_kl_standard(m, v) / jnp.exp(v[..., 0]),
+        "a KL divided by exp(log_var)":
+            lambda m, v: vae.gaussian_kl_standard(m, v) / jnp.exp(v[..., 0]),
         "minus a KL without the -1": lambda m, v: -0.5 * jnp.sum(jnp.exp(v) + m**2 - v, axis=-1),
         "the log of the true KL": lambda m, v: jnp.log(vae.gaussian_kl_standard(m, v)),
     }[name]  # fmt: skip
@@ -612,11 +616,21 @@ def kl_diagnostics_cases(rng: np.random.Generator) -> list[Case]:
         Case("kl_diagnostics(the circulating formula, mean in [-2, 2], log_var 0)",
              _kl_run("the circulating formula", mus, jnp.zeros_like(mus)), close(1e-5, 1e-6)),
     ]  # fmt: skip
-    cases.append(Case("kl_diagnostics(the log of the true KL, mean in [-2, 2], log_var 0)",
-                      _kl_run("the log of the true KL", mus, jnp.zeros_like(mus)), close(1e-5, 1e-6)))
-    names = ["the true KL", "the circulating formula", "a KL without the -1",
-             "a KL with its sign flipped", "a KL divided by exp(log_var)",
-             "minus a KL without the -1"]
+    cases.append(
+        Case(
+            "kl_diagnostics(the log of the true KL, mean in [-2, 2], log_var 0)",
+            _kl_run("the log of the true KL", mus, jnp.zeros_like(mus)),
+            close(1e-5, 1e-6),
+        )
+    )
+    names = [
+        "the true KL",
+        "the circulating formula",
+        "a KL without the -1",
+        "a KL with its sign flipped",
+        "a KL divided by exp(log_var)",
+        "minus a KL without the -1",
+    ]
     for name in names:
         shape = [(7, 3), (4, 2, 5), (12, 1)][int(rng.integers(3))]
         mean = f32(rng.normal(scale=1.5, size=shape))
@@ -634,13 +648,14 @@ def _likelihood(name: str):
         "the Bernoulli log-likelihood": vae.bernoulli_log_likelihood,
         "-sum sigmoid(x - x')": sigmoid_distance,
         "the Bernoulli log-likelihood averaged over pixels":
-            lambda x, l: jnp.mean(x * jax.nn.log_sigmoid(l) + (1 - x) * jax.nn.log_sigmoid(-l), -1),
+            lambda x, logits: jnp.mean(x * jax.nn.log_sigmoid(logits)
+                                       + (1 - x) * jax.nn.log_sigmoid(-logits), -1),
         "a unit-variance Gaussian at sigmoid(logits)":
-            lambda x, l: vae.gaussian_log_likelihood(x, jax.nn.sigmoid(l), 0.0),
+            lambda x, logits: vae.gaussian_log_likelihood(x, jax.nn.sigmoid(logits), 0.0),
         "minus the squared error to sigmoid(logits)":
-            lambda x, l: -jnp.sum((x - jax.nn.sigmoid(l)) ** 2, axis=-1),
+            lambda x, logits: -jnp.sum((x - jax.nn.sigmoid(logits)) ** 2, axis=-1),
         "a hundredfold Bernoulli log-likelihood":
-            lambda x, l: 100.0 * vae.bernoulli_log_likelihood(x, l),
+            lambda x, logits: 100.0 * vae.bernoulli_log_likelihood(x, logits),
     }[name]  # fmt: skip
 
 
@@ -654,15 +669,24 @@ def log_normalizer_cases(rng: np.random.Generator) -> list[Case]:
         Case("log_normalizer with D = 1", lambda f: f(vae.bernoulli_log_likelihood,
                                                      jnp.array([3.0])), close(1e-5, 1e-5)),
     ]  # fmt: skip
-    names = ["the Bernoulli log-likelihood", "-sum sigmoid(x - x')",
-             "the Bernoulli log-likelihood averaged over pixels",
-             "a unit-variance Gaussian at sigmoid(logits)", "minus the squared error to sigmoid(logits)",
-             "a hundredfold Bernoulli log-likelihood"]
+    names = [
+        "the Bernoulli log-likelihood",
+        "-sum sigmoid(x - x')",
+        "the Bernoulli log-likelihood averaged over pixels",
+        "a unit-variance Gaussian at sigmoid(logits)",
+        "minus the squared error to sigmoid(logits)",
+        "a hundredfold Bernoulli log-likelihood",
+    ]
     for name in names:
         d = int(rng.choice([3, 8]))
         logits = f32(rng.normal(scale=2.0, size=d))
-        cases.append(Case(f"log_normalizer({name}, logits of shape ({d},))",
-                          (lambda f, n=name, l=logits: f(_likelihood(n), l)), close(1e-5, 1e-4)))
+        cases.append(
+            Case(
+                f"log_normalizer({name}, logits of shape ({d},))",
+                (lambda f, n=name, logits=logits: f(_likelihood(n), logits)),
+                close(1e-5, 1e-4),
+            )
+        )
     return cases
 
 
@@ -691,7 +715,8 @@ def active_latents_cases(rng: np.random.Generator) -> list[Case]:
 def _kl_fn_candidate(name: str):
     return {
         "the true KL(q || p)": vae.gaussian_kl,
-        "KL(p || q), the arguments reversed": lambda mq, vq, mp, vp: vae.gaussian_kl(mp, vp, mq, vq),
+        "KL(p || q), the arguments reversed":
+            lambda mq, vq, mp, vp: vae.gaussian_kl(mp, vp, mq, vq),
         "twice KL(q || p)": lambda mq, vq, mp, vp: 2.0 * vae.gaussian_kl(mq, vq, mp, vp),
         "KL(q || N(0, I)), ignoring p": lambda mq, vq, mp, vp: vae.gaussian_kl_standard(mq, vq),
         "the average of both directions": lambda mq, vq, mp, vp: 0.5 * (
@@ -706,13 +731,22 @@ def _direction_run(name: str, *args):
 def kl_direction_errors_cases(rng: np.random.Generator) -> list[Case]:
     one = [jnp.array([1.0]), jnp.array([0.0]), jnp.array([0.0]), jnp.array([LOG_4])]
     cases = []
-    for name in ["the true KL(q || p)", "KL(p || q), the arguments reversed", "twice KL(q || p)",
-                 "KL(q || N(0, I)), ignoring p", "the average of both directions"]:
+    for name in [
+        "the true KL(q || p)",
+        "KL(p || q), the arguments reversed",
+        "twice KL(q || p)",
+        "KL(q || N(0, I)), ignoring p",
+        "the average of both directions",
+    ]:
         cases.append(Case(f"kl_direction_errors({name}, q = N(1, 1), p = N(0, 4))",
                           _direction_run(name, *one), close(1e-5, 1e-6)))  # fmt: skip
         shape = [(5, 3), (2, 4, 2), (6, 1)][int(rng.integers(3))]
-        args = [f32(rng.normal(scale=1.5, size=shape)), f32(rng.uniform(-2.0, 2.0, size=shape)),
-                f32(rng.normal(scale=1.5, size=shape)), f32(rng.uniform(-2.0, 2.0, size=shape))]
+        args = [
+            f32(rng.normal(scale=1.5, size=shape)),
+            f32(rng.uniform(-2.0, 2.0, size=shape)),
+            f32(rng.normal(scale=1.5, size=shape)),
+            f32(rng.uniform(-2.0, 2.0, size=shape)),
+        ]
         cases.append(Case(f"kl_direction_errors({name}, q and p of shape {shape})",
                           _direction_run(name, *args), close(1e-5, 1e-5)))  # fmt: skip
     return cases
@@ -743,9 +777,13 @@ def smallest_kl_cases(rng: np.random.Generator) -> list[Case]:
     random = np.sort(rng.uniform(-4.0, 4.0, size=int(rng.integers(5, 40))))
     grids[f"{random.size} random values in [-4, 4]"] = f32(random)
     cases = []
-    for head in ["identity mean, exp scale", "sigmoid mean and sigmoid sigma",
-                 "tanh mean, softplus variance", "exp mean, sigmoid variance",
-                 "2 sigmoid - 1 mean, 2 sigmoid sigma"]:
+    for head in [
+        "identity mean, exp scale",
+        "sigmoid mean and sigmoid sigma",
+        "tanh mean, softplus variance",
+        "exp mean, sigmoid variance",
+        "2 sigmoid - 1 mean, 2 sigmoid sigma",
+    ]:
         for grid_name, grid in grids.items():
             cases.append(Case(f"smallest_kl({head}, pre-activations {grid_name})",
                               _smallest_run(head, grid), close(1e-4, 2e-6)))  # fmt: skip
