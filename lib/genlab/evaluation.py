@@ -28,7 +28,18 @@ import numpy as np
 import optax
 from flax import nnx
 
-from genlab import char_gpt, data, diffusion, digits_classifier, gan, gpt, model_cache, nn, train, vae
+from genlab import (
+    char_gpt,
+    data,
+    diffusion,
+    digits_classifier,
+    gan,
+    gpt,
+    model_cache,
+    nn,
+    train,
+    vae,
+)
 from genlab.validate import float_array, positive_int
 
 ROW_BLOCK = 64  # rows of a distance matrix computed at once (memory: ROW_BLOCK x M x D floats)
@@ -114,7 +125,9 @@ def frechet_floor(features, n, key):
     x = float_array("features", features, min_ndim=2)
     n = positive_int("n", n)
     if x.ndim != 2 or n < 2 or 2 * n > x.shape[0]:
-        raise ValueError(f"need features [N, D] and 2 <= n <= N / 2, got shape {x.shape} and n = {n}")
+        raise ValueError(
+            f"need features [N, D] and 2 <= n <= N / 2, got shape {x.shape} and n = {n}"
+        )
     order = jax.random.permutation(key, x.shape[0])
     return feature_frechet(x[order[:n]], x[order[n : 2 * n]])
 
@@ -358,7 +371,8 @@ def _train_snapshots(snapshots: GPTSnapshots) -> None:
             return data.batch_windows(key_i, train_ids, MEMO_CONFIG["batch"], block + 1)[0]
 
         train.fit(step, model, optimizer, windows, steps - done, log_every=50,
-                  desc=f"GPT on {len(train_ids):,} characters, to step {steps} (once; then cached)")  # fmt: skip
+                  desc=f"GPT on {len(train_ids):,} characters, to step {steps}"
+                       " (once; then cached)")  # fmt: skip
         nnx.update(snapshot, nnx.state(model, nnx.Param))
         done = steps
 

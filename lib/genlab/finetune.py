@@ -1,4 +1,5 @@
-"""Fine-tuning a pretrained GPT: LoRA adapters, merging, sequence log-probabilities and DPO (chapter 07).
+"""Fine-tuning a pretrained GPT: LoRA adapters, merging, sequence log-probabilities and DPO
+(chapter 07).
 
 LoRA (Hu et al. 2021) keeps a pretrained kernel W0 [D_in, D_out] frozen and learns a low-rank
 update: ``h = x W0 + (alpha / r) x A B`` with A [D_in, r] random and B [r, D_out] zero at
@@ -13,8 +14,8 @@ The functions named in design.md's catalogue are the references of chapter 07's 
 
 from __future__ import annotations
 
-import inspect
 import importlib
+import inspect
 import math
 import re
 import time
