@@ -437,18 +437,16 @@ def _matches(got, want, rtol=2e-4, atol=2e-6) -> bool:
     return all(np.allclose(g, w, rtol=rtol, atol=atol) for g, w in zip(got, want))
 
 
+def _close_loss(got, want, label: str, name: str, meaning: str) -> None:
+    check.allclose(f"{label}: {name} ({meaning})", got[name], want[name], rtol=1e-4, atol=1e-6)
+
+
 def _compare_sgd_step(got, want, label: str) -> None:
     if not isinstance(got, dict) or set(got) != set(want):
         check.is_true(False, f"{label}: gan_step must return (d_loss, g_loss) and update in place")
     for name in ("d_loss", "g_loss"):
         check.shape(f"{label}: {name}", got[name], ())
-    check.allclose(
-        f"{label}: d_loss (discriminator_loss before the discriminator's update)",
-        got["d_loss"],
-        want["d_loss"],
-        rtol=1e-4,
-        atol=1e-6,
-    )
+    _close_loss(got, want, label, "d_loss", "discriminator_loss before the discriminator's update")
     d_before, d_after = got["discriminator before"], got["discriminator after"]
     check.is_true(
         _moved(d_before, d_after),
@@ -466,13 +464,8 @@ def _compare_sgd_step(got, want, label: str) -> None:
         f"{label}: the generator's parameters did not change: its gradient was 0 "
         "(were its fakes computed outside the differentiated function?)",
     )
-    check.allclose(
-        f"{label}: g_loss (non-saturating generator_loss through the updated discriminator)",
-        got["g_loss"],
-        want["g_loss"],
-        rtol=1e-4,
-        atol=1e-6,
-    )
+    _close_loss(got, want, label, "g_loss",
+                "non-saturating generator_loss through the updated discriminator")  # fmt: skip
     check.is_true(
         _matches(g_after, want["generator after"]),
         f"{label}: the generator did not move by one step of the non-saturating "
