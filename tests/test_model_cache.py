@@ -71,6 +71,16 @@ def test_key_depends_on_the_training_code():
     )
 
 
+def test_key_ignores_comments_and_layout_of_the_training_code():
+    def key(code):
+        return model_cache.cache_key("toy", CONFIG, code)
+
+    plain = "def train(m):\n    m.w = m.w + 1\n"
+    assert key(plain) == key("def train(m):  # one step\n\n    m.w = m.w+1\n")
+    assert key(plain) != key("def train(m):\n    m.w = m.w + 2\n")
+    assert key(plain) != key('def train(m):\n    """Add one."""\n    m.w = m.w + 1\n')
+
+
 def test_key_depends_on_the_code_generation_flags_but_not_the_device_count():
     def key(flags):
         return model_cache.cache_key("toy", CONFIG, "a = 1", {"XLA_FLAGS": flags})

@@ -18,7 +18,6 @@ and keeps snapshots along the way.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 
@@ -384,7 +383,7 @@ def memorisation_gpts() -> list[gpt.GPT]:
     500 steps are 256 passes); the models after 100, 250 and 500 more steps
     (``MEMO_CONFIG``). Trained on first use, then cached (the key includes char_gpt's code: new
     base weights, new snapshots)."""
-    base = hashlib.sha256(inspect.getsource(char_gpt).encode()).hexdigest()
+    base = model_cache.code_digest(inspect.getsource(char_gpt))
     snapshots = model_cache.cached_model(
         "char-gpt-snapshots", {**MEMO_CONFIG, "base": base, "gpt": char_gpt.CONFIG,
                                "vocab": char_gpt.corpus().tokenizer.vocab},

@@ -6,8 +6,8 @@ first time and saves its ``nnx.state`` to an ``.npz`` file; later calls (in any 
 in milliseconds. The file name is a hash of everything that decides the weights:
 
 - the model's ``name`` and its training ``config`` (a JSON-able dict: sizes, steps, seed, ...);
-- the source code of the module that builds and trains it (edit the training code and the old
-  entry is never loaded again);
+- the code of the module that builds and trains it, as Python parses it (edit the training code
+  and the old entry is never loaded again; comments and layout do not count);
 - the versions of ``genlab``, ``jax``, ``jaxlib``, ``flax`` and ``optax``, JAX's backend (cpu,
   gpu, tpu) and the ``XLA_FLAGS`` that change code generation (XLA's CPU emitters round
   differently, and a thousand training steps end elsewhere). All but the CPU device count, which
@@ -22,6 +22,7 @@ the arrays are read with ``allow_pickle=False`` and must match the model's own s
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import inspect
@@ -68,6 +69,12 @@ def numerics_flags(environ: dict[str, str] | None = None) -> list[str]:
     return sorted(f for f in flags if f.split("=")[0] != DEVICES_FLAG)
 
 
+def code_digest(source: str) -> str:
+    """A hash of Python ``source`` as it parses: the same for a change of comments or layout,
+    different for any change of code (docstrings included)."""
+    return hashlib.sha256(ast.dump(ast.parse(source)).encode()).hexdigest()
+
+
 def cache_key(name: str, config: dict, code: str, environ: dict[str, str] | None = None) -> str:
     """The hash naming a cache entry (see the module docstring for what goes in)."""
     from genlab import __version__
@@ -77,7 +84,7 @@ def cache_key(name: str, config: dict, code: str, environ: dict[str, str] | None
         {
             "name": name,
             "config": config,
-            "code": hashlib.sha256(code.encode()).hexdigest(),
+            "code": code_digest(code),
             "versions": [__version__, *map(_version, packages)],
             "backend": jax.default_backend(),
             "xla_flags": numerics_flags(environ),
@@ -143,8 +150,8 @@ def cached_model(
         build: returns a freshly initialised model (its structure decides what a valid entry is).
         train: trains that model in place, deterministically.
 
-    The source file of ``train``'s module is part of the key, so editing the training code
-    retrains. Returns the trained model.
+    The code of ``train``'s module is part of the key, so editing the training code retrains
+    (reformatting it does not). Returns the trained model.
     """
     model = build()
     folder = cache_dir(environ)
