@@ -49,7 +49,7 @@ def test_gitignore_covers_environment_and_grading_state():
         assert entry in ignored, entry
 
 
-def test_readme_quick_start_has_exactly_two_commands_and_ci_runs_the_second():
+def test_readme_quick_start_has_exactly_two_commands_and_ci_runs_the_second_and_lint():
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```(?:sh|bash)?\n(.*?)```", quick, flags=re.S)
@@ -57,6 +57,7 @@ def test_readme_quick_start_has_exactly_two_commands_and_ci_runs_the_second():
     assert lines == ["make lab", "make test"], lines
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+    assert "make lint" in ci, "CI checks style too (ruff, pinned in pyproject.toml)"
 
 
 def test_makefile_targets_exist():
