@@ -54,8 +54,8 @@ def chapter(request) -> str:
     return request.param
 
 
-# The slowest tests start first, so that with two workers (`make test`) neither finishes its
-# share long before the other (longest-first scheduling). Seconds measured in a serial run.
+# The slowest tests start first, so that with several workers (`make test`) none finishes its
+# share long before the others (longest-first scheduling). Seconds measured in a serial run.
 SLOW_FIRST = (
     "test_classroom.py",  # the demo class: 25 submissions graded in the sandbox (~500 s)
     "test_mutants.py",  # every chapter's wrong and correct variants (90-180 s each)
