@@ -82,3 +82,11 @@ def test_is_true_and_raises(capsys):
         check.raises("f", ValueError, int, "3")
     with pytest.raises(CheckError, match="expected ValueError, got TypeError"):
         check.raises("f", ValueError, int, None)
+
+
+def test_passed_prints_one_line_naming_the_exercise(capsys):
+    assert check.passed("top_p_filter") is None
+    out = capsys.readouterr().out
+    assert out == (
+        "top_p_filter: all visible checks passed (the hidden tests run when the notebook is graded)\n"
+    )

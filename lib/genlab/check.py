@@ -162,3 +162,12 @@ def raises(name: str, error_types, function, *args, **kwargs) -> None:
         _fail(f"{name}: expected {expected}, got {type(error).__name__}: {error}")
     expected = getattr(error_types, "__name__", str(error_types))
     _fail(f"{name}: expected {expected} to be raised, but the call returned normally")
+
+
+def passed(name: str) -> None:
+    """Say that the visible checks of ``name`` passed: the last line of a test cell's visible part.
+
+    A test cell that passes would otherwise print nothing, and a student could not tell a passing
+    cell from one that never ran. The hidden tests run only when the notebook is graded.
+    """
+    print(f"{name}: all visible checks passed (the hidden tests run when the notebook is graded)")
