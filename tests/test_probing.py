@@ -20,7 +20,8 @@ def spec(name="double"):
 
 
 def outcomes_of(function, name="double", seed=3):
-    cases = probing.make_cases(spec(name), seed)
+    """The cases of exercise ``name`` in a grading run of base ``seed``, and their outcomes."""
+    cases = probing.make_cases(spec(name), probing.exercise_seed(seed, name))
     return cases, probing.run_cases(function, cases)
 
 
@@ -88,7 +89,7 @@ def test_every_comparison_that_ignores_the_reference_is_marked_and_only_those():
 
 def test_records_round_trip_and_the_trusted_judge_agrees(tmp_path):
     cases, outcomes = outcomes_of(tiny.double, seed=11)
-    probing.write_records(tmp_path, "double", 11, outcomes, [])
+    probing.write_records(tmp_path, "double", probing.exercise_seed(11, "double"), outcomes, [])
     judge = probing.Judge("tiny", 11)
     assert judge.verdict(tmp_path, "double").passed
     assert not probing.Judge("tiny", 12).verdict(tmp_path, "double").passed  # another run's seed
@@ -101,7 +102,7 @@ DAMAGE = ["missing", "symlink", "huge", "malformed", "pickle", "strings", "zip b
 def test_damaged_records_score_zero_with_a_reason(tmp_path, damage, monkeypatch):
     cases, outcomes = outcomes_of(tiny.double, seed=5)
     records = tmp_path / "records"
-    probing.write_records(records, "double", 5, outcomes, [])
+    probing.write_records(records, "double", probing.exercise_seed(5, "double"), outcomes, [])
     meta = records / "double.json"
     if damage == "missing":
         meta.unlink()
@@ -183,3 +184,110 @@ def test_f32_converts_like_jax_without_compiling_a_program_per_shape():
         jax.monitoring.unregister_event_duration_listener(listener)
     assert isinstance(got, jax.Array) and got.dtype == jnp.float32 and got.shape == (13, 7)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(jnp.asarray(values, jnp.float32)))
+
+
+def test_a_worker_thread_started_before_the_probe_is_caught_calling_the_reference():
+    import queue
+    import threading
+
+    requests, replies = queue.Queue(), queue.Queue()
+
+    def worker():  # started before the probe: no profile hook reaches it
+        while (x := requests.get()) is not None:
+            replies.put(tiny.double(x))
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+
+    def answer(x):
+        requests.put(x)
+        return replies.get()
+
+    try:
+        with probing.tripwire(tiny.double, answer) as flags:
+            assert answer(2.0) == 4.0  # the reference still works, flagged
+        assert flags and probing.FLAG_REFERENCE in flags[0], flags
+        with probing.tripwire(tiny.root, lambda x: x**0.5) as flags:
+            assert answer(3.0) == 6.0 and not flags  # another exercise's probe: not watched
+    finally:
+        requests.put(None)
+        thread.join()
+    assert tiny.double.__code__.co_name == "double" and tiny.double(5) == 10  # restored
+
+
+def test_a_jitted_reference_called_in_a_thread_while_probed_is_caught():
+    import threading
+
+    import jax.numpy as jnp
+
+    from genlab import primer
+
+    x = jnp.ones((2, 3))
+    primer.logsumexp(x)  # compiled and cached before the probe
+
+    def answer(x, axis=-1):
+        out = []
+        thread = threading.Thread(target=lambda: out.append(primer.logsumexp(x, axis=axis)))
+        thread.start()
+        thread.join()
+        return out[0]
+
+    with probing.tripwire(primer.logsumexp, answer) as flags:
+        answer(x)
+    assert flags and "logsumexp" in flags[0], flags
+
+
+def _pipes(tmp_path, seeds):
+    return probing.SeedPipes(tmp_path / "seeds", seeds)
+
+
+def test_the_seed_is_consumed_by_the_probe_and_a_seed_read_first_is_flagged(tmp_path, monkeypatch):
+    judge = probing.Judge("tiny", 41)
+    seeds = {name: judge.seed_of(name) for name in ("double", "root")}
+    records = tmp_path / "records"
+    namespace = {"double": lambda x: 2 * x, "root": lambda x: abs(x) ** 0.5}
+    with _pipes(tmp_path, seeds) as pipes:
+        monkeypatch.delenv(probing.SEED_ENV, raising=False)
+        monkeypatch.setenv(probing.RECORD_DIR_ENV, str(records))
+        monkeypatch.setenv(probing.SEED_DIR_ENV, str(pipes.folder))
+        probing.probe("tiny", "double", namespace)
+        assert probing.take_seed("double") is None  # consumed: a second reader gets nothing
+        stolen = probing.take_seed("root")  # an answer cell reads the next exercise's seed
+        assert stolen == seeds["root"]
+        probing.probe("tiny", "root", namespace)
+        digests = pipes.digests()
+    assert judge.verdict(records, "double", digests["double"]).passed
+    verdict = judge.verdict(records, "root", digests["root"])
+    assert not verdict.passed and verdict.flags == [probing.FLAG_SEED], verdict
+
+
+def test_records_rewritten_after_the_probe_or_without_it_are_flagged(tmp_path, monkeypatch):
+    judge = probing.Judge("tiny", 42)
+    records = tmp_path / "records"
+    with _pipes(tmp_path, {"double": judge.seed_of("double")}) as pipes:
+        monkeypatch.setenv(probing.RECORD_DIR_ENV, str(records))
+        monkeypatch.setenv(probing.SEED_DIR_ENV, str(pipes.folder))
+        probing.probe("tiny", "double", {"double": lambda x: x + 1})  # wrong: records say so
+        cases = judge.cases("double")
+        outcomes = probing.run_cases(tiny.double, cases)  # later: the reference's outputs
+        probing.write_records(records, "double", judge.seed_of("double"), outcomes, [])
+        digest = pipes.digests()["double"]
+    verdict = judge.verdict(records, "double", digest)
+    assert not verdict.passed and verdict.flags == [probing.FLAG_CHANGED], verdict
+    verdict = judge.verdict(records, "double", "")  # records, but no probe reported any
+    assert not verdict.passed and verdict.flags, verdict
+    assert judge.verdict(records, "double").passed  # (unchecked, they would have passed)
+
+
+def test_seed_pipes_are_read_only_for_the_kernel_side(tmp_path):
+    with _pipes(tmp_path, {"double": 7}) as pipes:
+        seed = pipes.folder / "double.seed"
+        assert oct(seed.stat().st_mode & 0o777) == "0o444"
+        assert oct((pipes.folder / "double.done").stat().st_mode & 0o777) == "0o222"
+
+
+def test_exercise_seeds_are_independent_of_each_other():
+    seeds = {probing.exercise_seed(5, n) for n in ("double", "root")} | {
+        probing.exercise_seed(6, "double")
+    }
+    assert len(seeds) == 3 and all(0 <= s < 2**63 for s in seeds)

@@ -10,11 +10,18 @@ Every graded test cell ends with a hidden block of one call::
 ``probe`` looks up the exercise's :class:`Probe` (in ``genlab.probes``), builds its cases from a
 seed, and calls the student's function on each case. What happens next depends on who runs it:
 
-- **Autograding** (the grader sets ``GENLAB_RECORD_DIR`` and ``GENLAB_PROBE_SEED`` in the
+- **Autograding** (the grader sets ``GENLAB_RECORD_DIR`` and ``GENLAB_SEED_DIR`` in the
   sandboxed kernel): the student's outputs are written to plain files (JSON and an ``.npz`` read
   back with ``allow_pickle=False``) and nothing is judged in the kernel. After the kernel is gone,
   the trusted grading process rebuilds the same cases from the same seed, runs the reference on
-  them and decides (:func:`judge_records`). Nothing the kernel prints or replies counts.
+  them and decides (:class:`Judge`). Nothing the kernel prints or replies counts.
+
+  Each exercise has a seed of its own (:func:`exercise_seed` of the class's secret seed, which
+  never enters the sandbox), delivered through a named pipe that the probe *consumes*
+  (``SEED_DIR/NAME.seed``, read-only for the kernel): code that reads it before its probe takes
+  it away from the probe (or leaves it truncated), and the probe's records then say so, which
+  scores 0 with a flag. After recording, the probe writes the records' SHA-256 to a second pipe
+  (``NAME.done``); the grader keeps the first line only, so records rewritten later are caught.
 - **Anywhere else** (the instructor's solution notebook, the maintainers' mutant tests, a
   student's own run): the same cases are judged in the kernel against the reference, and a wrong
   answer fails its cell with a one-line message naming the failing case.
@@ -22,19 +29,24 @@ seed, and calls the student's function on each case. What happens next depends o
 Cases include the visible checks of the cell (the trusted side judges those too) and random
 probes drawn from the seed. While one exercise is probed, the exercises it builds on (``uses``)
 are bound to their references in the notebook, so one mistake costs points in one place, and a
-call into the reference of the exercise being graded is caught (a profile hook watches for its
-code) and fails the test with a flag: the library is public, so copying or calling it cannot be
-prevented, only detected.
+call into the reference of the exercise being graded is caught and fails the test with a flag:
+while the probe runs, the reference's functions carry a code object that raises the flag (in
+every thread, threads started before the probe included) before running the original, and a
+profile hook watches the probing thread for copies of its code. The library is public, so
+copying or calling it cannot be prevented, only detected.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import io
 import json
 import os
 import stat
 import sys
 import threading
+import types
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -50,10 +62,13 @@ from genlab import check
 DEFAULT_SEED = 20261201
 RECORD_DIR_ENV = "GENLAB_RECORD_DIR"
 SEED_ENV = "GENLAB_PROBE_SEED"
+SEED_DIR_ENV = "GENLAB_SEED_DIR"
 MAX_JSON_BYTES = 2 << 20
 MAX_NPZ_BYTES = 64 << 20
 MAX_ARRAY_BYTES = 256 << 20
 FLAG_REFERENCE = "called the library's reference"
+FLAG_SEED = "the probe's seed was read before the probe ran (or the probe was bypassed)"
+FLAG_CHANGED = "the records were changed after the probe wrote them"
 
 
 # --- what a probe is ------------------------------------------------------------------------
@@ -168,8 +183,57 @@ def probes_for(chapter: str) -> dict[str, Probe]:
 
 
 def seed_from_env() -> int:
-    """The probe seed: ``GENLAB_PROBE_SEED`` (set by the grader) or a fixed default."""
+    """The base seed outside autograding: ``GENLAB_PROBE_SEED`` (set by the maintainers'
+    tests) or a fixed default. The grader never sets it in a student's sandbox."""
     return int(os.environ.get(SEED_ENV, DEFAULT_SEED))
+
+
+def exercise_seed(seed: int, name: str) -> int:
+    """The seed of exercise ``name`` derived from the base ``seed`` (SHA-256: knowing one
+    exercise's seed tells nothing about another's, nor about the base)."""
+    digest = hashlib.sha256(f"genlab-probe:{int(seed)}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def take_seed(name: str) -> int | None:
+    """This exercise's seed: consumed from ``GENLAB_SEED_DIR/NAME.seed`` while autograding
+    (None when it is missing or damaged: something read it first), else derived from
+    :func:`seed_from_env`."""
+    folder = os.environ.get(SEED_DIR_ENV)
+    if not folder:
+        return exercise_seed(seed_from_env(), name)
+    try:
+        fd = os.open(os.path.join(folder, f"{name}.seed"), os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 64)
+    except OSError:  # empty pipe (EAGAIN): already consumed
+        return None
+    finally:
+        os.close(fd)
+    text = data.decode("ascii", "replace")
+    if not text.endswith("\n") or not text[:-1].isdigit():
+        return None
+    return int(text[:-1])
+
+
+def confirm_records(name: str, digest: str) -> None:
+    """Tell the grader (``GENLAB_SEED_DIR/NAME.done``, a pipe it keeps the first line of) the
+    SHA-256 of the records just written."""
+    folder = os.environ.get(SEED_DIR_ENV)
+    if not folder:
+        return
+    try:
+        fd = os.open(os.path.join(folder, f"{name}.done"), os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        os.write(fd, f"{digest}\n".encode())
+    except OSError:  # a full pipe: the grader sees the first line, which is not this one
+        pass
+    finally:
+        os.close(fd)
 
 
 def make_cases(spec: Probe, seed: int) -> list[Case]:
@@ -286,9 +350,111 @@ def _unwrapped(function):
     return chain
 
 
+def _functions(reference) -> list[types.FunctionType]:
+    """The Python functions behind the reference (its methods for a class), through jit and
+    other wrappers (``__wrapped__``), ``staticmethod`` and ``classmethod``."""
+    found: dict[int, types.FunctionType] = {}
+    targets = list(vars(reference).values()) if isinstance(reference, type) else [reference]
+    for target in targets:
+        target = getattr(target, "__func__", target)  # staticmethod, classmethod
+        seen = 0
+        while target is not None and seen < 8:
+            if isinstance(target, types.FunctionType):
+                found.setdefault(id(target), target)
+            target, seen = getattr(target, "__wrapped__", None), seen + 1
+    return list(found.values())
+
+
+_WATCH_NAME = "__genlab_tripwire__"
+_WATCH_LOCK = threading.Lock()
+
+
+class _Watch:
+    """While a probe runs: every watched function's ``__code__`` is a trampoline that records a
+    flag, then runs the original code (a copy of the function keeps it). The trampoline finds
+    this object through the function's own globals, so it works in any thread."""
+
+    def __init__(self, flags: list[str]):
+        self.flags = flags
+        self.originals: dict[int, types.FunctionType] = {}
+
+    def __call__(self, key: int, args, kwargs):
+        original = self.originals.get(key)
+        if original is None:  # a stale trampoline: nothing to run
+            raise RuntimeError("the reference is not available while being graded")
+        if not self.flags:
+            self.flags.append(f"{FLAG_REFERENCE} {original.__name__} while being graded")
+        return original(*args, **kwargs)
+
+
+def _trampoline(function: types.FunctionType, key: int) -> types.CodeType:
+    """A code object for ``function``: ``return __genlab_tripwire__(key, args, kwargs)`` with
+    the same free variables (so it can be assigned to ``function.__code__``)."""
+    free = function.__code__.co_freevars
+    inner = ["    def _t(*args, **kwargs):"]
+    if free:
+        inner.append("        (" + ", ".join(free) + ",)")
+    inner.append(f"        return {_WATCH_NAME}({key}, args, kwargs)")
+    source = "def _outer():\n"
+    source += "".join(f"    {name} = None\n" for name in free)
+    source += "\n".join(inner) + "\n    return _t\n"
+    outer = compile(source, function.__code__.co_filename, "exec").co_consts
+    code = next(c for c in outer if isinstance(c, types.CodeType))
+    code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
+    names = {"co_freevars": free, "co_name": function.__code__.co_name}
+    if hasattr(code, "co_qualname"):  # Python 3.11+
+        names["co_qualname"] = function.__code__.co_qualname
+    return code.replace(**names)
+
+
+@contextmanager
+def _watched(reference, flags: list[str]):
+    """Swap the reference's functions' code for flagging trampolines, then restore it."""
+    watch = _Watch(flags)
+    swapped = []
+    with _WATCH_LOCK:
+        for function in _functions(reference):
+            key = len(watch.originals)
+            copy = types.FunctionType(function.__code__, function.__globals__, function.__name__,
+                                      function.__defaults__, function.__closure__)  # fmt: skip
+            copy.__kwdefaults__ = function.__kwdefaults__
+            copy.__dict__.update(function.__dict__)
+            try:
+                trampoline = _trampoline(function, key)
+                watch.originals[key] = copy
+                function.__globals__[_WATCH_NAME] = watch
+                saved = function.__code__
+                function.__code__ = trampoline
+            except (ValueError, TypeError, SyntaxError):  # left to the profile hook
+                watch.originals.pop(key, None)
+                continue
+            swapped.append((function, saved))
+    try:
+        yield
+    finally:
+        with _WATCH_LOCK:
+            for function, saved in swapped:
+                function.__code__ = saved
+                function.__globals__.pop(_WATCH_NAME, None)
+            watch.originals.clear()
+        _clear_caches(reference)
+
+
+def _clear_caches(reference) -> None:
+    targets = list(vars(reference).values()) if isinstance(reference, type) else [reference]
+    for target in targets:
+        seen = 0
+        while target is not None and seen < 8:
+            clear = getattr(target, "clear_cache", None)
+            if callable(clear):  # a cached jit program would not run the Python code again
+                clear()
+            target, seen = getattr(target, "__wrapped__", None), seen + 1
+
+
 @contextmanager
 def tripwire(reference, function):
-    """Catch the function under test calling (or being) the reference; yields a list of flags."""
+    """Catch the function under test calling (or being) the reference, in any thread; yields
+    a list of flags."""
     flags: list[str] = []
     codes = _code_objects(reference)
     ours = set(map(id, _unwrapped(reference)))
@@ -300,13 +466,14 @@ def tripwire(reference, function):
             flags.append(f"{FLAG_REFERENCE} {frame.f_code.co_name} while being graded")
 
     previous = sys.getprofile()
-    sys.setprofile(hook)
-    threading.setprofile(hook)
-    try:
-        yield flags
-    finally:
-        sys.setprofile(previous)
-        threading.setprofile(None)
+    with _watched(reference, flags):
+        sys.setprofile(hook)
+        threading.setprofile(hook)
+        try:
+            yield flags
+        finally:
+            sys.setprofile(previous)
+            threading.setprofile(None)
 
 
 @contextmanager
@@ -346,7 +513,14 @@ def probe(chapter: str, name: str, namespace: dict) -> None:
     ``check.CheckError`` naming the first failing case.
     """
     spec = probes_for(chapter)[name]
-    seed = seed_from_env()
+    seed = take_seed(name)
+    record_dir = os.environ.get(RECORD_DIR_ENV)
+    if seed is None:  # the seed was consumed (or damaged) before this probe: nothing is run
+        if record_dir:
+            digest = write_records(Path(record_dir), name, None, [], [FLAG_SEED])
+            confirm_records(name, digest)
+            return
+        raise check.CheckError(f"{name}: {FLAG_SEED}")
     cases = make_cases(spec, seed)
     function = namespace.get(name)
     if function is None:
@@ -355,9 +529,9 @@ def probe(chapter: str, name: str, namespace: dict) -> None:
         with bound_to_references(namespace, spec.uses, chapter):
             with tripwire(spec.reference, function) as flags:
                 outcomes = run_cases(function, cases)
-    record_dir = os.environ.get(RECORD_DIR_ENV)
     if record_dir:
-        write_records(Path(record_dir), name, seed, outcomes, flags)
+        digest = write_records(Path(record_dir), name, seed, outcomes, flags)
+        confirm_records(name, digest)
         return
     verdict = judge(spec, cases, outcomes, flags)
     if not verdict.passed:
@@ -367,8 +541,10 @@ def probe(chapter: str, name: str, namespace: dict) -> None:
 # --- records --------------------------------------------------------------------------------
 
 
-def write_records(folder: Path, name: str, seed: int, outcomes: list[Outcome], flags) -> None:
-    """Write one exercise's outcomes as ``NAME.json`` + ``NAME.npz`` in ``folder``."""
+def write_records(folder: Path, name: str, seed: int | None, outcomes: list[Outcome],
+                  flags) -> str:  # fmt: skip
+    """Write one exercise's outcomes as ``NAME.json`` + ``NAME.npz`` in ``folder``; return the
+    SHA-256 of the two files' bytes (see :func:`records_digest`)."""
     arrays: dict[str, np.ndarray] = {}
     cases = []
     for outcome in outcomes:
@@ -377,13 +553,28 @@ def write_records(folder: Path, name: str, seed: int, outcomes: list[Outcome], f
         else:
             cases.append({"outputs": _encode(outcome.outputs, arrays)})
     folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / f"{name}.npz", **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    npz = buffer.getvalue()
     text = json.dumps({"name": name, "seed": seed, "cases": cases, "flags": list(flags)})
-    (folder / f"{name}.json").write_text(text, encoding="utf-8")
+    meta = text.encode("utf-8")
+    (folder / f"{name}.npz").write_bytes(npz)
+    (folder / f"{name}.json").write_bytes(meta)
+    return records_digest(meta, npz)
+
+
+def records_digest(meta: bytes, npz: bytes) -> str:
+    """The SHA-256 of one exercise's records (the JSON's bytes, then the ``.npz``'s)."""
+    return hashlib.sha256(len(meta).to_bytes(8, "big") + meta + npz).hexdigest()
 
 
 class RecordError(ValueError):
     """Records that are missing, too large or malformed; the message says which."""
+
+
+class TamperedRecords(RecordError):
+    """Records that carry another seed than this run's, or that changed after the probe wrote
+    them: a flag, not an accident."""
 
 
 def _read_capped(folder_fd: int, filename: str, limit: int) -> bytes:
@@ -402,14 +593,15 @@ def _read_capped(folder_fd: int, filename: str, limit: int) -> bytes:
     return data
 
 
-def read_records(folder: Path, name: str, seed: int, num_cases: int):
+def read_records(folder: Path, name: str, seed: int, num_cases: int,
+                 digest: str | None = None):  # fmt: skip
     """Read what the kernel recorded for ``name``: ``(outcomes, flags)``, or raise RecordError.
 
     Files are opened without following symlinks, size-capped, and the arrays loaded with
     ``allow_pickle=False``; the seed and the number of cases must be this grading run's.
+    ``digest``: what the probe reported when it wrote them (:func:`confirm_records`); records
+    with another digest, or with another seed, raise :class:`TamperedRecords`.
     """
-    import io
-
     try:
         folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
@@ -419,6 +611,8 @@ def read_records(folder: Path, name: str, seed: int, num_cases: int):
         npz_bytes = _read_capped(folder_fd, f"{name}.npz", MAX_NPZ_BYTES)
     finally:
         os.close(folder_fd)
+    if digest is not None and digest != records_digest(meta_bytes, npz_bytes):
+        raise TamperedRecords(FLAG_CHANGED)
     try:
         meta = json.loads(meta_bytes)
         with zipfile.ZipFile(io.BytesIO(npz_bytes)) as archive:  # no zip bombs
@@ -428,8 +622,11 @@ def read_records(folder: Path, name: str, seed: int, num_cases: int):
             arrays = {key: npz[key] for key in npz.files}
         if any(a.dtype.kind not in "biufc" for a in arrays.values()):
             raise RecordError(f"{name}.npz holds arrays that are not numeric")
-        if meta.get("name") != name or meta.get("seed") != seed:
-            raise RecordError("records were not made by this grading run (name or seed differ)")
+        if meta.get("name") != name:
+            raise RecordError(f"records of {name} hold another exercise's name")
+        if meta.get("seed") != seed:
+            flags = [str(f)[:200] for f in meta.get("flags", [])][:5]
+            raise TamperedRecords(flags[0] if flags and meta.get("seed") is None else FLAG_SEED)
         cases = meta["cases"]
         if not isinstance(cases, list) or len(cases) != num_cases:
             raise RecordError(f"expected {num_cases} recorded cases")
@@ -446,6 +643,61 @@ def read_records(folder: Path, name: str, seed: int, num_cases: int):
     except Exception as error:  # JSON, npz or structure errors
         raise RecordError(f"records of {name} are malformed ({type(error).__name__})") from None
     return outcomes, flags
+
+
+class SeedPipes:
+    """The grader's end of the seed channel (trusted side; a context manager).
+
+    For each exercise it makes, in ``folder``, a named pipe ``NAME.seed`` holding that
+    exercise's seed (mode 0444: the kernel may read it, once) and ``NAME.done`` (mode 0222: the
+    kernel may only write; the probe writes its records' digest). The grader holds both ends
+    open, so what is written stays in the pipes until :meth:`digests` reads it. Grading mounts
+    ``folder`` read-only in the sandbox, so the kernel can neither refill a seed nor replace a
+    pipe.
+    """
+
+    def __init__(self, folder: Path, seeds: dict[str, int]):
+        self.folder, self.seeds = Path(folder), dict(seeds)
+        self._done: dict[str, int] = {}
+        self._fds: list[int] = []
+
+    def __enter__(self) -> SeedPipes:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o755)
+        for name, seed in self.seeds.items():
+            seed_path, done_path = self.folder / f"{name}.seed", self.folder / f"{name}.done"
+            os.mkfifo(seed_path, 0o600)
+            fd = os.open(seed_path, os.O_RDWR | os.O_NONBLOCK)
+            self._fds.append(fd)
+            os.write(fd, f"{int(seed)}\n".encode())
+            os.chmod(seed_path, 0o444)
+            os.mkfifo(done_path, 0o600)
+            fd = os.open(done_path, os.O_RDWR | os.O_NONBLOCK)
+            self._fds.append(fd)
+            self._done[name] = fd
+            os.chmod(done_path, 0o222)
+        return self
+
+    def digests(self) -> dict[str, str]:
+        """``{name: the first line its probe reported}`` ("" when nothing was reported)."""
+        found = {}
+        for name, fd in self._done.items():
+            data = b""
+            while len(data) < 1 << 16:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            found[name] = data.split(b"\n", 1)[0].decode("ascii", "replace")[:128]
+        return found
+
+    def __exit__(self, *exc_info) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
 
 
 # --- the verdict ----------------------------------------------------------------------------
@@ -507,9 +759,12 @@ def reference_outputs(spec: Probe, case: Case):
     return to_plain(case.run(spec.reference))
 
 
+NO_RECORDS = "0 points: no records"
+
+
 class Judge:
-    """The trusted side for one chapter and seed: reference outputs computed once, reused for
-    every student."""
+    """The trusted side for one chapter and its base seed: each exercise's seed derived from it
+    (:func:`exercise_seed`), reference outputs computed once, reused for every student."""
 
     def __init__(self, chapter: str, seed: int):
         self.chapter, self.seed = chapter, seed
@@ -517,9 +772,13 @@ class Judge:
         self._cases: dict[str, list[Case]] = {}
         self._expected: dict[str, list] = {}
 
+    def seed_of(self, name: str) -> int:
+        """The seed of exercise ``name`` in this run (what its probe must receive)."""
+        return exercise_seed(self.seed, name)
+
     def cases(self, name: str) -> list[Case]:
         if name not in self._cases:
-            self._cases[name] = make_cases(self.specs[name], self.seed)
+            self._cases[name] = make_cases(self.specs[name], self.seed_of(name))
         return self._cases[name]
 
     def expected(self, name: str) -> list:
@@ -528,17 +787,26 @@ class Judge:
             self._expected[name] = [reference_outputs(spec, c) for c in self.cases(name)]
         return self._expected[name]
 
-    def verdict(self, record_dir: Path, name: str) -> Verdict:
-        """Judge ``name`` from the records in ``record_dir`` (missing records score 0)."""
+    def verdict(self, record_dir: Path, name: str, digest: str | None = None) -> Verdict:
+        """Judge ``name`` from the records in ``record_dir`` (missing records score 0).
+
+        ``digest``: the first line the probe's ``.done`` pipe received ("" when none did);
+        records that do not match it are flagged. None: not checked (a trusted run).
+        """
         if name not in self.specs:
             return Verdict(False, f"{name}: no probe is defined for this exercise")
         cases = self.cases(name)
         try:
-            outcomes, flags = read_records(record_dir, name, self.seed, len(cases))
+            outcomes, flags = read_records(record_dir, name, self.seed_of(name), len(cases),
+                                           digest=digest or None)  # fmt: skip
+            if digest == "":
+                raise TamperedRecords("the records were written without their probe")
+        except TamperedRecords as error:
+            return Verdict(False, f"{name}: {error}; scored 0 and flagged", [str(error)])
         except RecordError as error:
             return Verdict(
                 False,
-                f"{name}: 0 points: the test cell stopped before its hidden "
-                f"probes ran (see the error above), or did not run ({error})",
+                f"{name}: {NO_RECORDS} (the test cell stopped before its hidden "
+                f"probes ran, or did not run: {error})",
             )
         return judge(self.specs[name], cases, outcomes, flags, self.expected(name))
