@@ -23,7 +23,15 @@ from pathlib import Path
 
 from bench.harness import ROOT, ForeignLoad, machine_summary
 
-BENCHMARKS = ("attention", "generation", "training", "compiling", "diffusion", "course")
+BENCHMARKS = (
+    "attention",
+    "generation",
+    "training",
+    "compiling",
+    "diffusion",
+    "course",
+    "similarity",
+)
 
 
 def _jupyter_state() -> None:

@@ -183,3 +183,11 @@ def test_foreign_load_counts_a_descendant_adopted_by_init():
         parent.stdin.close()  # the orphan reads the end of its input and exits
         parent.stdout.close()
     load.cores()
+
+
+def test_similarity_benchmark_finds_every_copy_and_no_other_pair(quick_tables):
+    (table,) = quick_tables["similarity"]
+    for row in table.rows:
+        cells = dict(zip(table.header, row))
+        found, _, planted = cells["copies found"].split()
+        assert found == planted and cells["flagged"] == planted, row
