@@ -86,11 +86,17 @@ def test_report_rows_and_csv(courses):
     root, rows = courses[2]
     assert rows["ok"].score == 2 and rows["ok"].max_score == 2 and not rows["ok"].flags
     assert rows["blank"].score == 0 and rows["blank"].status == "graded"
+    # the row names the kernel's real error, not only "stopped early"
+    reasons = "; ".join(rows["blank"].reasons)
+    assert "test_double (NotImplementedError)" in reasons, reasons
+    assert "the kernel's first error: NotImplementedError in test_double" in reasons, reasons
     assert any("os.listdir" in flag for flag in rows["snoop"].flags), rows["snoop"].flags
     with open(root / "reports" / "tiny.csv") as f:
         report = {r["student"]: r for r in csv.DictReader(f)}
-    assert set(report) == set(SUBMISSIONS)
+    assert set(report) == set(SUBMISSIONS)  # the canary is not a student
     assert "os.listdir" in report["snoop"]["flags"]
+    assert set(cell_scores(root / "gradebook.db", "tiny", "genlab-canary")) == set()
+    assert (root / "logs" / "tiny" / "genlab-canary.log").is_file()
 
 
 def test_grading_process_sees_a_private_home_and_only_its_own_submission(courses):
@@ -217,11 +223,12 @@ def test_a_manual_score_in_the_gradebook_is_reported(courses):
     assert row.score == 1  # nbgrader prefers the manual score; the report says so
 
 
-def test_a_warm_up_cell_past_its_limit_is_abandoned_and_the_class_is_still_graded(
+def test_a_solution_that_does_not_score_full_marks_stops_grading_before_any_student(
     tmp_path, monkeypatch, capfd
 ):
-    """The warm-up runs the instructor's solution; one of its cells running too long (a loaded
-    machine, a slow first compilation) must not stop the class's grading."""
+    """The warm-up and the canary run the instructor's solution; one of its cells running past
+    the limit (a loaded machine, a slow first compilation) must not zero the class: grading
+    refuses, names the canary's first kernel error and what to do, and grades no one."""
     from genlab import classroom_grade
 
     root = make_course(tmp_path)
@@ -233,6 +240,71 @@ def test_a_warm_up_cell_past_its_limit_is_abandoned_and_the_class_is_still_grade
     write(root, "ok", grading.replace_answer(nb, "root", "def root(x):\n    return math.sqrt(x)"))
     monkeypatch.setattr(classroom_grade, "WARM_UP_CELL_SECONDS", 5)
     limits = Limits(cell_seconds=5, notebook_seconds=300, memory_bytes=4 * GB)
-    (row,) = classroom.grade(root, "tiny", workers=1, limits=limits, progress=False)
+    with pytest.raises(classroom.ClassroomError) as refused:
+        classroom.grade(root, "tiny", workers=1, limits=limits, progress=False)
+    message = str(refused.value)
     assert "warning: the warm-up of tiny stopped" in capfd.readouterr().err
-    assert row.status == "graded" and row.score == row.max_score == 2, row
+    assert "refusing to grade tiny" in message and "No student was graded" in message, message
+    assert "test_root" in message and "CellTimeoutError" in message, message
+    assert "--cell-timeout" in message, message
+    assert not (root / "reports" / "tiny.csv").exists()
+    assert cell_scores(root / "gradebook.db", "tiny", "ok") == {}
+
+
+def test_a_sandbox_without_genlab_refuses_with_the_kernels_error_and_zeroes_no_one(
+    tmp_path, monkeypatch
+):
+    """The first round's failure: the sandbox cannot import genlab (here its folder is not
+    mounted). Grading must refuse with the real error, not score everyone 0."""
+    from genlab import classroom_sandbox
+
+    root = make_course(tmp_path)
+    release = nbformat.read(root / "chapters" / "tiny" / "tiny.ipynb", as_version=4)
+    write(root, "alice", grading.fill_answers(release, tiny_notebook()))
+    mounted = classroom_sandbox.python_paths
+    genlab_folder = classroom_sandbox.genlab_root()
+    monkeypatch.setattr(classroom_sandbox, "python_paths",
+                        lambda: [p for p in mounted() if p != genlab_folder])  # fmt: skip
+    assert "cannot run `import genlab, jax`" in classroom_sandbox.sandbox_problem()
+    with pytest.raises(classroom.ClassroomError, match="cannot run `import genlab, jax`"):
+        classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
+    monkeypatch.setattr(classroom, "sandbox_problem", lambda: None)  # the canary catches it too
+    with pytest.raises(classroom.ClassroomError) as refused:
+        classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False, warm=False)
+    message = str(refused.value)
+    assert "No module named 'genlab'" in message and "pip install -e ." in message, message
+    assert cell_scores(root / "gradebook.db", "tiny", "alice") == {}
+    assert not (root / "reports" / "tiny.csv").exists()
+
+
+def test_a_grader_with_genlab_only_on_pythonpath_grades_with_that_genlab(tmp_path):
+    """genlab imported from PYTHONPATH (a copy outside the virtualenv's install): the sandbox
+    mounts that folder and puts it on the kernel's path, so the class is graded normally."""
+    import os
+    import subprocess
+    import sys
+
+    import genlab
+
+    root = make_course(tmp_path / "course")
+    release = nbformat.read(root / "chapters" / "tiny" / "tiny.ipynb", as_version=4)
+    write(root, "alice", grading.fill_answers(release, tiny_notebook()))
+    elsewhere = tmp_path / "elsewhere" / "lib"
+    shutil.copytree(os.path.dirname(genlab.__file__), elsewhere / "genlab",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    script = (
+        "import genlab, sys\n"
+        f"assert genlab.__file__.startswith({str(elsewhere)!r}), genlab.__file__\n"
+        "from genlab import classroom\n"
+        "from genlab.classroom_limits import Limits, GB\n"
+        "from genlab.classroom_sandbox import sandbox_problem\n"
+        "assert sandbox_problem() is None, sandbox_problem()\n"
+        f"(row,) = classroom.grade(__import__('pathlib').Path({str(root)!r}), 'tiny', workers=1,"
+        " limits=Limits(cell_seconds=60, notebook_seconds=300, memory_bytes=4 * GB),"
+        " progress=False)\n"
+        "print('SCORE', row.score, row.max_score, row.reasons)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(elsewhere))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert "SCORE 2.0 2.0 []" in done.stdout, done.stdout + done.stderr[-3000:]

@@ -188,6 +188,14 @@ def test_scan_flags_snooping(source, expected):
         ("from genlab.sampling import top_k_filter", "reference module genlab.sampling"),
         ("from genlab import markov as m", "reference module genlab.markov"),
         ("import genlab as g\ng.primer.logsumexp(x)", f"uses the library's {REF}"),
+        # the grader's probes: seeds, cases, references, records
+        ("from genlab.probing import seed_from_env", "imports the grader's probes"),
+        ("from genlab import probing", "imports the grader's probes (genlab.probing)"),
+        ("import genlab.probing as p", "imports the grader's probes (genlab.probing)"),
+        ("import genlab\nref = genlab.probing.probes_for('00_jax_primer')['logsumexp'].reference",
+         "uses the grader's probes (genlab.probing)"),
+        ("from genlab.probes import primer", "imports the grader's probes (genlab.probes)"),
+        ("from genlab.probes.primer import PROBES", "imports the grader's probes"),
     ],
 )  # fmt: skip
 def test_scan_flags_the_reference_modules(source, expected):
@@ -228,6 +236,7 @@ HONEST = [
     "from flax import nnx",
     "import optax, jax, functools, math, os.path",
     "from genlab import check, plot, data, runtime",
+    "from genlab import nn, train\nfrom genlab.train import fit, make_train_step",
     "class MLP(nnx.Module):\n    def __init__(self, d_in, d_out, *, rngs):\n"
     "        self.linear = nnx.Linear(d_in, d_out, rngs=rngs)\n\n"
     "    def __call__(self, x):\n        return jax.nn.relu(self.linear(x))",
@@ -354,3 +363,21 @@ def test_an_answer_pasted_from_the_library_is_flagged_but_the_same_code_written_
     # "anew" keeps the reference's validation code word for word: flagged too.
     assert flagged == {"pasted": True, "without decorator": True, "anew": True,
                        "short and alike": False}  # fmt: skip
+
+
+def test_a_changed_graded_test_cell_may_call_the_probes_but_an_answer_may_not(tmp_path):
+    probe = 'from genlab.probing import probe\nprobe("00_jax_primer", "logsumexp", globals())'
+    test = nbformat.v4.new_code_cell("check.passed('logsumexp')\n" + probe)
+    test.metadata.nbgrader = {"grade_id": "test_logsumexp", "grade": True, "solution": False,
+                              "locked": True, "points": 1}  # fmt: skip
+    answer = nbformat.v4.new_code_cell(probe)
+    answer.metadata.nbgrader = {"grade_id": "logsumexp", "grade": False, "solution": True}
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [answer, test]
+    nbformat.write(nb, tmp_path / "a.ipynb")
+    flags = scan_notebook(tmp_path / "a.ipynb", set())
+    assert (
+        "logsumexp: imports the grader's probes (genlab.probing): answers must not use them "
+        "(line 1)" in flags
+    ), flags
+    assert not [f for f in flags if f.startswith("test_") and "probes" in f], flags

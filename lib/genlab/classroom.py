@@ -18,7 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from genlab.classroom_grade import Layout, autograde, check_student_id, record_hashes
+from genlab.classroom_grade import (
+    GradingRefused,
+    Layout,
+    autograde,
+    check_student_id,
+    record_hashes,
+)
 from genlab.classroom_limits import Limits, private_env
 from genlab.classroom_report import Row, build_row, format_table, write_csv
 from genlab.classroom_sandbox import sandbox_problem
@@ -120,6 +126,8 @@ def grade(root: Path, chapter: str, students=None, *, workers: int = 2,
     (other students' rows are kept); return the rows of the students graded now.
 
     ``sandbox=False`` (``--unsafe-no-sandbox``) grades without bubblewrap; every row says so.
+    The instructor's solution is graded first, as a canary: unless it scores full marks,
+    :class:`ClassroomError` says why (its first kernel error) and no student is graded.
     ``warm``: run the solution once first to fill the compilation cache the sandboxes read.
     ``timings``: see :func:`genlab.classroom_grade.autograde`.
     """
@@ -132,9 +140,12 @@ def grade(root: Path, chapter: str, students=None, *, workers: int = 2,
             )
     layout = Layout(root)
     notebooks = chapter_cells(root, chapter)
-    runs = autograde(layout, chapter, students, notebooks=notebooks, workers=workers,
-                     limits=limits, progress=progress, sandbox=sandbox, seed=seed,
-                     warm=warm, timings=timings)  # fmt: skip
+    try:
+        runs = autograde(layout, chapter, students, notebooks=notebooks, workers=workers,
+                         limits=limits, progress=progress, sandbox=sandbox, seed=seed,
+                         warm=warm, timings=timings)  # fmt: skip
+    except GradingRefused as error:
+        raise ClassroomError(str(error)) from None
     rows = [build_row(layout, chapter, s, run, notebooks) for s, run in runs.items()]
     write_csv(rows, root / "reports" / f"{chapter}.csv")
     return rows

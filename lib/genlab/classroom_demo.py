@@ -209,6 +209,57 @@ SNOOP = (
     'print("SNOOP", seen)\n' + NAIVE_LOGSUMEXP
 )
 
+# The probes' own API, three routes (issue: the reference's outputs through genlab.probing).
+# 1. Read the exercise's seed before its probe, compute the reference's outputs on the hidden
+#    cases and replay them: the seed is consumed by whoever reads it first, so the probe records
+#    a flag (and the scan flags the import).
+SEED_REPLAY = (
+    "from genlab import probing\n"
+    "import numpy as np\n"
+    '_spec = probing.probes_for("00_jax_primer")["logsumexp"]\n'
+    '_seed = probing.take_seed("logsumexp")\n'
+    "_answers = {}\n"
+    "for _case in probing.make_cases(_spec, _seed if _seed is not None else 0):\n"
+    "    _case.run(lambda x, axis=-1: _answers.setdefault(\n"
+    "        (np.asarray(x).tobytes(), np.shape(x), axis), _spec.reference(x, axis=axis)))\n\n"
+    "def logsumexp(x, axis=-1):\n"
+    "    key = (np.asarray(x).tobytes(), np.shape(x), axis)\n"
+    "    if key in _answers:\n"
+    "        return _answers[key]\n"
+    "    return jnp.log(jnp.sum(jnp.exp(x), axis=axis))"
+)
+# 2. Call the reference from a worker thread started before the probe (no profile hook there):
+#    while probed, the reference's code is a flagging trampoline in every thread.
+THREAD_REFERENCE = (
+    "import queue, threading\n"
+    "from genlab import probing\n"
+    '_reference = probing.probes_for("00_jax_primer")["mse_grad"].reference\n'
+    "_requests, _replies = queue.Queue(), queue.Queue()\n\n"
+    "def _worker():\n"
+    "    while True:\n"
+    "        _replies.put(_reference(*_requests.get()))\n\n"
+    "threading.Thread(target=_worker, daemon=True).start()\n\n"
+    "def mse_grad(w, x, y):\n"
+    "    _requests.put((w, x, y))\n"
+    "    return _replies.get()"
+)
+# 3. After an exercise's probe, rewrite its records with the reference's outputs (its seed is in
+#    the records): the probe reported the records' digest through a pipe, so the change shows.
+REWRITE_RECORDS = (
+    "import json, os\n"
+    "from pathlib import Path\n"
+    "from genlab import probing\n"
+    "_folder = Path(os.environ.get(probing.RECORD_DIR_ENV, 'no-records'))\n"
+    "if (_folder / 'logsumexp.json').exists():\n"
+    "    _seed = json.loads((_folder / 'logsumexp.json').read_text())['seed']\n"
+    '    _spec = probing.probes_for("00_jax_primer")["logsumexp"]\n'
+    "    _cases = probing.make_cases(_spec, _seed)\n"
+    "    probing.write_records(_folder, 'logsumexp', _seed,\n"
+    "                          probing.run_cases(_spec.reference, _cases), [])\n\n"
+    "def mse_grad(w, x, y):\n"
+    "    return 2 * x.T @ (x @ w - y) / x.shape[0]"
+)
+
 
 def displayhook_stubs(release_nb) -> dict[str, str]:
     """Every stub of the release with ``sys.displayhook`` forging a result before it raises."""
@@ -270,6 +321,13 @@ CASES = {
         "blank_tests": ({"logsumexp": BLANK_TESTS}, "untouched", Expected(None, flagged=True)),
         "gradebook": ({"logsumexp": GRADEBOOK}, "untouched", Expected(None, flagged=True)),
         "snoop": ({"logsumexp": SNOOP}, "untouched", Expected(None, flagged=True)),
+        # The probes' own API (seed, reference, records): 0 on that exercise, flagged.
+        "seed_replay": ({"logsumexp": SEED_REPLAY}, None,
+                        Expected(("test_logsumexp",), flagged=True)),
+        "thread_reference": ({"mse_grad": THREAD_REFERENCE}, None,
+                             Expected(("test_mse_grad",), flagged=True)),
+        "rewrite_records": ({"logsumexp": NAIVE_LOGSUMEXP, "mse_grad": REWRITE_RECORDS}, None,
+                            Expected(("test_logsumexp",), flagged=True)),
     },
     "01_gan_math": {
         "correct": ({}, None, Expected()),

@@ -7,7 +7,8 @@ memory limit) aborts the whole notebook. :class:`ResilientExecute` instead
 
 - restarts the kernel after a cell that timed out, killed it or hit the memory limit, re-runs
   (silently) every earlier cell that had run cleanly, and continues with the next cell, so only
-  the exercise whose cell failed loses its points;
+  the exercise whose cell failed loses its points; the replayed test cells run without their
+  hidden tests (each probe already recorded, and its seed was consumed);
 - caps the output a single cell may record (a print loop cannot fill memory or the notebook).
 
 :class:`DropDuplicateIds` replaces nbgrader's ``DeduplicateIds``, whose emptied metadata makes
@@ -30,6 +31,8 @@ from nbclient.util import ensure_async
 from nbformat import NotebookNode
 from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor
 from traitlets import Integer
+
+from genlab.classroom_feedback import strip_hidden
 
 TIMEOUT_ENAME = "CellTimeoutError"
 DEAD_ENAME = "KernelDied"
@@ -129,7 +132,8 @@ class ResilientExecute(Execute):
         await ensure_async(self.km.restart_kernel(now=True))
         await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
         for index in list(self._clean_cells):
-            if not await self._run_quietly(self.nb.cells[index].source):
+            source, _ = strip_hidden(self.nb.cells[index].source)
+            if not await self._run_quietly(source):
                 self.log.warning("replaying cell %d failed; later cells may fail", index)
                 break
 

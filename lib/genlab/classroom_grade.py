@@ -88,6 +88,7 @@ class GradeRun:
     seconds: float
     log: str
     verdicts: dict = field(default_factory=dict)  # {test cell grade_id: probing.Verdict}
+    digests: dict = field(default_factory=dict)  # {exercise: first line of its .done pipe}
     notes: list = field(default_factory=list)  # reasons found while grading (hash, sandbox)
     copy: Path | None = None  # the graded (immutable) copy of the submission folder
     workdir: Path | None = None  # the temporary folder of this run (removed by judge_run)
@@ -185,24 +186,34 @@ def _scratch_course(layout: Layout, template: Path, chapter: str, student: str, 
     return course
 
 
+def exercise_names(notebooks: dict[str, set[str]]) -> list[str]:
+    """The exercises of a chapter: the names of its ``test_NAME`` cells."""
+    return sorted({c.removeprefix("test_") for cells in notebooks.values() for c in cells
+                   if c.startswith("test_")})  # fmt: skip
+
+
 def grade_one(
     layout: Layout, template: Path, chapter: str, student: str, limits: Limits, seed: int, *,
-    sandbox: bool = True, cache: Path | None = None,
+    sandbox: bool = True, cache: Path | None = None, names=(), submission: Path | None = None,
 ) -> GradeRun:  # fmt: skip
     """Run one student's notebook (sandboxed) and leave its records for :func:`judge_run`.
 
-    The records and the autograded notebook are left in a temporary folder that
-    :func:`judge_run` reads and removes.
+    ``names``: the chapter's exercises; each gets its seed (derived from ``seed``, which never
+    enters the sandbox) through a pipe its probe consumes (:class:`genlab.probing.SeedPipes`,
+    mounted read-only). ``submission``: grade this folder instead of ``submitted/`` (the
+    canary; no hashes are taken). The records and the autograded notebook are left in a
+    temporary folder that :func:`judge_run` reads and removes.
     """
     tmp = Path(tempfile.mkdtemp(prefix="genlab-grade-"))
     copy = tmp / "submission"
-    copy_regular_files(layout.submitted(student, chapter), copy)
+    copy_regular_files(submission or layout.submitted(student, chapter), copy)
     notes = []
-    problem = hash_problem(layout, chapter, student, copy)
+    problem = None if submission else hash_problem(layout, chapter, student, copy)
     if problem:
         notes.append(problem)
     scratch = tmp / "scratch"
     course = _scratch_course(layout, template, chapter, student, copy, scratch)
+    seeds = tmp / "seeds"
     command = [
         sys.executable, "-m", "nbgrader", "autograde", chapter, "--student", student,
         "--force", f"--Execute.timeout={limits.cell_seconds}",
@@ -211,21 +222,24 @@ def grade_one(
     inside = INSIDE if sandbox else scratch
     env = sandbox_env({
         probing.RECORD_DIR_ENV: str(inside / "records"),
-        probing.SEED_ENV: str(seed),
+        probing.SEED_DIR_ENV: str(seeds),
         "HOME": str(inside / "home"),
         runtime.CACHE_ENV: str(cache) if cache else "0",
         model_cache.CACHE_ENV: str(_models(cache)) if cache else "0",
     } | ({} if sandbox else state_env(scratch / "state")))  # fmt: skip
     if sandbox:
         prepare_scratch(scratch)
-        # the warmed caches, never written by a student
-        readonly = (cache, _models(cache)) if cache else ()
+        # the warmed caches, never written by a student, and the seeds, read once each
+        readonly = ((cache, _models(cache)) if cache else ()) + (seeds,)
         command = bwrap_command(command, scratch, env, cwd=INSIDE / "course", readonly=readonly)
     else:
         notes.append(NO_SANDBOX)
-    done = run_limited(command, cwd=course, env=env, limits=limits, log=tmp / "autograde.log")
+    exercise_seeds = {name: probing.exercise_seed(seed, name) for name in names}
+    with probing.SeedPipes(seeds, exercise_seeds) as pipes:
+        done = run_limited(command, cwd=course, env=env, limits=limits, log=tmp / "autograde.log")
+        digests = pipes.digests()
     run = GradeRun(student, chapter, done.returncode, done.timed_out, done.seconds, done.log,
-                   notes=notes, copy=copy)  # fmt: skip
+                   notes=notes, copy=copy, digests=digests)  # fmt: skip
     run.workdir = tmp
     return run
 
@@ -241,7 +255,8 @@ def judge_run(layout: Layout, judge: probing.Judge, run: GradeRun, notebooks) ->
             for cell in sorted(cells):
                 if cell.startswith("test_"):
                     name = cell.removeprefix("test_")
-                    run.verdicts[cell] = judge.verdict(tmp / "scratch" / "records", name)
+                    records = tmp / "scratch" / "records"
+                    run.verdicts[cell] = judge.verdict(records, name, run.digests.get(name, ""))
         target = layout.autograded(run.student, run.chapter)
         if target.exists():
             shutil.rmtree(target)
@@ -425,6 +440,105 @@ def warm_cache(layout: Layout, chapter: str, seed: int, limits: Limits) -> Path 
     return cache
 
 
+CANARY = "genlab-canary"
+
+
+class GradingRefused(RuntimeError):
+    """The class was not graded (the canary failed); the message says why and what to do."""
+
+
+def first_kernel_error(folder: Path, notebooks) -> tuple[str, str] | None:
+    """``(where, "Name: message")`` of the first error output in the autograded notebooks of
+    ``folder`` (``where``: the cell's grade_id, or "cell N (first line)"), or None."""
+    from genlab.classroom_report import kernel_errors
+
+    for name in sorted(notebooks):
+        for where, _, ename, evalue in kernel_errors(folder / f"{name}.ipynb"):
+            return where, f"{ename}: {evalue}"
+    return None
+
+
+def _advice(error: str, run: GradeRun) -> str:
+    if run.timed_out:
+        return ("it ran past the notebook time limit: grade on a quieter machine, or raise "
+                "--notebook-timeout")  # fmt: skip
+    if "No module named" in error or "ImportError" in error:
+        return ("the sandbox's Python cannot import what the notebook needs: run `genlab grade` "
+                "with the Python of the virtualenv where genlab and its dependencies are "
+                "installed (`.venv/bin/genlab`, after `pip install -e .`), then check with "
+                "`genlab.classroom_sandbox.sandbox_problem()`")  # fmt: skip
+    if "CellTimeoutError" in error:
+        return ("a cell ran past the cell time limit: grade on a quieter machine, or raise "
+                "--cell-timeout")  # fmt: skip
+    if "MemoryError" in error or "KernelDied" in error:
+        return "the kernel ran out of memory or died: raise --memory-gb"
+    return ("run the solution notebook yourself (`jupyter nbconvert --execute`), fix it, and "
+            "regenerate the release (`genlab release CH`) so the two match")  # fmt: skip
+
+
+def grade_canary(layout: Layout, template: Path, chapter: str, limits: Limits, seed: int, *,
+                 notebooks, judge: probing.Judge, sandbox: bool = True,
+                 cache: Path | None = None) -> GradeRun:  # fmt: skip
+    """Grade the instructor's solution (the release with the solution's answers filled in) as a
+    student, in the same sandbox with the same seed; raise :class:`GradingRefused` unless it
+    scores full marks, naming its first kernel error verbatim and what to do.
+
+    Nothing of it reaches the gradebook or the report; its log is kept in
+    ``logs/CH/genlab-canary.log``.
+    """
+    with tempfile.TemporaryDirectory(prefix="genlab-canary-") as tmp:
+        submission = Path(tmp) / chapter
+        shutil.copytree(layout.root / "chapters" / chapter, submission)
+        for name in notebooks:
+            release = nbformat.read(submission / f"{name}.ipynb", as_version=4)
+            solution = layout.root / layout.source / chapter / f"{name}.ipynb"
+            filled = grading.fill_answers(release, nbformat.read(solution, as_version=4))
+            nbformat.write(filled, submission / f"{name}.ipynb")
+        run = grade_one(layout, template, chapter, CANARY, limits, seed, sandbox=sandbox,
+                        cache=cache, names=exercise_names(notebooks),
+                        submission=submission)  # fmt: skip
+    work = run.workdir
+    try:
+        logs = layout.root / "logs" / chapter
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(work / "autograde.log", logs / f"{CANARY}.log")
+        records = work / "scratch" / "records"
+        for cell in sorted(c for cells in notebooks.values() for c in cells):
+            if cell.startswith("test_"):
+                name = cell.removeprefix("test_")
+                run.verdicts[cell] = judge.verdict(records, name, run.digests.get(name, ""))
+        produced = work / "scratch" / "course" / "autograded" / CANARY / chapter
+        error = first_kernel_error(produced, notebooks) if run.graded else None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    failed = [cell for cell, v in sorted(run.verdicts.items()) if not v.passed]
+    if run.graded and not failed:
+        return run
+    if error:
+        where, text = error
+        detail = f"The canary's first kernel error, in {where}:\n    {text}"
+    elif not run.graded:
+        lines = [line.strip() for line in run.log.splitlines() if line.strip()]
+        why = "its notebook time limit" if run.timed_out else "nbgrader failed"
+        detail = f"The canary did not finish ({why}); the end of its log:\n    " + (
+            "\n    ".join(lines[-5:]) or "(empty)"
+        )
+        text = run.log[-2000:]
+    else:
+        text = run.verdicts[failed[0]].message
+        detail = f"The grader's verdict on {failed[0]}:\n    {text}"
+    raise GradingRefused(
+        f"refusing to grade {chapter}: the instructor's solution, graded first as a canary in "
+        f"the same sandbox with the same seed, did not score full marks "
+        f"({len(failed)} of {len(run.verdicts)} test cells failed"
+        + (f": {', '.join(failed[:6])}" if failed else "")
+        + "), so the students' scores "
+        "could not be trusted. No student was graded; the gradebook and the report are "
+        f"unchanged.\n{detail}\nWhat to do: {_advice(text, run)}. The canary's log: "
+        f"{layout.root / 'logs' / chapter / (CANARY + '.log')}"
+    )
+
+
 def _finish(layout: Layout, judge, student: str, future, notebooks, chapter: str) -> GradeRun:
     """Judge a finished run in the main thread; a crash scores 0 for that student only."""
     try:
@@ -460,30 +574,38 @@ def autograde(
     """Grade ``students`` (default: everyone with a submission) on ``workers`` sandboxes.
 
     ``notebooks``: ``{notebook name: grade ids}`` of the chapter. ``seed``: the probe seed
-    (default: drawn now, unknown to the students). ``warm``: first run the solution once to fill
-    the course's compilation cache, which every sandbox then reads (read-only). ``timings``, if
-    given, receives the seconds of the ``"warm-up"`` (once per class, whatever the number of
-    workers) and of the ``"students"`` (everything after it).
+    (default: drawn now, unknown to the students). Before any student, the instructor's
+    solution is graded the same way (:func:`grade_canary`); unless it scores full marks,
+    :class:`GradingRefused` is raised and no student is graded. ``warm``: first run the
+    solution once to fill the course's compilation cache, which every sandbox then reads
+    (read-only). ``timings``, if given, receives the seconds of the ``"warm-up"`` (once per
+    class, whatever the number of workers; the canary included) and of the ``"students"``
+    (everything after it).
     """
     from tqdm.auto import tqdm
 
     limits = Limits() if limits is None else limits
-    seed = secrets.randbelow(2**31) if seed is None else seed
+    seed = secrets.randbits(63) if seed is None else seed
     start = time.perf_counter()
     cache = warm_cache(layout, chapter, seed, limits) if warm else None
-    warmed = time.perf_counter()
     judge = probing.Judge(chapter, seed)
     students = [check_student_id(s) for s in (students or students_of(layout, chapter))]
+    if CANARY in students:
+        raise ValueError(f"{CANARY!r} is the grader's own canary, not a student id")
+    names = exercise_names(notebooks)
     runs: dict[str, GradeRun] = {}
     with tempfile.TemporaryDirectory(prefix="genlab-template-") as tmp:
         template = template_gradebook(layout, chapter, Path(tmp))
         os.chmod(template, 0o644)
+        grade_canary(layout, template, chapter, limits, seed, notebooks=notebooks, judge=judge,
+                     sandbox=sandbox, cache=cache)  # fmt: skip
+        warmed = time.perf_counter()
         bar = tqdm(total=len(students), desc=f"grading {chapter}", unit="student",
                    disable=not progress)  # fmt: skip
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {
                 pool.submit(grade_one, layout, template, chapter, s, limits, seed,
-                            sandbox=sandbox, cache=cache): s
+                            sandbox=sandbox, cache=cache, names=names): s
                 for s in students
             }  # fmt: skip
             for future in as_completed(futures):

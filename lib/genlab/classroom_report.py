@@ -19,6 +19,7 @@ import nbformat
 from genlab.classroom_execute import DEAD_ENAME, TIMEOUT_ENAME, TRUNCATED_NOTE
 from genlab.classroom_scan import scan_notebook
 from genlab.grading import TEST_PREFIX, challenge_names
+from genlab.probing import NO_RECORDS
 
 TRUNCATED_MARK = TRUNCATED_NOTE.split("{")[0]
 
@@ -86,6 +87,43 @@ def execution_problems(path: Path) -> list[str]:
             elif kind == "stream" and TRUNCATED_MARK in output.get("text", ""):
                 problems.append(f"{where}: output truncated")
     return problems
+
+
+def kernel_errors(path: Path) -> list[tuple[str, str | None, str, str]]:
+    """Every error output of an autograded notebook, in order: ``(where, grade_id, ename,
+    evalue)``; ``where`` is the grade_id, or "cell N (its first line)"."""
+    try:
+        if path.is_symlink() or path.stat().st_size > 64 << 20:
+            return []
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return []
+    errors = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+                first = (str(cell.source).strip().splitlines() or [""])[0][:50]
+                where = grade_id or f"cell {index} ({first})"
+                errors.append((where, grade_id, str(output.get("ename")),
+                               str(output.get("evalue"))[:500]))  # fmt: skip
+    return errors
+
+
+def missing_records_reason(unrecorded: list[str], errors) -> str:
+    """The reason of a row whose test cells ``unrecorded`` left no probe records: each cell's
+    own error, and the kernel's first error verbatim (often the real cause)."""
+    own = {grade_id: ename for _, grade_id, ename, _ in errors if grade_id}
+    cells = ", ".join(f"{c} ({own[c]})" if c in own else c for c in unrecorded)
+    text = f"no probe records (the test cell stopped before its probe): {cells}"
+    if errors:
+        where, _, ename, evalue = errors[0]
+        message = (evalue.splitlines() or [""])[0][:200]
+        text += f"; the kernel's first error: {ename} in {where}"
+        text += f": {message}" if message else ""
+    return text
 
 
 def cell_scores(gradebook: Path, chapter: str, student: str) -> dict[str, tuple]:
@@ -196,10 +234,12 @@ def build_row(layout, chapter: str, student: str, run, notebooks: dict[str, set[
         row.flags += scan_notebook(graded, release or None)
         row.flags += reference_copies(graded, chapter)
     row.flags += [f"{cell}: {flag}" for cell, v in sorted(run.verdicts.items()) for flag in v.flags]
-    unrecorded = [cell for cell, v in sorted(run.verdicts.items()) if "0 points:" in v.message]
+    unrecorded = [cell for cell, v in sorted(run.verdicts.items()) if NO_RECORDS in v.message]
     if run.graded and unrecorded:
-        stopped = ", ".join(unrecorded)
-        row.reasons.append(f"no probe records (the test cell stopped early): {stopped}")
+        errors = []
+        for name in sorted(notebooks):
+            errors += kernel_errors(layout.autograded(student, chapter) / f"{name}.ipynb")
+        row.reasons.append(missing_records_reason(unrecorded, errors))
     if run.timed_out:
         row.reasons.append("notebook time limit exceeded: process killed, scored 0")
     elif not run.graded and not row.reasons:

@@ -11,9 +11,13 @@ One sandbox per student (``bwrap``, Debian package ``bubblewrap``):
 - one writable folder, ``/grading``, holding the copy of this student's submission;
 - an unprivileged uid: run as root, the grader drops to ``nobody`` (65534) inside the sandbox
   after bwrap has built it; run as another user, bwrap maps that user to 65534 in a user namespace;
-- an environment built from an allow-list, not a copy of the grader's.
+- an environment built from an allow-list, not a copy of the grader's, whose ``PYTHONPATH`` is
+  the folder the grader imported ``genlab`` from (:func:`genlab_root`, mounted read-only), so
+  the kernel imports exactly that genlab, whatever the install style (editable, ``PYTHONPATH``,
+  site-packages).
 
-:func:`sandbox_problem` says why a sandbox cannot be made here (bwrap missing, namespaces off).
+:func:`sandbox_problem` says why a sandbox cannot be made here (bwrap missing, namespaces off)
+or cannot grade (``import genlab, jax`` fails inside, or finds another genlab).
 """
 
 from __future__ import annotations
@@ -41,10 +45,16 @@ DROP_PRIVILEGES = (
 )
 
 
+def genlab_root() -> Path:
+    """The folder holding the ``genlab`` package this process imported (``lib/`` of a checkout,
+    or a site-packages)."""
+    return Path(genlab.__file__).resolve().parents[1]
+
+
 def python_paths() -> list[Path]:
     """The folders the grading Python reads: its installation, the virtualenv, genlab's sources."""
     paths = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.exec_prefix),
-             Path(genlab.__file__).resolve().parents[1]}  # fmt: skip
+             genlab_root()}  # fmt: skip
     paths |= {Path(p) for p in site.getsitepackages() if Path(p).is_dir()}
     paths.add(Path(os.path.realpath(sys.executable)).parents[1])
     kept: list[Path] = []
@@ -68,6 +78,8 @@ def sandbox_env(extra: dict[str, str]) -> dict[str, str]:
         "TMPDIR": "/tmp",
         "MPLBACKEND": "Agg",
         "PYTHONDONTWRITEBYTECODE": "1",
+        # the genlab the grader imported comes first, whatever put it on the grader's path
+        "PYTHONPATH": str(genlab_root()),
     } | state_env(INSIDE / "state", create=False)
     for name, value in os.environ.items():
         if name.startswith(PASS_PREFIXES) or name in PASS_NAMES:
@@ -126,8 +138,12 @@ def prepare_scratch(scratch: Path) -> None:
             os.chown(os.path.join(folder, name), NOBODY, NOBODY, follow_symlinks=False)
 
 
+CHECK_IMPORTS = "import genlab, jax; print('genlab=' + genlab.__file__)"
+
+
 def sandbox_problem() -> str | None:
-    """None when a sandbox can be made here, else why not (shown in refusals and reports)."""
+    """None when a sandbox can be made here and its Python imports the grader's own genlab and
+    JAX, else why not (shown in refusals and reports)."""
     if shutil.which("bwrap") is None:
         return ("bubblewrap (bwrap) is not installed: on Debian/Ubuntu `apt-get install "
                 "bubblewrap`, on Fedora `dnf install bubblewrap`")  # fmt: skip
@@ -136,13 +152,23 @@ def sandbox_problem() -> str | None:
     with tempfile.TemporaryDirectory(prefix="genlab-sandbox-check-") as tmp:
         scratch = Path(tmp)
         prepare_scratch(scratch)
-        command = bwrap_command([sys.executable, "-I", "-c", "print('ok')"], scratch,
+        command = bwrap_command([sys.executable, "-c", CHECK_IMPORTS], scratch,
                                 sandbox_env({}))  # fmt: skip
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as error:
             return f"bwrap could not start: {error}"
-    if done.returncode != 0 or done.stdout.strip() != "ok":
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines or not lines[-1].startswith("genlab="):
         detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        if "Error" in detail:  # Python ran: the imports failed
+            return (f"the sandbox's Python cannot run `import genlab, jax` ({detail}); install "
+                    "genlab and its dependencies into the virtualenv that runs `genlab grade` "
+                    "(`pip install -e .`)")  # fmt: skip
         return f"bwrap cannot create a sandbox here (user namespaces off?): {detail}"
+    inside = Path(lines[-1].removeprefix("genlab="))
+    if inside.resolve() != Path(genlab.__file__).resolve():
+        return (f"the sandbox imports another genlab ({inside}) than the grader "
+                f"({genlab.__file__}); grade with the Python of the environment that holds the "
+                "course's genlab")  # fmt: skip
     return None

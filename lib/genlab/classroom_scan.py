@@ -13,7 +13,9 @@ running it, after IPython's input transformation (``%time``, ``!ls``, ``%%captur
 - any use of the escape hatches in the tables below (``exec``, ``__import__``, ``inspect``,
   ``sys.modules``, ``__dict__``, ``subprocess``, ``os.environ``, file listing, ...), magics other
   than a few harmless ones, shell commands, ``/proc``, and paths outside the submission;
-- importing (or using through ``genlab.``) the library's reference modules.
+- importing (or using through ``genlab.``) the library's reference modules, or the grader's
+  probes (``genlab.probing``, ``genlab.probes``: their seeds, cases, references and records are
+  the grader's; a graded test cell, which nbgrader restores from the release anyway, may).
 
 A flag is a reason for manual review, not a verdict. Calls into a reference that the course
 notebook itself imported (``gan.generator_loss``) are caught while grading, by genlab.probing.
@@ -66,6 +68,8 @@ SAFE_MAGICS = {"matplotlib", "pinfo", "pdoc", "pdef", "who", "whos", "lsmagic"}
 CODE_MAGICS = {"time", "timeit", "capture"}  # their argument / body is Python: scanned
 SHELL_CALLS = {"system", "getoutput"}
 ATTR_CALLS = {"getattr", "setattr", "delattr", "hasattr"}
+PROBES = {"probing", "probes"}
+PROBES_MARK = "the grader's probes"
 TIMEIT_OPTIONS = re.compile(r"^\s*(?:-[nrp]\s*\d+\s*|-[tcqo]\s+)*")
 
 
@@ -88,6 +92,9 @@ def _reason(parts: list[str], importing: bool = False) -> str | None:
         if i == 1 and root == "genlab" and last in REFERENCE:
             verb = "imports" if importing else "uses"
             return f"{verb} the library's reference module {text}: answers must not call it"
+        if i == 1 and root == "genlab" and last in PROBES:
+            verb = "imports" if importing else "uses"
+            return f"{verb} {PROBES_MARK} ({text}): answers must not use them"
         if last in LISTING:
             return f"lists files with {text}"
     return None
@@ -108,13 +115,17 @@ class _Scanner(ast.NodeVisitor):
         self.module_aliases: set[str] = set()  # unprotected names bound to such modules
         self.offset = self.depth = 0
         self.reported: set[ast.AST] = set()  # constants already reported by a call
+        self.probes_ok = False
 
-    def cell(self, source: str) -> list[str]:
-        self.flags, self.reported = {}, set()
+    def cell(self, source: str, probes_ok: bool = False) -> list[str]:
+        """Flags of one cell; ``probes_ok``: a graded test cell (it calls the probes)."""
+        self.flags, self.reported, self.probes_ok = {}, set(), probes_ok
         self.scan(source, 0)
         return list(self.flags)
 
     def flag(self, line: int, message: str):
+        if self.probes_ok and PROBES_MARK in message:
+            return
         self.flags.setdefault(f"{message} (line {line + self.offset})")
 
     def scan(self, code: str, offset: int):
@@ -342,5 +353,10 @@ def scan_notebook(path, release_sources: set[str] | None = None) -> list[str]:
         nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
         grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
         where = str(grade_id) if grade_id else f"cell {index}"
-        flags += [f"{where}: {flag}" for flag in scanner.cell(source)]
+        test = (
+            isinstance(nbgrader, dict)
+            and bool(nbgrader.get("grade"))
+            and not nbgrader.get("solution")
+        )
+        flags += [f"{where}: {flag}" for flag in scanner.cell(source, probes_ok=test)]
     return flags
