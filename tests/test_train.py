@@ -169,3 +169,32 @@ def test_data_parallel_leaves_indivisible_arrays_whole():
     placed = layout.split({"odd": odd, "even": even, "key": jax.random.key(1), "n": 3})
     assert placed["odd"] is odd and placed["n"] == 3
     assert placed["even"].sharding.device_set == set(layout.devices)
+
+
+def test_progress_outside_a_terminal_is_one_plain_line_with_the_final_state(capsys):
+    fit(lambda m, o, b: {"loss": jnp.float32(b)}, None, None, lambda i: i, 30, log_every=10,
+        desc="toy")  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.strip() == err.strip().splitlines()[-1], err  # one line
+    assert err.startswith("toy: 100% 30/30 [") and "loss=29" in err, err
+
+
+def test_progress_in_an_executed_notebook_shows_the_final_state_not_zero(tmp_path):
+    """nbclient keeps what the notebook shows after the run: the bar's last update."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    source = (
+        "import jax.numpy as jnp\n"
+        "from genlab.train import fit\n"
+        "history = fit(lambda m, o, b: {'loss': jnp.float32(b)}, None, None, lambda i: i, 50,\n"
+        "              log_every=10, desc='toy')"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    shown = [o for o in nb.cells[0].outputs if o.get("output_type") == "display_data"]
+    assert len(shown) == 1, nb.cells[0].outputs
+    text = shown[0]["data"]["text/plain"]
+    assert text.startswith("toy: 100% 50/50 [") and "loss=49" in text, text
+    assert "0%" not in text.replace("100%", ""), text
+    assert "100%" in shown[0]["data"]["text/html"]

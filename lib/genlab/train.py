@@ -10,7 +10,10 @@ Typical use (the step is a plain ``nnx.jit`` function of ``(model, optimizer, ba
 
 from __future__ import annotations
 
+import html
 import itertools
+import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -47,6 +50,87 @@ class History:
     def last(self, name: str) -> float:
         """The most recent value of metric ``name``."""
         return float(self[name][-1])
+
+
+class ProgressBar:
+    """A progress bar that reads right wherever it is seen.
+
+    In a Jupyter kernel it is one output updated in place (``display_id``): live in JupyterLab,
+    and an executed notebook (nbclient, nbgrader, static HTML, feedback) keeps its *final*
+    state, not the "0%" a widget leaves behind. Elsewhere it is a ``tqdm`` bar on a terminal,
+    or, when stderr is not one (a log, CI), a single plain-text line at the end.
+    Use as ``with ProgressBar(total, desc) as bar: ... bar.update(n, postfix)``.
+    """
+
+    def __init__(self, total: int, desc: str = "", *, disable: bool = False,
+                 every_seconds: float = 0.5):  # fmt: skip
+        self.total, self.desc, self.disable = int(total), desc, disable
+        self.every_seconds = every_seconds
+        self.count, self.postfix, self.start = 0, "", time.perf_counter()
+        self._shown = self._handle = self._tqdm = None
+        if disable:
+            return
+        if _in_kernel():
+            from IPython.display import display
+
+            self._handle = display(self._bundle(), raw=True, display_id=True)
+            self._shown = time.perf_counter()
+        elif sys.stderr is not None and sys.stderr.isatty():
+            self._tqdm = tqdm(total=self.total, desc=desc, leave=False)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def update(self, n: int = 1, postfix: str | None = None) -> None:
+        self.count += n
+        if postfix is not None:
+            self.postfix = postfix
+        if self._tqdm is not None:
+            self._tqdm.update(n)
+            if postfix is not None:
+                self._tqdm.set_postfix_str(postfix)
+        elif self._handle is not None and time.perf_counter() - self._shown >= self.every_seconds:
+            self._handle.update(self._bundle(), raw=True)
+            self._shown = time.perf_counter()
+
+    def text(self) -> str:
+        """The bar as one line of text: ``desc: 40% 200/500 [3.1 s, loss=0.12]``."""
+        percent = 100 * self.count // max(self.total, 1)
+        seconds = time.perf_counter() - self.start
+        extra = f", {self.postfix}" if self.postfix else ""
+        head = f"{self.desc}: " if self.desc else ""
+        return f"{head}{percent}% {self.count}/{self.total} [{seconds:.1f} s{extra}]"
+
+    def _bundle(self) -> dict:
+        width = 100 * self.count / max(self.total, 1)
+        bar = (
+            '<div style="display:flex;align-items:center;gap:0.5em;font-family:monospace">'
+            '<div style="width:12em;height:0.8em;border:1px solid #999">'
+            f'<div style="width:{width:.0f}%;height:100%;background:#4a8"></div></div>'
+            f"<span>{html.escape(self.text())}</span></div>"
+        )
+        return {"text/plain": self.text(), "text/html": bar}
+
+    def close(self) -> None:
+        """Show the final state (once)."""
+        if self.disable:
+            return
+        self.disable = True
+        if self._tqdm is not None:
+            self._tqdm.close()
+        elif self._handle is not None:
+            self._handle.update(self._bundle(), raw=True)
+        elif sys.stderr is not None:
+            print(self.text(), file=sys.stderr)
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter (IPython) kernel."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def make_train_step(loss_fn: Callable, *, has_aux: bool = False) -> Callable:
@@ -100,7 +184,8 @@ def fit(
         batches: an iterable of batches, or a function ``step_index -> batch``.
         log_every: record metrics every this many steps (and at the last step); reading a
             metric waits for the device, so logging every step slows small models down.
-        progress: show a ``tqdm`` progress bar with the latest loss.
+        progress: show a progress bar with the latest loss (:class:`ProgressBar`: updated in
+            place in a notebook, whose saved output is its final state).
         data_parallel: split every batch over the local devices (on a CPU, one XLA device per
             core: see ``genlab/__init__.py``) with the model and optimizer copied to each; XLA
             adds the gradients up across devices, so the update is the same as on one device
@@ -142,18 +227,20 @@ def fit(
             return step(model, optimizer, batch)
 
     history = History()
-    bar = tqdm(range(num_steps), desc=desc, disable=not progress, leave=False)
-    for i in bar:
-        try:
-            batch = get_batch(i)
-        except StopIteration:
-            raise ValueError(f"batches ran out after {i} of {num_steps} steps") from None
-        metrics = _as_metrics(bound(batch))
-        if (i + 1) % log_every == 0 or i + 1 == num_steps:
-            values = {name: float(value) for name, value in metrics.items()}
-            history.log(i + 1, values)
-            bar.set_postfix({name: f"{v:.4g}" for name, v in itertools.islice(values.items(), 3)})
-    bar.close()
+    with ProgressBar(num_steps, desc, disable=not progress) as bar:
+        for i in range(num_steps):
+            try:
+                batch = get_batch(i)
+            except StopIteration:
+                raise ValueError(f"batches ran out after {i} of {num_steps} steps") from None
+            metrics = _as_metrics(bound(batch))
+            postfix = None
+            if (i + 1) % log_every == 0 or i + 1 == num_steps:
+                values = {name: float(value) for name, value in metrics.items()}
+                history.log(i + 1, values)
+                shown = itertools.islice(values.items(), 3)
+                postfix = ", ".join(f"{name}={v:.4g}" for name, v in shown)
+            bar.update(1, postfix)
     if layout is not None:
         layout.gather(model, optimizer)
     return history
