@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.integrate
 import scipy.special
 import scipy.stats
 from flax import nnx
@@ -96,6 +97,50 @@ def test_sample_mixture_rejects_bad_input():
         primer.sample_mixture(jax.random.key(0), jnp.zeros(2), jnp.ones(3), 4)
     with pytest.raises(ValueError, match="means"):
         primer.sample_mixture(jax.random.key(0), jnp.zeros((2, 2)), jnp.ones((2, 2)), 4)
+
+
+# --- mixture_moments ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixture_moments_match_numerical_integration(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 6))
+    means, stds = rng.normal(scale=3.0, size=k), rng.uniform(0.2, 2.0, size=k)
+    grid = np.linspace(means.min() - 12 * stds.max(), means.max() + 12 * stds.max(), 200_001)
+    density = scipy.stats.norm.pdf(grid[:, None], loc=means, scale=stds).mean(axis=1)
+    mean = scipy.integrate.trapezoid(grid * density, grid)
+    variance = scipy.integrate.trapezoid((grid - mean) ** 2 * density, grid)
+    got_mean, got_variance = primer.mixture_moments(jnp.asarray(means), jnp.asarray(stds))
+    assert got_mean.shape == () and got_variance.shape == ()
+    assert got_mean.dtype == jnp.float32 and got_variance.dtype == jnp.float32
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_variance, variance, rtol=1e-5)
+
+
+def test_mixture_moments_match_samples_of_sample_mixture():
+    means, stds = jnp.array([-3.0, 1.0, 2.5]), jnp.array([0.5, 1.5, 0.25])
+    samples = np.asarray(primer.sample_mixture(jax.random.key(4), means, stds, 400_000))
+    mean, variance = primer.mixture_moments(means, stds)
+    assert abs(samples.mean() - float(mean)) < 5 * np.sqrt(float(variance) / samples.size)
+    assert abs(samples.var() / float(variance) - 1.0) < 0.01
+
+
+def test_mixture_moments_special_cases_and_precision():
+    mean, variance = primer.mixture_moments(jnp.array([2.0]), jnp.array([3.0]))  # one Gaussian
+    np.testing.assert_allclose([mean, variance], [2.0, 9.0])
+    mean, variance = primer.mixture_moments(jnp.array([0.0, 10.0]), jnp.zeros(2))  # two points
+    np.testing.assert_allclose([mean, variance], [5.0, 25.0])
+    # far from the origin: computed around the mean, float32 keeps the small variance
+    mean, variance = primer.mixture_moments(jnp.array([1e4, 1e4 + 2.0]), jnp.array([1.0, 1.0]))
+    np.testing.assert_allclose([mean, variance], [1e4 + 1.0, 2.0], rtol=1e-6)
+
+
+def test_mixture_moments_rejects_bad_input():
+    with pytest.raises(ValueError, match="stds"):
+        primer.mixture_moments(jnp.zeros(2), jnp.ones(3))
+    with pytest.raises(ValueError, match="means"):
+        primer.mixture_moments(jnp.zeros((2, 2)), jnp.ones((2, 2)))
 
 
 # --- mse_grad and per_example_grads ---------------------------------------------------------

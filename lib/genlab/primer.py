@@ -6,6 +6,7 @@ the one here. Shape letters: N examples, D features, K mixture components, H hid
 
     logsumexp           section 1, the NumPy API (and the max trick)
     sample_mixture      section 2, PRNG keys
+    mixture_moments     section 2, the mixture's mean and variance in closed form
     mse_grad            section 3, ``jax.grad``
     per_example_grads   section 4, ``jax.vmap``
     power_sum           section 5, ``jax.jit`` with a static argument
@@ -29,6 +30,7 @@ __all__ = [
     "MLP",
     "clipped_mean_grad",
     "logsumexp",
+    "mixture_moments",
     "mse_grad",
     "noisy_copies",
     "per_example_grads",
@@ -106,6 +108,33 @@ def sample_mixture(key: jax.Array, means: jax.Array, stds: jax.Array, n: int) ->
     components = jax.random.randint(k_component, (n,), 0, means.shape[0])  # (n,)
     noise = jax.random.normal(k_noise, (n,))  # (n,)
     return means[components] + stds[components] * noise  # (n,)
+
+
+@jax.jit
+def mixture_moments(means: jax.Array, stds: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean and variance of the equal-weight 1-D Gaussian mixture (chapter 00, section 2).
+
+    For ``x ~ (1/K) sum_k N(means[k], stds[k]**2)`` the law of total expectation gives the mean
+    of the component means, and the law of total variance the mean within-component variance
+    plus the (population) variance of the component means. The second term is computed around
+    the mixture mean, so means far from 0 lose no precision.
+
+    Args:
+        means: float [K], K >= 1, the component means.
+        stds: float [K], the component standard deviations (>= 0; not variances).
+
+    Returns:
+        (mean, variance): float32 scalars (shape ()), exact: no sampling.
+    """
+    means, stds = jnp.asarray(means, jnp.float32), jnp.asarray(stds, jnp.float32)
+    if means.ndim != 1 or means.shape[0] < 1:
+        raise ValueError(f"means must have shape [K] with K >= 1, got {means.shape}")
+    if stds.shape != means.shape:
+        raise ValueError(f"stds must have the shape of means {means.shape}, got {stds.shape}")
+    mean = jnp.mean(means)  # ()
+    within = jnp.mean(stds**2)  # () the average component variance
+    between = jnp.mean((means - mean) ** 2)  # () the spread of the component means
+    return mean, within + between
 
 
 # --- sections 3 and 4: grad and vmap --------------------------------------------------------

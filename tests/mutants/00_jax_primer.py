@@ -89,6 +89,35 @@ def sample_mixture(key, means, stds, n):
     return jnp.mean(means) + jnp.sqrt(jnp.mean(stds**2)) * noise
 """,
     },
+    "mixture_moments": {
+        "within_variance_only": """
+def mixture_moments(means, stds):
+    return jnp.mean(means), jnp.mean(stds**2)
+""",
+        "stds_used_as_variances": """
+def mixture_moments(means, stds):
+    return jnp.mean(means), jnp.mean(stds + means**2) - jnp.mean(means) ** 2
+""",
+        "average_std_squared": """
+def mixture_moments(means, stds):
+    return jnp.mean(means), jnp.mean(stds) ** 2 + jnp.var(means)
+""",
+        "sample_variance_of_the_means": """
+def mixture_moments(means, stds):
+    return jnp.mean(means), jnp.mean(stds**2) + jnp.var(means, ddof=1)
+""",
+        "means_spread_only": """
+def mixture_moments(means, stds):
+    return jnp.mean(means), jnp.var(means)
+""",
+        "monte_carlo_estimate": """
+def mixture_moments(means, stds):
+    k_component, k_noise = jax.random.split(jax.random.key(0))
+    components = jax.random.randint(k_component, (100_000,), 0, means.shape[0])
+    x = means[components] + stds[components] * jax.random.normal(k_noise, (100_000,))
+    return jnp.mean(x), jnp.var(x)
+""",
+    },
     "mse_grad": {
         "missing_factor_two": """
 def mse_grad(w, x, y):
@@ -605,6 +634,23 @@ def sample_mixture(key, means, stds, n):
         c = jax.random.categorical(k_c, jnp.zeros(means.shape[0]))
         return means[c] + stds[c] * jax.random.normal(k_z)
     return jax.vmap(one)(jax.random.split(key, n))
+""",
+    },
+    "mixture_moments": {
+        "second_moment_minus_mean_squared": """
+def mixture_moments(means, stds):
+    mean = jnp.mean(means)
+    return mean, jnp.mean(stds**2 + means**2) - mean**2
+""",
+        "law_of_total_variance_with_var": """
+def mixture_moments(means, stds):
+    return jnp.mean(means), jnp.mean(jnp.square(stds)) + jnp.var(means)
+""",
+        "numpy_float64": """
+def mixture_moments(means, stds):
+    m, s = np.asarray(means, np.float64), np.asarray(stds, np.float64)
+    mean = m.sum() / m.size
+    return jnp.float32(mean), jnp.float32(((s**2) + (m - mean) ** 2).sum() / m.size)
 """,
     },
     "mse_grad": {

@@ -204,6 +204,26 @@ def sample_mixture_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def mixture_moments_cases(rng: np.random.Generator) -> list[Case]:
+    tight = close(1e-5, 1e-5, dtype="float")
+    cases = [
+        Case("mixture_moments of one component", call(f32([2.0]), f32([3.0])), tight),
+        Case("mixture_moments of two points (stds = 0)", call(f32([0.0, 10.0]), f32([0.0, 0.0])),
+             tight),
+    ]  # fmt: skip
+    for k in (2, 3, 5, 8):
+        means, stds = f32(rng.normal(scale=3.0, size=k)), f32(rng.uniform(0.1, 2.5, size=k))
+        cases.append(Case(f"mixture_moments with K={k} random components", call(means, stds),
+                          close(1e-4, 1e-5)))  # fmt: skip
+    means, stds = f32(rng.normal(size=4)), f32(rng.uniform(3.0, 5.0, size=4))
+    cases.append(Case("mixture_moments with wide, overlapping components", call(means, stds),
+                      close(1e-4, 1e-5)))  # fmt: skip
+    means, stds = f32(rng.normal(size=6) + 10.0 * np.arange(6)), f32(rng.uniform(0.05, 0.5, 6))
+    cases.append(Case("mixture_moments with components far apart, stds below 1",
+                      call(means, stds), close(1e-4, 1e-5)))  # fmt: skip
+    return cases
+
+
 def _regression(rng: np.random.Generator, n: int, d: int):
     return f32(rng.normal(size=d)), f32(rng.normal(size=(n, d))), f32(3.0 * rng.normal(size=n))
 
@@ -593,6 +613,7 @@ def clipped_mean_grad_cases(rng: np.random.Generator) -> list[Case]:
 PROBES = [
     Probe("logsumexp", primer.logsumexp, logsumexp_cases),
     Probe("sample_mixture", primer.sample_mixture, sample_mixture_cases),
+    Probe("mixture_moments", primer.mixture_moments, mixture_moments_cases),
     Probe("mse_grad", primer.mse_grad, mse_grad_cases),
     Probe("per_example_grads", primer.per_example_grads, per_example_grads_cases),
     Probe("power_sum", primer.power_sum, power_sum_cases),
