@@ -570,3 +570,38 @@ def test_kl_direction_errors_against_float64_closed_forms():
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+def test_kl_direction_errors_puts_a_measured_elbo_gap_on_the_forward_side():
+    """The notebook's use: log p(x) - ELBO(q), measured by Monte Carlo on a linear-Gaussian model
+    with an exact log p(x), is KL(q || posterior) within its error and far from KL(posterior || q).
+    """
+    weight, bias, noise_var = _linear_gaussian(orthogonal=True)
+    x = _random(21, (5,), 2.0)
+    post_mean, cov = vae.linear_gaussian_posterior(x, weight, bias, noise_var)
+    post_log_var = jnp.log(jnp.diag(cov))  # (Z,)
+    log_px = vae.linear_gaussian_log_marginal(x, weight, bias, noise_var)
+    shifts = _random(22, (6, 3), 1.0)
+    factors = _random(23, (6, 3), low=0.25, high=4.0)
+    mean_q, log_var_q = post_mean + shifts, post_log_var + jnp.log(factors)  # (P, Z)
+    num = 50_000
+
+    def log_weights(key, m, v):  # (K,)
+        z = vae.reparameterize(key, jnp.broadcast_to(m, (num, 3)), jnp.broadcast_to(v, (num, 3)))
+        return (
+            vae.gaussian_log_likelihood(x, z @ weight.T + bias, jnp.log(noise_var))
+            + vae.gaussian_log_likelihood(z, 0.0, 0.0)
+            - vae.gaussian_log_likelihood(z, m, v)
+        )
+
+    keys = jax.random.split(jax.random.key(24), 6)
+    lw = jax.vmap(log_weights)(keys, mean_q, log_var_q)  # (P, K)
+    error = float(jnp.max(jnp.std(lw, axis=1))) / np.sqrt(num)
+
+    def measured_gap(mq, vq, mp, vp):
+        return log_px - jnp.mean(lw, axis=1)
+
+    posterior = (jnp.broadcast_to(post_mean, (6, 3)), jnp.broadcast_to(post_log_var, (6, 3)))
+    forward, reverse = vae.kl_direction_errors(measured_gap, mean_q, log_var_q, *posterior)
+    assert float(forward) < 5 * error + 1e-3
+    assert float(reverse) > 20 * error
