@@ -338,3 +338,109 @@ def test_cfg_combine_matches_diffusers_guider_in_both_conventions():
             rtol=8 * ULP,
             atol=1e-6,
         )
+
+
+# --- deterministic sampling and guidance (sections 4 and 5) ----------------------------------
+
+
+def test_eps_to_flow_puts_the_point_on_the_straight_path():
+    rng = np.random.default_rng(5)
+    x0, eps = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    ab = np.array([1.0, 0.999, 0.7, 0.3, 0.01, 1e-4])
+    x_t = np.sqrt(ab)[:, None] * x0 + np.sqrt(1 - ab)[:, None] * eps
+    z, tau, velocity = diffusion.eps_to_flow(x_t, eps, ab)
+    # float64: the straight path through (x0, eps) at the time whose ratio of data to noise
+    # weights is sqrt(ab) : sqrt(1 - ab)
+    ratio = np.sqrt(ab / (1 - np.where(ab < 1, ab, 0.5)))
+    want_tau = np.where(ab < 1, ratio / (1 + ratio), 1.0)
+    np.testing.assert_allclose(tau, want_tau, rtol=1e-5)
+    np.testing.assert_allclose(z, want_tau[:, None] * x0 + (1 - want_tau[:, None]) * eps,
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(velocity, x0 - eps, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError):
+        diffusion.eps_to_flow(x_t, eps, ab[:3])
+
+
+def test_ddim_step_with_the_exact_noise_of_a_point_mass_lands_on_it():
+    """Data at one point c: the exact eps is (x - sqrt(ab) c) / sqrt(1 - ab); DDIM is exact."""
+    ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(100, 1e-3, 0.2))
+    c = jnp.array([0.7, -1.2])
+
+    def exact(x, t):
+        a = ab[t][:, None]
+        return (x - jnp.sqrt(a) * c) / jnp.sqrt(1 - a)
+
+    x = jax.random.normal(jax.random.key(0), (5, 2))
+    for t, t_prev in ((99, 50), (99, -1), (10, 9)):
+        got = diffusion.ddim_step(exact, x, t, t_prev, ab)
+        a_prev = 1.0 if t_prev < 0 else float(ab[t_prev])
+        e = exact(x, jnp.full(5, t))
+        np.testing.assert_allclose(got, np.sqrt(a_prev) * c + np.sqrt(1 - a_prev) * e, atol=1e-4)
+
+    class Exact(nnx.Module):
+        def __call__(self, x, t):
+            return exact(x, t)
+
+    samples = diffusion.ddim_sample(jax.random.key(1), Exact(), (5, 2), ab, jnp.arange(0, 100, 11))
+    np.testing.assert_allclose(samples, np.broadcast_to(c, (5, 2)), atol=1e-3)
+
+
+def test_ddim_step_is_an_euler_step_on_the_straight_path():
+    """DDIM in the coordinates of eps_to_flow: z' = z + (tau' - tau) v, then rescaled."""
+    ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(50, 2e-3, 0.3))
+    x = jax.random.normal(jax.random.key(2), (4, 3))
+
+    def model(x_, t_):
+        return jnp.tanh(0.8 * x_ + t_[:, None] / 50.0)
+
+    t, t_prev = 40, 25
+    z, tau, v = diffusion.eps_to_flow(x, model(x, jnp.full(4, t)), jnp.full(4, ab[t]))
+    a = float(ab[t_prev])
+    tau_prev = np.sqrt(a) / (np.sqrt(a) + np.sqrt(1 - a))
+    want = (np.asarray(z) + (tau_prev - np.asarray(tau))[:, None] * np.asarray(v)) * (
+        np.sqrt(a) + np.sqrt(1 - a)
+    )
+    np.testing.assert_allclose(diffusion.ddim_step(model, x, t, t_prev, ab), want, rtol=1e-4,
+                               atol=1e-5)  # fmt: skip
+    traced = jax.jit(lambda x_, t_, p_: diffusion.ddim_step(model, x_, t_, p_, ab))
+    np.testing.assert_allclose(traced(x, t, t_prev), want, rtol=1e-4, atol=1e-5)
+
+
+def test_ddim_sampler_with_the_exact_score_recovers_a_gaussian():
+    """With the exact eps of N(m, s^2) data, 100 deterministic steps give its mean and std."""
+    ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))
+    m, s = 1.5, 0.3
+
+    class ExactEps(nnx.Module):
+        def __call__(self, x, t):
+            a = ab[t][:, None]
+            return jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * m) / (a * s**2 + 1 - a)
+
+    _, _, steps = diffusion.respace(ab, 100)
+    samples = diffusion.ddim_sample(jax.random.key(0), ExactEps(), (20_000, 1), ab, steps)
+    assert abs(float(samples.mean()) - m) < 0.02
+    assert abs(float(samples.std()) - s) < 0.02
+
+
+def test_classifier_guided_eps_is_the_score_of_the_tilted_density():
+    """p(x) p(y|x)^w with Gaussian p and a Gaussian likelihood: compare with autodiff."""
+    x = jax.random.normal(jax.random.key(3), (5, 2))
+    v, m, u, ab = 1.3, jnp.array([1.0, -0.5]), 0.4, 0.6
+
+    def log_p(p):
+        return -0.5 * jnp.sum(p**2) / v
+
+    def log_classifier(p):
+        return -0.5 * jnp.sum((p - m) ** 2) / u
+
+    for w in (0.0, 1.0, 3.0):
+        tilted = jax.grad(lambda p, w=w: log_p(p) + w * log_classifier(p))(x)
+        got = diffusion.classifier_guided_eps(-np.sqrt(1 - ab) * jax.grad(log_p)(x),
+                                              jax.grad(log_classifier)(x), ab, w)  # fmt: skip
+        np.testing.assert_allclose(got, -np.sqrt(1 - ab) * tilted, rtol=1e-5, atol=1e-6)
+    # classifier-free guidance: the implicit classifier's gradient is s_cond - s_uncond
+    cond, uncond = jax.random.normal(jax.random.key(4), (2, 5, 2))
+    implicit = -(cond - uncond) / np.sqrt(1 - ab)
+    np.testing.assert_allclose(diffusion.classifier_guided_eps(uncond, implicit, ab, 2.5),
+                               diffusion.cfg_combine(cond, uncond, 2.5), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip

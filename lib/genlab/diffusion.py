@@ -12,7 +12,8 @@ matching ``t`` is a float in [0, 1] and ``t = 1`` is data.
     mixture_score                               section 3, the exact score (the challenge)
     flow_matching_loss, euler_sample            section 3, flow matching
     ddpm_step, ddpm_sample, respace             section 4, samplers in one jit
-    cfg_combine                                 section 5, classifier-free guidance
+    eps_to_flow, ddim_step, ddim_sample         section 4, deterministic sampling (DDIM)
+    cfg_combine, classifier_guided_eps          section 5, guidance
     schedule_mismatch                           section 6, the pitfalls' diagnostic
     TimeMLP, sample_flow                        the networks and samplers of the projects
 """
@@ -34,10 +35,14 @@ __all__ = [
     "TimeMLP",
     "alpha_bars",
     "cfg_combine",
+    "classifier_guided_eps",
     "cosine_beta_schedule",
     "ddpm_loss",
     "ddpm_sample",
+    "ddim_sample",
+    "ddim_step",
     "ddpm_step",
+    "eps_to_flow",
     "euler_sample",
     "flow_matching_loss",
     "linear_beta_schedule",
@@ -359,6 +364,85 @@ def sample_flow(key, model, shape, num_steps):
     return euler_sample(model, jax.random.normal(key, shape, jnp.float32), num_steps)
 
 
+def eps_to_flow(x_t, eps, alpha_bar):
+    """A diffusion point and its noise, read on the straight noise-to-data path (section 4).
+
+    x_t = sqrt(ab) x0 + sqrt(1 - ab) eps is, divided by sqrt(ab) + sqrt(1 - ab), the point
+    z = tau x0 + (1 - tau) eps of flow matching's straight path (t = 1 is data), at
+    tau = sqrt(ab) / (sqrt(ab) + sqrt(1 - ab)); the path's velocity there is x0 - eps.
+
+    Args:
+        x_t, eps: float [B, ...]. alpha_bar: float [B], each in (0, 1].
+
+    Returns:
+        (z [B, ...], tau float32 [B], velocity [B, ...]), velocity = x0 - eps with
+        x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab).
+    """
+    x_t, eps = float_array("x_t", x_t, min_ndim=1), float_array("eps", eps, min_ndim=1)
+    if x_t.shape != eps.shape:
+        raise ValueError(f"x_t {x_t.shape} and eps {eps.shape} must have one shape")
+    ab = float_array("alpha_bar", alpha_bar)
+    if ab.shape != x_t.shape[:1]:
+        raise ValueError(f"alpha_bar must have shape [B] = {x_t.shape[:1]}, got {ab.shape}")
+    ab = ab.reshape(ab.shape + (1,) * (x_t.ndim - 1))  # (B, 1, ..., 1)
+    signal, noise = jnp.sqrt(ab), jnp.sqrt(1.0 - ab)
+    x0 = (x_t - noise * eps) / signal
+    scale = signal + noise
+    return x_t / scale, (signal / scale).reshape(-1), x0 - eps
+
+
+def ddim_step(eps_model: Callable, x_t, t, t_prev, alpha_bars):
+    """One deterministic DDIM step (eta = 0) from step index t to t_prev < t (section 4).
+
+    The predicted clean point and the predicted noise are kept; only their mixture changes:
+    the output is sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev) eps_hat (Song et al. 2021, eq. 12).
+
+    Args:
+        eps_model: called once as ``eps_model(x_t, t_batch)``, t_batch int32 [B] all equal to t.
+        x_t: float [B, ...].
+        t, t_prev: ints (Python or 0-d arrays, possibly traced), -1 <= t_prev < t < T; t_prev =
+            -1 means clean data (signal fraction 1): the step returns x0_hat.
+        alpha_bars: float [T].
+
+    Returns:
+        float32 [B, ...].
+    """
+    x_t = float_array("x_t", x_t, min_ndim=1)
+    alpha_bars = jnp.asarray(alpha_bars, jnp.float32)
+    t, t_prev = jnp.asarray(t, jnp.int32), jnp.asarray(t_prev, jnp.int32)
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, jnp.int32))
+    ab = alpha_bars[t]
+    ab_prev = jnp.where(t_prev >= 0, alpha_bars[jnp.maximum(t_prev, 0)], 1.0)
+    x0_hat = (x_t - jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
+    return jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1.0 - ab_prev) * eps_hat
+
+
+@nnx.jit(static_argnames=("shape",))
+def ddim_sample(key, model, shape, alpha_bars, timesteps):
+    """Deterministic DDIM sampling from N(0, I) noise on trained steps, in one ``lax.scan``.
+
+    Args:
+        key: draws x_T = ``jax.random.normal(key, shape)``, the only randomness.
+        model: an ``nnx.Module`` called as ``model(x, t) -> eps`` with int t [B].
+        shape: static tuple (B, ...).
+        alpha_bars: float [T], the training schedule.
+        timesteps: int [K], increasing trained step indices (e.g. from :func:`respace`); the
+            sampler visits them from the last to the first, then steps to clean data.
+
+    Returns:
+        float32 [B, ...].
+    """
+    timesteps = jnp.asarray(timesteps, jnp.int32)
+    previous = jnp.concatenate([jnp.full((1,), -1, jnp.int32), timesteps[:-1]])
+
+    def body(x, k):
+        return ddim_step(model, x, timesteps[k], previous[k], alpha_bars), None
+
+    x = jax.random.normal(key, shape, dtype=jnp.float32)
+    x, _ = jax.lax.scan(body, x, jnp.arange(timesteps.shape[0] - 1, -1, -1, dtype=jnp.int32))
+    return x
+
+
 # --- section 5: guidance ---------------------------------------------------------------------
 
 
@@ -378,6 +462,30 @@ def cfg_combine(eps_cond, eps_uncond, w):
     if eps_cond.shape != eps_uncond.shape:
         raise ValueError(f"eps_cond {eps_cond.shape} and eps_uncond {eps_uncond.shape} differ")
     return eps_uncond + w * (eps_cond - eps_uncond)
+
+
+def classifier_guided_eps(eps_uncond, grad_log_classifier, alpha_bar, w):
+    """Classifier guidance written as a noise prediction (section 5; Dhariwal & Nichol 2021).
+
+    The guided density is p_t(x) p_t(y | x)^w; its score is the unconditional score plus w
+    times the classifier's gradient, and the noise prediction is -sqrt(1 - ab) times a score.
+
+    Args:
+        eps_uncond: float [B, ...], the unconditional noise prediction at x_t.
+        grad_log_classifier: float [B, ...], the gradient of log p_t(y | x) at x_t.
+        alpha_bar: float, or float array broadcasting against them, in [0, 1).
+        w: the guidance scale (float or broadcasting array); 0 gives eps_uncond.
+
+    Returns:
+        float32 [B, ...]: eps_uncond - w sqrt(1 - ab) grad_log_classifier.
+    """
+    eps_uncond = float_array("eps_uncond", eps_uncond)
+    grad = float_array("grad_log_classifier", grad_log_classifier)
+    if eps_uncond.shape != grad.shape:
+        raise ValueError(f"eps_uncond {eps_uncond.shape} and grad_log_classifier {grad.shape} "
+                         "must have one shape")  # fmt: skip
+    ab = jnp.asarray(alpha_bar, jnp.float32)
+    return eps_uncond - w * jnp.sqrt(1.0 - ab) * grad
 
 
 # --- section 6: the diagnostic ---------------------------------------------------------------

@@ -320,6 +320,78 @@ def ddpm_step(key, eps_model, x_t, t, betas, alpha_bars):
     return mean + jnp.where(t > 0, std, 0.0) * jax.random.normal(key, x_t.shape)
 """,
     },
+    "eps_to_flow": {
+        "time_is_alpha_bar": """
+def eps_to_flow(x_t, eps, alpha_bar):
+    ab = alpha_bar.reshape((-1,) + (1,) * (x_t.ndim - 1))
+    x0 = (x_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+    scale = jnp.sqrt(ab) + jnp.sqrt(1.0 - ab)
+    return x_t / scale, alpha_bar, x0 - eps
+""",
+        "unscaled_point": """
+def eps_to_flow(x_t, eps, alpha_bar):
+    ab = alpha_bar.reshape((-1,) + (1,) * (x_t.ndim - 1))
+    x0 = (x_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+    tau = jnp.sqrt(ab) / (jnp.sqrt(ab) + jnp.sqrt(1.0 - ab))
+    return x_t, tau.reshape(-1), x0 - eps
+""",
+        "variance_weights": """
+def eps_to_flow(x_t, eps, alpha_bar):
+    ab = alpha_bar.reshape((-1,) + (1,) * (x_t.ndim - 1))
+    x0 = (x_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+    return ab * x0 + (1.0 - ab) * eps, alpha_bar, x0 - eps
+""",
+        "velocity_towards_noise": """
+def eps_to_flow(x_t, eps, alpha_bar):
+    ab = alpha_bar.reshape((-1,) + (1,) * (x_t.ndim - 1))
+    x0 = (x_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+    scale = jnp.sqrt(ab) + jnp.sqrt(1.0 - ab)
+    return x_t / scale, (jnp.sqrt(ab) / scale).reshape(-1), eps - x0
+""",
+    },
+    "ddim_step": {
+        "wrapped_index_at_clean_data": """
+def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    ab, ab_prev = alpha_bars[t], alpha_bars[t_prev]
+    x0_hat = (x_t - jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
+    return jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1.0 - ab_prev) * eps_hat
+""",
+        "ancestral_mean": """
+def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    ab = alpha_bars[t]
+    ab_prev = jnp.where(t_prev >= 0, alpha_bars[t_prev], 1.0)
+    alpha = ab / ab_prev
+    return (x_t - (1.0 - alpha) / jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(alpha)
+""",
+        "variances_as_scales": """
+def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    ab = alpha_bars[t]
+    ab_prev = jnp.where(t_prev >= 0, alpha_bars[t_prev], 1.0)
+    x0_hat = (x_t - jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
+    return ab_prev * x0_hat + (1.0 - ab_prev) * eps_hat
+""",
+        "model_at_the_target_step": """
+def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), jnp.maximum(t_prev, 0), dtype=jnp.int32))
+    ab = alpha_bars[t]
+    ab_prev = jnp.where(t_prev >= 0, alpha_bars[t_prev], 1.0)
+    x0_hat = (x_t - jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
+    return jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1.0 - ab_prev) * eps_hat
+""",
+        "python_branch_on_t_prev": """
+def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    ab = alpha_bars[t]
+    x0_hat = (x_t - jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
+    if t_prev < 0:
+        return x0_hat
+    ab_prev = alpha_bars[t_prev]
+    return jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1.0 - ab_prev) * eps_hat
+""",
+    },
     "cfg_combine": {
         "ho_salimans_convention": """
 def cfg_combine(eps_cond, eps_uncond, w):
@@ -332,6 +404,24 @@ def cfg_combine(eps_cond, eps_uncond, w):
         "difference_only": """
 def cfg_combine(eps_cond, eps_uncond, w):
     return w * (eps_cond - eps_uncond)
+""",
+    },
+    "classifier_guided_eps": {
+        "score_sign_flipped": """
+def classifier_guided_eps(eps_uncond, grad_log_classifier, alpha_bar, w):
+    return eps_uncond + w * jnp.sqrt(1.0 - alpha_bar) * grad_log_classifier
+""",
+        "variance_not_std": """
+def classifier_guided_eps(eps_uncond, grad_log_classifier, alpha_bar, w):
+    return eps_uncond - w * (1.0 - alpha_bar) * grad_log_classifier
+""",
+        "divided_by_std": """
+def classifier_guided_eps(eps_uncond, grad_log_classifier, alpha_bar, w):
+    return eps_uncond - w * grad_log_classifier / jnp.sqrt(1.0 - alpha_bar)
+""",
+        "signal_fraction": """
+def classifier_guided_eps(eps_uncond, grad_log_classifier, alpha_bar, w):
+    return eps_uncond - w * jnp.sqrt(alpha_bar) * grad_log_classifier
 """,
     },
     "schedule_mismatch": {
@@ -526,6 +616,50 @@ def ddpm_step(key, eps_model, x_t, t, betas, alpha_bars):
     return mean + (t > 0) * jnp.sqrt(var) * jax.random.normal(key, x_t.shape)
 """,
     },
+    "eps_to_flow": {
+        "through_the_ratio": """
+def eps_to_flow(x_t, eps, alpha_bar):
+    if alpha_bar.shape != (x_t.shape[0],):
+        raise ValueError("alpha_bar must have one entry per example")
+    snr_root = jnp.sqrt(alpha_bar / (1.0 - alpha_bar + 1e-30))
+    tau = jnp.where(alpha_bar < 1.0, snr_root / (1.0 + snr_root), 1.0)
+    shape = (-1,) + (1,) * (x_t.ndim - 1)
+    s, n = jnp.sqrt(alpha_bar).reshape(shape), jnp.sqrt(1.0 - alpha_bar).reshape(shape)
+    x0 = (x_t - n * eps) / s
+    return tau.reshape(shape) * x0 + (1.0 - tau.reshape(shape)) * eps, tau, x0 - eps
+""",
+        "numpy_float64": """
+def eps_to_flow(x_t, eps, alpha_bar):
+    x_t, eps = np.asarray(x_t, np.float64), np.asarray(eps, np.float64)
+    ab = np.asarray(alpha_bar, np.float64)
+    ab = ab.reshape(ab.shape + (1,) * (x_t.ndim - 1))
+    a, b = np.sqrt(ab), np.sqrt(1 - ab)
+    x0 = (x_t - b * eps) / a
+    z = x_t / (a + b)
+    tau = (a / (a + b)).reshape(-1)
+    return z.astype(np.float32), tau.astype(np.float32), (x0 - eps).astype(np.float32)
+""",
+    },
+    "ddim_step": {
+        "euler_on_the_straight_path": """
+def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    a, a_prev = alpha_bars[t], jnp.where(t_prev >= 0, alpha_bars[jnp.maximum(t_prev, 0)], 1.0)
+    scale = jnp.sqrt(a) + jnp.sqrt(1.0 - a)
+    scale_prev = jnp.sqrt(a_prev) + jnp.sqrt(1.0 - a_prev)
+    velocity = (x_t - jnp.sqrt(1.0 - a) * eps_hat) / jnp.sqrt(a) - eps_hat
+    z = x_t / scale + (jnp.sqrt(a_prev) / scale_prev - jnp.sqrt(a) / scale) * velocity
+    return z * scale_prev
+""",
+        "ratio_form": """
+def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    ab = alpha_bars[t]
+    ab_prev = jnp.where(t_prev >= 0, alpha_bars[jnp.maximum(t_prev, 0)], 1.0)
+    ratio = jnp.sqrt(ab_prev / ab)
+    return ratio * x_t + (jnp.sqrt(1.0 - ab_prev) - ratio * jnp.sqrt(1.0 - ab)) * eps_hat
+""",
+    },
     "cfg_combine": {
         "convex_form": """
 def cfg_combine(eps_cond, eps_uncond, w):
@@ -534,6 +668,20 @@ def cfg_combine(eps_cond, eps_uncond, w):
         "rewritten": """
 def cfg_combine(eps_cond, eps_uncond, w):
     return w * eps_cond - (w - 1.0) * eps_uncond
+""",
+    },
+    "classifier_guided_eps": {
+        "through_the_score": """
+def classifier_guided_eps(eps_uncond, grad_log_classifier, alpha_bar, w):
+    sigma = jnp.sqrt(1.0 - jnp.asarray(alpha_bar, jnp.float32))
+    score = -eps_uncond / jnp.maximum(sigma, 1e-20) + w * grad_log_classifier
+    return jnp.where(sigma > 0, -sigma * score, eps_uncond)
+""",
+        "numpy": """
+def classifier_guided_eps(eps_uncond, grad_log_classifier, alpha_bar, w):
+    e, g = np.asarray(eps_uncond, np.float64), np.asarray(grad_log_classifier, np.float64)
+    out = e - np.asarray(w, np.float64) * np.sqrt(1.0 - np.asarray(alpha_bar, np.float64)) * g
+    return out.astype(np.float32)
 """,
     },
     "schedule_mismatch": {

@@ -311,6 +311,100 @@ def ddpm_step_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def eps_to_flow_cases(rng: np.random.Generator) -> list[Case]:
+    tol = close(1e-4, 1e-5)
+    x, e = jnp.array([[1.0, -2.0], [0.5, 0.0]]), jnp.array([[0.3, 0.3], [-1.0, 2.0]])
+    cases = [
+        Case("eps_to_flow at alpha_bar = [1, 0.5] (1: tau = 1, z = x_t)",
+             call(x, e, jnp.array([1.0, 0.5])), tol),
+        Case("eps_to_flow at alpha_bar = [0.2, 0.8]", call(x, e, jnp.array([0.2, 0.8])), tol),
+        Case("eps_to_flow with alpha_bar of different lengths raises ValueError",
+             call(x, e, jnp.array([0.5, 0.5, 0.5])), raises=(ValueError,)),
+    ]  # fmt: skip
+    for shape in [(6, 2), (3, 4, 2), (1, 5)]:
+        x_t, eps = f32(rng.normal(size=shape)), f32(rng.normal(size=shape))
+        ab = f32(rng.uniform(0.01, 0.999, size=shape[0]))
+        cases.append(Case(f"eps_to_flow(x_t, eps {shape}, random alpha_bar [{shape[0]}])",
+                          call(x_t, eps, ab), close(1e-4, 1e-4, dtype=jnp.float32)))  # fmt: skip
+    return cases
+
+
+def _ddim_scanned(model, x, steps: list[int]):
+    """Run the student's ddim_step through ``steps`` (decreasing, ending at -1) in one jit."""
+    _, ab = _schedule()
+    pairs = jnp.array(list(zip(steps[:-1], steps[1:])), jnp.int32)  # (K, 2)
+
+    def run(ddim_step):
+        @jax.jit
+        def sample(x):
+            def body(x, pair):
+                return ddim_step(model, x, pair[0], pair[1], ab), None
+
+            return jax.lax.scan(body, x, pairs)[0]
+
+        return sample(x)
+
+    return run
+
+
+def _point_mass_model(center):
+    _, ab = _schedule()
+
+    def model(x, t):
+        a = ab[t].reshape(t.shape + (1,) * (x.ndim - 1))
+        return (x - jnp.sqrt(a) * center) / jnp.sqrt(1.0 - a)
+
+    return model
+
+
+def _lands_on(center):
+    @judged_alone
+    def compare(got, want, label: str) -> None:
+        check.allclose(f"{label}: every sample must land on the data point",
+                       np.asarray(got), np.broadcast_to(np.asarray(center), np.shape(got)),
+                       atol=1e-3)  # fmt: skip
+
+    return compare
+
+
+def ddim_step_cases(rng: np.random.Generator) -> list[Case]:
+    tol = close(2e-4, 1e-5)
+    _, ab = _schedule()
+    x = jnp.array([[1.0, -1.0], [0.5, 2.0]])
+    model = _eps_model(0.7)
+    cases = [
+        Case("ddim_step from t = 0 to clean data (t_prev = -1)",
+             call(model, x, 0, -1, ab), tol),
+        Case("ddim_step from t = T - 1 to t_prev = T - 2", call(model, x, T_PROBE - 1,
+                                                             T_PROBE - 2, ab), tol),
+        Case("ddim_step from t = 30 to t_prev = 5, as 0-d int32 arrays",
+             call(model, x, jnp.array(30, jnp.int32), jnp.array(5, jnp.int32), ab), tol),
+        Case("ddim_step from t = T - 1 straight to clean data", call(model, x, T_PROBE - 1, -1,
+                                                                     ab), tol),
+    ]  # fmt: skip
+    for shape in [(6, 2), (3, 4, 2)]:
+        x = f32(rng.normal(size=shape))
+        t = int(rng.integers(2, T_PROBE))
+        t_prev = int(rng.integers(-1, t))
+        cases.append(Case(f"ddim_step(x_t {shape}, t = {t}, t_prev = {t_prev})",
+                          call(_eps_model(float(rng.uniform(0.3, 2.0))), x, t, t_prev, ab),
+                          close(2e-4, 1e-5, dtype=jnp.float32)))  # fmt: skip
+    x = f32(rng.normal(size=(4, 3)))
+    cases.append(
+        Case(
+            "ddim_step on steps 45, 30, 12, 3, -1 inside jax.jit and lax.scan (t and "
+            "t_prev traced)",
+            _ddim_scanned(model, x, [45, 30, 12, 3, -1]),
+            tol,
+        )
+    )
+    center = f32(rng.normal(size=(2,)))
+    cases.append(Case("ddim_step with the exact noise of data at one point: 5 steps from noise",
+                      _ddim_scanned(_point_mass_model(center), f32(rng.normal(size=(8, 2))),
+                                    [49, 40, 25, 10, 0, -1]), _lands_on(center)))  # fmt: skip
+    return cases
+
+
 # --- section 5: guidance ----------------------------------------------------------------------
 
 
@@ -327,6 +421,27 @@ def cfg_combine_cases(rng: np.random.Generator) -> list[Case]:
     c, u = f32(rng.normal(size=(3, 2))), f32(rng.normal(size=(3, 2)))
     cases.append(Case("cfg_combine(eps (3, 2), one w per example [3, 1])",
                       call(c, u, jnp.array([[0.0], [1.0], [4.0]])), close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
+def classifier_guided_eps_cases(rng: np.random.Generator) -> list[Case]:
+    eps, grad = jnp.array([[1.0, 0.0]]), jnp.array([[2.0, -1.0]])
+    cases = [
+        Case("classifier_guided_eps(w = 0) is the unconditional prediction",
+             call(eps, grad, 0.5, 0.0)),
+        Case("classifier_guided_eps([[1, 0]], [[2, -1]], alpha_bar = 0.75, w = 1)",
+             call(eps, grad, 0.75, 1.0), close(1e-5, 1e-6)),
+        Case("classifier_guided_eps at alpha_bar = 0 (pure noise), w = 2",
+             call(eps, grad, 0.0, 2.0), close(1e-5, 1e-6)),
+    ]  # fmt: skip
+    for shape, ab, w in [((4, 2), 0.3, 3.0), ((2, 8, 8), 0.95, 0.5), ((5,), 0.01, 7.5)]:
+        e, g = f32(rng.normal(size=shape)), f32(rng.normal(size=shape))
+        cases.append(Case(f"classifier_guided_eps({shape}, alpha_bar = {ab}, w = {w})",
+                          call(e, g, ab, w), close(1e-5, 1e-6)))  # fmt: skip
+    e, g = f32(rng.normal(size=(3, 2))), f32(rng.normal(size=(3, 2)))
+    cases.append(Case("classifier_guided_eps with one alpha_bar and one w per example [3, 1]",
+                      call(e, g, f32([[0.1], [0.5], [0.9]]), f32([[1.0], [2.0], [0.0]])),
+                      close(1e-5, 1e-6)))  # fmt: skip
     return cases
 
 
@@ -367,6 +482,9 @@ PROBES = [
     Probe("flow_matching_loss", diffusion.flow_matching_loss, flow_matching_loss_cases),
     Probe("euler_sample", diffusion.euler_sample, euler_sample_cases),
     Probe("ddpm_step", diffusion.ddpm_step, ddpm_step_cases, uses=("posterior_mean_var",)),
+    Probe("eps_to_flow", diffusion.eps_to_flow, eps_to_flow_cases),
+    Probe("ddim_step", diffusion.ddim_step, ddim_step_cases),
     Probe("cfg_combine", diffusion.cfg_combine, cfg_combine_cases),
+    Probe("classifier_guided_eps", diffusion.classifier_guided_eps, classifier_guided_eps_cases),
     Probe("schedule_mismatch", diffusion.schedule_mismatch, schedule_mismatch_cases),
 ]
