@@ -574,3 +574,98 @@ def test_sliced_wasserstein_in_one_dimension_is_the_sorted_distance():
     x, y = jnp.array([[0.0], [2.0], [5.0]]), jnp.ones((3, 1))
     got = gan.sliced_wasserstein(jax.random.key(3), x, y, 5)
     np.testing.assert_allclose(got, gan.wasserstein_1d(x[:, 0], y[:, 0]), rtol=1e-6)
+
+
+# --- generator_sample_grad ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("non_saturating", [True, False])
+def test_generator_sample_grad_matches_finite_differences(non_saturating):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 3))
+    w, b = rng.normal(size=3), 0.7
+
+    def loss(row):  # float64 NumPy: each fake's own loss
+        d = scipy.special.expit(row @ w + b)
+        return -np.log(d) if non_saturating else np.log1p(-d)
+
+    h, want = 1e-6, np.zeros_like(x)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            step = np.zeros(3)
+            step[j] = h
+            want[i, j] = (loss(x[i] + step) - loss(x[i] - step)) / (2 * h)
+    got = gan.generator_sample_grad(x.astype(np.float32), w.astype(np.float32), np.float32(b),
+                                    non_saturating)  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_generator_sample_grad_points_along_w_and_saturates():
+    w = jnp.array([3.0, -4.0])
+    x = jnp.array([[1e4, 0.0], [-1e4, 0.0], [0.0, 0.0]])  # logits 3e4, -3e4, 0
+    ns = gan.generator_sample_grad(x, w, 0.0)
+    sat = gan.generator_sample_grad(x, w, 0.0, non_saturating=False)
+    assert np.all(np.isfinite(ns)) and np.all(np.isfinite(sat))
+    # rejected fake (logit -3e4): the non-saturating push is -w, the saturating one 0
+    np.testing.assert_allclose(ns[1], -w, atol=1e-6)
+    np.testing.assert_allclose(sat[1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(ns[2], sat[2], atol=1e-7)  # D = 1/2: the same push
+    with pytest.raises(ValueError, match="w"):
+        gan.generator_sample_grad(x, jnp.ones(3), 0.0)
+
+
+# --- diagnose_generator_loss ----------------------------------------------------------------
+
+
+def test_diagnose_generator_loss_on_the_known_losses():
+    def verdict(no_gradient=False, wrong_direction=False, vanishing=False):
+        return {"no_gradient": no_gradient, "wrong_direction": wrong_direction,
+                "vanishing": vanishing}  # fmt: skip
+
+    cases = {
+        "non-saturating": (lambda s: jnp.mean(jax.nn.softplus(-s)), verdict()),
+        "saturating": (lambda s: -jnp.mean(jax.nn.softplus(s)), verdict(vanishing=True)),
+        "toward fake": (lambda s: jnp.mean(jax.nn.softplus(s)),
+                        verdict(wrong_direction=True, vanishing=True)),
+        "constant": (lambda s: 0.0 * jnp.sum(s) + 3.0, verdict(no_gradient=True)),
+        "hinge": (lambda s: -jnp.mean(s), verdict()),
+        "anti-hinge": (lambda s: jnp.mean(s), verdict(wrong_direction=True)),
+    }  # fmt: skip
+    for name, (loss, want) in cases.items():
+        assert gan.diagnose_generator_loss(loss) == want, name
+
+
+def test_diagnose_generator_loss_agrees_with_the_closed_form_slopes():
+    # least squares on D towards 1: slope 2 (D - 1) D (1 - D), by hand at logits -7 and 0
+    d7 = scipy.special.expit(-7.0)
+    ratio = abs(2 * (d7 - 1) * d7 * (1 - d7)) / abs(2 * (0.5 - 1) * 0.25)
+    got = gan.diagnose_generator_loss(lambda s: jnp.mean((jax.nn.sigmoid(s) - 1.0) ** 2))
+    assert got["vanishing"] == (ratio < gan.VANISHING_SHARE) and not got["wrong_direction"]
+    with pytest.raises(TypeError, match="loss_fn"):
+        gan.diagnose_generator_loss(3.0)
+
+
+# --- sliced_shift_factor ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 4, 7])
+def test_sliced_shift_factor_matches_numerical_integration(dim):
+    # u_1 of a uniform point on the sphere has density proportional to (1 - t^2)^((D - 3) / 2)
+    if dim == 1:
+        assert gan.sliced_shift_factor(1) == pytest.approx(1.0)
+        return
+    t = np.linspace(-1.0, 1.0, 400_001)[1:-1]
+    density = (1.0 - t**2) ** ((dim - 3) / 2)
+    want = np.trapezoid(np.abs(t) * density, t) / np.trapezoid(density, t)
+    assert gan.sliced_shift_factor(dim) == pytest.approx(want, rel=2e-3 if dim == 2 else 1e-5)
+
+
+def test_sliced_shift_factor_closed_forms_and_monte_carlo():
+    assert gan.sliced_shift_factor(2) == pytest.approx(2 / np.pi)
+    assert gan.sliced_shift_factor(3) == pytest.approx(0.5)
+    u = np.random.default_rng(0).normal(size=(400_000, 10))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    assert gan.sliced_shift_factor(10) == pytest.approx(np.abs(u[:, 0]).mean(), rel=5e-3)
+    assert gan.sliced_shift_factor(100_000) == pytest.approx(np.sqrt(2 / (np.pi * 1e5)), rel=1e-4)
+    with pytest.raises(ValueError, match="dim"):
+        gan.sliced_shift_factor(0)

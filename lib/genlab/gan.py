@@ -20,6 +20,9 @@ discrete distribution.
     wgan_critic_loss      section 6, the WGAN-GP critic's loss
     wasserstein_1d        section 6, earth mover's distance by sorting
     sliced_wasserstein    section 6, random 1-D projections (the challenge)
+    generator_sample_grad section 3, where the two generator losses push a fake (derived)
+    diagnose_generator_loss section 5, a loss's symptoms read from its slopes at the logits
+    sliced_shift_factor   section 6, the sliced distance of a shift, E|u_1| on the sphere (derived)
 
 The chapter's training steps live here too (section 4): ``make_gan_step`` (Algorithm 1 of
 Goodfellow et al. 2014, with the losses passed in) and ``make_wgan_gp_step`` (Algorithm 1 of
@@ -49,7 +52,9 @@ __all__ = [
     "generator_loss",
     "gan_step",
     "gan_value",
+    "diagnose_generator_loss",
     "generator_grad_norm",
+    "generator_sample_grad",
     "gradient_penalty",
     "js_divergence",
     "kl_divergence",
@@ -58,6 +63,7 @@ __all__ = [
     "make_wgan_gp_step",
     "mode_coverage",
     "optimal_discriminator",
+    "sliced_shift_factor",
     "sliced_wasserstein",
     "wasserstein_1d",
     "wasserstein_assignment",
@@ -172,6 +178,40 @@ def generator_loss(fake_logits, non_saturating: bool = True) -> jax.Array:
     if not isinstance(non_saturating, (bool, jnp.bool_)):
         raise TypeError(f"non_saturating must be a bool, got {type(non_saturating).__name__}")
     return _generator_loss(_batch("fake_logits", fake_logits), bool(non_saturating))
+
+
+@functools.partial(jax.jit, static_argnames="non_saturating")
+def _generator_sample_grad(x: jax.Array, w: jax.Array, b: jax.Array, non_saturating: bool):
+    logits = x @ w + b  # (B,)
+    # d/dl -log sigmoid(l) = -sigmoid(-l) = -(1 - D); d/dl log(1 - sigmoid(l)) = -sigmoid(l) = -D
+    slope = -jax.nn.sigmoid(-logits) if non_saturating else -jax.nn.sigmoid(logits)  # (B,)
+    return slope[:, None] * w[None, :]  # (B, D)
+
+
+def generator_sample_grad(x, w, b, non_saturating: bool = True) -> jax.Array:
+    """Where each generator loss pushes a fake, against a logistic discriminator (section 3).
+
+    The discriminator is ``D(x) = sigmoid(x . w + b)``. Each fake's own loss is ``-log D(x)``
+    (non-saturating) or ``log(1 - D(x))`` (saturating); by the chain rule its gradient with
+    respect to the fake is ``-(1 - D) w`` or ``-D w``: both point against ``w``, so gradient
+    descent moves the fake along ``w``, towards "real"; their sizes differ by ``D / (1 - D)``.
+
+    Args:
+        x: float [B, D], the fakes.
+        w: float [D], the discriminator's weights.
+        b: float scalar, its bias.
+        non_saturating: Python bool, which loss.
+
+    Returns:
+        float [B, D], row ``i`` the gradient of fake ``i``'s own loss; finite for logits of any
+        magnitude.
+    """
+    x, w, b = float_array("x", x), float_array("w", w), float_array("b", b)
+    if x.ndim != 2 or w.ndim != 1 or x.shape[1] != w.shape[0]:
+        raise ValueError(f"x must be [B, D] and w [D], got {x.shape} and {w.shape}")
+    if b.ndim != 0:
+        raise ValueError(f"b must be a scalar, got shape {b.shape}")
+    return _generator_sample_grad(x, w, b, bool(non_saturating))
 
 
 # --- section 2: the optimal discriminator and divergences ------------------------------------
@@ -618,6 +658,41 @@ def logit_gradient(loss_fn: Callable, logits) -> jax.Array:
     return logits.size * jax.grad(loss_fn)(logits)
 
 
+DIAGNOSIS_LOGITS = np.linspace(-7.0, 7.0, 57, dtype=np.float32)  # D(G(z)) from 0.001 to 0.999
+SLOPE_ZERO = 1e-6  # slopes smaller than this in size count as 0
+VANISHING_SHARE = 0.01  # "vanishing": at logit -7 under 1 % of the push at logit 0
+
+
+def diagnose_generator_loss(loss_fn: Callable) -> dict:
+    """The symptoms of a candidate generator loss, read from its per-example slopes (section 5).
+
+    The slopes are those of :func:`logit_gradient` at fake logits from -7 to 7 (D(G(z)) from
+    about 0.001 to 0.999, a grid of 57 that includes -7, 0 and 7). Three independent symptoms:
+
+    - ``no_gradient``: every slope is below ``SLOPE_ZERO`` in size (the loss ignores the fakes);
+    - ``wrong_direction``: some slope is above ``SLOPE_ZERO`` (a minimiser pushes that fake
+      towards "fake");
+    - ``vanishing``: the slope at logit -7 is, in size, below ``VANISHING_SHARE`` times the
+      slope at logit 0 (a confidently rejected fake gets almost no push).
+
+    Args:
+        loss_fn: fake logits [N] -> float scalar, a mean over the N fakes of one term each.
+
+    Returns:
+        ``{"no_gradient": bool, "wrong_direction": bool, "vanishing": bool}`` (Python bools).
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    logits = jnp.asarray(DIAGNOSIS_LOGITS)
+    slopes = np.asarray(logits.size * jax.grad(loss_fn)(logits), np.float64)  # (57,)
+    at_minus_7, at_0 = abs(slopes[0]), abs(slopes[len(slopes) // 2])
+    return {
+        "no_gradient": bool(np.all(np.abs(slopes) < SLOPE_ZERO)),
+        "wrong_direction": bool(np.any(slopes > SLOPE_ZERO)),
+        "vanishing": bool(at_minus_7 < VANISHING_SHARE * at_0),
+    }
+
+
 # --- section 6: Wasserstein distances beyond one dimension --------------------------------------
 
 
@@ -646,6 +721,26 @@ def sliced_wasserstein(key: jax.Array, x, y, num_projections: int) -> jax.Array:
     directions = jax.random.normal(key, (num_projections, x.shape[1]))  # (P, D)
     directions = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
     return jnp.mean(_wasserstein_1d(directions @ x.T, directions @ y.T))  # (P, N) -> (P,) -> []
+
+
+def sliced_shift_factor(dim: int) -> float:
+    """E|u_1| for u uniform on the unit sphere of R^dim (section 6).
+
+    Two copies of a sample shifted by s have, along a unit direction u, the 1-D distance
+    ``|u . s|``; averaged over the sphere that is ``c_D |s|`` with
+    ``c_D = Gamma(D / 2) / (sqrt(pi) Gamma((D + 1) / 2))``: 1 for D = 1, 2 / pi for D = 2, 1/2 for
+    D = 3, about ``sqrt(2 / (pi D))`` for large D. Computed with log-gamma (no overflow).
+
+    Args:
+        dim: Python int D >= 1.
+
+    Returns:
+        A Python float in (0, 1].
+    """
+    import math
+
+    dim = positive_int("dim", dim)
+    return math.exp(math.lgamma(dim / 2) - math.lgamma((dim + 1) / 2)) / math.sqrt(math.pi)
 
 
 def wasserstein_assignment(x, y) -> float:

@@ -212,6 +212,39 @@ def gan_value(p_data, p_g, d):
     return jnp.sum(xlogy(p_data, d) + xlogy(p_g, 1 - d))
 """,
     },
+    "generator_sample_grad": {
+        "non_saturating_slope_transcribed_as_minus_d": """
+def generator_sample_grad(x, w, b, non_saturating=True):
+    d = jax.nn.sigmoid(x @ w + b)
+    slope = -d if non_saturating else -(1 - d)
+    return slope[:, None] * w[None, :]
+""",
+        "sign_flipped": """
+def generator_sample_grad(x, w, b, non_saturating=True):
+    d = jax.nn.sigmoid(x @ w + b)
+    slope = (1 - d) if non_saturating else d
+    return slope[:, None] * w[None, :]
+""",
+        "derivative_of_d_not_of_log_d": """
+def generator_sample_grad(x, w, b, non_saturating=True):
+    d = jax.nn.sigmoid(x @ w + b)
+    slope = -d * (1 - d)
+    return slope[:, None] * w[None, :]
+""",
+        "chain_rule_stops_at_the_logit": """
+def generator_sample_grad(x, w, b, non_saturating=True):
+    d = jax.nn.sigmoid(x @ w + b)
+    slope = -(1 - d) if non_saturating else -d
+    return jnp.broadcast_to(slope[:, None], x.shape)
+""",
+        "autodiff_through_log_of_sigmoid": """
+def generator_sample_grad(x, w, b, non_saturating=True):
+    def own_loss(row):
+        d = jax.nn.sigmoid(row @ w + b)
+        return -jnp.log(d) if non_saturating else jnp.log(1 - d)
+    return jax.vmap(jax.grad(own_loss))(x)
+""",
+    },
     "mode_coverage": {
         "counts_every_sample": """
 def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
@@ -482,6 +515,48 @@ def logit_gradient(loss_fn, logits):
     return flat.size * slopes.reshape(logits.shape)
 """,
     },
+    "diagnose_generator_loss": {
+        "wrong_direction_read_as_negative_slope": """
+def diagnose_generator_loss(loss_fn):
+    logits = jnp.linspace(-7.0, 7.0, 57)
+    slopes = logits.size * jax.grad(loss_fn)(logits)
+    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
+            "wrong_direction": bool(jnp.any(slopes < -1e-6)),
+            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[28]))}
+""",
+        "slopes_not_scaled_per_example": """
+def diagnose_generator_loss(loss_fn):
+    logits = jnp.linspace(-7.0, 7.0, 57)
+    slopes = jax.grad(loss_fn)(logits)
+    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
+            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
+            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[28]))}
+""",
+        "vanishing_judged_by_the_loss_value": """
+def diagnose_generator_loss(loss_fn):
+    logits = jnp.linspace(-7.0, 7.0, 57)
+    slopes = logits.size * jax.grad(loss_fn)(logits)
+    at = lambda v: loss_fn(jnp.array([v]))
+    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
+            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
+            "vanishing": bool(jnp.abs(at(-7.0)) < 0.01 * jnp.abs(at(0.0)))}
+""",
+        "only_the_confident_end_checked": """
+def diagnose_generator_loss(loss_fn):
+    slopes = 2 * jax.grad(loss_fn)(jnp.array([-7.0, 0.0]))
+    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
+            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
+            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[1]))}
+""",
+        "vanishing_against_the_largest_push": """
+def diagnose_generator_loss(loss_fn):
+    logits = jnp.linspace(-7.0, 7.0, 57)
+    slopes = logits.size * jax.grad(loss_fn)(logits)
+    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
+            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
+            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.max(jnp.abs(slopes)))}
+""",
+    },
     "sliced_wasserstein": {
         "directions_not_normalised": """
 def sliced_wasserstein(key, x, y, num_projections):
@@ -507,9 +582,85 @@ def sliced_wasserstein(key, x, y, num_projections):
     return jnp.mean(wasserstein_1d(x @ directions.T, y @ directions.T))
 """,
     },
+    "sliced_shift_factor": {
+        "two_over_pi_in_every_dimension": """
+def sliced_shift_factor(dim):
+    return 2.0 / np.pi
+""",
+        "root_mean_square_not_mean": """
+def sliced_shift_factor(dim):
+    return 1.0 / np.sqrt(dim)
+""",
+        "large_dimension_limit_everywhere": """
+def sliced_shift_factor(dim):
+    return float(np.sqrt(2.0 / (np.pi * dim)))
+""",
+        "gamma_ratio_inverted": """
+def sliced_shift_factor(dim):
+    import math
+    return math.exp(math.lgamma((dim + 1) / 2) - math.lgamma(dim / 2)) / math.sqrt(math.pi)
+""",
+        "gamma_without_logs_overflows": """
+def sliced_shift_factor(dim):
+    import math
+    return math.gamma(dim / 2) / (math.sqrt(math.pi) * math.gamma((dim + 1) / 2))
+""",
+    },
 }
 
 CORRECT = {
+    "generator_sample_grad": {
+        "vmapped_autodiff_of_softplus": """
+def generator_sample_grad(x, w, b, non_saturating=True):
+    def own_loss(row):
+        logit = row @ w + b
+        return jax.nn.softplus(-logit) if non_saturating else -jax.nn.softplus(logit)
+    return jax.vmap(jax.grad(own_loss))(x)
+""",
+        "outer_product_with_log_sigmoid_slopes": """
+def generator_sample_grad(x, w, b, non_saturating=True):
+    logits = jnp.einsum("bd,d->b", x, w) + b
+    push = jnp.exp(jax.nn.log_sigmoid(-logits if non_saturating else logits))
+    return -jnp.outer(push, w)
+""",
+    },
+    "diagnose_generator_loss": {
+        "one_logit_at_a_time": """
+def diagnose_generator_loss(loss_fn):
+    grid = np.linspace(-7.0, 7.0, 15)
+    slopes = np.array([float(jax.grad(lambda l: loss_fn(l))(jnp.array([v]))[0]) for v in grid])
+    return {"no_gradient": bool(np.all(np.abs(slopes) < 1e-6)),
+            "wrong_direction": bool(np.any(slopes > 1e-6)),
+            "vanishing": bool(abs(slopes[0]) < 0.01 * abs(slopes[7]))}
+""",
+        "coarse_grid_with_vmap": """
+def diagnose_generator_loss(loss_fn):
+    grid = jnp.array([-7.0, -3.0, 0.0, 3.0, 7.0])[:, None]
+    slopes = jax.vmap(jax.grad(loss_fn))(grid)[:, 0]
+    small = jnp.abs(slopes) < 1e-6
+    return {"no_gradient": bool(small.all()), "wrong_direction": bool((slopes > 1e-6).any()),
+            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[2]))}
+""",
+    },
+    "sliced_shift_factor": {
+        "recursion_in_steps_of_two": """
+def sliced_shift_factor(dim):
+    c, d = (1.0, 1) if dim % 2 else (2.0 / np.pi, 2)
+    while d < dim:
+        c, d = c * d / (d + 1), d + 2
+    return c
+""",
+        "jax_gammaln_float32": """
+def sliced_shift_factor(dim):
+    from jax.scipy.special import gammaln
+    return jnp.exp(gammaln(dim / 2.0) - gammaln((dim + 1) / 2.0)) / jnp.sqrt(jnp.pi)
+""",
+        "beta_function": """
+def sliced_shift_factor(dim):
+    import scipy.special
+    return 1.0 / (dim - 1) / scipy.special.beta(0.5, (dim - 1) / 2) * 2 if dim > 1 else 1.0
+""",
+    },
     "bce_with_logits": {
         "log_sigmoid_pair": """
 def bce_with_logits(logits, labels):

@@ -11,7 +11,7 @@ import optax
 from flax import nnx
 
 from genlab import check, data, gan, nn
-from genlab.probing import Case, Probe, call, close, f32, judged_alone, key_from
+from genlab.probing import Case, Probe, call, close, exact, f32, judged_alone, key_from
 
 
 def _distributions(rng: np.random.Generator, shape, zero_share: float) -> jax.Array:
@@ -122,6 +122,32 @@ def generator_loss_cases(rng: np.random.Generator) -> list[Case]:
     fake = jnp.array([-500.0, 1e4, 3.0, -1e4])
     label = "generator_loss(extreme logits, +-1e4 and -500) both ways, flag passed positionally"
     cases.append(Case(label, _both_ways(fake, keyword=False), close(1e-5, 1e-6)))
+    return cases
+
+
+# --- section 3: where the generator's gradient points ----------------------------------------
+
+
+def generator_sample_grad_cases(rng: np.random.Generator) -> list[Case]:
+    x = jnp.array([[1.0, 0.0], [0.0, -2.0], [0.5, 0.5]])
+    w = jnp.array([2.0, -1.0])
+    cases = [
+        Case("generator_sample_grad(x (3, 2), w = (2, -1), b = 0) non-saturating",
+             call(x, w, 0.0)),
+        Case("generator_sample_grad(x (3, 2), w = (2, -1), b = 0, non_saturating=False)",
+             call(x, w, 0.0, non_saturating=False)),
+    ]  # fmt: skip
+    for n, d, scale in [(7, 3, 1.0), (5, 1, 4.0), (4, 6, 0.5)]:
+        x = f32(rng.normal(scale=scale, size=(n, d)))
+        w, b = f32(rng.normal(size=d)), f32(rng.normal())
+        for ns in (True, False):
+            label = f"generator_sample_grad(x ({n}, {d}), w ({d},), b, non_saturating={ns})"
+            cases.append(Case(label, call(x, w, b, ns), close(1e-4, 1e-6)))
+    w = f32(rng.normal(size=3))
+    x = jnp.stack([w * 1e4, -w * 1e4, w * 30.0, -w * 30.0, jnp.zeros(3)])  # (5, 3): extreme logits
+    for ns in (True, False):
+        cases.append(Case(f"generator_sample_grad(logits near +-1e4 and +-30, non_saturating={ns})",
+                          call(x, w, f32(0.5), non_saturating=ns), close(1e-4, 1e-6)))  # fmt: skip
     return cases
 
 
@@ -665,6 +691,45 @@ def logit_gradient_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def probe_losses(rng: np.random.Generator) -> dict:
+    """Candidate generator losses of the fake logits, none of them shown in the chapter."""
+    a, c = float(rng.uniform(0.5, 2.0)), float(rng.uniform(0.5, 2.0))
+    t = float(np.round(rng.uniform(2.0, 4.0), 2))
+    return {
+        "the hinge generator loss -mean(s)": lambda s: -jnp.mean(s),
+        "its sign flipped, mean(s)": lambda s: jnp.mean(s),
+        "least squares on D towards 1": lambda s: jnp.mean((jax.nn.sigmoid(s) - 1.0) ** 2),
+        "least squares on D towards 0": lambda s: jnp.mean(jax.nn.sigmoid(s) ** 2),
+        "a constant": lambda s: 0.0 * jnp.sum(s) + 3.0,
+        "non-saturating on stopped logits": lambda s: jnp.mean(
+            jax.nn.softplus(-jax.lax.stop_gradient(s))
+        ),
+        "a mix of both generator losses": lambda s: jnp.mean(
+            a * jax.nn.softplus(-s) - c * jax.nn.softplus(s)
+        ),
+        "saturating on doubled logits": lambda s: -jnp.mean(jax.nn.softplus(2.0 * s)),
+        f"non-saturating plus a penalty above logit {t}": lambda s: jnp.mean(
+            jax.nn.softplus(-s) + 0.3 * jax.nn.relu(s - t)
+        ),
+        "exp(-s), an unbounded push": lambda s: jnp.mean(jnp.exp(-s)),
+        "-exp(s / 2), a push that grows with D": lambda s: -jnp.mean(jnp.exp(0.5 * s)),
+        "1e-5 times the non-saturating loss": lambda s: 1e-5 * jnp.mean(jax.nn.softplus(-s)),
+        "1e-5 times the loss toward the fake label": lambda s: 1e-5 * jnp.mean(jax.nn.softplus(s)),
+    }
+
+
+def diagnose_generator_loss_cases(rng: np.random.Generator) -> list[Case]:
+    shown = {
+        "non-saturating (shown)": lambda s: jnp.mean(jax.nn.softplus(-s)),
+        "saturating (shown)": lambda s: -jnp.mean(jax.nn.softplus(s)),
+    }
+    cases = [Case(f"diagnose_generator_loss({name})", call(loss), exact)
+             for name, loss in shown.items()]  # fmt: skip
+    cases += [Case(f"diagnose_generator_loss({name})", call(loss), exact)
+              for name, loss in probe_losses(rng).items()]  # fmt: skip
+    return cases
+
+
 # --- section 6: the sliced Wasserstein distance (challenge) --------------------------------------
 
 
@@ -686,6 +751,18 @@ def sliced_wasserstein_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def sliced_shift_factor_cases(rng: np.random.Generator) -> list[Case]:
+    dims = [
+        1,
+        2,
+        3,
+        int(rng.integers(4, 12)),
+        int(rng.integers(12, 80)),
+        int(rng.integers(200, 1001)),
+    ]
+    return [Case(f"sliced_shift_factor({d})", call(d), close(1e-3, 0.0)) for d in dims]
+
+
 PROBES = [
     Probe("bce_with_logits", gan.bce_with_logits, bce_with_logits_cases),
     Probe("discriminator_loss", gan.discriminator_loss, discriminator_loss_cases),
@@ -694,14 +771,18 @@ PROBES = [
     Probe("kl_divergence", gan.kl_divergence, kl_divergence_cases),
     Probe("js_divergence", gan.js_divergence, js_divergence_cases),
     Probe("gan_value", gan.gan_value, gan_value_cases),
+    Probe("generator_sample_grad", gan.generator_sample_grad, generator_sample_grad_cases),
     Probe("mode_coverage", gan.mode_coverage, mode_coverage_cases),
     Probe("gan_step", gan.gan_step, gan_step_cases, uses=("discriminator_loss", "generator_loss")),
     Probe("generator_grad_norm", gan.generator_grad_norm, generator_grad_norm_cases),
     Probe("logit_gradient", gan.logit_gradient, logit_gradient_cases),
+    Probe("diagnose_generator_loss", gan.diagnose_generator_loss, diagnose_generator_loss_cases,
+          uses=("logit_gradient",)),
     Probe("wasserstein_1d", gan.wasserstein_1d, wasserstein_1d_cases),
     Probe("gradient_penalty", gan.gradient_penalty, gradient_penalty_cases),
     Probe("wgan_critic_loss", gan.wgan_critic_loss, wgan_critic_loss_cases,
           uses=("gradient_penalty",)),
     Probe("sliced_wasserstein", gan.sliced_wasserstein, sliced_wasserstein_cases,
           uses=("wasserstein_1d",)),
+    Probe("sliced_shift_factor", gan.sliced_shift_factor, sliced_shift_factor_cases),
 ]  # fmt: skip
