@@ -496,6 +496,81 @@ def test_online_softmax_attention_rejects_bad_input():
         A.online_softmax_attention(q, k, v, 2, causal=True)
 
 
+# --- dot_product_variance and softmax_backward ---------------------------------------------------
+
+
+def _exact_dot_variance(d, q_mean, q_var, k_mean, k_var):
+    """Var(q . k) by enumeration: every entry is a two-point variable mean +- std (p = 1/2)."""
+    import itertools
+
+    q_values = (q_mean - np.sqrt(q_var), q_mean + np.sqrt(q_var))
+    k_values = (k_mean - np.sqrt(k_var), k_mean + np.sqrt(k_var))
+    dots = [sum(q_values[a] * k_values[b] for a, b in zip(signs[:d], signs[d:]))
+            for signs in itertools.product((0, 1), repeat=2 * d)]  # fmt: skip
+    return np.var(np.array(dots, np.float64))  # every outcome has probability 2^(-2d)
+
+
+@pytest.mark.parametrize(
+    "d, q_mean, q_var, k_mean, k_var",
+    [
+        (1, 0.0, 1.0, 0.0, 1.0),
+        (3, 0.5, 2.0, -1.0, 0.25),
+        (4, 2.0, 0.0, 0.0, 3.0),
+        (5, 1.0, 1.0, 1.0, 1.0),
+    ],
+)
+def test_dot_product_variance_matches_enumeration(d, q_mean, q_var, k_mean, k_var):
+    got = A.dot_product_variance(d, q_mean, q_var, k_mean, k_var)
+    assert got.shape == () and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, _exact_dot_variance(d, q_mean, q_var, k_mean, k_var), rtol=1e-5)
+
+
+def test_dot_product_variance_matches_gaussian_samples_and_broadcasts():
+    rng = np.random.default_rng(0)
+    d, n = 16, 400_000
+    q = rng.normal(0.3, np.sqrt(2.0), size=(n, d))
+    k = rng.normal(-0.5, 1.0, size=(n, d))
+    want = np.var(np.sum(q * k, axis=-1))
+    np.testing.assert_allclose(A.dot_product_variance(d, 0.3, 2.0, -0.5, 1.0), want, rtol=0.02)
+    unit = A.dot_product_variance(64, jnp.zeros(3), jnp.ones(3), 0.0, jnp.array([1.0, 2.0, 4.0]))
+    np.testing.assert_allclose(unit, [64.0, 128.0, 256.0])
+    with pytest.raises(ValueError, match="d"):
+        A.dot_product_variance(0, 0.0, 1.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 7), (2, 3, 4)])
+def test_softmax_backward_matches_jax_vjp(shape):
+    scores, grad = normal(3, shape, shape)
+    scores = 4.0 * scores
+    _, vjp = jax.vjp(lambda s: jax.nn.softmax(s, axis=-1), scores)
+    (want,) = vjp(grad)
+    got = A.softmax_backward(scores, grad)
+    assert got.shape == shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.sum(got, axis=-1), 0.0, atol=1e-6
+    )  # shifting all scores: no change
+
+
+def test_softmax_backward_matches_finite_differences_and_stays_finite():
+    rng = np.random.default_rng(1)
+    s, g = rng.normal(size=6), rng.normal(size=6)
+
+    def loss(scores):  # L = g . softmax(scores), in float64
+        e = np.exp(scores - scores.max())
+        return float(np.dot(g, e / e.sum()))
+
+    eps = 1e-6
+    numeric = [(loss(s + eps * np.eye(6)[j]) - loss(s - eps * np.eye(6)[j])) / (2 * eps)
+               for j in range(6)]  # fmt: skip
+    got = A.softmax_backward(jnp.asarray(s, jnp.float32), jnp.asarray(g, jnp.float32))
+    np.testing.assert_allclose(got, numeric, rtol=1e-4, atol=1e-6)
+    big = A.softmax_backward(jnp.array([1e4, 0.0, -1e4]), jnp.array([1.0, 2.0, 3.0]))
+    assert np.all(np.isfinite(big)) and np.allclose(big, 0.0)  # one-hot: no gradient
+    with pytest.raises(ValueError, match="grad_weights"):
+        A.softmax_backward(jnp.zeros((2, 3)), jnp.zeros(3))
+
+
 # --- softmax_entropy and the tiny trained example ------------------------------------------------
 
 

@@ -10,7 +10,9 @@ width (d per head), V vocabulary.
     scaled_dot_product_attention  section 1, softmax(q k^T / sqrt(d)) v
     causal_mask, padding_mask     section 3 (boolean, True = may attend)
     causal_leakage                section 3, the leakage test (perturb the future)
+    dot_product_variance          section 2, Var(q . k) for independent entries (why sqrt(d))
     softmax_entropy               sections 2 and 8 (how peaked the weights are)
+    softmax_backward              section 2, the gradient of the loss with respect to the scores
     split_heads, merge_heads      section 4
     MultiHeadSelfAttention        section 4 (matches ``flax.nnx.MultiHeadAttention``)
     sinusoidal_positions          section 5 (Vaswani et al. 2017)
@@ -47,6 +49,7 @@ __all__ = [
     "causal_blockwise_attention",
     "causal_leakage",
     "causal_mask",
+    "dot_product_variance",
     "masked_softmax",
     "merge_heads",
     "naive_attention",
@@ -57,6 +60,7 @@ __all__ = [
     "reverse_train_step",
     "scaled_dot_product_attention",
     "sinusoidal_positions",
+    "softmax_backward",
     "softmax_entropy",
     "split_heads",
 ]
@@ -191,6 +195,59 @@ def naive_attention(q, k, v, causal: bool = False) -> jax.Array:
     """The naive kernel of section 6: forms the full ``[..., T_q, T_k]`` matrix; returns out."""
     mask = causal_mask(q.shape[-2]) if causal else None
     return scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+def dot_product_variance(d: int, q_mean, q_var, k_mean, k_var) -> jax.Array:
+    """Variance of ``q . k = sum_i q_i k_i`` for independent entries (chapter 03, section 2).
+
+    All ``2 d`` entries are independent; every ``q_i`` has mean ``q_mean`` and variance ``q_var``,
+    every ``k_i`` mean ``k_mean`` and variance ``k_var``. For one term,
+    ``Var(q_i k_i) = E[q_i^2] E[k_i^2] - (E[q_i] E[k_i])^2``; the ``d`` terms are independent, so
+    their variances add. Zero means and unit variances give ``d``: the reason for ``sqrt(d)``.
+
+    Args:
+        d: Python int >= 1, the width of a query (and of a key).
+        q_mean, q_var, k_mean, k_var: floats or float arrays that broadcast together; the
+            variances are >= 0.
+
+    Returns:
+        float32 array of the broadcast shape of the four moments.
+    """
+    d = positive_int("d", d)
+    q_mean, q_var, k_mean, k_var = (jnp.asarray(a, jnp.float32)
+                                    for a in (q_mean, q_var, k_mean, k_var))  # fmt: skip
+    term = q_var * k_var + q_var * k_mean**2 + q_mean**2 * k_var  # Var(q_i k_i), expanded
+    return d * term
+
+
+@jax.jit
+def _softmax_backward(scores: jax.Array, grad_weights: jax.Array) -> jax.Array:
+    w = jax.nn.softmax(scores, axis=-1)  # (..., T)
+    return w * (grad_weights - jnp.sum(w * grad_weights, axis=-1, keepdims=True))  # (..., T)
+
+
+def softmax_backward(scores, grad_weights) -> jax.Array:
+    """The gradient of a loss with respect to the scores, given its gradient w.r.t. the weights.
+
+    With ``w = softmax(scores)`` over the last axis and ``g = dL/dw``, the chain rule through the
+    softmax's Jacobian ``dw_i/ds_j = w_i (delta_ij - w_j)`` gives
+    ``dL/ds_j = w_j (g_j - sum_i w_i g_i)`` (chapter 03, section 2): each row sums to 0, and it
+    vanishes as the weights become one-hot.
+
+    Args:
+        scores: float ``[..., T]``, finite (large values such as 1e4 allowed).
+        grad_weights: float ``[..., T]``, the same shape.
+
+    Returns:
+        float ``[..., T]``, ``dL/dscores``.
+    """
+    scores = float_array("scores", scores, min_ndim=1)
+    grad_weights = float_array("grad_weights", grad_weights, min_ndim=1)
+    if grad_weights.shape != scores.shape:
+        raise ValueError(
+            f"grad_weights must have the shape of scores {scores.shape}, got {grad_weights.shape}"
+        )
+    return _softmax_backward(scores, grad_weights)
 
 
 @jax.jit

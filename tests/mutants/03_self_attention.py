@@ -140,6 +140,32 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     return weights, jnp.einsum("...qk,...kd->...qd", weights, v)
 """,
     },
+    "dot_product_variance": {
+        "means_ignored": """
+def dot_product_variance(d, q_mean, q_var, k_mean, k_var):
+    return d * q_var * k_var
+""",
+        "second_moments_only": """
+def dot_product_variance(d, q_mean, q_var, k_mean, k_var):
+    return d * (q_var + q_mean**2) * (k_var + k_mean**2)
+""",
+        "std_not_variance": """
+def dot_product_variance(d, q_mean, q_var, k_mean, k_var):
+    return jnp.sqrt(d * 1.0) * (q_var * k_var + q_var * k_mean**2 + q_mean**2 * k_var)
+""",
+        "terms_fully_correlated": """
+def dot_product_variance(d, q_mean, q_var, k_mean, k_var):
+    return d**2 * (q_var * k_var + q_var * k_mean**2 + q_mean**2 * k_var)
+""",
+        "variances_of_a_sum_of_q_and_k": """
+def dot_product_variance(d, q_mean, q_var, k_mean, k_var):
+    return d * (q_var + k_var)
+""",
+        "cross_terms_swapped": """
+def dot_product_variance(d, q_mean, q_var, k_mean, k_var):
+    return d * (q_var * k_var + q_var * q_mean**2 + k_mean**2 * k_var)
+""",
+    },
     "softmax_entropy": {
         "log_base_2": """
 def softmax_entropy(scores):
@@ -163,6 +189,39 @@ def softmax_entropy(scores):
     log_p = jax.nn.log_softmax(scores, axis=-1)
     p = jnp.exp(log_p)
     return jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)
+""",
+    },
+    "softmax_backward": {
+        "upstream_times_weights": """
+def softmax_backward(scores, grad_weights):
+    w = jax.nn.softmax(scores, axis=-1)
+    return w * grad_weights
+""",
+        "jacobian_diagonal_only": """
+def softmax_backward(scores, grad_weights):
+    w = jax.nn.softmax(scores, axis=-1)
+    return w * (1.0 - w) * grad_weights
+""",
+        "weights_factor_forgotten": """
+def softmax_backward(scores, grad_weights):
+    w = jax.nn.softmax(scores, axis=-1)
+    return grad_weights - jnp.sum(w * grad_weights, axis=-1, keepdims=True)
+""",
+        "plain_mean_subtracted": """
+def softmax_backward(scores, grad_weights):
+    w = jax.nn.softmax(scores, axis=-1)
+    return w * (grad_weights - jnp.mean(grad_weights, axis=-1, keepdims=True))
+""",
+        "sign_flipped": """
+def softmax_backward(scores, grad_weights):
+    w = jax.nn.softmax(scores, axis=-1)
+    return w * (jnp.sum(w * grad_weights, axis=-1, keepdims=True) - grad_weights)
+""",
+        "softmax_without_max_shift": """
+def softmax_backward(scores, grad_weights):
+    e = jnp.exp(scores)
+    w = e / jnp.sum(e, axis=-1, keepdims=True)
+    return w * (grad_weights - jnp.sum(w * grad_weights, axis=-1, keepdims=True))
 """,
     },
     "causal_mask": {
@@ -750,6 +809,18 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     return jnp.einsum("...ij,...jd->...id", w, v), w
 """,
     },
+    "dot_product_variance": {
+        "second_moment_minus_squared_mean": """
+def dot_product_variance(d, q_mean, q_var, k_mean, k_var):
+    one_term = (q_var + q_mean**2) * (k_var + k_mean**2) - (q_mean * k_mean) ** 2
+    return jnp.asarray(d * one_term, jnp.float32)
+""",
+        "numpy_float64": """
+def dot_product_variance(d, q_mean, q_var, k_mean, k_var):
+    qm, qv, km, kv = (np.asarray(a, np.float64) for a in (q_mean, q_var, k_mean, k_var))
+    return np.float32(d) * (qv * kv + qv * km * km + qm * qm * kv).astype(np.float32)
+""",
+    },
     "softmax_entropy": {
         "entr": """
 def softmax_entropy(scores):
@@ -765,6 +836,24 @@ def softmax_entropy(scores):
 def softmax_entropy(scores):
     log_p = jax.nn.log_softmax(scores, axis=-1)
     return -jnp.sum(jnp.where(jnp.isfinite(log_p), jnp.exp(log_p) * log_p, 0.0), axis=-1)
+""",
+    },
+    "softmax_backward": {
+        "jax_vjp": """
+def softmax_backward(scores, grad_weights):
+    _, pullback = jax.vjp(lambda s: jax.nn.softmax(s, axis=-1), scores)
+    return pullback(grad_weights)[0]
+""",
+        "explicit_jacobian": """
+def softmax_backward(scores, grad_weights):
+    w = jax.nn.softmax(scores, axis=-1)  # (..., T)
+    jacobian = w[..., :, None] * (jnp.eye(w.shape[-1]) - w[..., None, :])  # (..., i, j)
+    return jnp.einsum("...i,...ij->...j", grad_weights, jacobian)
+""",
+        "log_space": """
+def softmax_backward(scores, grad_weights):
+    w = jnp.exp(scores - jax.scipy.special.logsumexp(scores, axis=-1, keepdims=True))
+    return w * grad_weights - w * (w * grad_weights).sum(-1, keepdims=True)
 """,
     },
     "causal_mask": {

@@ -153,6 +153,50 @@ def softmax_entropy_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def dot_product_variance_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("dot_product_variance(64, zero means, unit variances)",
+             call(64, f32(0.0), f32(1.0), f32(0.0), f32(1.0)), close(1e-5, 1e-6, dtype="float")),
+        Case("dot_product_variance(1, q: mean 0 var 1, k: mean 3 var 0)",
+             call(1, f32(0.0), f32(1.0), f32(3.0), f32(0.0))),
+    ]  # fmt: skip
+    for d in (1, 7, 32, 256):
+        moments = (f32(rng.normal()), f32(rng.uniform(0.1, 3.0)), f32(rng.normal()),
+                   f32(rng.uniform(0.1, 3.0)))  # fmt: skip
+        cases.append(Case(f"dot_product_variance(d={d}, random means and variances)",
+                          call(d, *moments), close(1e-5, 1e-5)))  # fmt: skip
+    constants = (f32(1.5), f32(0.0), f32(-2.0), f32(0.0))
+    cases.append(Case("dot_product_variance(d=5, both means nonzero, both variances 0)",
+                      call(5, *constants), close(1e-5, 1e-5)))  # fmt: skip
+    shape = (3, 4)
+    moments = (_normal(rng, shape), f32(rng.uniform(0.0, 2.0, shape)), _normal(rng, shape),
+               f32(rng.uniform(0.0, 2.0, shape)))  # fmt: skip
+    cases.append(Case("dot_product_variance(d=12, moments as arrays of shape (3, 4))",
+                      call(12, *moments), close(1e-5, 1e-5)))  # fmt: skip
+    return cases
+
+
+def softmax_backward_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("softmax_backward(equal scores (4,), upstream (1, 0, 0, 0))",
+             call(jnp.zeros(4), f32([1.0, 0.0, 0.0, 0.0]))),
+        Case("softmax_backward(scores [0, log 3], upstream [1, 0])",
+             call(f32([0.0, np.log(3.0)]), f32([1.0, 0.0]))),
+    ]  # fmt: skip
+    for shape, scale in [((6,), 1.0), ((3, 5), 3.0), ((2, 4, 7), 2.0), ((2, 2, 3, 9), 0.5)]:
+        cases.append(Case(f"softmax_backward(random scores and upstream of shape {shape})",
+                          call(_normal(rng, shape, scale), _normal(rng, shape)),
+                          close(1e-5, 1e-6, dtype="float")))  # fmt: skip
+    same = _normal(rng, (3, 6))
+    cases.append(Case("softmax_backward(upstream equal within each row)",
+                      call(same, jnp.ones((3, 6)) * f32([[1.0], [-2.0], [0.5]])),
+                      close(1e-5, 1e-6)))  # fmt: skip
+    big = f32([[1e4, 0.0, -1e4], [1e3, 1e3, 0.0], [-1e4, 5.0, 5.0]])
+    cases.append(Case("softmax_backward(scores of size 1e4)",
+                      call(big, _normal(rng, (3, 3))), close(1e-5, 1e-6)))  # fmt: skip
+    return cases
+
+
 def causal_mask_cases(rng: np.random.Generator) -> list[Case]:
     sizes = [3, 1, 2, int(rng.integers(4, 9)), int(rng.integers(10, 24)), 64]
     return [Case(f"causal_mask({T})", call(T), _exact("bool")) for T in sizes]
@@ -681,7 +725,9 @@ PROBES = [
     Probe("masked_softmax", attention.masked_softmax, masked_softmax_cases),
     Probe("scaled_dot_product_attention", attention.scaled_dot_product_attention,
           scaled_dot_product_attention_cases, uses=("attention_scores", "masked_softmax")),
+    Probe("dot_product_variance", attention.dot_product_variance, dot_product_variance_cases),
     Probe("softmax_entropy", attention.softmax_entropy, softmax_entropy_cases),
+    Probe("softmax_backward", attention.softmax_backward, softmax_backward_cases),
     Probe("causal_mask", attention.causal_mask, causal_mask_cases),
     Probe("padding_mask", attention.padding_mask, padding_mask_cases),
     Probe("causal_leakage", attention.causal_leakage, causal_leakage_cases),
