@@ -302,3 +302,32 @@ def test_typical_filter_worked_example_and_errors():
     np.testing.assert_array_equal(np.isfinite(sampling.typical_filter(logits, 0.5)), [1, 1, 0, 0])
     with pytest.raises(ValueError, match="mass"):
         sampling.typical_filter(logits, 0.0)
+
+
+def _entropy64(logits, t):
+    x = np.asarray(logits, np.float64) / t
+    log_p = x - np.max(x, -1, keepdims=True)
+    log_p = log_p - np.log(np.sum(np.exp(log_p), -1, keepdims=True))
+    return -np.sum(np.exp(log_p) * log_p, -1)
+
+
+@pytest.mark.parametrize("t", [0.3, 1.0, 2.5])
+def test_entropy_temperature_slope_matches_finite_differences(t):
+    logits = np.random.default_rng(0).normal(scale=3.0, size=(4, 9)).astype(np.float32)
+    h = 1e-5 * t
+    want = (_entropy64(logits, t + h) - _entropy64(logits, t - h)) / (2 * h)
+    got = sampling.entropy_temperature_slope(jnp.asarray(logits), t)
+    assert got.shape == (4,) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_entropy_temperature_slope_is_zero_for_uniform_and_two_token_closed_form():
+    np.testing.assert_allclose(sampling.entropy_temperature_slope(jnp.zeros((2, 6)), 0.8), 0.0)
+    # Two tokens with logits 0 and 1: the variance of the logits is q (1 - q), q = sigmoid(1 / t).
+    for t in (0.5, 2.0):
+        q = 1 / (1 + np.exp(-1 / t))
+        want = q * (1 - q) / t**3
+        got = sampling.entropy_temperature_slope(jnp.array([0.0, 1.0]), t)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        sampling.entropy_temperature_slope(jnp.zeros(3), 0.0)

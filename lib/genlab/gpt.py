@@ -9,14 +9,15 @@ Shape letters: B batch, T time (tokens), D model width, H heads, V vocabulary.
     train_step        section 3, next-token loss on shifted windows, clipped gradients, update
     teacher_forced_accuracy  section 8, what a one-shot argmax "generate" really computes
     copy_rate         section 8, how often the argmax at t is the input token at t (no shift)
-    pre_ln_block      section 2, x + attn(ln_1(x)), then + mlp(ln_2(x))
+    pre_ln_block      section 2, h = x + attn(ln_1(x)), then h + mlp(ln_2(h))
     GPTConfig, GPT    section 2, the model (nanoGPT's layout, built bottom-up)
     update_kv_cache   section 6, write new keys/values at a position of a fixed-size cache
     generate          section 6, KV-cached generation in one jitted ``lax.scan``
     load_gpt2_weights section 7, a Hugging Face GPT-2 state dict -> GPT
 
 Architecture (GPT-2, Radford et al. 2019): learned token and position embeddings; pre-LayerNorm
-blocks ``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``; causal multi-head attention with scale
+blocks ``h = x + attn(ln_1(x))``, then ``h + mlp(ln_2(h))`` (the second LayerNorm reads the
+stream after the attention update, not the block's input); causal multi-head attention with scale
 1/sqrt(head_dim); an MLP of width 4D with GELU in its tanh form; a final LayerNorm; the output
 head is the token embedding transposed (tied weights). LayerNorm epsilon 1e-5. No dropout.
 Attention is :func:`genlab.attention.scaled_dot_product_attention` (chapter 03), restated in

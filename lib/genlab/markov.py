@@ -1,7 +1,9 @@
 """A synthetic corpus with a known entropy rate: a random first-order Markov chain over tokens.
 
-Chapter 04 (section 4, "the floor") trains a GPT on text drawn from such a chain and compares
-its cross-entropy with the chain's entropy rate, the lowest loss any model can reach on it.
+Chapter 04 (section 4, "the floor") asks for the perplexity of such a source
+(:func:`source_perplexity`, a *derive* exercise), trains a GPT on text drawn from such a chain
+and compares its cross-entropy with the chain's entropy rate, the lowest loss any model can
+reach on it.
 
 For a chain with transition matrix P [S, S] (row i is the distribution of the next state after
 state i) and stationary distribution pi (pi P = pi), the entropy rate in nats per token is
@@ -19,7 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-__all__ = ["entropy_rate", "markov_corpus", "random_transition_matrix", "stationary_distribution"]
+__all__ = [
+    "entropy_rate",
+    "markov_corpus",
+    "random_transition_matrix",
+    "source_perplexity",
+    "stationary_distribution",
+]
 
 
 def _transition(transition) -> jax.Array:
@@ -69,6 +77,26 @@ def entropy_rate(transition) -> float:
     pi = np.asarray(stationary_distribution(p), np.float64)
     row_entropy = -np.sum(np.asarray(xlogy(p, p)), axis=-1)  # (S,)
     return float(pi @ row_entropy)
+
+
+def source_perplexity(transition) -> jax.Array:
+    """The lowest perplexity any model can reach on a long stream drawn from the chain.
+
+    Chapter 04, section 4 (a *derive* exercise): the exponential of the entropy rate, in
+    tokens. 1 only for a chain with no uncertainty, S for the uniform matrix of S states; zero
+    entries of the matrix are allowed (an impossible transition contributes no surprise).
+
+    Args:
+        transition: float [S, S], row-stochastic (row i is the distribution of the token after
+            token i), irreducible and aperiodic, so the stationary distribution is unique.
+
+    Returns:
+        float32 scalar (shape ()), >= 1.
+
+    Raises:
+        ValueError: if transition is not a square row-stochastic matrix.
+    """
+    return jnp.asarray(np.exp(entropy_rate(transition)), jnp.float32)
 
 
 @partial(jax.jit, static_argnames=("length",))

@@ -5,8 +5,9 @@ section named in its docstring; the notebook's hidden tests compare the student'
 the one here. Shape letters: B batch, T time (tokens), V vocabulary.
 
     apply_temperature   section 5, logits / t
+    entropy_temperature_slope  section 5, dH/dt of softmax(logits / t) (a derive exercise)
     top_k_filter        section 5, keep the k largest logits (ties at the threshold kept)
-    top_p_filter        section 5, nucleus sampling (Holtzman et al. 2019)
+    top_p_filter        section 5, nucleus sampling (Holtzman et al. 2020)
     sample_next_token   section 5, temperature -> top-k -> top-p -> jax.random.categorical
     step_keys           section 8, one jax.random.split per generated token (pitfall: reused key)
     nucleus_size        section 8, tokens kept by temperature then top-p (pitfall: wrong order)
@@ -35,6 +36,7 @@ __all__ = [
     "check_prompt",
     "distinct_ngrams",
     "entropy",
+    "entropy_temperature_slope",
     "generate",
     "known_word_fraction",
     "nucleus_size",
@@ -333,6 +335,31 @@ def entropy(logits):
     log_p = jax.nn.log_softmax(logits, axis=-1)
     p = jnp.exp(log_p)
     return -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)
+
+
+def entropy_temperature_slope(logits, t):
+    """How fast the entropy of the tempered distribution grows with the temperature, at t.
+
+    Chapter 04, section 5 (a *derive* exercise). With H(t) the entropy in nats of
+    softmax(logits / t) over the last axis, returns dH/dt at t for every row: >= 0, and 0 for a
+    row whose logits are all equal (the uniform distribution, already of maximal entropy).
+
+    Args:
+        logits: float [..., V], finite.
+        t: float > 0.
+
+    Returns:
+        float32 [...], in nats per unit of temperature.
+
+    Raises:
+        ValueError: if t <= 0.
+    """
+    t = _check_temperature(t)
+    logits = _logits(logits).astype(jnp.float32)
+    p = jax.nn.softmax(logits / t, axis=-1)  # (..., V)
+    centred = logits - jnp.sum(p * logits, axis=-1, keepdims=True)  # (..., V)
+    variance = jnp.sum(p * centred**2, axis=-1)  # (...,), Var of the logits under p
+    return variance / t**3
 
 
 def distinct_ngrams(tokens, n):

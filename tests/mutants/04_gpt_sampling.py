@@ -76,6 +76,58 @@ def pre_ln_block(x, ln_1, attn, ln_2, mlp):
     return h + mlp(ln_2(h))
 """,
     },
+    "source_perplexity": {
+        "row_entropies_averaged_uniformly": """
+def source_perplexity(transition):
+    P = jnp.asarray(transition, jnp.float32)
+    rows = -jnp.sum(jnp.where(P > 0, P * jnp.log(jnp.where(P > 0, P, 1.0)), 0.0), axis=-1)
+    return jnp.exp(jnp.mean(rows))
+""",
+        "entropy_rate_not_perplexity": """
+def source_perplexity(transition):
+    P = np.asarray(transition, np.float64)
+    values, vectors = np.linalg.eig(P.T)
+    pi = np.real(vectors[:, np.argmin(np.abs(values - 1))])
+    pi = pi / pi.sum()
+    logs = np.log(np.where(P > 0, P, 1.0))
+    return np.float32(-(pi @ np.sum(P * logs, axis=-1)))
+""",
+        "unigram_perplexity_of_pi": """
+def source_perplexity(transition):
+    P = np.asarray(transition, np.float64)
+    values, vectors = np.linalg.eig(P.T)
+    pi = np.real(vectors[:, np.argmin(np.abs(values - 1))])
+    pi = pi / pi.sum()
+    return np.float32(np.exp(-np.sum(pi * np.log(pi))))
+""",
+        "right_eigenvector": """
+def source_perplexity(transition):
+    P = np.asarray(transition, np.float64)
+    values, vectors = np.linalg.eig(P)
+    pi = np.real(vectors[:, np.argmin(np.abs(values - 1))])
+    pi = pi / pi.sum()
+    logs = np.log(np.where(P > 0, P, 1.0))
+    return np.float32(np.exp(-(pi @ np.sum(P * logs, axis=-1))))
+""",
+        "columns_instead_of_rows": """
+def source_perplexity(transition):
+    P = np.asarray(transition, np.float64)
+    values, vectors = np.linalg.eig(P.T)
+    pi = np.real(vectors[:, np.argmin(np.abs(values - 1))])
+    pi = pi / pi.sum()
+    logs = np.log(np.where(P > 0, P, 1.0))
+    return np.float32(np.exp(-(pi @ np.sum(P * logs, axis=0))))
+""",
+        "zero_entries_give_nan": """
+def source_perplexity(transition):
+    P = np.asarray(transition, np.float64)
+    values, vectors = np.linalg.eig(P.T)
+    pi = np.real(vectors[:, np.argmin(np.abs(values - 1))])
+    pi = pi / pi.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.float32(np.exp(-(pi @ np.sum(P * np.log(P), axis=-1))))
+""",
+    },
     "apply_temperature": {
         "temperature_multiplied": """
 def apply_temperature(logits, t):
@@ -98,6 +150,41 @@ def apply_temperature(logits, t):
     if not t > 0:
         raise ValueError("temperature must be > 0")
     return jax.nn.softmax(jnp.asarray(logits) / t, axis=-1)
+""",
+    },
+    "entropy_temperature_slope": {
+        "slope_in_inverse_temperature": """
+def entropy_temperature_slope(logits, t):
+    p = jax.nn.softmax(logits / t, axis=-1)
+    mean = jnp.sum(p * logits, axis=-1, keepdims=True)
+    return -jnp.sum(p * (logits - mean) ** 2, axis=-1) / t
+""",
+        "variance_over_t_squared": """
+def entropy_temperature_slope(logits, t):
+    p = jax.nn.softmax(logits / t, axis=-1)
+    mean = jnp.sum(p * logits, axis=-1, keepdims=True)
+    return jnp.sum(p * (logits - mean) ** 2, axis=-1) / t**2
+""",
+        "unweighted_variance": """
+def entropy_temperature_slope(logits, t):
+    return jnp.var(logits, axis=-1) / t**3
+""",
+        "variance_at_temperature_one": """
+def entropy_temperature_slope(logits, t):
+    p = jax.nn.softmax(logits, axis=-1)
+    mean = jnp.sum(p * logits, axis=-1, keepdims=True)
+    return jnp.sum(p * (logits - mean) ** 2, axis=-1) / t**3
+""",
+        "standard_deviation": """
+def entropy_temperature_slope(logits, t):
+    p = jax.nn.softmax(logits / t, axis=-1)
+    mean = jnp.sum(p * logits, axis=-1, keepdims=True)
+    return jnp.sqrt(jnp.sum(p * (logits - mean) ** 2, axis=-1)) / t**3
+""",
+        "entropy_not_slope": """
+def entropy_temperature_slope(logits, t):
+    log_p = jax.nn.log_softmax(logits / t, axis=-1)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 """,
     },
     "top_k_filter": {
@@ -642,6 +729,39 @@ def pre_ln_block(x, ln_1, attn, ln_2, mlp):
     return x + a + m
 """,
     },
+    "source_perplexity": {
+        "power_of_the_matrix": """
+def source_perplexity(transition):
+    P = jnp.asarray(transition, jnp.float32)
+    M = P
+    for _ in range(20):  # P^(2^20): every row is the stationary distribution
+        M = M @ M
+        M = M / M.sum(axis=-1, keepdims=True)  # float32 rounding must not compound
+    pi = M.mean(axis=0)
+    logs = jnp.log(jnp.where(P > 0, P, 1.0))
+    return jnp.exp(-jnp.sum(pi * jnp.sum(P * logs, axis=-1)))
+""",
+        "linear_solve": """
+def source_perplexity(transition):
+    from scipy.special import xlogy
+    P = np.asarray(transition, np.float64)
+    S = P.shape[0]
+    A = np.vstack([P.T - np.eye(S), np.ones((1, S))])
+    b = np.zeros(S + 1)
+    b[-1] = 1.0
+    pi = np.linalg.lstsq(A, b, rcond=None)[0]
+    return float(np.exp(-pi @ xlogy(P, P).sum(axis=1)))
+""",
+        "eigenvector_in_jax": """
+def source_perplexity(transition):
+    P = jnp.asarray(transition, jnp.float32)
+    values, vectors = jnp.linalg.eig(P.T)
+    v = jnp.real(vectors[:, jnp.argmin(jnp.abs(values - 1.0))])
+    pi = v / jnp.sum(v)
+    H = -jnp.sum(pi[:, None] * jax.scipy.special.xlogy(P, P))
+    return jnp.exp(H)
+""",
+    },
     "apply_temperature": {
         "multiply_by_inverse": """
 def apply_temperature(logits, t):
@@ -654,6 +774,32 @@ def apply_temperature(logits, t):
     if not (t > 0):
         raise ValueError("temperature")
     return jnp.divide(logits, t)
+""",
+    },
+    "entropy_temperature_slope": {
+        "autodiff_of_the_entropy": """
+def entropy_temperature_slope(logits, t):
+    def H(temp):
+        log_p = jax.nn.log_softmax(logits / temp, axis=-1)
+        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+    return jax.jacfwd(H)(jnp.float32(t))
+""",
+        "moments": """
+def entropy_temperature_slope(logits, t):
+    p = jax.nn.softmax(jnp.asarray(logits) / t, axis=-1)
+    centred = logits - jnp.max(logits, axis=-1, keepdims=True)
+    m1 = jnp.sum(p * centred, axis=-1)
+    m2 = jnp.sum(p * centred**2, axis=-1)
+    return (m2 - m1**2) / t**3
+""",
+        "numpy_float64": """
+def entropy_temperature_slope(logits, t):
+    x = np.asarray(logits, np.float64)
+    z = x / t
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    mean = (p * x).sum(-1, keepdims=True)
+    return ((p * (x - mean) ** 2).sum(-1) / t**3).astype(np.float32)
 """,
     },
     "top_k_filter": {

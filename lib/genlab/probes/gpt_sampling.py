@@ -1,4 +1,5 @@
-"""Probes of chapter 04, GPT sampling (references in :mod:`genlab.gpt` and :mod:`genlab.sampling`).
+"""Probes of chapter 04, GPT sampling (references in :mod:`genlab.gpt`, :mod:`genlab.sampling`,
+:mod:`genlab.markov` and :mod:`genlab.lstm`).
 
 Shape letters: B batch, T time (tokens), V vocabulary, D model width, H heads, N new tokens.
 """
@@ -11,7 +12,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from genlab import check, data, gpt, lstm, sampling
+from genlab import check, data, gpt, lstm, markov, sampling
 from genlab.probing import Case, Probe, call, close, exact, f32, judged_alone, key_from
 
 NUCLEUS_MARGIN = 1e-5  # random top-p rows keep every running total this far from p
@@ -311,6 +312,44 @@ def train_step_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+# --- section 4: the floor of a Markov source ---------------------------------------------------
+
+
+def _stochastic(matrix) -> jax.Array:
+    m = np.asarray(matrix, np.float64)
+    return f32(m / m.sum(axis=-1, keepdims=True))
+
+
+def source_perplexity_cases(rng: np.random.Generator) -> list[Case]:
+    a, b = (float(x) for x in rng.uniform(0.05, 0.45, size=2))
+    q = rng.dirichlet(np.full(6, 0.7))
+    sparse = rng.uniform(size=(9, 9)) * (rng.uniform(size=(9, 9)) < 0.35)
+    sparse += np.eye(9) * 0.2 + np.roll(np.eye(9), 1, axis=1) * 0.3  # irreducible, aperiodic
+    skewed = rng.dirichlet(np.full(5, 1.0), size=5)
+    skewed[:, 0] += 4.0  # state 0 is visited far more often than the others
+    sticky = 0.95 * np.eye(6) + 0.05 * rng.dirichlet(np.full(6, 1.0), size=6)
+    tolerance = close(2e-4, 1e-6)
+    cases = [
+        Case("source_perplexity(the uniform 7 x 7 chain) = 7", call(jnp.full((7, 7), 1 / 7)),
+             tolerance),
+        Case(f"source_perplexity(two-state chain, P(0 -> 1) = {a:.3f}, P(1 -> 0) = {b:.3f})",
+             call(f32([[1 - a, a], [b, 1 - b]])), tolerance),
+        Case("source_perplexity(every row the same distribution over 6 tokens: independent "
+             "tokens)", call(_stochastic(np.tile(q, (6, 1)))), tolerance),
+        Case("source_perplexity(a 9-state chain with many zero entries)",
+             call(_stochastic(sparse)), tolerance),
+        Case("source_perplexity(a 5-state chain that visits state 0 far more often)",
+             call(_stochastic(skewed)), tolerance),
+        Case("source_perplexity(a sticky 6-state chain, 0.95 on the diagonal)",
+             call(_stochastic(sticky)), tolerance),
+    ]  # fmt: skip
+    for s, concentration in [(16, 0.3), (4, 0.5), (12, 1.0)]:
+        matrix = markov.random_transition_matrix(key_from(rng), s, concentration)
+        cases.append(Case(f"source_perplexity(random {s} x {s} chain, Dirichlet rows of "
+                          f"concentration {concentration})", call(matrix), tolerance))  # fmt: skip
+    return cases
+
+
 # --- section 5: temperature, top-k, top-p, sampling ------------------------------------------
 
 
@@ -334,6 +373,30 @@ def apply_temperature_cases(rng: np.random.Generator) -> list[Case]:
     tiny = -float(rng.uniform(1e-4, 1e-2))
     cases.append(Case("apply_temperature(logits, a small negative t) must raise",
                       call(random, tiny), raises=(ValueError,)))  # fmt: skip
+    return cases
+
+
+def entropy_temperature_slope_cases(rng: np.random.Generator) -> list[Case]:
+    tolerance = close(1e-3, 1e-6)
+    cases = [
+        Case("entropy_temperature_slope(uniform logits of shape (3, 5), t=0.7) = 0",
+             call(jnp.zeros((3, 5)), 0.7), tolerance),
+        Case("entropy_temperature_slope([0, 1], t=1)", call(jnp.array([0.0, 1.0]), 1.0),
+             tolerance),
+        Case("entropy_temperature_slope([0, 1], t=0.5)", call(jnp.array([0.0, 1.0]), 0.5),
+             tolerance),
+    ]  # fmt: skip
+    for shape, scale in [((4, 7), 2.0), ((2, 3, 11), 4.0), ((9,), 1.0)]:
+        logits = f32(rng.normal(scale=scale, size=shape))
+        for t in (float(rng.uniform(0.3, 0.8)), 1.0, float(rng.uniform(1.5, 4.0))):
+            cases.append(Case(f"entropy_temperature_slope(random logits of shape {shape}, "
+                              f"t={t:.3g})", call(logits, t), tolerance))  # fmt: skip
+    shifted = f32(rng.normal(scale=2.0, size=(5, 8)) + 10.0)
+    cases.append(Case("entropy_temperature_slope(random logits around 10, shape (5, 8), t=1.3)",
+                      call(shifted, 1.3), tolerance))  # fmt: skip
+    peaked = f32(rng.normal(scale=6.0, size=(4, 10)))
+    cases.append(Case("entropy_temperature_slope(peaked random logits (4, 10), t=0.2)",
+                      call(peaked, 0.2), tolerance))  # fmt: skip
     return cases
 
 
@@ -734,7 +797,10 @@ PROBES = [
     Probe("lm_loss", gpt.lm_loss, lm_loss_cases),
     Probe("pre_ln_block", gpt.pre_ln_block, pre_ln_block_cases),
     Probe("train_step", gpt.train_step, train_step_cases, uses=("lm_loss",)),
+    Probe("source_perplexity", markov.source_perplexity, source_perplexity_cases),
     Probe("apply_temperature", sampling.apply_temperature, apply_temperature_cases),
+    Probe("entropy_temperature_slope", sampling.entropy_temperature_slope,
+          entropy_temperature_slope_cases),
     Probe("top_k_filter", sampling.top_k_filter, top_k_filter_cases),
     Probe("top_p_filter", sampling.top_p_filter, top_p_filter_cases),
     Probe("sample_next_token", sampling.sample_next_token, sample_next_token_cases,
