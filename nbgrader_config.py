@@ -5,7 +5,6 @@ from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
     ClearOutput,
-    OverwriteCells,
     OverwriteKernelspec,
     GetGrades,
     IgnorePattern,
@@ -13,7 +12,12 @@ from nbgrader.preprocessors import (
     SaveAutoGrades,
 )
 
-from genlab.classroom_execute import DropDuplicateIds, DropKernelResults, ResilientExecute
+from genlab.classroom_execute import (
+    DropDuplicateIds,
+    DropKernelResults,
+    QuietOverwriteCells,
+    ResilientExecute,
+)
 from genlab.classroom_feedback import HideHiddenTests
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
@@ -30,13 +34,16 @@ c.Execute.raise_on_iopub_timeout = False
 # A student who deletes a graded cell gets it back (and scores 0 on it) instead of
 # silently turning the notebook into "needs manual grading".
 c.OverwriteCells.add_missing_cells = True
+c.QuietOverwriteCells.add_missing_cells = True
 
 # A graded cell a student duplicated is kept once (nbgrader's DeduplicateIds would crash).
+# QuietOverwriteCells: OverwriteCells without its "checksum ... has changed!" warning for test
+# cells that differ from the gradebook's only by the hidden tests the release removed.
 c.Autograde.sanitize_preprocessors = [
     ClearOutput,
     DropDuplicateIds,
     OverwriteKernelspec,
-    OverwriteCells,
+    QuietOverwriteCells,
     CheckCellMetadata,
 ]
 # nbgrader's autograde steps with Execute replaced by ResilientExecute: after a cell that timed

@@ -20,6 +20,7 @@ import genlab
 from genlab import classroom, grading
 from genlab.classroom_demo import CASES, CHAPTERS, DAEMON_MARK, LIMITS, PWNED, SECRET_NAME, run_demo
 from genlab.classroom_feedback import hidden_lines, strip_hidden
+from genlab.classroom_grade import Layout, bonus_points
 from genlab.classroom_report import cell_scores
 
 from conftest import ROOT
@@ -58,9 +59,12 @@ def test_demo_row_matches_its_expected_outcome(demo, key):
     scores = cell_scores(demo.root / "gradebook.db", chapter, student)
     tests = {cell: s for cell, s in scores.items() if cell.startswith(grading.TEST_PREFIX)}
     assert tests, f"no scores for {student}"
+    # a challenge is extra credit: its maximum is 0, a pass scores its points on top
+    full = {cell: points for (_, cell), points in bonus_points(Layout(demo.root), chapter).items()}
+    assert all(tests[cell][1] == 0 for cell in full), tests
     zero = set(tests) if expected.zero is None else set(expected.zero)
     wrong = {c: s for c, s in tests.items() if (s[0] != 0) if c in zero}
-    wrong |= {c: s for c, s in tests.items() if c not in zero and s[0] != s[1]}
+    wrong |= {c: s for c, s in tests.items() if c not in zero and s[0] != full.get(c, s[1])}
     assert not wrong, f"{student}: unexpected scores {wrong}; reasons {row.reasons}"
     assert row.status == expected.status, row
     assert expected.reason in "; ".join(row.reasons), row.reasons
@@ -169,3 +173,40 @@ def test_feedback_shows_scores_and_visible_checks_but_never_hidden_tests(demo, c
     assert " ".join(visible.split()) in partial
     assert "hidden tests: run by the grader, not shown" in partial
     assert re.search(r"Score: \d", partial), "feedback should show the score"
+
+
+def test_bonus_points_count_the_same_in_report_csv_export_and_feedback(demo):
+    """One way of counting a challenge: extra credit on top of the chapter's maximum."""
+    import csv
+
+    chapter = CHAPTERS[0]
+    bonus = sum(bonus_points(Layout(demo.root), chapter).values())
+    assert bonus > 0, "chapter 00 has a challenge"
+    row = rows(demo)[chapter, "correct"]
+    assert row.bonus == bonus and row.score == row.max_score + bonus, row
+    assert f"{row.score:g}/{row.max_score:g} (incl. {bonus:g} bonus)" in demo.table
+    with open(demo.root / "reports" / f"{chapter}.csv") as f:
+        report = {r["student"]: r for r in csv.DictReader(f)}
+    assert float(report["correct"]["score"]) == row.score
+    assert float(report["correct"]["max_score"]) == row.max_score
+    exported = classroom.export(demo.root, demo.root / "grades.csv")
+    with open(exported) as f:
+        grades = {(r["student_id"], r["assignment"]): r for r in csv.DictReader(f)}
+    assert float(grades["correct", chapter]["score"]) == row.score
+    assert float(grades["correct", chapter]["max_score"]) == row.max_score
+    page = _text(demo.root / "feedback" / "correct" / chapter / f"{chapter}.html")
+    assert f"{row.score:.1f} / {row.max_score:.1f}" in page, page[:500]
+
+
+def test_an_untouched_submission_gets_no_checksum_warnings(demo):
+    log = (demo.root / "logs" / CHAPTERS[0] / "untouched.log").read_text()
+    assert "checksum" not in log and "has changed" not in log, log[-2000:]
+    log = (demo.root / "logs" / CHAPTERS[0] / "correct.log").read_text()
+    assert "has changed" not in log, log[-2000:]
+
+
+def test_feedback_has_no_sandbox_noise_and_progress_bars_show_their_final_state(demo):
+    for page in (demo.root / "feedback").glob("*/*/*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "Fontconfig" not in text, page
+        assert " 0%|" not in text, f"{page} shows a progress bar stuck at 0%"

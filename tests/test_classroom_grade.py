@@ -123,7 +123,8 @@ def test_notebook_time_limit_kills_the_grading_process_and_scores_zero(tmp_path)
     stuck = "import time\ntime.sleep(600)\ndef double(x):\n    return 2 * x"
     write(root, "sleeper", grading.replace_answer(filled, "double", stuck))
     before = {p.pid for p in psutil.process_iter()}
-    limits = Limits(cell_seconds=900, notebook_seconds=15)
+    # long enough for the canary (the solution, graded first under the same limits)
+    limits = Limits(cell_seconds=900, notebook_seconds=90)
     (row,) = classroom.grade(root, "tiny", workers=1, limits=limits, progress=False)
     assert row.status == "failed" and row.score == 0 and row.max_score == 2
     assert any("notebook time limit" in r for r in row.reasons), row.reasons
@@ -245,7 +246,9 @@ def test_a_solution_that_does_not_score_full_marks_stops_grading_before_any_stud
     message = str(refused.value)
     assert "warning: the warm-up of tiny stopped" in capfd.readouterr().err
     assert "refusing to grade tiny" in message and "No student was graded" in message, message
-    assert "test_root" in message and "CellTimeoutError" in message, message
+    # nbgrader interrupts the cell at the limit (KeyboardInterrupt), then it times out
+    assert "in test_root" in message, message
+    assert "CellTimeoutError" in message or "KeyboardInterrupt" in message, message
     assert "--cell-timeout" in message, message
     assert not (root / "reports" / "tiny.csv").exists()
     assert cell_scores(root / "gradebook.db", "tiny", "ok") == {}

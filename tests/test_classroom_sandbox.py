@@ -20,6 +20,7 @@ from genlab.classroom_sandbox import (
     prepare_scratch,
     sandbox_env,
     sandbox_problem,
+    sandbox_uid,
 )
 
 PROBLEM = sandbox_problem()
@@ -28,12 +29,13 @@ if PROBLEM and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=f"no sandbox here: {PROBLEM}")
 
 
-def run_in_sandbox(tmp_path: Path, code: str, *, timeout: int = 120):
-    """Run ``code`` with Python in a sandbox whose scratch is ``tmp_path/scratch``."""
+def run_in_sandbox(tmp_path: Path, code: str, *, timeout: int = 120, **options):
+    """Run ``code`` with Python in a sandbox whose scratch is ``tmp_path/scratch``
+    (``options``: more arguments of ``bwrap_command``)."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     prepare_scratch(scratch)
-    command = bwrap_command([sys.executable, "-c", code], scratch, sandbox_env({}))
+    command = bwrap_command([sys.executable, "-c", code], scratch, sandbox_env({}), **options)
     done = run_limited(command, cwd=tmp_path, env={}, limits=Limits(notebook_seconds=timeout),
                        log=tmp_path / "log.txt")  # fmt: skip
     return done, scratch
@@ -128,3 +130,66 @@ print("parent done")
         p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])
     ]
     assert not alive, f"daemon survived the sandbox: {alive}"
+
+
+def test_a_fork_bomb_stops_at_the_process_limit(tmp_path):
+    code = """
+import os, time
+children = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        children += 1
+except BlockingIOError as error:
+    print("STOPPED", children, type(error).__name__)
+"""
+    done, _ = run_in_sandbox(tmp_path, code, processes=40)
+    assert "STOPPED" in done.log, done.log
+    children = int(done.log.split("STOPPED")[1].split()[0])
+    assert 0 < children < 40, done.log  # the count includes the sandbox's own processes
+
+
+def test_tmp_is_a_size_limited_scratch_the_sandbox_can_write(tmp_path):
+    code = """
+import os
+print("TMPDIR", os.environ["TMPDIR"])
+written = 0
+try:
+    with open("/tmp/filler", "wb") as f:
+        while True:
+            f.write(b"x" * (1 << 20))
+            f.flush()
+            written += 1
+except OSError as error:
+    print("FULL", written, error.strerror)
+os.remove("/tmp/filler")
+open("/tmp/after", "w").write("ok")
+print("AFTER", open("/tmp/after").read())
+"""
+    done, _ = run_in_sandbox(tmp_path, code, tmp_bytes=8 << 20)
+    assert "TMPDIR /tmp" in done.log and "AFTER ok" in done.log, done.log
+    full = done.log.split("FULL")[1].split(None, 1)
+    assert int(full[0]) <= 8 and "No space left" in full[1], done.log
+
+
+def test_figures_draw_without_fontconfig_noise(tmp_path):
+    code = """
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+figure = plt.figure()
+figure.text(0.5, 0.5, "x")
+figure.savefig("/tmp/figure.png")
+print("DRAWN")
+"""
+    done, _ = run_in_sandbox(tmp_path, code)
+    assert "DRAWN" in done.log and "Fontconfig" not in done.log, done.log
+
+
+def test_sandboxes_running_at_once_get_uids_of_their_own():
+    with sandbox_uid() as first, sandbox_uid() as second:
+        assert first != second and 65519 < second < first <= 65534
+    with sandbox_uid() as again:
+        assert again == first

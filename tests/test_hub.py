@@ -39,6 +39,7 @@ import pytest
 from test_browser import CHROMIUM, FLAGS, free_port, require_chromium
 
 from genlab import grading
+from genlab.classroom_grade import Layout, bonus_points
 
 from conftest import RELEASE, ROOT, SOLUTIONS
 
@@ -387,8 +388,10 @@ def test_class_on_jupyterhub(hub_class):
                 scores[student] = sum(score for score, _ in cells.values())
                 full[student] = sum(points for _, points in cells.values())
                 lost = {name: cells[f"test_{name}"][1] for name in WRONG}
-            total = full[STUDENTS[0]]
-            assert full[STUDENTS[1]] == total > 0
+            # a challenge is extra credit: 0 in the maximum, its points on top when passed
+            bonus = sum(bonus_points(Layout(Path(spec.course_root)), CHAPTER).values())
+            total = full[STUDENTS[0]] + bonus
+            assert full[STUDENTS[1]] + bonus == total > 0
             assert scores == {STUDENTS[0]: total, STUDENTS[1]: total - sum(lost.values())}, scores
             print(f"gradebook: {scores} of {total}")
 

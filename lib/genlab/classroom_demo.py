@@ -27,9 +27,23 @@ CHAPTERS = ("00_jax_primer", "01_gan_math")
 # correct cell's first compilation on a loaded machine; the CI runs two test workers beside the
 # demo's two graders) and a gradual memory bomb stops at 6 GB of address space (a chapter's
 # kernel maps about 2.5 GB, 1.1 GB resident).
+# A fork bomb stops at 256 processes and threads (a chapter's grading uses about 60-100 on
+# 2 cores), a file written past 256 MB in /tmp fails.
 LIMITS = {
-    "00_jax_primer": Limits(cell_seconds=45, notebook_seconds=900, memory_bytes=6 * GB),
-    "01_gan_math": Limits(cell_seconds=120, notebook_seconds=900, memory_bytes=6 * GB),
+    "00_jax_primer": Limits(
+        cell_seconds=45,
+        notebook_seconds=900,
+        memory_bytes=6 * GB,
+        processes=256,
+        tmp_bytes=256 << 20,
+    ),
+    "01_gan_math": Limits(
+        cell_seconds=120,
+        notebook_seconds=900,
+        memory_bytes=6 * GB,
+        processes=256,
+        tmp_bytes=256 << 20,
+    ),
 }
 
 NAIVE_LOGSUMEXP = "def logsumexp(x, axis=-1):\n    return jnp.log(jnp.sum(jnp.exp(x), axis=axis))"
@@ -57,6 +71,23 @@ HUGE_OUTPUT = (
     '    print("spam " * 2_000_000)  # 10 MB per call\n'
     "    keys = jax.random.split(key, num_copies)\n"
     "    return x + jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys)"
+)
+# The sandbox's caps: processes (children that sleep, until fork fails) and the size of /tmp.
+FORK_BOMB = (
+    "def power_sum(x, n):\n"
+    "    import os, time\n"
+    "    while True:  # forks until the process limit stops it\n"
+    "        if os.fork() == 0:\n"
+    "            time.sleep(600)\n"
+    "            os._exit(0)"
+)
+FILL_TMP = (
+    "import tempfile\n\n"
+    "def sample_mixture(key, means, stds, n):\n"
+    "    with tempfile.TemporaryFile() as f:  # in TMPDIR, the sandbox's size-limited /tmp\n"
+    "        while True:\n"
+    "            f.write(bytes(1 << 24))\n"
+    "            f.flush()"
 )
 CHEAT = (
     "jnp.allclose = lambda *a, **k: True  # the classic cheat\n"
@@ -303,6 +334,10 @@ CASES = {
                         Expected(("test_sample_mixture",), "memory")),
         "os_exit": ({"power_sum": OS_EXIT}, None, Expected(("test_power_sum",), "kernel died")),
         "huge_output": ({"noisy_copies": HUGE_OUTPUT}, None, Expected((), "output truncated")),
+        "fork_bomb": ({"power_sum": FORK_BOMB}, None,
+                      Expected(("test_power_sum",), "process limit reached", flagged=True)),
+        "fill_tmp": ({"sample_mixture": FILL_TMP}, None,
+                     Expected(("test_sample_mixture",), "scratch disk full")),
         "cheat": ({"logsumexp": CHEAT}, None,
                   Expected(("test_logsumexp",), "", flagged=True)),
         # The threat model, one row each (README): forging never scores, nothing escapes the

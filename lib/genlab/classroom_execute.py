@@ -29,14 +29,16 @@ from jupyter_core.utils import run_sync
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import ensure_async
 from nbformat import NotebookNode
-from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor
+from nbgrader.api import MissingEntry
+from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor, OverwriteCells
 from traitlets import Integer
 
 from genlab.classroom_feedback import strip_hidden
 
 TIMEOUT_ENAME = "CellTimeoutError"
 DEAD_ENAME = "KernelDied"
-RESTART_AFTER = {TIMEOUT_ENAME, "MemoryError"}
+PROCESS_LIMIT_ENAME = "BlockingIOError"  # what fork raises at RLIMIT_NPROC (EAGAIN)
+RESTART_AFTER = {TIMEOUT_ENAME, "MemoryError", PROCESS_LIMIT_ENAME}
 TRUNCATED_NOTE = "[output truncated by the grader: more than {} characters]"
 
 
@@ -113,7 +115,8 @@ class ResilientExecute(Execute):
         errors = {o.get("ename") for o in cell.outputs if o.get("output_type") == "error"}
         if errors & RESTART_AFTER:
             # A stuck kernel, or one at its memory limit (what the bomb allocated stays
-            # referenced by the traceback), would fail the cells after it too.
+            # referenced by the traceback) or its process limit (the forked children hold the
+            # count; a restart kills the kernel's process group), would fail the cells after it.
             await self._restart_and_replay(cell_index, ", ".join(sorted(errors & RESTART_AFTER)))
         elif self._last_status == "ok":
             self._clean_cells.append(cell_index)
@@ -178,3 +181,42 @@ class DropKernelResults(NbGraderPreprocessor):
         if cell.cell_type == "code" and grading.get("grade") and not grading.get("solution"):
             cell.outputs = [o for o in cell.outputs if o.get("output_type") != "execute_result"]
         return cell, resources
+
+
+class QuietOverwriteCells(OverwriteCells):
+    """``OverwriteCells`` without the false alarm on every test cell of an untouched submission.
+
+    nbgrader keeps a test cell's source *with* its hidden tests in the gradebook (to put them
+    back) and its checksum is of that source, while the student's copy has them removed, so
+    nbgrader warns "Attribute 'checksum' for cell test_... has changed!" for each one. Here a
+    locked cell that equals the gradebook's source with the hidden tests removed gets its source
+    back first; a cell the student really changed is still reported (and restored).
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id is not None and cell.metadata.get("nbgrader", {}).get("locked"):
+            try:
+                source_cell = self.gradebook.find_source_cell(
+                    grade_id, self.notebook_id, self.assignment_id
+                )
+            except MissingEntry:
+                source_cell = None
+            if source_cell is not None and source_cell.locked:
+                released, _ = _without_hidden_tests(source_cell.source)
+                if cell.source == released:
+                    cell.source = source_cell.source
+        return super().preprocess_cell(cell, resources, cell_index)
+
+
+def _without_hidden_tests(source: str) -> tuple[str, bool]:
+    """``source`` as nbgrader releases it: each hidden-test region (markers included) removed."""
+    kept, inside, found = [], False, False
+    for line in source.split("\n"):
+        if "BEGIN HIDDEN TESTS" in line:
+            inside, found = True, True
+        elif "END HIDDEN TESTS" in line:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept), found

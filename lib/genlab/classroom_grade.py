@@ -39,7 +39,13 @@ import nbformat
 
 from genlab import grading, model_cache, probing, runtime
 from genlab.classroom_limits import Limits, run_limited, state_env
-from genlab.classroom_sandbox import INSIDE, bwrap_command, prepare_scratch, sandbox_env
+from genlab.classroom_sandbox import (
+    INSIDE,
+    bwrap_command,
+    prepare_scratch,
+    sandbox_env,
+    sandbox_uid,
+)
 
 SAFE_ID = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@")
 NO_SANDBOX = "graded WITHOUT a sandbox (--unsafe-no-sandbox): the score may be forged"
@@ -227,15 +233,17 @@ def grade_one(
         runtime.CACHE_ENV: str(cache) if cache else "0",
         model_cache.CACHE_ENV: str(_models(cache)) if cache else "0",
     } | ({} if sandbox else state_env(scratch / "state")))  # fmt: skip
-    if sandbox:
-        prepare_scratch(scratch)
-        # the warmed caches, never written by a student, and the seeds, read once each
-        readonly = ((cache, _models(cache)) if cache else ()) + (seeds,)
-        command = bwrap_command(command, scratch, env, cwd=INSIDE / "course", readonly=readonly)
-    else:
+    if not sandbox:
         notes.append(NO_SANDBOX)
     exercise_seeds = {name: probing.exercise_seed(seed, name) for name in names}
-    with probing.SeedPipes(seeds, exercise_seeds) as pipes:
+    with sandbox_uid() as uid, probing.SeedPipes(seeds, exercise_seeds) as pipes:
+        if sandbox:
+            prepare_scratch(scratch, uid)
+            # the warmed caches, never written by a student, and the seeds, read once each
+            readonly = ((cache, _models(cache)) if cache else ()) + (seeds,)
+            command = bwrap_command(command, scratch, env, cwd=INSIDE / "course",
+                                    readonly=readonly, uid=uid, processes=limits.processes,
+                                    tmp_bytes=limits.tmp_bytes)  # fmt: skip
         done = run_limited(command, cwd=course, env=env, limits=limits, log=tmp / "autograde.log")
         digests = pipes.digests()
     run = GradeRun(student, chapter, done.returncode, done.timed_out, done.seconds, done.log,
@@ -322,8 +330,26 @@ def _safe_feedback_copy(source: Path, target: Path, verdicts: dict) -> None:
 # --- the class ------------------------------------------------------------------------------
 
 
+def bonus_points(layout: Layout, chapter: str) -> dict[tuple[str, str], float]:
+    """``{(notebook, test cell): points}`` of the chapter's challenge exercises, from the
+    release (:data:`genlab.grading.CHALLENGE_MARK`)."""
+    found = {}
+    for path in sorted((layout.root / "chapters" / chapter).glob("*.ipynb")):
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception:
+            continue
+        cells = grading.graded_cells(nb)
+        for name in grading.challenge_names(nb):
+            cell = cells[grading.TEST_PREFIX + name]
+            points = float(cell.metadata.get("nbgrader", {}).get("points", 0))
+            found[path.stem, grading.TEST_PREFIX + name] = points
+    return found
+
+
 def template_gradebook(layout: Layout, chapter: str, folder: Path) -> Path:
-    """A copy of the course gradebook that keeps the assignments and drops every student."""
+    """A copy of the course gradebook that keeps the assignments and drops every student (a
+    challenge's cell keeps the release's points, so nbgrader sees nothing changed)."""
     from nbgrader.api import Gradebook, MissingEntry
 
     if not layout.db_path.exists():
@@ -337,6 +363,12 @@ def template_gradebook(layout: Layout, chapter: str, folder: Path) -> Path:
             raise LookupError(f"{chapter!r} is not in {layout.db_path}; release it first") from None
         for student in list(gb.students):
             gb.remove_student(student.id)
+        for (notebook, cell), points in bonus_points(layout, chapter).items():
+            try:
+                gb.find_graded_cell(cell, notebook, chapter).max_score = points
+            except MissingEntry:
+                continue
+        gb.db.commit()
     return path
 
 
@@ -350,20 +382,29 @@ def _timestamp(layout: Layout, run: GradeRun):
         return None
 
 
-def merge(layout: Layout, run: GradeRun) -> list[str]:
+def merge(layout: Layout, run: GradeRun, bonus: dict | None = None) -> list[str]:
     """Write one run's verdicts into the course gradebook; return notes on manual scores.
 
-    Every graded cell scores its points when the trusted verdict passed, else 0. A manual score
-    overrides the autograder in nbgrader; any present is reported, since the grader never sets
-    one.
+    Every graded cell scores its points when the trusted verdict passed, else 0. A challenge's
+    cell (``bonus``: ``{(notebook, cell): points}``, :func:`bonus_points`) is nbgrader's *extra
+    credit*: its maximum is 0 and a pass scores its points as ``extra_credit``, so the report,
+    the CSV, nbgrader's export and the feedback all count it on top of the chapter's maximum.
+    A manual score overrides the autograder in nbgrader; any present is reported, since the
+    grader never sets one.
     """
-    from nbgrader.api import Gradebook
+    from nbgrader.api import Gradebook, MissingEntry
 
+    bonus = bonus_points(layout, run.chapter) if bonus is None else bonus
     notes = []
     with Gradebook(layout.db_url) as gb, warnings.catch_warnings():
         # nbgrader's own submission factory triggers a harmless SQLAlchemy autoflush warning.
         warnings.simplefilter("ignore")
         gb.update_or_create_student(run.student)
+        for notebook, cell in bonus:
+            try:
+                gb.find_graded_cell(cell, notebook, run.chapter).max_score = 0.0
+            except MissingEntry:
+                continue
         stamp = _timestamp(layout, run)
         extra = {"timestamp": stamp} if stamp else {}
         submission = gb.update_or_create_submission(run.chapter, run.student, **extra)
@@ -371,7 +412,12 @@ def merge(layout: Layout, run: GradeRun) -> list[str]:
             for grade in notebook.grades:
                 verdict = run.verdicts.get(grade.name)
                 passed = verdict is not None and verdict.passed
-                grade.auto_score = float(grade.max_score) if passed else 0.0
+                points = bonus.get((notebook.name, grade.name))
+                if points is not None:
+                    grade.auto_score = 0.0
+                    grade.extra_credit = points if passed else 0.0
+                else:
+                    grade.auto_score = float(grade.max_score) if passed else 0.0
                 grade.needs_manual_grade = False
                 if grade.manual_score is not None:
                     notes.append(
@@ -467,7 +513,7 @@ def _advice(error: str, run: GradeRun) -> str:
                 "with the Python of the virtualenv where genlab and its dependencies are "
                 "installed (`.venv/bin/genlab`, after `pip install -e .`), then check with "
                 "`genlab.classroom_sandbox.sandbox_problem()`")  # fmt: skip
-    if "CellTimeoutError" in error:
+    if "CellTimeoutError" in error or "KeyboardInterrupt" in error:  # interrupted at the limit
         return ("a cell ran past the cell time limit: grade on a quieter machine, or raise "
                 "--cell-timeout")  # fmt: skip
     if "MemoryError" in error or "KernelDied" in error:
@@ -600,6 +646,7 @@ def autograde(
         grade_canary(layout, template, chapter, limits, seed, notebooks=notebooks, judge=judge,
                      sandbox=sandbox, cache=cache)  # fmt: skip
         warmed = time.perf_counter()
+        bonus = bonus_points(layout, chapter)
         bar = tqdm(total=len(students), desc=f"grading {chapter}", unit="student",
                    disable=not progress)  # fmt: skip
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -610,7 +657,7 @@ def autograde(
             }  # fmt: skip
             for future in as_completed(futures):
                 run = _finish(layout, judge, futures[future], future, notebooks, chapter)
-                run.notes += merge(layout, run)
+                run.notes += merge(layout, run, bonus)
                 runs[run.student] = run
                 bar.set_postfix_str(run.student)
                 bar.update()

@@ -30,6 +30,12 @@ class Limits:
     memory_bytes: ``RLIMIT_AS`` of the grading process and its kernel (0: unlimited).
     file_bytes: ``RLIMIT_FSIZE``, the largest file the kernel may write.
     output_chars: the most output one cell may record (``ResilientExecute.max_output_chars``).
+    processes: ``RLIMIT_NPROC`` inside the sandbox: processes *and threads* its uid may run at
+        once (nbgrader, the kernel and JAX's threads use under 100 on 2 cores; a fork bomb stops
+        here with ``BlockingIOError``). Each sandbox runs as a uid of its own, so the count is
+        per student (0: unlimited).
+    tmp_bytes: size of the sandbox's ``/tmp`` (``TMPDIR``), a tmpfs: writing past it fails with
+        ``OSError: [Errno 28] No space left on device`` in the kernel (0: bwrap's default).
     """
 
     cell_seconds: int = 300
@@ -37,6 +43,8 @@ class Limits:
     memory_bytes: int = 8 * GB
     file_bytes: int = 1 * GB
     output_chars: int = 200_000
+    processes: int = 1024
+    tmp_bytes: int = 1 * GB
 
 
 # A launcher that sets the limits in a fresh interpreter, then becomes the command. (A

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from genlab.classroom_execute import DEAD_ENAME, TIMEOUT_ENAME, TRUNCATED_NOTE
+from genlab.classroom_execute import DEAD_ENAME, PROCESS_LIMIT_ENAME, TIMEOUT_ENAME, TRUNCATED_NOTE
 from genlab.classroom_scan import scan_notebook
 from genlab.grading import TEST_PREFIX, challenge_names
 from genlab.probing import NO_RECORDS
@@ -68,7 +68,8 @@ def submission_problems(path: Path, expected_ids: set[str]) -> list[str]:
 
 
 def execution_problems(path: Path) -> list[str]:
-    """Timeouts, dead kernels, memory errors and truncated output in an autograded notebook."""
+    """Timeouts, dead kernels, memory and process limits, a full scratch disk and truncated
+    output in an autograded notebook."""
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception:
@@ -84,6 +85,10 @@ def execution_problems(path: Path) -> list[str]:
                 problems.append(f"{where}: the kernel died (exit or crash; restarted)")
             elif kind == "error" and output.get("ename") == "MemoryError":
                 problems.append(f"{where}: memory limit exceeded (MemoryError)")
+            elif kind == "error" and output.get("ename") == PROCESS_LIMIT_ENAME:
+                problems.append(f"{where}: process limit reached (a fork failed; kernel restarted)")
+            elif kind == "error" and "No space left on device" in str(output.get("evalue")):
+                problems.append(f"{where}: scratch disk full (No space left on device)")
             elif kind == "stream" and TRUNCATED_MARK in output.get("text", ""):
                 problems.append(f"{where}: output truncated")
     return problems

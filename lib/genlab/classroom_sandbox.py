@@ -8,9 +8,14 @@ One sandbox per student (``bwrap``, Debian package ``bubblewrap``):
 - a root file system that holds only what Python needs, read-only: ``/usr``, the Python
   installation, the virtualenv, the ``genlab`` sources (an editable install stays read-only) and
   a few files of ``/etc``; no course folder, no home, a private ``/tmp``;
-- one writable folder, ``/grading``, holding the copy of this student's submission;
-- an unprivileged uid: run as root, the grader drops to ``nobody`` (65534) inside the sandbox
-  after bwrap has built it; run as another user, bwrap maps that user to 65534 in a user namespace;
+- one writable folder, ``/grading``, holding the copy of this student's submission, and a
+  private ``/tmp`` (``TMPDIR``), a tmpfs of a fixed size (``Limits.tmp_bytes``);
+- an unprivileged uid: run as root, the grader drops to ``nobody`` (65534), or another unused
+  uid below it for each sandbox running at the same time (:func:`sandbox_uid`), inside the
+  sandbox after bwrap has built it; run as another user, bwrap maps that user to 65534 in a
+  user namespace of its own;
+- a process count (``RLIMIT_NPROC``, processes and threads, ``Limits.processes``) set inside the
+  sandbox: it counts per uid (per user namespace when not root), so per sandbox;
 - an environment built from an allow-list, not a copy of the grader's, whose ``PYTHONPATH`` is
   the folder the grader imported ``genlab`` from (:func:`genlab_root`, mounted read-only), so
   the kernel imports exactly that genlab, whatever the install style (editable, ``PYTHONPATH``,
@@ -27,6 +32,8 @@ import shutil
 import site
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import genlab
@@ -34,15 +41,40 @@ from genlab.classroom_limits import state_env
 
 NOBODY = 65534
 INSIDE = Path("/grading")
+# fonts: without its configuration fontconfig prints "Fontconfig error: Cannot load default
+# config file" into the kernel's output (and the students' feedback) when a figure is drawn.
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf",
-             "localtime", "hosts", "mime.types")  # fmt: skip
+             "localtime", "hosts", "mime.types", "fonts")  # fmt: skip
+SHARED_CACHES = ("/var/cache/fontconfig",)
 # Variables copied from the grader's environment when set (numerics and JAX configuration).
 PASS_PREFIXES = ("JAX_", "XLA_", "OPENBLAS_", "OMP_", "TF_CPP_")
 PASS_NAMES = ("GENLAB_FAST", "GENLAB_COMPILE_CACHE")
 DROP_PRIVILEGES = (
-    "import os, sys; os.setgroups([]); os.setgid({id}); os.setuid({id}); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
+    "import os, resource, sys; os.setgroups([]); os.setgid({id}); os.setuid({id}); "
+    "{nproc}os.execv(sys.argv[1], sys.argv[1:])"
 )
+LIMIT_PROCESSES = "resource.setrlimit(resource.RLIMIT_NPROC, ({n}, {n})); "
+SET_LIMITS = "import os, resource, sys; {nproc}os.execv(sys.argv[1], sys.argv[1:])"
+# Uids for sandboxes that run at the same time as root: nobody, then the unused top of the
+# 16-bit range (systemd's dynamic users end at 65519).
+SANDBOX_UIDS = tuple(range(NOBODY, 65519, -1))
+_uids_in_use: set[int] = set()
+_uids_lock = threading.Lock()
+
+
+@contextmanager
+def sandbox_uid():
+    """A uid for one sandbox, not used by another sandbox of this process while it runs (so the
+    process count of one student never counts another's); nobody when all are taken."""
+    with _uids_lock:
+        free = [uid for uid in SANDBOX_UIDS if uid not in _uids_in_use]
+        uid = free[0] if free else NOBODY
+        _uids_in_use.add(uid)
+    try:
+        yield uid
+    finally:
+        with _uids_lock:
+            _uids_in_use.discard(uid)
 
 
 def genlab_root() -> Path:
@@ -78,6 +110,9 @@ def sandbox_env(extra: dict[str, str]) -> dict[str, str]:
         "TMPDIR": "/tmp",
         "MPLBACKEND": "Agg",
         "PYTHONDONTWRITEBYTECODE": "1",
+        # the sandbox's uid has no passwd entry (getpass.getuser reads these first)
+        "USER": "student",
+        "LOGNAME": "student",
         # the genlab the grader imported comes first, whatever put it on the grader's path
         "PYTHONPATH": str(genlab_root()),
     } | state_env(INSIDE / "state", create=False)
@@ -89,10 +124,14 @@ def sandbox_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def bwrap_command(command: list[str], scratch: Path, env: dict[str, str], *,
-                  readonly: tuple[Path, ...] = (), cwd: Path = INSIDE) -> list[str]:  # fmt: skip
+                  readonly: tuple[Path, ...] = (), cwd: Path = INSIDE, uid: int = NOBODY,
+                  processes: int = 0, tmp_bytes: int = 0) -> list[str]:  # fmt: skip
     """``command`` wrapped in bwrap: ``scratch`` is mounted read-write at ``/grading``.
 
     ``readonly``: more host folders to show read-only at their own path (a compilation cache).
+    ``uid``: who runs ``command`` when grading as root (see :func:`sandbox_uid`; the scratch
+    must be theirs, :func:`prepare_scratch`). ``processes``: ``RLIMIT_NPROC`` inside (0: none).
+    ``tmp_bytes``: the size of ``/tmp`` (0: bwrap's default).
     """
     args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
             "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]  # fmt: skip
@@ -107,10 +146,18 @@ def bwrap_command(command: list[str], scratch: Path, env: dict[str, str], *,
             args += ["--symlink", os.readlink(top), str(top)]
         elif top.is_dir():
             args += ["--ro-bind", str(top), str(top)]
+    # bwrap makes the parents of a mount point 0700: the unprivileged uid must traverse them
+    args += ["--perms", "0755", "--dir", "/etc"]
     for name in ETC_FILES:
         if (Path("/etc") / name).exists():
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for folder in SHARED_CACHES:
+        if Path(folder).is_dir():
+            for parent in _ancestors(Path(folder)):
+                args += ["--perms", "0755", "--dir", str(parent)]
+            args += ["--ro-bind", folder, folder]
+    args += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777"]
+    args += (["--size", str(tmp_bytes)] if tmp_bytes else []) + ["--tmpfs", "/tmp"]
     made: set[Path] = set()
     for path in [*python_paths(), *readonly]:
         if path.is_relative_to("/usr"):
@@ -123,19 +170,22 @@ def bwrap_command(command: list[str], scratch: Path, env: dict[str, str], *,
     args += ["--bind", str(scratch), str(INSIDE), "--chdir", str(cwd), "--clearenv"]
     for name, value in sorted(env.items()):
         args += ["--setenv", name, value]
-    if root:  # bwrap builds the sandbox as root; the graded command runs as nobody
-        args += [sys.executable, "-I", "-c", DROP_PRIVILEGES.format(id=NOBODY)]
+    nproc = LIMIT_PROCESSES.format(n=int(processes)) if processes else ""
+    if root:  # bwrap builds the sandbox as root; the graded command runs as an unprivileged uid
+        args += [sys.executable, "-I", "-c", DROP_PRIVILEGES.format(id=int(uid), nproc=nproc)]
+    elif nproc:  # set inside the user namespace, so it counts this sandbox's processes only
+        args += [sys.executable, "-I", "-c", SET_LIMITS.format(nproc=nproc)]
     return args + list(command)
 
 
-def prepare_scratch(scratch: Path) -> None:
+def prepare_scratch(scratch: Path, uid: int = NOBODY) -> None:
     """Hand the scratch folder to the sandbox's uid (when grading as root)."""
     if os.geteuid() != 0:
         return
     for folder, _, files in os.walk(scratch):
-        os.chown(folder, NOBODY, NOBODY)
+        os.chown(folder, uid, uid)
         for name in files:
-            os.chown(os.path.join(folder, name), NOBODY, NOBODY, follow_symlinks=False)
+            os.chown(os.path.join(folder, name), uid, uid, follow_symlinks=False)
 
 
 CHECK_IMPORTS = "import genlab, jax; print('genlab=' + genlab.__file__)"

@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-timeout", type=int, default=defaults.cell_seconds)
     p.add_argument("--notebook-timeout", type=int, default=defaults.notebook_seconds)
     p.add_argument("--memory-gb", type=float, default=defaults.memory_bytes / GB)
+    p.add_argument("--processes", type=int, default=defaults.processes,
+                   help="processes and threads one sandbox may run at once")  # fmt: skip
+    p.add_argument("--tmp-mb", type=int, default=defaults.tmp_bytes >> 20,
+                   help="size of the sandbox's /tmp (a tmpfs), in MB")  # fmt: skip
     p.add_argument(
         "--unsafe-no-sandbox",
         action="store_true",
@@ -64,7 +68,8 @@ def main(argv=None) -> int:
             print(f"{len(students)} submissions of {args.chapter}: {', '.join(students)}")
         elif args.command == "grade":
             limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
-                            memory_bytes=int(args.memory_gb * GB))  # fmt: skip
+                            memory_bytes=int(args.memory_gb * GB), processes=args.processes,
+                            tmp_bytes=args.tmp_mb << 20)  # fmt: skip
             rows = classroom.grade(root, args.chapter, args.student, workers=args.workers,
                                    limits=limits, sandbox=not args.unsafe_no_sandbox)  # fmt: skip
             print(classroom.format_table(rows))
