@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.optimize
 import scipy.special
 from flax import nnx
 
@@ -217,3 +218,54 @@ def test_race_stream_bpe_tokens_decode_to_the_character_stream():
     assert char_gpt.corpus().tokenizer.decode(chars) == text
     assert len(tokens) < len(text.encode("utf-8"))
     assert bpe.bpe_decode(tokens.tolist(), merges) == text
+
+
+def _regularised_objective(pi, ref_log_probs, rewards, beta):
+    ref = scipy.special.log_softmax(ref_log_probs)
+    return float(np.sum(pi * rewards) - beta * np.sum(scipy.special.rel_entr(pi, np.exp(ref))))
+
+
+def test_kl_regularised_optimum_maximises_the_objective_found_by_scipy():
+    rng = np.random.default_rng(0)
+    for k, beta in ((3, 0.5), (6, 2.0), (5, 0.1)):
+        ref, rewards = rng.normal(size=k), rng.normal(size=k)
+        got = np.exp(np.asarray(finetune.kl_regularised_optimum(ref, rewards, beta), np.float64))
+        np.testing.assert_allclose(got.sum(), 1.0, rtol=1e-5)
+
+        def negative(z, ref=ref, rewards=rewards, beta=beta):
+            return -_regularised_objective(scipy.special.softmax(z), ref, rewards, beta)
+
+        found = scipy.optimize.minimize(
+            negative, np.zeros(k), method="BFGS", options={"gtol": 1e-10}
+        )
+        np.testing.assert_allclose(got, scipy.special.softmax(found.x), atol=1e-4)
+        best = _regularised_objective(got, ref, rewards, beta)
+        for pi in rng.dirichlet(np.ones(k), size=200):
+            assert _regularised_objective(pi, ref, rewards, beta) <= best + 1e-6
+
+
+def test_kl_regularised_optimum_limits_batches_and_stability():
+    ref = jnp.log(jnp.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
+    rewards = jnp.array([[0.0, 1.0, 2.0], [3.0, 0.0, 0.0]])
+    # equal rewards, or a huge beta, leave the reference; a tiny beta puts all mass on the best
+    np.testing.assert_allclose(finetune.kl_regularised_optimum(ref, jnp.ones((2, 3)), 0.3), ref,
+                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(finetune.kl_regularised_optimum(ref, rewards, 1e6), ref, atol=1e-5)
+    sharp = np.exp(finetune.kl_regularised_optimum(ref, rewards, 1e-3))
+    np.testing.assert_allclose(sharp, [[0, 0, 1], [1, 0, 0]], atol=1e-6)
+    # the implied reward beta log(pi* / pi_ref) equals the reward up to a constant per row
+    beta = 0.7
+    implied = beta * (finetune.kl_regularised_optimum(ref, rewards, beta) - ref)
+    np.testing.assert_allclose(np.diff(implied, axis=-1), np.diff(rewards, axis=-1), atol=1e-5)
+    # shifting the reference's logits by a constant per row changes nothing
+    shifted = finetune.kl_regularised_optimum(ref + 5.0, rewards, beta)
+    np.testing.assert_allclose(
+        shifted, finetune.kl_regularised_optimum(ref, rewards, beta), atol=1e-6
+    )
+    huge = finetune.kl_regularised_optimum(jnp.array([0.0, -200.0, 0.0]),
+                                           jnp.array([3000.0, 0.0, -3000.0]), 0.01)  # fmt: skip
+    assert np.all(np.isfinite(huge)) and float(huge[0]) == 0.0
+    with pytest.raises(ValueError, match="beta"):
+        finetune.kl_regularised_optimum(ref, rewards, 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        finetune.kl_regularised_optimum(ref, rewards[:, :2], 1.0)

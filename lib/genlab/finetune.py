@@ -8,8 +8,10 @@ train; after training ``W0 + (alpha / r) A B`` is an ordinary kernel again (:fun
 
 DPO (Rafailov et al. 2023) tunes a policy toward preferred answers with a frozen reference and
 no reward model: :func:`dpo_loss` of the sequences' log-probabilities (:func:`sequence_log_prob`).
+Its starting point is the KL-regularised reward objective, whose maximiser
+:func:`kl_regularised_optimum` is the reference tilted by exp(r / beta).
 
-The functions named in design.md's catalogue are the references of chapter 07's exercises.
+The functions of chapter 07's exercises have their references here, under the same names.
 """
 
 from __future__ import annotations
@@ -180,6 +182,31 @@ def lora_train_step(model, optimizer, tokens):
 
 
 # --- sequence log-probabilities and DPO -----------------------------------------------------
+
+
+def kl_regularised_optimum(ref_log_probs, rewards, beta):
+    """The policy that maximises expected reward minus beta times its KL from the reference.
+
+    Over K candidate answers per row, pi maximises E_pi[r] - beta KL(pi || pi_ref); the
+    maximiser is pi_ref tilted by exp(r / beta), renormalised.
+
+    Args:
+        ref_log_probs: float [..., K], the reference's log-probabilities of the K answers, up to
+            an additive constant per row (any logits of pi_ref).
+        rewards: float [..., K], the same shape.
+        beta: float > 0 (ValueError otherwise).
+
+    Returns:
+        float32 [..., K], log pi*: normalised over the last axis; finite when rewards / beta
+        reach thousands and for reference probabilities that underflow in float32.
+    """
+    if not float(beta) > 0:
+        raise ValueError(f"beta must be > 0, got {beta!r}")
+    ref = validate.float_array("ref_log_probs", ref_log_probs, min_ndim=1)
+    r = validate.float_array("rewards", rewards, min_ndim=1)
+    if ref.shape != r.shape:
+        raise ValueError(f"ref_log_probs {ref.shape} and rewards {r.shape} must have one shape")
+    return jax.nn.log_softmax(ref.astype(jnp.float32) + r.astype(jnp.float32) / beta, axis=-1)
 
 
 def sequence_log_prob(logits, tokens, mask):

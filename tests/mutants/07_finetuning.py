@@ -7,8 +7,9 @@ the solution notebook, so they may use its imports (``jax``, ``jnp``, ``np``, ``
 ``gpt``, ``finetune``) and its other answers. The pitfalls of issue 17 are among the wrong ones:
 greedy longest-match encoding instead of merges by rank (bpe_encode), the loss per token instead
 of per byte (bits_per_byte), base weights or embeddings that train (lora_train_step), DPO's sign
-and its forgotten reference (dpo_loss). Each function's first wrong variant breaks no other
-exercise's visible checks.
+and its forgotten reference (dpo_loss), the KL-regularised optimum without its reference or
+with beta on the wrong side (kl_regularised_optimum). Each function's first wrong variant
+breaks no other exercise's visible checks.
 """
 
 WRONG = {
@@ -330,6 +331,46 @@ def lora_train_step(model, optimizer, tokens):
     return loss
 """,
     },
+    "kl_regularised_optimum": {
+        "times_beta": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta):
+    if beta <= 0:
+        raise ValueError("beta must be > 0")
+    return jax.nn.log_softmax(ref_log_probs + beta * rewards, axis=-1)
+""",
+        "reference_forgotten": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta):
+    if beta <= 0:
+        raise ValueError("beta must be > 0")
+    return jax.nn.log_softmax(rewards / beta, axis=-1)
+""",
+        "not_normalised": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta):
+    if beta <= 0:
+        raise ValueError("beta must be > 0")
+    return ref_log_probs + rewards / beta
+""",
+        "penalty_sign": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta):
+    if beta <= 0:
+        raise ValueError("beta must be > 0")
+    return jax.nn.log_softmax(ref_log_probs - rewards / beta, axis=-1)
+""",
+        "exp_then_normalise": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta):
+    if beta <= 0:
+        raise ValueError("beta must be > 0")
+    weights = jnp.exp(ref_log_probs + rewards / beta)
+    return jnp.log(weights / weights.sum(-1, keepdims=True))
+""",
+        "rewards_weighted_by_probability": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta):
+    if beta <= 0:
+        raise ValueError("beta must be > 0")
+    ref = jax.nn.log_softmax(ref_log_probs, axis=-1)
+    return jax.nn.log_softmax(ref + jnp.exp(ref) * rewards / beta, axis=-1)
+""",
+    },
     "sequence_log_prob": {
         "mask_ignored": """
 def sequence_log_prob(logits, tokens, mask):
@@ -597,6 +638,26 @@ def lora_train_step(model, optimizer, tokens):
     grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
     optimizer.update(model, grads)
     return loss
+""",
+    },
+    "kl_regularised_optimum": {
+        "max_subtracted": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta):
+    if not beta > 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    z = jnp.asarray(ref_log_probs, jnp.float32) + jnp.asarray(rewards, jnp.float32) / beta
+    z = z - jnp.max(z, axis=-1, keepdims=True)
+    return z - jnp.log(jnp.sum(jnp.exp(z), axis=-1, keepdims=True))
+""",
+        "tilted_reference_numpy": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta):
+    if beta <= 0:
+        raise ValueError("beta must be > 0")
+    ref = np.asarray(ref_log_probs, np.float64)
+    ref = ref - np.logaddexp.reduce(ref, axis=-1, keepdims=True)  # log pi_ref, normalised
+    tilted = ref + np.asarray(rewards, np.float64) / beta
+    log_z = np.logaddexp.reduce(tilted, axis=-1, keepdims=True)  # log E_ref[exp(r / beta)]
+    return jnp.asarray(tilted - log_z, jnp.float32)
 """,
     },
     "sequence_log_prob": {

@@ -332,6 +332,34 @@ def lora_train_step_cases(rng: np.random.Generator) -> list[Case]:
 # --- section 4: sequence log-probabilities and DPO ----------------------------------------------
 
 
+def kl_regularised_optimum_cases(rng: np.random.Generator) -> list[Case]:
+    half = jnp.log(jnp.array([0.5, 0.5]))
+    cases = [
+        Case("kl_regularised_optimum: two answers, equal reference, rewards (1, 0), beta = 1",
+             lambda f: f(half, jnp.array([1.0, 0.0]), 1.0), close(1e-5, 1e-5)),
+        Case("kl_regularised_optimum with equal rewards is the (normalised) reference",
+             lambda f: f(jnp.array([2.0, 0.0, -1.0]), jnp.full(3, 4.0), 0.3), close(1e-5, 1e-5)),
+        Case("kl_regularised_optimum with unnormalised reference logits (+9 on every entry)",
+             lambda f: f(jnp.array([9.0, 8.0, 7.5]), jnp.array([0.5, -1.0, 2.0]), 2.0),
+             close(1e-5, 1e-5)),
+        Case("kl_regularised_optimum with rewards of thousands stays finite",
+             lambda f: f(jnp.zeros(3), jnp.array([3000.0, 2999.0, -3000.0]), 1.0),
+             close(1e-4, 1e-3)),
+        Case("kl_regularised_optimum where the reference gives an answer probability e^-200",
+             lambda f: f(jnp.array([0.0, -200.0]), jnp.array([0.0, 150.0]), 1.0),
+             close(1e-4, 1e-3)),
+        Case("kl_regularised_optimum with beta = 0 raises ValueError",
+             lambda f: f(half, jnp.array([1.0, 0.0]), 0.0), raises=(ValueError,)),
+    ]  # fmt: skip
+    for shape, beta in (((5,), 0.5), ((3, 4), 0.1), ((2, 3, 6), 3.0)):
+        ref = f32(rng.normal(scale=2.0, size=shape))
+        rewards = f32(rng.normal(size=shape))
+        cases.append(Case(f"kl_regularised_optimum(random {shape}, beta = {beta})",
+                          lambda f, ref=ref, r=rewards, beta=beta: f(ref, r, beta),
+                          close(1e-4, 1e-5)))  # fmt: skip
+    return cases
+
+
 def sequence_log_prob_cases(rng: np.random.Generator) -> list[Case]:
     uniform = jnp.zeros((1, 3, 4))
     cases = [
@@ -420,6 +448,7 @@ PROBES = [
     Probe("merge_lora", finetune.merge_lora, merge_lora_cases),
     Probe("lora_init_check", finetune.lora_init_check, lora_init_check_cases, uses=("lora_delta",)),
     Probe("lora_train_step", finetune.lora_train_step, lora_train_step_cases),
+    Probe("kl_regularised_optimum", finetune.kl_regularised_optimum, kl_regularised_optimum_cases),
     Probe("sequence_log_prob", finetune.sequence_log_prob, sequence_log_prob_cases),
     Probe("dpo_loss", finetune.dpo_loss, dpo_loss_cases),
     Probe("sequence_kl", finetune.sequence_kl, sequence_kl_cases),
