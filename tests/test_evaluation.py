@@ -151,6 +151,26 @@ def test_expected_green_fraction_matches_monte_carlo():
     )
 
 
+def test_tokens_for_z_reaches_the_target_in_expectation():
+    gamma, delta, target = 0.25, 2.0, 4.0
+    t = watermark.tokens_for_z(gamma, delta, target)
+    g = watermark.expected_green_fraction(gamma, delta)
+    # the expected green count g T, standardised, is the target
+    assert watermark.z_from_counts(g * t, t, gamma) == pytest.approx(target, rel=1e-9)
+    # Monte Carlo: binomial green counts of the rounded length have mean z near the target
+    n = int(round(t))
+    greens = np.random.default_rng(0).binomial(n, g, size=200_000)
+    mean_z = watermark.z_from_counts(greens, n, gamma).mean()
+    expected_at_n = target * math.sqrt(n / t)
+    assert mean_z == pytest.approx(expected_at_n, abs=0.01)
+    # longer texts for a higher target, shorter for a stronger boost
+    assert watermark.tokens_for_z(gamma, delta, 2 * target) == pytest.approx(4 * t)
+    assert watermark.tokens_for_z(gamma, 4.0, target) < t
+    for bad in [(0.25, 0.0, 4.0), (0.25, 2.0, 0.0), (1.0, 2.0, 4.0)]:
+        with pytest.raises(ValueError):
+            watermark.tokens_for_z(*bad)
+
+
 def test_z_score_is_the_binomial_standardisation():
     key = jax.random.key(1)
     tokens = np.random.default_rng(0).integers(50, size=120)
@@ -242,6 +262,48 @@ def test_watermarked_sample_is_detected_and_keeps_the_prompt():
                                        jax.random.key(2), 0.25, 2.0)  # fmt: skip
     assert out.shape == (123,) and list(np.asarray(out[:3])) == [1, 2, 3]
     assert watermark.watermark_z_score(out, jax.random.key(2), 30, 0.25, prompt_len=3) > 4
+
+
+def _mmd2_double_loop(x, y, unbiased=True):
+    """MMD^2 with k(a, b) = (a . b / D + 1)^3 by explicit loops in float64."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    d = x.shape[1]
+
+    def mean_k(a, b, skip_diagonal):
+        values = [(a[i] @ b[j] / d + 1.0) ** 3 for i in range(len(a)) for j in range(len(b))
+                  if not (skip_diagonal and i == j)]  # fmt: skip
+        return np.mean(values)
+
+    return mean_k(x, x, unbiased) + mean_k(y, y, unbiased) - 2 * mean_k(x, y, False)
+
+
+def test_kernel_distance_matches_a_double_loop():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(12, 4)), rng.normal(size=(9, 4)) * 1.3 + 0.4
+    got = float(evaluation.kernel_distance(x.astype(np.float32), y.astype(np.float32)))
+    assert got == pytest.approx(_mmd2_double_loop(x, y), rel=1e-4, abs=1e-5)
+    with pytest.raises(ValueError):
+        evaluation.kernel_distance(x[:1], y)
+    with pytest.raises(ValueError):
+        evaluation.kernel_distance(x, y[:, :3])
+
+
+def test_kernel_distance_is_unbiased_where_the_plug_in_is_not():
+    rng = np.random.default_rng(6)
+    unbiased, plug_in = [], []
+    for _ in range(400):
+        x, y = rng.normal(size=(10, 2)), rng.normal(size=(10, 2))  # one distribution: MMD^2 = 0
+        unbiased.append(
+            float(evaluation.kernel_distance(x.astype(np.float32), y.astype(np.float32)))
+        )
+        plug_in.append(_mmd2_double_loop(x, y, unbiased=False))
+    unbiased, plug_in = np.array(unbiased), np.array(plug_in)
+    se = unbiased.std() / np.sqrt(len(unbiased))
+    assert abs(unbiased.mean()) < 3 * se
+    assert plug_in.mean() > 10 * plug_in.std() / np.sqrt(len(plug_in))
+    # and a real difference is seen: shifted means give a clearly positive estimate
+    x, y = rng.normal(size=(200, 2)), rng.normal(size=(200, 2)) + 1.0
+    assert float(evaluation.kernel_distance(x, y)) > 0.5
 
 
 def test_frechet_floor_is_the_distance_of_two_disjoint_permuted_halves():

@@ -72,6 +72,27 @@ def expected_green_fraction(gamma, delta):
     return boost / (boost + 1.0 - gamma)
 
 
+def tokens_for_z(gamma, delta, target_z):
+    """How many scored tokens a watermarked text needs for its expected z-score to reach
+    target_z, when the model's own next-token distribution is uniform.
+
+    With the green fraction g of :func:`expected_green_fraction`, the expected green count of T
+    tokens is g T, whose z-score grows like the square root of T; the result is the T (a real
+    number, not rounded) at which it equals target_z: target_z^2 gamma (1 - gamma) / (g - gamma)^2.
+    Needs gamma in (0, 1), delta > 0 (no boost: never detected) and target_z > 0.
+
+    Returns:
+        A Python float > 0.
+    """
+    gamma = _gamma(gamma)
+    if not float(delta) > 0.0:
+        raise ValueError(f"delta must be > 0 (without a boost no length suffices), got {delta}")
+    if not float(target_z) > 0.0:
+        raise ValueError(f"target_z must be > 0, got {target_z}")
+    g = expected_green_fraction(gamma, delta)
+    return float(target_z) ** 2 * gamma * (1.0 - gamma) / (g - gamma) ** 2
+
+
 def _tokens(tokens) -> np.ndarray:
     array = np.asarray(tokens)
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):

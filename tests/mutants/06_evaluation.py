@@ -89,6 +89,36 @@ def frechet_distance(mu1, cov1, mu2, cov2):
     return jnp.maximum(jnp.linalg.norm(mu1 - mu2) + jnp.trace(cov1) + jnp.trace(cov2) - 2 * tr, 0.0)
 """,
     },
+    "kernel_distance": {
+        "plug_in_with_the_diagonal": """
+def kernel_distance(real, fake):
+    x, y = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
+    k = lambda a, b: (a @ b.T / x.shape[1] + 1.0) ** 3
+    return jnp.mean(k(x, x)) + jnp.mean(k(y, y)) - 2.0 * jnp.mean(k(x, y))
+""",
+        "diagonal_dropped_but_divided_by_n_squared": """
+def kernel_distance(real, fake):
+    x, y = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
+    k = lambda a, b: (a @ b.T / x.shape[1] + 1.0) ** 3
+    off = lambda K: (jnp.sum(K) - jnp.trace(K)) / K.shape[0] ** 2
+    return off(k(x, x)) + off(k(y, y)) - 2.0 * jnp.mean(k(x, y))
+""",
+        "diagonal_dropped_from_the_cross_term_too": """
+def kernel_distance(real, fake):
+    x, y = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
+    k = lambda a, b: (a @ b.T / x.shape[1] + 1.0) ** 3
+    off = lambda K: (jnp.sum(K) - jnp.trace(K)) / (K.shape[0] * K.shape[1] - min(K.shape))
+    return off(k(x, x)) + off(k(y, y)) - 2.0 * off(k(x, y))
+""",
+        "kernel_not_scaled_by_d": """
+def kernel_distance(real, fake):
+    x, y = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
+    k = lambda a, b: (a @ b.T + 1.0) ** 3
+    n, m = x.shape[0], y.shape[0]
+    kxx, kyy = k(x, x), k(y, y)
+    return (jnp.sum(kxx) - jnp.trace(kxx)) / (n * (n - 1)) + (jnp.sum(kyy) - jnp.trace(kyy)) / (m * (m - 1)) - 2.0 * jnp.mean(k(x, y))
+""",  # noqa: E501
+    },
     "knn_precision_recall": {
         "self_counted_as_neighbour": """
 def knn_precision_recall(real, fake, k=3):
@@ -207,6 +237,42 @@ def expected_green_fraction(gamma, delta):
         "additive_boost": """
 def expected_green_fraction(gamma, delta):
     return gamma * (1.0 + delta) / (gamma * (1.0 + delta) + 1.0 - gamma)
+""",
+    },
+    "tokens_for_z": {
+        "target_not_squared": """
+def tokens_for_z(gamma, delta, target_z):
+    if not delta > 0 or not target_z > 0:
+        raise ValueError("delta and target_z must be > 0")
+    g = expected_green_fraction(gamma, delta)
+    return target_z * gamma * (1 - gamma) / (g - gamma) ** 2
+""",
+        "variance_of_the_watermarked_text": """
+def tokens_for_z(gamma, delta, target_z):
+    if not delta > 0 or not target_z > 0:
+        raise ValueError("delta and target_z must be > 0")
+    g = expected_green_fraction(gamma, delta)
+    return target_z**2 * g * (1 - g) / (g - gamma) ** 2
+""",
+        "green_fraction_instead_of_the_excess": """
+def tokens_for_z(gamma, delta, target_z):
+    if not delta > 0 or not target_z > 0:
+        raise ValueError("delta and target_z must be > 0")
+    g = expected_green_fraction(gamma, delta)
+    return target_z**2 * gamma * (1 - gamma) / g**2
+""",
+        "rounded_up": """
+def tokens_for_z(gamma, delta, target_z):
+    import math
+    if not delta > 0 or not target_z > 0:
+        raise ValueError("delta and target_z must be > 0")
+    g = expected_green_fraction(gamma, delta)
+    return float(math.ceil(target_z**2 * gamma * (1 - gamma) / (g - gamma) ** 2))
+""",
+        "no_argument_check": """
+def tokens_for_z(gamma, delta, target_z):
+    g = expected_green_fraction(gamma, delta)
+    return float(np.float64(target_z) ** 2 * gamma * (1 - gamma) / np.float64(g - gamma) ** 2)
 """,
     },
     "watermark_z_score": {
@@ -505,6 +571,26 @@ def frechet_distance(mu1, cov1, mu2, cov2):
     return max(float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(middle)), 0.0)
 """,
     },
+    "kernel_distance": {
+        "numpy_float64_masks": """
+def kernel_distance(real, fake):
+    x, y = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    k = lambda a, b: (a @ b.T / x.shape[1] + 1.0) ** 3
+    off = lambda K: K[~np.eye(len(K), dtype=bool)].mean()
+    return off(k(x, x)) + off(k(y, y)) - 2.0 * k(x, y).mean()
+""",
+        "where_and_einsum": """
+def kernel_distance(real, fake):
+    x, y = jnp.asarray(real), jnp.asarray(fake)
+    d = x.shape[-1]
+    def within(a):
+        n = a.shape[0]
+        K = (jnp.einsum("id,jd->ij", a, a) / d + 1) ** 3
+        return jnp.where(jnp.eye(n, dtype=bool), 0.0, K).sum() / (n * (n - 1))
+    cross = ((jnp.einsum("id,jd->ij", x, y) / d + 1) ** 3).mean()
+    return within(x) + within(y) - 2 * cross
+""",
+    },
     "knn_precision_recall": {
         "exact_differences_inf_diagonal": """
 def knn_precision_recall(real, fake, k=3):
@@ -576,6 +662,24 @@ def expected_green_fraction(gamma, delta):
     green_weight = gamma * np.exp(delta)
     red_weight = 1 - gamma
     return green_weight / (green_weight + red_weight)
+""",
+    },
+    "tokens_for_z": {
+        "sigmoid_and_square": """
+def tokens_for_z(gamma, delta, target_z):
+    if delta <= 0 or target_z <= 0:
+        raise ValueError("need delta > 0 and target_z > 0")
+    g = 1.0 / (1.0 + (1.0 - gamma) / (gamma * np.exp(delta)))
+    return float((target_z / (g - gamma)) ** 2 * gamma * (1.0 - gamma))
+""",
+        "root_finding": """
+def tokens_for_z(gamma, delta, target_z):
+    import scipy.optimize
+    if delta <= 0 or target_z <= 0:
+        raise ValueError("need delta > 0 and target_z > 0")
+    g = expected_green_fraction(gamma, delta)
+    z = lambda t: (g - gamma) * t / np.sqrt(t * gamma * (1 - gamma)) - target_z
+    return float(scipy.optimize.brentq(z, 1e-12, 1e12, xtol=1e-12, rtol=1e-14))
 """,
     },
     "watermark_z_score": {

@@ -66,6 +66,24 @@ def frechet_distance_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def kernel_distance_cases(rng: np.random.Generator) -> list[Case]:
+    kid_close = close(2e-3, 2e-4)
+    pair = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    cases = [
+        Case("kernel_distance of two rows against the same two rows (diagonal excluded: "
+             "not 0)", call(pair, pair), kid_close),
+        Case("kernel_distance with the minimum of 2 rows per set",
+             call(jnp.array([[0.5, -1.0], [2.0, 0.0]]), jnp.array([[1.0, 1.0], [-1.0, 0.5]])),
+             kid_close),
+    ]  # fmt: skip
+    for n, m, d, shift in [(30, 30, 3, 0.0), (50, 20, 8, 0.7), (7, 40, 16, 0.0), (100, 80, 5, 1.5)]:
+        x = f32(rng.normal(size=(n, d)))
+        y = f32(rng.normal(size=(m, d)) * rng.uniform(0.7, 1.4) + shift)
+        cases.append(Case(f"kernel_distance(real [{n}, {d}], fake [{m}, {d}]), means "
+                          f"{shift} apart", call(x, y), kid_close))  # fmt: skip
+    return cases
+
+
 def _clouds(rng: np.random.Generator, n: int, m: int, d: int):
     real = rng.normal(size=(n, d))
     fake = rng.normal(size=(m, d)) * rng.uniform(0.4, 1.6) + rng.uniform(0.0, 1.5, size=d)
@@ -162,6 +180,25 @@ def expected_green_fraction_cases(rng: np.random.Generator) -> list[Case]:
         gamma, delta = float(rng.uniform(0.05, 0.95)), float(rng.uniform(0.0, 8.0))
         cases.append(Case(f"expected_green_fraction({gamma:.3f}, {delta:.3f})",
                           call(gamma, delta), close(1e-5, 1e-7)))  # fmt: skip
+    return cases
+
+
+def tokens_for_z_cases(rng: np.random.Generator) -> list[Case]:
+    t_close = close(1e-4, 1e-4)
+    cases = [
+        Case("tokens_for_z(0.5, 1.0, 2.0)", call(0.5, 1.0, 2.0), t_close),
+        Case("tokens_for_z(0.1, 5.0, 3.0): a strong boost, a short text", call(0.1, 5.0, 3.0),
+             t_close),
+        Case("tokens_for_z(0.25, 0.0, 4.0) raises ValueError (no boost)", call(0.25, 0.0, 4.0),
+             raises=(ValueError,)),
+        Case("tokens_for_z(0.25, 2.0, 0.0) raises ValueError", call(0.25, 2.0, 0.0),
+             raises=(ValueError,)),
+    ]  # fmt: skip
+    for _ in range(4):
+        gamma, delta = float(rng.uniform(0.05, 0.9)), float(rng.uniform(0.3, 6.0))
+        target = float(rng.uniform(1.0, 8.0))
+        cases.append(Case(f"tokens_for_z({gamma:.3f}, {delta:.3f}, {target:.3f})",
+                          call(gamma, delta, target), t_close))  # fmt: skip
     return cases
 
 
@@ -397,6 +434,7 @@ PROBES = [
     Probe("bits_per_dim", evaluation.bits_per_dim, bits_per_dim_cases),
     Probe("gaussian_stats", evaluation.gaussian_stats, gaussian_stats_cases),
     Probe("frechet_distance", evaluation.frechet_distance, frechet_distance_cases),
+    Probe("kernel_distance", evaluation.kernel_distance, kernel_distance_cases),
     Probe("knn_precision_recall", evaluation.knn_precision_recall, knn_precision_recall_cases),
     Probe("nearest_neighbor_distances", evaluation.nearest_neighbor_distances,
           nearest_neighbor_distances_cases),
@@ -408,6 +446,8 @@ PROBES = [
           uses=("green_mask",)),
     Probe("watermarked_sample", watermark.watermarked_sample, watermarked_sample_cases,
           uses=("green_mask", "watermark_logits")),
+    Probe("tokens_for_z", watermark.tokens_for_z, tokens_for_z_cases,
+          uses=("expected_green_fraction",)),
     Probe("z_threshold", watermark.z_threshold, z_threshold_cases),
     Probe("repeated_pair_fraction", watermark.repeated_pair_fraction, repeated_pair_fraction_cases),
     Probe("frechet_floor", evaluation.frechet_floor, frechet_floor_cases,
