@@ -88,5 +88,6 @@ def test_passed_prints_one_line_naming_the_exercise(capsys):
     assert check.passed("top_p_filter") is None
     out = capsys.readouterr().out
     assert out == (
-        "top_p_filter: all visible checks passed (the hidden tests run when the notebook is graded)\n"
+        "top_p_filter: all visible checks passed "
+        "(the hidden tests run when the notebook is graded)\n"
     )
