@@ -74,7 +74,8 @@ HUGE_OUTPUT = (
 )
 # The sandbox's caps: processes (children that sleep, until fork fails) and the size of /tmp.
 FORK_BOMB = (
-    "def power_sum(x, n):\n"
+    '@functools.partial(jax.jit, static_argnames="n")\n'
+    "def power_sum(x, n):  # the visible checks want it jitted; tracing runs the bomb\n"
     "    import os, time\n"
     "    while True:  # forks until the process limit stops it\n"
     "        if os.fork() == 0:\n"
