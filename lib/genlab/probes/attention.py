@@ -192,8 +192,8 @@ def softmax_backward_cases(rng: np.random.Generator) -> list[Case]:
                       call(same, jnp.ones((3, 6)) * f32([[1.0], [-2.0], [0.5]])),
                       close(1e-5, 1e-6)))  # fmt: skip
     big = f32([[1e4, 0.0, -1e4], [1e3, 1e3, 0.0], [-1e4, 5.0, 5.0]])
-    cases.append(Case("softmax_backward(scores of size 1e4)",
-                      call(big, _normal(rng, (3, 3))), close(1e-5, 1e-6)))  # fmt: skip
+    cases.append(Case("softmax_backward(scores of size 1e4)",  # float32 log-space: ~1e-5 rel.
+                      call(big, _normal(rng, (3, 3))), close(1e-4, 1e-5)))  # fmt: skip
     return cases
 
 
