@@ -39,6 +39,7 @@ TIMEOUT_ENAME = "CellTimeoutError"
 DEAD_ENAME = "KernelDied"
 PROCESS_LIMIT_ENAME = "BlockingIOError"  # what fork raises at RLIMIT_NPROC (EAGAIN)
 RESTART_AFTER = {TIMEOUT_ENAME, "MemoryError", PROCESS_LIMIT_ENAME}
+RESTART_ATTEMPTS = 4
 TRUNCATED_NOTE = "[output truncated by the grader: more than {} characters]"
 
 
@@ -132,8 +133,18 @@ class ResilientExecute(Execute):
         self.log.warning("cell %d: %s; restarting the kernel and re-running earlier cells",
                          cell_index, why)  # fmt: skip
         self.restarts.append((cell_index, why))
-        await ensure_async(self.km.restart_kernel(now=True))
-        await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+        for attempt in range(RESTART_ATTEMPTS):
+            # After a fork bomb the killed children still count against the process limit
+            # until they are reaped, and a kernel started at once may die: try again.
+            await ensure_async(self.km.restart_kernel(now=True))
+            try:
+                await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+                break
+            except RuntimeError:
+                if attempt + 1 == RESTART_ATTEMPTS:
+                    raise
+                self.log.warning("the restarted kernel died; trying again")
+                await asyncio.sleep(2.0 * (attempt + 1))
         for index in list(self._clean_cells):
             source, _ = strip_hidden(self.nb.cells[index].source)
             if not await self._run_quietly(source):
