@@ -377,7 +377,9 @@ def apply_temperature_cases(rng: np.random.Generator) -> list[Case]:
 
 
 def entropy_temperature_slope_cases(rng: np.random.Generator) -> list[Case]:
-    tolerance = close(1e-3, 1e-6)
+    # Differentiating the entropy in float32 (a correct route) loses up to ~0.4 % to
+    # cancellation at low temperature; every wrong variant is off by a factor (t, 1/t, a sign).
+    tolerance = close(1e-2, 2e-5)
     cases = [
         Case("entropy_temperature_slope(uniform logits of shape (3, 5), t=0.7) = 0",
              call(jnp.zeros((3, 5)), 0.7), tolerance),
@@ -394,9 +396,10 @@ def entropy_temperature_slope_cases(rng: np.random.Generator) -> list[Case]:
     shifted = f32(rng.normal(scale=2.0, size=(5, 8)) + 10.0)
     cases.append(Case("entropy_temperature_slope(random logits around 10, shape (5, 8), t=1.3)",
                       call(shifted, 1.3), tolerance))  # fmt: skip
+    # Nearly one-hot rows: a slope of about 1e-4, of which float32 autodiff loses about 1e-5.
     peaked = f32(rng.normal(scale=6.0, size=(4, 10)))
     cases.append(Case("entropy_temperature_slope(peaked random logits (4, 10), t=0.2)",
-                      call(peaked, 0.2), tolerance))  # fmt: skip
+                      call(peaked, 0.2), close(1e-3, 5e-5)))  # fmt: skip
     return cases
 
 
