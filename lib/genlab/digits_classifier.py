@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from genlab import data, model_cache
 from genlab.nn import MLP
+from genlab.train import ProgressBar
 
 CONFIG = {"sizes": [64, 128, 10], "steps": 1500, "batch": 128, "lr": 3e-3, "weight_decay": 1e-4,
           "noise": 0.1, "outlier_weight": 0.2, "held_out": 360, "seed": 0}  # fmt: skip
@@ -91,8 +91,10 @@ def _train(model: DigitClassifier) -> None:
         return loss
 
     keys = jax.random.split(jax.random.key(CONFIG["seed"]), CONFIG["steps"])
-    for key in tqdm(keys, desc="training the digit classifier (once, then cached)", leave=False):
-        step(model, optimizer, key)
+    with ProgressBar(len(keys), "training the digit classifier (once, then cached)") as bar:
+        for key in keys:
+            step(model, optimizer, key)
+            bar.update()
 
 
 def pretrained() -> DigitClassifier:
