@@ -31,7 +31,7 @@ TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 # Jupyter refuses to run as root (containers, CI) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test release release-chapter collect grade feedback export demo-grade bench lint clean
+.PHONY: setup lab test release release-chapter collect grade feedback export similarity demo-grade bench lint clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,7 @@ collect: setup
 grade: setup
 	@test -n "$(CH)" || (echo "usage: make grade CH=<chapter folder, e.g. 00_jax_primer>"; exit 2)
 	$(BIN)/genlab grade $(CH) --workers $(WORKERS)
+	$(BIN)/genlab similarity $(CH)
 
 feedback: setup
 	@test -n "$(CH)" || (echo "usage: make feedback CH=<chapter folder>"; exit 2)
@@ -75,6 +76,11 @@ feedback: setup
 
 export: setup
 	$(BIN)/genlab export --to grades.csv
+
+## Answers that share code (between students, and with the course's own): reports/CH-similarity.*
+similarity: setup
+	@test -n "$(CH)" || (echo "usage: make similarity CH=<chapter folder>"; exit 2)
+	$(BIN)/genlab similarity $(CH)
 
 ## Grade the bundled demo class (build/demo-class) end to end and print its table.
 demo-grade: setup

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import inspect
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -66,8 +67,21 @@ def test_copy_is_flagged_independent_answers_are_not_and_a_retyped_reference_is(
     (course / "submitted" / "eve" / CHAPTER).mkdir(parents=True)
     (course / "submitted" / "eve" / CHAPTER / f"{CHAPTER}.ipynb").write_text("{not json")
 
+    class_report = course / "reports" / f"{CHAPTER}.csv"
+    class_report.parent.mkdir()
+    class_report.write_text(
+        "student,chapter,score,max_score,status,reasons,flags\n"
+        f"ada,{CHAPTER},16,16,graded,,\n"
+        f"bo,{CHAPTER},16,16,graded,,called the library's reference\n"
+        f"cy,{CHAPTER},16,16,graded,,answers share code with zed (similarity 0.99)\n"
+    )
+
     report = sim.similarity(course, CHAPTER)
 
+    marked = {r["student"]: r["flags"] for r in csv.DictReader(open(class_report))}
+    assert re.fullmatch(r"answers share code with cy \(similarity (0\.9\d|1\.00)\)", marked["ada"])
+    assert re.fullmatch(r"answers share code with ada \(similarity (0\.9\d|1\.00)\)", marked["cy"])
+    assert marked["bo"] == "called the library's reference", marked
     flagged = {(p.a, p.b) for p in report.flagged()}
     assert ("ada", "cy") in flagged, [p for p in report.pairs if {p.a, p.b} == {"ada", "cy"}]
     assert ("di", "reference:logsumexp") in flagged
@@ -104,3 +118,19 @@ def test_a_generated_class_of_two_hundred_flags_exactly_its_copies(tmp_path):
     copies = similar.generated_class(course, 200)
     report = sim.similarity(course, CHAPTER)
     assert {(p.a, p.b) for p in report.flagged()} == copies
+
+
+def test_the_command_line_writes_the_reports_and_names_the_flagged_pairs(course, capsys):
+    from genlab import cli
+
+    release = nbformat.read(course / "chapters" / CHAPTER / f"{CHAPTER}.ipynb", as_version=4)
+    answers = similar.student(release, random.Random(3), lambda sources: sources[0])
+    similar.submit(course, "ann", answers)
+    similar.submit(course, "ben", {n: similar.disguised(a) for n, a in answers.items()})
+    for i in range(3):
+        similar.submit(course, f"other{i}", similar.student(release, random.Random(i), min))
+    assert cli.main(["--course", str(course), "similarity", CHAPTER]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ann\s+ben\s+similarity (0\.9\d|1\.00)", out, flags=re.M), out
+    assert "1 flagged of" in out
+    assert (course / "reports" / f"{CHAPTER}-similarity.html").exists()

@@ -27,7 +27,8 @@ training step are not copying it.
 
 ``similarity(root, chapter)`` writes ``reports/CH-similarity.csv`` (every pair with a score above
 zero, flagged first) and ``reports/CH-similarity.html`` (the flagged pairs' matched lines side by
-side). A flag is a reason to look, never a verdict: the instructor reads the two answers.
+side), and adds the flags to the class report ``reports/CH.csv`` when grading has written it. A
+flag is a reason to look, never a verdict: the instructor reads the two answers.
 """
 
 from __future__ import annotations
@@ -300,6 +301,43 @@ def analyse(submissions: dict[str, Path], release_nb, solution_nb, chapter: str)
     return Report(pairs, against, skipped, docs)
 
 
+def flags_by_student(report: Report) -> dict[str, list[str]]:
+    """The class report's flags: for each student in a flagged pair, whom or what they share
+    code with (``reports/CH-similarity.html`` shows where)."""
+    flags: dict[str, list[str]] = defaultdict(list)
+    for p in report.flagged():
+        cells = ", ".join(p.cells)
+        if p.b.startswith("reference:"):
+            flags[p.a].append(f"answer retypes the course's reference code ({cells})")
+        else:
+            for one, other in ((p.a, p.b), (p.b, p.a)):
+                flags[one].append(f"answers share code with {other} (similarity {p.score:.2f})")
+    return dict(flags)
+
+
+SIMILARITY_FLAGS = ("answers share code with ", "answer retypes the course's reference code")
+
+
+def mark_class_report(report: Report, path: Path) -> int:
+    """Put :func:`flags_by_student` into the class report's ``flags`` column (``reports/CH.csv``,
+    written by grading), replacing the flags of an earlier similarity run and keeping the rest.
+    Returns the number of students flagged; a missing report is left alone (0)."""
+    if not path.exists():
+        return 0
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames or [], list(reader)
+    shared = flags_by_student(report)
+    for row in rows:
+        kept = [f for f in row["flags"].split(" | ") if f and not f.startswith(SIMILARITY_FLAGS)]
+        row["flags"] = " | ".join(kept + shared.get(row["student"], []))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return sum(1 for row in rows if row["student"] in shared)
+
+
 def write_csv(report: Report, path: Path) -> Path:
     """Every scored pair, flagged first: student_a, student_b, score, shared, flagged, cells."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -379,4 +417,5 @@ def similarity(root: Path, chapter: str) -> Report:
     )
     write_csv(report, root / "reports" / f"{chapter}-similarity.csv")
     write_html(report, root / "reports" / f"{chapter}-similarity.html", chapter)
+    mark_class_report(report, root / "reports" / f"{chapter}.csv")
     return report

@@ -5,6 +5,7 @@ genlab collect  CH --from PATH          a folder of student folders, or an LMS .
 genlab grade    CH [--workers N] [...]  sandboxed parallel autograde, report in reports/CH.csv
 genlab feedback CH                      feedback/ID/CH/*.html without hidden tests
 genlab export   [--to grades.csv]       every grade as CSV
+genlab similarity CH                    answers that share code: reports/CH-similarity.{csv,html}
 genlab demo     [--workers N]           build, grade and report the demo class
 genlab hub ...                          a class on JupyterHub (genlab hub --help, genlab.hub)
 """
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("feedback").add_argument("chapter")
     sub.add_parser("export").add_argument("--to", type=Path, default=Path("grades.csv"))
+    sub.add_parser("similarity").add_argument("chapter")
     p = sub.add_parser("demo")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--dir", type=Path, default=None, help="default: build/demo-class")
@@ -79,6 +81,16 @@ def main(argv=None) -> int:
                 print(path)
         elif args.command == "export":
             print(classroom.export(root, args.to))
+        elif args.command == "similarity":
+            from genlab import classroom_similarity
+
+            report = classroom_similarity.similarity(root, args.chapter)
+            flagged = report.flagged()
+            for p in flagged:
+                print(f"{p.a:16s} {p.b:28s} similarity {p.score:.2f}  {' '.join(p.cells)}")
+            print(f"{len(flagged)} flagged of {len(report.pairs) + len(report.reference)} "
+                  f"scored pairs; skipped: {len(report.skipped)}")  # fmt: skip
+            print(f"report: {root / 'reports' / (args.chapter + '-similarity.html')}")
         elif args.command == "demo":
             from genlab.classroom_demo import run_demo
 
