@@ -30,6 +30,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -475,3 +476,34 @@ def test_each_role_sees_its_nbgrader_extensions(hub_class):
             assert reply.status == 404, reply.status
         finally:
             browser.close()
+
+
+def test_shared_python_has_a_genlab_of_its_own():
+    """`genlab hub python DIR` works wherever the repository lives: its genlab is a copy inside
+    DIR, not the editable install's path into the clone, and an unprivileged account imports it
+    (a clone in a 0700 folder, as `mktemp -d` or root's home makes, is then no obstacle)."""
+    from genlab import hub
+
+    if subprocess.run(["/usr/bin/python3", "-c", "import sys; assert sys.version_info[:2] == "
+                       f"{tuple(sys.version_info[:2])}"]).returncode != 0:  # fmt: skip
+        reason = "/usr/bin/python3 is not this Python's minor version"
+        print(f"skipping the shared-Python test: {reason}")
+        pytest.skip(reason)
+    base = Path(tempfile.mkdtemp(prefix="genlab-python-"))
+    try:
+        os.chmod(base, 0o755)
+        python = hub.shared_python(base / "python")
+        where = subprocess.run([str(python), "-c", "import genlab; print(genlab.__file__)"],
+                               capture_output=True, text=True, check=True,
+                               env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+        assert Path(where.stdout.strip()).resolve().is_relative_to(base.resolve()), where.stdout
+        ours = Path(hub.__file__).resolve().parent
+        assert not list((Path(where.stdout.strip()).parent.parent).glob("__editable__*genlab*"))
+        assert (ours / "__init__.py").exists(), "the repository's genlab is untouched"
+        if os.geteuid() == 0 and shutil.which("runuser"):
+            as_nobody = subprocess.run(["runuser", "-u", "nobody", "--", str(python), "-c",
+                                        "import genlab.probing"],
+                                       capture_output=True, text=True)  # fmt: skip
+            assert as_nobody.returncode == 0, as_nobody.stderr[-2000:]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -139,7 +139,8 @@ class HubClass:
 def shared_python(target: Path, base: str = "/usr/bin/python3") -> Path:
     """A Python every account can run that sees this environment's packages: a virtualenv of
     ``base`` (same minor version as this Python) holding this environment's site-packages (hard
-    links), commands and Jupyter folders.
+    links), commands and Jupyter folders, and a copy of genlab's sources of its own, so that it
+    works wherever the repository lives.
 
     Needed when this environment's base Python is private (pyenv under /root, say): user servers
     run as the users. Returns the new environment's ``bin/python``.
@@ -155,6 +156,7 @@ def shared_python(target: Path, base: str = "/usr/bin/python3") -> Path:
     python = Path(target) / "bin" / "python"
     where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     purelib = Path(_run([str(python), "-c", where]).stdout.strip())
+    genlab_dir = _genlab_folder()
     if sys.prefix != sys.base_prefix:
         # This environment's site-packages, hard-linked (2-3 s; a symlink would do for the
         # servers but not for packages that must differ, and the grading sandbox mounts the
@@ -162,14 +164,19 @@ def shared_python(target: Path, base: str = "/usr/bin/python3") -> Path:
         purelib.rmdir()
         ours = sysconfig.get_paths()["purelib"]
         linked = subprocess.run(["cp", "-al", ours, str(purelib)], capture_output=True)
-        if linked.returncode != 0:  # another file system: share the folder itself
+        if linked.returncode != 0:  # another file system
             shutil.rmtree(purelib, ignore_errors=True)
-            purelib.symlink_to(ours)
+            if genlab_dir.parent == Path(ours).resolve():
+                purelib.symlink_to(ours)  # share the folder itself
+            else:  # genlab lives elsewhere: a copy of its own, so a full copy of the folder
+                shutil.copytree(ours, purelib, symlinks=True)
         else:
             _fix_known_breakage(python, purelib)
     else:
         lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in site.getsitepackages())
         (purelib / "genlab-environment.pth").write_text(lines)
+    if not purelib.is_symlink():
+        _own_genlab(purelib, genlab_dir)
     # Jupyter's configuration and data (server and lab extensions, kernels) of the environment.
     for name in ("etc", "share"):
         if (Path(sys.prefix) / name).is_dir() and not (Path(target) / name).exists():
@@ -195,6 +202,28 @@ def shared_python(target: Path, base: str = "/usr/bin/python3") -> Path:
             if not os.path.islink(path):
                 os.chmod(path, os.stat(path).st_mode | 0o644)
     return python
+
+
+def _genlab_folder() -> Path:
+    """The folder of the genlab package this process imported."""
+    import genlab
+
+    return Path(genlab.__file__).resolve().parent
+
+
+def _own_genlab(purelib: Path, genlab_dir: Path) -> None:
+    """Give the environment at ``purelib`` its own copy of genlab's sources when genlab is not
+    already one of its packages (an editable install, or genlab on ``PYTHONPATH``): the
+    repository may sit in a folder the class's accounts cannot enter (a clone under /root, or in
+    a ``mktemp -d`` folder, mode 0700). Editable-install hooks that point at the repository are
+    dropped (in this environment only: each is a link of its own)."""
+    target = purelib / "genlab"
+    if (target / "__init__.py").is_file():
+        return  # installed as a package: already the environment's own (hard-linked) files
+    for hook in purelib.glob("__editable__*genlab*"):  # the .pth and its finder module
+        hook.unlink()
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(genlab_dir, target, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 # soupsieve >= 2.6 uses possessive quantifiers that Python 3.11.0-3.11.3's re rejects (Debian 12's
