@@ -1,7 +1,7 @@
 """GenLab: the small JAX/Flax library behind the GenLab course notebooks.
 
-Modules are named after their idea (see ``shared/design.md``, section 3); import them
-directly, e.g. ``from genlab import check, data, runtime``.
+Modules are named after their idea (``gan``, ``vae``, ``attention``, ``sampling``, ...); import
+them directly, e.g. ``from genlab import check, data, runtime``.
 
 On a CPU, XLA runs a program as one device that spreads its operations over the cores; for a
 training step as large as chapter 04's GPT, two devices that each take half of the batch keep
