@@ -138,6 +138,8 @@ def test_scan_flags_indirect_rebinding(source, expected):
         ("import pickle", "uses pickle"),
         ("import marshal", "uses marshal"),
         ("import code", "uses code"),
+        ("import signal", "uses signal"),
+        ("from signal import alarm", "uses signal"),
         ("import shutil", "uses shutil"),
         ("x = np.load('a.npy', allow_pickle=True)", "loads pickles"),
         ("sys.setprofile(None)", "uses sys.setprofile"),
@@ -260,6 +262,7 @@ HONEST = [
     "class Stack(nnx.Module):\n    def __init__(self, n, *, rngs):\n        for i in range(n):\n"
     "            setattr(self, f'layer{i}', nnx.Linear(2, 2, rngs=rngs))",
     "code = encoder(x)\nprint(code.shape)",
+    "signal, noise = jnp.sqrt(ab), jnp.sqrt(1 - ab)\nx0 = (x - noise * eps) / signal",
     "def f(x):\n    sum = 0\n    for v in x:\n        sum += v\n    return sum",
 ]
 

@@ -55,9 +55,9 @@ FORBIDDEN_MODULES = {
     "importlib", "inspect", "subprocess", "multiprocessing", "threading", "_thread", "ctypes",
     "socket", "urllib", "http", "requests", "sqlite3", "nbgrader", "pkgutil", "linecache",
     "pickle", "marshal", "shelve", "dill", "cloudpickle", "runpy", "zipimport", "gc", "pty",
-    "posix", "asyncio", "IPython", "ipykernel", "shutil", "signal", "pydoc", "joblib",
+    "posix", "asyncio", "IPython", "ipykernel", "shutil", "pydoc", "joblib",
 }  # fmt: skip
-IMPORT_ONLY = {"code", "codeop"}  # also common variable names: flagged when imported
+IMPORT_ONLY = {"code", "codeop", "signal"}  # also common variable names: flagged when imported
 SYS_ATTRS = {"modules", "settrace", "setprofile", "meta_path", "path_hooks", "addaudithook"}
 OS_ATTRS = {"system", "popen", "fork", "forkpty", "kill", "killpg", "environ", "environb", "getenv",
             "putenv", "unsetenv", "startfile", "chdir", "remove", "unlink", "rename", "replace",
