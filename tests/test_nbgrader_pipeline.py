@@ -9,9 +9,9 @@ tests against mutants in fast mode (tests/test_mutants.py); a sandboxed graded r
 chapter cost about 2.5 min each in CI (issue 18's budget).
 
 One course per chapter: ``nbgrader generate_assignment`` from a copy of ``solutions/CH``, then
-submissions from two "students", graded by ``genlab.classroom.grade`` (one sandboxed
-``nbgrader autograde --student`` per student, both at once, the verdict outside the kernel), and
-scores read back from the gradebook:
+submissions from two "students", graded by ``genlab.classroom.grade`` (the warm-up, the canary, then
+one sandboxed ``nbgrader autograde --student`` per student, both at once, the verdict outside the
+kernel), and scores read back from the gradebook:
 
 - ``solution``: the release with every answer filled in from the solution -> full marks, in the
   sandbox and its limits (what the notebook test, run outside it, cannot show);
@@ -86,8 +86,10 @@ def course(request, tmp_path_factory):
         shutil.copytree(release, folder)
         nbformat.write(nb, folder / name)
 
-    # warm=False: two students do not repay a warm-up run (the demo class exercises it)
-    rows = classroom.grade(course, chapter, workers=2, limits=Limits(), progress=False, warm=False)
+    # The warm-up trains the chapter's models once (outside the sandbox) for the canary and both
+    # students, who read them: cold, each sandboxed run of chapter 07 trained them again (fast
+    # mode, quiet machine: 311 s cold, 83 s with the caches warm).
+    rows = classroom.grade(course, chapter, workers=2, limits=Limits(), progress=False)
     return {
         "chapter": chapter,
         "course": course,
@@ -118,9 +120,18 @@ def test_release_matches_committed_chapters(chapter, tmp_path):
 
 
 def test_solution_scores_full_marks(course):
+    """Every test cell earns its points; a challenge's are extra credit (max_score 0 in the
+    gradebook, the points on top of the chapter's maximum)."""
     got = scores(course, "solution")
-    lost = {cell: s for cell, s in got.items() if s[0] != s[1]}
+    release_nb = nbformat.read(course["course"] / "chapters" / course["chapter"] / course["name"], 4)
+    cells = grading.graded_cells(release_nb)
+    points = {cell: float(cells[cell].metadata.nbgrader["points"]) for cell in got}
+    bonus = {grading.TEST_PREFIX + name for name in grading.challenge_names(release_nb)}
+    lost = {cell: s for cell, s in got.items() if s[0] != points[cell]}
     assert got and not lost, f"solution lost points on {lost}\n{course['output'][-3000:]}"
+    assert {cell for cell, (_, max_score) in got.items() if max_score == 0} == bonus
+    row = course["rows"]["solution"]
+    assert row.bonus == sum(points[cell] for cell in bonus) and row.score == row.max_score + row.bonus
 
 
 def test_blank_release_scores_zero_without_crashing(course):
