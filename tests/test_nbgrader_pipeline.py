@@ -36,9 +36,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from genlab import classroom, grading
-from genlab.classroom_demo import CHAPTERS as DEMO_CHAPTERS
-from genlab.classroom_limits import Limits
+from genlab.classroom import grading, steps
+from genlab.classroom.demo import CHAPTERS as DEMO_CHAPTERS
+from genlab.classroom.limits import Limits
 
 from conftest import CHAPTERS, RELEASE, ROOT, SOLUTIONS
 
@@ -87,7 +87,7 @@ def course(request, tmp_path_factory):
         nbformat.write(nb, folder / name)
 
     # warm=False: two students do not repay a warm-up run (the demo class exercises it)
-    rows = classroom.grade(course, chapter, workers=2, limits=Limits(), progress=False, warm=False)
+    rows = steps.grade(course, chapter, workers=2, limits=Limits(), progress=False, warm=False)
     return {
         "chapter": chapter,
         "course": course,
