@@ -109,7 +109,7 @@ PASSWORDS      ?=
 HUB_CLASS_PYTHON = $(shell python3 -c 'import json; print(json.load(open("$(HUB_STATE)/class.json"))["python"])' 2>/dev/null)
 HUB_AS_INSTRUCTOR = $(if $(filter 0,$(shell id -u)),runuser -u $(HUB_INSTRUCTOR) --) env -i \
 	PATH=$(dir $(HUB_CLASS_PYTHON)):/usr/bin:/bin LANG=C.UTF-8 HOME=$$(getent passwd $(HUB_INSTRUCTOR) | cut -d: -f6) \
-	GENLAB_HUB_STATE=$(HUB_STATE) $(HUB_CLASS_PYTHON) -m genlab.cli hub
+	GENLAB_HUB_STATE=$(HUB_STATE) $(HUB_CLASS_PYTHON) -m genlab.classroom.cli hub
 
 .PHONY: hub hub-proxy hub-setup hub-release hub-grade hub-remove
 
@@ -124,7 +124,7 @@ hub-setup: setup
 ## The hub in the foreground (as root), on 127.0.0.1:8000 (GENLAB_HUB_IP / GENLAB_HUB_PORT).
 hub: hub-proxy
 	env -u JUPYTER_CONFIG_DIR -u JUPYTER_DATA_DIR -u JUPYTER_RUNTIME_DIR -u GENLAB_COMPILE_CACHE \
-		-u GENLAB_MODEL_CACHE GENLAB_HUB_STATE=$(HUB_STATE) $(HUB_CLASS_PYTHON) -m genlab.cli hub start
+		-u GENLAB_MODEL_CACHE GENLAB_HUB_STATE=$(HUB_STATE) $(HUB_CLASS_PYTHON) -m genlab.classroom.cli hub start
 
 hub-release:
 	@test -n "$(CH)" || (echo "usage: make hub-release CH=00_jax_primer"; exit 2)

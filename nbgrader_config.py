@@ -12,13 +12,13 @@ from nbgrader.preprocessors import (
     SaveAutoGrades,
 )
 
-from genlab.classroom_execute import (
+from genlab.classroom.execute import (
     DropDuplicateIds,
     DropKernelResults,
     QuietOverwriteCells,
     ResilientExecute,
 )
-from genlab.classroom_feedback import HideHiddenTests
+from genlab.classroom.feedback import HideHiddenTests
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -51,7 +51,7 @@ c.Autograde.sanitize_preprocessors = [
 # restarts the kernel, re-runs the earlier cells and goes on, so only that exercise scores 0;
 # it also caps each cell's recorded output.
 # DropKernelResults: a test cell's execute_result is not partial credit (genlab decides scores
-# outside the kernel; see genlab.classroom_grade).
+# outside the kernel; see genlab.classroom.grade).
 c.Autograde.autograde_preprocessors = [
     ResilientExecute,
     IgnorePattern,

@@ -18,7 +18,8 @@ import nbformat
 from nbclient import NotebookClient
 
 from bench.harness import ROOT, Table
-from genlab import classroom, grading, probing, runtime
+from genlab import probing, runtime
+from genlab.classroom import grading, steps
 
 FULL_BUDGET, FAST_BUDGET = 180.0, 60.0
 # Comma-separated chapter prefixes ("05,06") limit the per-chapter tables (`bench.run --chapters`).
@@ -116,7 +117,7 @@ def _course(root: Path, chapter: str, quick: bool) -> tuple[Path, nbformat.Noteb
         nbformat.write(tiny_notebook(), source / f"{chapter}.ipynb")
     else:
         shutil.copytree(ROOT / "solutions" / chapter, source)
-    classroom.release(root, chapter)
+    steps.release(root, chapter)
     return root, nbformat.read(source / f"{chapter}.ipynb", as_version=4)
 
 
@@ -127,7 +128,7 @@ def _grade_class(top: Path, name: str, chapter: str, students: int, quick: bool,
     _filled_class(root, chapter, solution, students)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    rows = classroom.grade(root, chapter, progress=False, seed=1, timings=timings, **options)
+    rows = steps.grade(root, chapter, progress=False, seed=1, timings=timings, **options)
     seconds = (time.perf_counter() - start) / students
     return seconds, sorted((r.student, r.score) for r in rows), timings
 

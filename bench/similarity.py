@@ -1,4 +1,4 @@
-"""Benchmark: the similarity report (``genlab.classroom_similarity``) on a generated class.
+"""Benchmark: the similarity report (``genlab.classroom.similarity``) on a generated class.
 
 A class of N submissions of chapter 00, written to disk as notebooks: each student answers every
 exercise in one of the correct styles of ``tests/mutants/00_jax_primer.py`` with every local name
@@ -23,7 +23,8 @@ from pathlib import Path
 import nbformat
 
 from bench.harness import ROOT, Table
-from genlab import classroom_similarity, grading
+from genlab.classroom import grading
+from genlab.classroom import similarity as classroom_similarity
 
 CHAPTER = "00_jax_primer"
 MUTANTS = ROOT / "tests" / "mutants"

@@ -2,10 +2,10 @@
 
 The server runs on 127.0.0.1 with Jupyter's config, data and runtime dirs in a temp dir and
 serves a temporary course holding chapter 00's release with every answer filled in
-(``genlab.grading.fill_answers``). The test runs all cells from the Run menu, saves, and checks
-the saved notebook: every code cell ran, none has an error output, and figures were rendered (in
-the page and in the file). It also opens nbgrader's JupyterLab extensions: the Validate button,
-the assignment list and the formgrader.
+(``genlab.classroom.grading.fill_answers``). The test runs all cells from the Run menu, saves,
+and checks the saved notebook: every code cell ran, none has an error output, and figures were
+rendered (in the page and in the file). It also opens nbgrader's JupyterLab extensions: the
+Validate button, the assignment list and the formgrader.
 
 CI installs ``chromium`` (``.ci/run``). Without /usr/bin/chromium the test fails in CI
 (``CI`` set) and is skipped with a printed reason elsewhere.
@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from genlab import grading
+from genlab.classroom import grading
 
 from conftest import RELEASE, ROOT, SOLUTIONS
 

@@ -1,4 +1,4 @@
-"""The demo class, graded end to end (genlab.classroom_demo): every row's expected outcome,
+"""The demo class, graded end to end (genlab.classroom.demo): every row's expected outcome,
 other students unaffected, an intact and idempotent gradebook, leak-free feedback, the
 integrity report. One module-scoped run (2 workers) serves every test here."""
 
@@ -17,11 +17,11 @@ import psutil
 import pytest
 
 import genlab
-from genlab import classroom, grading
-from genlab.classroom_demo import CASES, CHAPTERS, DAEMON_MARK, LIMITS, PWNED, SECRET_NAME, run_demo
-from genlab.classroom_feedback import hidden_lines, strip_hidden
-from genlab.classroom_grade import Layout, bonus_points
-from genlab.classroom_report import cell_scores
+from genlab.classroom import grading, steps
+from genlab.classroom.demo import CASES, CHAPTERS, DAEMON_MARK, LIMITS, PWNED, SECRET_NAME, run_demo
+from genlab.classroom.feedback import hidden_lines, strip_hidden
+from genlab.classroom.grade import Layout, bonus_points
+from genlab.classroom.report import cell_scores
 
 from conftest import ROOT
 
@@ -118,7 +118,7 @@ def test_the_snooping_student_finds_nothing_and_sends_nothing(demo):
 def test_regrading_is_idempotent_and_the_gradebook_stays_intact(demo):
     before = all_scores(demo.root)
     chapter = CHAPTERS[0]
-    again = classroom.grade(
+    again = steps.grade(
         demo.root, chapter, ["correct", "broken_json", "partial"], workers=2,
         limits=LIMITS[chapter], progress=False,
     )  # fmt: skip
@@ -189,7 +189,7 @@ def test_bonus_points_count_the_same_in_report_csv_export_and_feedback(demo):
         report = {r["student"]: r for r in csv.DictReader(f)}
     assert float(report["correct"]["score"]) == row.score
     assert float(report["correct"]["max_score"]) == row.max_score
-    exported = classroom.export(demo.root, demo.root / "grades.csv")
+    exported = steps.export(demo.root, demo.root / "grades.csv")
     with open(exported) as f:
         grades = {(r["student_id"], r["assignment"]): r for r in csv.DictReader(f)}
     assert float(grades["correct", chapter]["score"]) == row.score

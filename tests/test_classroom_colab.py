@@ -9,7 +9,7 @@ import re
 import nbformat
 
 from genlab import runtime
-from genlab.classroom_colab import colab_badge, colab_url
+from genlab.classroom.colab import colab_badge, colab_url
 
 from conftest import RELEASE, ROOT, SOLUTIONS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nbformat.v4 import new_code_cell, new_output
 
-from genlab.classroom_feedback import PLACEHOLDER, HideHiddenTests, hidden_lines, strip_hidden
+from genlab.classroom.feedback import PLACEHOLDER, HideHiddenTests, hidden_lines, strip_hidden
 
 SOURCE = (
     "check.allclose('f(1)', f(1), 2.0)\n"

@@ -1,4 +1,4 @@
-"""Parallel, isolated grading (genlab.classroom_grade) and the collect/export steps, on a tiny
+"""Parallel, isolated grading (genlab.classroom.grade) and the collect/export steps, on a tiny
 course: the same scores as serial grading, limits that hold, no view of other students."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import psutil
 import pytest
 from tiny_notebooks import answer_cell, tiny_notebook
 
-from genlab import classroom, grading
-from genlab.classroom_grade import Layout, check_student_id
-from genlab.classroom_limits import GB, Limits
-from genlab.classroom_report import cell_scores
+from genlab.classroom import grading, steps
+from genlab.classroom.grade import Layout, check_student_id
+from genlab.classroom.limits import GB, Limits
+from genlab.classroom.report import cell_scores
 
 from conftest import ROOT
 
@@ -40,7 +40,7 @@ def make_course(root):
     shutil.copy(ROOT / "nbgrader_config.py", root)
     (root / "solutions" / "tiny").mkdir(parents=True)
     nbformat.write(tiny_notebook(), root / "solutions" / "tiny" / "tiny.ipynb")
-    classroom.release(root, "tiny")
+    steps.release(root, "tiny")
     return root
 
 
@@ -63,7 +63,7 @@ def courses(tmp_path_factory):
             for name, source in (answers or {}).items():
                 nb = grading.replace_answer(nb, name, source)
             write(root, student, nb)
-        rows = classroom.grade(root, "tiny", workers=workers, limits=LIMITS, progress=False)
+        rows = steps.grade(root, "tiny", workers=workers, limits=LIMITS, progress=False)
         graded[workers] = (root, {r.student: r for r in rows})
     return graded
 
@@ -125,7 +125,7 @@ def test_notebook_time_limit_kills_the_grading_process_and_scores_zero(tmp_path)
     before = {p.pid for p in psutil.process_iter()}
     # long enough for the canary (the solution, graded first under the same limits)
     limits = Limits(cell_seconds=900, notebook_seconds=90)
-    (row,) = classroom.grade(root, "tiny", workers=1, limits=limits, progress=False)
+    (row,) = steps.grade(root, "tiny", workers=1, limits=limits, progress=False)
     assert row.status == "failed" and row.score == 0 and row.max_score == 2
     assert any("notebook time limit" in r for r in row.reasons), row.reasons
     others = _other_workers_processes()
@@ -145,18 +145,18 @@ def test_collect_from_folder_and_from_lms_zip(tmp_path):
     shutil.copy(release, inbox / "alice" / "tiny.ipynb")
     (inbox / "bob" / "tiny").mkdir(parents=True)
     shutil.copy(release, inbox / "bob" / "tiny" / "tiny.ipynb")
-    assert classroom.collect(root, "tiny", inbox) == ["alice", "bob"]
+    assert steps.collect(root, "tiny", inbox) == ["alice", "bob"]
     archive = tmp_path / "lms.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.write(release, "tiny_carol_attempt_2026-11-20-10-00-00_tiny.ipynb")
-    assert classroom.collect(root, "tiny", archive) == ["alice", "bob", "carol"]
+    assert steps.collect(root, "tiny", archive) == ["alice", "bob", "carol"]
     assert (root / "submitted" / "carol" / "tiny" / "tiny.ipynb").is_file()
     assert (root / "submitted" / "bob" / "tiny" / "tiny.ipynb").is_file()
 
 
 def test_export_writes_every_grade(courses):
     root, _ = courses[2]
-    out = classroom.export(root, root / "grades.csv")
+    out = steps.export(root, root / "grades.csv")
     with open(out) as f:
         grades = {(r["student_id"], r["assignment"]): float(r["score"]) for r in csv.DictReader(f)}
     assert grades[("ok", "tiny")] == 2 and grades[("blank", "tiny")] == 0
@@ -177,7 +177,7 @@ def test_layout_paths(tmp_path):
 
 def test_regrading_one_student_keeps_the_others_rows_in_the_report(courses):
     root, _ = courses[1]
-    classroom.grade(root, "tiny", ["wrong"], workers=1, limits=LIMITS, progress=False)
+    steps.grade(root, "tiny", ["wrong"], workers=1, limits=LIMITS, progress=False)
     with open(root / "reports" / "tiny.csv") as f:
         report = {r["student"]: r for r in csv.DictReader(f)}
     assert set(report) == set(SUBMISSIONS)
@@ -190,10 +190,10 @@ def test_without_a_sandbox_grading_refuses_unless_told_and_then_every_row_says_s
     root = make_course(tmp_path)
     release = nbformat.read(root / "chapters" / "tiny" / "tiny.ipynb", as_version=4)
     write(root, "alice", grading.fill_answers(release, tiny_notebook()))
-    monkeypatch.setattr(classroom, "sandbox_problem", lambda: "bwrap is not installed")
-    with pytest.raises(classroom.ClassroomError, match="bwrap is not installed"):
-        classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
-    (row,) = classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False, sandbox=False)
+    monkeypatch.setattr(steps, "sandbox_problem", lambda: "bwrap is not installed")
+    with pytest.raises(steps.ClassroomError, match="bwrap is not installed"):
+        steps.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
+    (row,) = steps.grade(root, "tiny", workers=1, limits=LIMITS, progress=False, sandbox=False)
     assert row.score == 2 and any("WITHOUT a sandbox" in r for r in row.reasons), row.reasons
 
 
@@ -202,11 +202,11 @@ def test_a_submission_changed_after_collection_is_reported(tmp_path):
     release = root / "chapters" / "tiny" / "tiny.ipynb"
     (tmp_path / "inbox" / "alice").mkdir(parents=True)
     shutil.copy(release, tmp_path / "inbox" / "alice" / "tiny.ipynb")
-    classroom.collect(root, "tiny", tmp_path / "inbox")
+    steps.collect(root, "tiny", tmp_path / "inbox")
     submitted = root / "submitted" / "alice" / "tiny" / "tiny.ipynb"
     nb = grading.fill_answers(nbformat.read(submitted, as_version=4), tiny_notebook())
     nbformat.write(nb, submitted)  # changed after collection
-    (row,) = classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
+    (row,) = steps.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
     assert any("hash mismatch: tiny.ipynb" in r for r in row.reasons), row.reasons
     graded = root / "graded" / "alice" / "tiny" / "tiny.ipynb"
     assert graded.read_bytes() == submitted.read_bytes()  # what was scanned and graded
@@ -219,7 +219,7 @@ def test_a_manual_score_in_the_gradebook_is_reported(courses):
     with Gradebook(Layout(root).db_url) as gb:
         gb.find_grade("test_double", "tiny", "tiny", "blank").manual_score = 1.0
         gb.db.commit()
-    (row,) = classroom.grade(root, "tiny", ["blank"], workers=1, limits=LIMITS, progress=False)
+    (row,) = steps.grade(root, "tiny", ["blank"], workers=1, limits=LIMITS, progress=False)
     assert any("manual score (1) overrides" in r for r in row.reasons), row.reasons
     assert row.score == 1  # nbgrader prefers the manual score; the report says so
 
@@ -230,7 +230,7 @@ def test_a_solution_that_does_not_score_full_marks_stops_grading_before_any_stud
     """The warm-up and the canary run the instructor's solution; one of its cells running past
     the limit (a loaded machine, a slow first compilation) must not zero the class: grading
     refuses, names the canary's first kernel error and what to do, and grades no one."""
-    from genlab import classroom_grade
+    from genlab.classroom import grade as classroom_grade
 
     root = make_course(tmp_path)
     solution = tiny_notebook()
@@ -241,8 +241,8 @@ def test_a_solution_that_does_not_score_full_marks_stops_grading_before_any_stud
     write(root, "ok", grading.replace_answer(nb, "root", "def root(x):\n    return math.sqrt(x)"))
     monkeypatch.setattr(classroom_grade, "WARM_UP_CELL_SECONDS", 5)
     limits = Limits(cell_seconds=5, notebook_seconds=300, memory_bytes=4 * GB)
-    with pytest.raises(classroom.ClassroomError) as refused:
-        classroom.grade(root, "tiny", workers=1, limits=limits, progress=False)
+    with pytest.raises(steps.ClassroomError) as refused:
+        steps.grade(root, "tiny", workers=1, limits=limits, progress=False)
     message = str(refused.value)
     assert "warning: the warm-up of tiny stopped" in capfd.readouterr().err
     assert "refusing to grade tiny" in message and "No student was graded" in message, message
@@ -259,7 +259,7 @@ def test_a_sandbox_without_genlab_refuses_with_the_kernels_error_and_zeroes_no_o
 ):
     """The first round's failure: the sandbox cannot import genlab (here its folder is not
     mounted). Grading must refuse with the real error, not score everyone 0."""
-    from genlab import classroom_sandbox
+    from genlab.classroom import sandbox as classroom_sandbox
 
     root = make_course(tmp_path)
     release = nbformat.read(root / "chapters" / "tiny" / "tiny.ipynb", as_version=4)
@@ -269,11 +269,11 @@ def test_a_sandbox_without_genlab_refuses_with_the_kernels_error_and_zeroes_no_o
     monkeypatch.setattr(classroom_sandbox, "python_paths",
                         lambda: [p for p in mounted() if p != genlab_folder])  # fmt: skip
     assert "cannot run `import genlab, jax`" in classroom_sandbox.sandbox_problem()
-    with pytest.raises(classroom.ClassroomError, match="cannot run `import genlab, jax`"):
-        classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
-    monkeypatch.setattr(classroom, "sandbox_problem", lambda: None)  # the canary catches it too
-    with pytest.raises(classroom.ClassroomError) as refused:
-        classroom.grade(root, "tiny", workers=1, limits=LIMITS, progress=False, warm=False)
+    with pytest.raises(steps.ClassroomError, match="cannot run `import genlab, jax`"):
+        steps.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
+    monkeypatch.setattr(steps, "sandbox_problem", lambda: None)  # the canary catches it too
+    with pytest.raises(steps.ClassroomError) as refused:
+        steps.grade(root, "tiny", workers=1, limits=LIMITS, progress=False, warm=False)
     message = str(refused.value)
     assert "No module named 'genlab'" in message and "pip install -e ." in message, message
     assert cell_scores(root / "gradebook.db", "tiny", "alice") == {}
@@ -299,10 +299,10 @@ def test_a_grader_with_genlab_only_on_pythonpath_grades_with_that_genlab(tmp_pat
         "import genlab, sys\n"
         f"assert genlab.__file__.startswith({str(elsewhere)!r}), genlab.__file__\n"
         "from genlab import classroom\n"
-        "from genlab.classroom_limits import Limits, GB\n"
-        "from genlab.classroom_sandbox import sandbox_problem\n"
+        "from genlab.classroom.limits import Limits, GB\n"
+        "from genlab.classroom.sandbox import sandbox_problem\n"
         "assert sandbox_problem() is None, sandbox_problem()\n"
-        f"(row,) = classroom.grade(__import__('pathlib').Path({str(root)!r}), 'tiny', workers=1,"
+        f"(row,) = steps.grade(__import__('pathlib').Path({str(root)!r}), 'tiny', workers=1,"
         " limits=Limits(cell_seconds=60, notebook_seconds=300, memory_bytes=4 * GB),"
         " progress=False)\n"
         "print('SCORE', row.score, row.max_score, row.reasons)\n"

@@ -1,4 +1,4 @@
-"""The grading sandbox itself (genlab.classroom_sandbox): what a student's code can and cannot
+"""The grading sandbox itself (genlab.classroom.sandbox): what a student's code can and cannot
 reach. Each test runs a small Python program in the sandbox exactly as grading does (bwrap,
 limits, allow-listed environment) and checks what it saw from outside."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from genlab.classroom_limits import Limits, run_limited
-from genlab.classroom_sandbox import (
+from genlab.classroom.limits import Limits, run_limited
+from genlab.classroom.sandbox import (
     INSIDE,
     bwrap_command,
     prepare_scratch,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from genlab import grading
-from genlab.classroom_scan import scan_notebook, scan_source
+from genlab.classroom import grading
+from genlab.classroom.scan import scan_notebook, scan_source
 
 from conftest import RELEASE, SOLUTIONS
 
@@ -139,6 +139,8 @@ def test_scan_flags_indirect_rebinding(source, expected):
         ("import marshal", "uses marshal"),
         ("import code", "uses code"),
         ("import signal", "uses signal"),
+        ("from genlab.classroom import grade", "imports the grader's own code (genlab.classroom)"),
+        ("genlab.classroom.grading.fill_answers(nb, nb)", "uses the grader's own code"),
         ("from signal import alarm", "uses signal"),
         ("import shutil", "uses shutil"),
         ("x = np.load('a.npy', allow_pickle=True)", "loads pickles"),
@@ -322,7 +324,7 @@ def test_hidden_tests_use_the_reference_they_compare_with(chapter):
     """A student can rebind names of earlier cells (``primer = fake``); hidden tests either call
     ``genlab.probing.probe`` (which imports the reference outside the notebook's names) or import
     their reference module inside the test, so what they compare with is the library's."""
-    from genlab.classroom_feedback import hidden_lines
+    from genlab.classroom.feedback import hidden_lines
 
     nb = nbformat.read(SOLUTIONS / chapter / f"{chapter}.ipynb", as_version=4)
     for name in grading.exercise_names(nb):
@@ -348,7 +350,7 @@ def test_an_answer_pasted_from_the_library_is_flagged_but_the_same_code_written_
     import nbformat
 
     from genlab import primer
-    from genlab.classroom_report import reference_copies
+    from genlab.classroom.report import reference_copies
 
     pasted = inspect.getsource(primer.logsumexp)
     head, _, body = pasted.split('"""')  # the reference's code around its docstring

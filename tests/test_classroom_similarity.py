@@ -14,8 +14,9 @@ import nbformat
 import pytest
 
 from bench import similarity as similar
-from genlab import classroom_similarity as sim
-from genlab import grading, probing
+from genlab import probing
+from genlab.classroom import grading
+from genlab.classroom import similarity as sim
 
 from conftest import MUTANTS
 
@@ -121,7 +122,7 @@ def test_a_generated_class_of_two_hundred_flags_exactly_its_copies(tmp_path):
 
 
 def test_the_command_line_writes_the_reports_and_names_the_flagged_pairs(course, capsys):
-    from genlab import cli
+    from genlab.classroom import cli
 
     release = nbformat.read(course / "chapters" / CHAPTER / f"{CHAPTER}.ipynb", as_version=4)
     answers = similar.student(release, random.Random(3), lambda sources: sources[0])

@@ -15,7 +15,7 @@ import re
 import nbformat
 import pytest
 
-from genlab import grading
+from genlab.classroom import grading
 
 from conftest import main_notebook
 

@@ -4,7 +4,7 @@ import nbformat
 import pytest
 from tiny_notebooks import answer_cell, tiny_notebook
 
-from genlab import grading
+from genlab.classroom import grading
 
 
 def test_exercise_names_pairs_answers_with_tests():
@@ -115,7 +115,7 @@ def test_challenge_exercises_are_marked_by_their_test_cells_first_line():
 
 
 def test_the_report_counts_challenge_points_as_a_bonus(tmp_path):
-    from genlab import classroom_report
+    from genlab.classroom import report as classroom_report
 
     nb = tiny_notebook()
     cell = grading.graded_cells(nb)["test_root"]

@@ -1,9 +1,9 @@
 """A class on a real JupyterHub (deploy/jupyterhub), end to end, on this machine.
 
 The module's fixture (root only: it creates system users) builds the class with
-``genlab.hub.setup``: local accounts ``genlab-instructor``, ``genlab-s1`` and ``genlab-s2`` with
-PAM passwords, an nbgrader exchange and a shared JAX cache in a temporary folder, and the
-instructor's course folder; then it starts JupyterHub (configurable-http-proxy from
+``genlab.classroom.hub.setup``: local accounts ``genlab-instructor``, ``genlab-s1`` and
+``genlab-s2`` with PAM passwords, an nbgrader exchange and a shared JAX cache in a temporary
+folder, and the instructor's course folder; then it starts JupyterHub (configurable-http-proxy from
 deploy/jupyterhub/node_modules, LocalProcessSpawner) on 127.0.0.1. Each student's server runs as
 that student.
 
@@ -39,8 +39,8 @@ import nbformat
 import pytest
 from test_browser import CHROMIUM, FLAGS, free_port, require_chromium
 
-from genlab import grading
-from genlab.classroom_grade import Layout, bonus_points
+from genlab.classroom import grading
+from genlab.classroom.grade import Layout, bonus_points
 
 from conftest import RELEASE, ROOT, SOLUTIONS
 
@@ -155,7 +155,7 @@ def _user_pids(users) -> list[int]:
 def hub_class():
     """The class on a running hub; yields a dict of what the tests need."""
     _require_hub_machine()
-    from genlab import hub
+    from genlab.classroom import hub
 
     base = Path(tempfile.mkdtemp(prefix="genlab-hub-"))
     os.chmod(base, 0o755)  # the users reach the exchange, the cache and the Python below it
@@ -338,7 +338,17 @@ def test_class_on_jupyterhub(hub_class):
         return now
 
     # The instructor releases chapter 00 to the exchange and warms the shared JAX cache.
-    as_user(INSTRUCTOR, python, "-m", "genlab.cli", "hub", "release", CHAPTER, env=env, check=True)
+    as_user(
+        INSTRUCTOR,
+        python,
+        "-m",
+        "genlab.classroom.cli",
+        "hub",
+        "release",
+        CHAPTER,
+        env=env,
+        check=True,
+    )
     outbound = Path(spec.exchange) / spec.course_id / "outbound" / CHAPTER
     assert (outbound / f"{CHAPTER}.ipynb").is_file()
     assert any(Path(spec.shared_cache, "jax").iterdir()), "the shared JAX cache was not warmed"
@@ -378,8 +388,8 @@ def test_class_on_jupyterhub(hub_class):
                     check=True)  # fmt: skip
 
             # The instructor collects, grades in sandboxes (2 at once), returns feedback.
-            done = as_user(INSTRUCTOR, python, "-m", "genlab.cli", "hub", "grade", CHAPTER,
-                           "--workers", "2", env=env, check=True)  # fmt: skip
+            done = as_user(INSTRUCTOR, python, "-m", "genlab.classroom.cli", "hub", "grade",
+                           CHAPTER, "--workers", "2", env=env, check=True)  # fmt: skip
             print(done.stdout)
             t = step("collect + grade + feedback", t)
             gradebook = Path(spec.course_root) / "gradebook.db"
@@ -441,7 +451,7 @@ def test_students_cannot_reach_each_other_or_the_course(hub_class):
     as_user(s2, "mkdir", str(theirs), check=True)
     as_user(s2, "/usr/bin/python3", "-c", f"open('{theirs}/work.ipynb', 'w').write('{{}}')",
             check=True)  # fmt: skip
-    os.chmod(theirs, 0o755)  # what genlab.hub.OwnSubmit leaves
+    os.chmod(theirs, 0o755)  # what genlab.classroom.hub.OwnSubmit leaves
     attempts = [
         ["/usr/bin/python3", "-c", f"open('{theirs}/work.ipynb', 'w').write('x')"],
         ["rm", "-f", f"{theirs}/work.ipynb"],
@@ -482,7 +492,7 @@ def test_shared_python_has_a_genlab_of_its_own():
     """`genlab hub python DIR` works wherever the repository lives: its genlab is a copy inside
     DIR, not the editable install's path into the clone, and an unprivileged account imports it
     (a clone in a 0700 folder, as `mktemp -d` or root's home makes, is then no obstacle)."""
-    from genlab import hub
+    from genlab.classroom import hub
 
     if subprocess.run(["/usr/bin/python3", "-c", "import sys; assert sys.version_info[:2] == "
                        f"{tuple(sys.version_info[:2])}"]).returncode != 0:  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from genlab import grading
+from genlab.classroom import grading
 
 from conftest import MUTANTS, main_notebook
 

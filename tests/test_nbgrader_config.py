@@ -9,7 +9,7 @@ import sys
 import nbformat
 from tiny_notebooks import tiny_notebook
 
-from genlab import grading
+from genlab.classroom import grading
 
 from conftest import ROOT
 

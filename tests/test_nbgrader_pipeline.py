@@ -36,9 +36,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from genlab import classroom, grading
-from genlab.classroom_demo import CHAPTERS as DEMO_CHAPTERS
-from genlab.classroom_limits import Limits
+from genlab.classroom import grading, steps
+from genlab.classroom.demo import CHAPTERS as DEMO_CHAPTERS
+from genlab.classroom.limits import Limits
 
 from conftest import CHAPTERS, RELEASE, ROOT, SOLUTIONS
 
@@ -89,7 +89,7 @@ def course(request, tmp_path_factory):
     # The warm-up trains the chapter's models once (outside the sandbox) for the canary and both
     # students, who read them: cold, each sandboxed run of chapter 07 trained them again (fast
     # mode, quiet machine: 311 s cold, 83 s with the caches warm).
-    rows = classroom.grade(course, chapter, workers=2, limits=Limits(), progress=False)
+    rows = steps.grade(course, chapter, workers=2, limits=Limits(), progress=False)
     return {
         "chapter": chapter,
         "course": course,

@@ -12,7 +12,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from genlab import grading, probing, runtime
+from genlab import probing, runtime
+from genlab.classroom import grading
 
 from conftest import SOLUTION_NOTEBOOKS
 

@@ -81,9 +81,9 @@ def test_nbgrader_config_settings():
 def test_genlab_command_offers_every_classroom_step():
     import subprocess
 
-    assert PYPROJECT["project"]["scripts"]["genlab"] == "genlab.cli:main"
+    assert PYPROJECT["project"]["scripts"]["genlab"] == "genlab.classroom.cli:main"
     done = subprocess.run(
-        [sys.executable, "-m", "genlab.cli", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "genlab.classroom.cli", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     for step in ("release", "collect", "grade", "feedback", "export", "demo"):

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import genlab
-from genlab.classroom_limits import state_env
+from genlab.classroom.limits import state_env
 
 NOBODY = 65534
 INSIDE = Path("/grading")

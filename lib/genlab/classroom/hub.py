@@ -45,7 +45,7 @@ from pathlib import Path
 from nbgrader.exchange.default.collect import ExchangeCollect
 from nbgrader.exchange.default.submit import ExchangeSubmit
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "jupyterhub"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "jupyterhub"
 STATE_ENV = "GENLAB_HUB_STATE"
 DEFAULT_STATE = Path("/srv/genlab-hub")
 DEFAULT_EXCHANGE = Path("/srv/nbgrader/exchange")
@@ -341,9 +341,9 @@ def setup(hub: HubClass, *, passwords: dict[str, str] | None = None,
     hub.course_root = hub.course_root or str(home / "course")
     hub.shared_cache = hub.shared_cache or str(state / "cache")
     course = Path(hub.course_root)
-    from genlab import classroom
+    from genlab.classroom import steps
 
-    classroom.copy_sources(course, repository, chapters)
+    steps.copy_sources(course, repository, chapters)
     for folder in (hub.cache_jax, hub.cache_models):
         folder.mkdir(parents=True, exist_ok=True)
     # genlab grade keeps its cache in <course>/cache (jax/, models/): the shared one, so one
@@ -377,16 +377,16 @@ def _exchange_args(hub: HubClass) -> list[str]:
     return [
         f"--Exchange.root={hub.exchange}",
         f"--CourseDirectory.course_id={hub.course_id}",
-        "--ExchangeFactory.collect=genlab.hub.OwnerCheckedCollect",
+        "--ExchangeFactory.collect=genlab.classroom.hub.OwnerCheckedCollect",
     ]
 
 
 def _nbgrader(hub: HubClass, *args: str) -> subprocess.CompletedProcess:
-    from genlab import classroom
+    from genlab.classroom import steps
 
     try:
-        return classroom.nbgrader(Path(hub.course_root), *args, *_exchange_args(hub))
-    except classroom.ClassroomError as error:
+        return steps.nbgrader(Path(hub.course_root), *args, *_exchange_args(hub))
+    except steps.ClassroomError as error:
         raise HubError(str(error)) from None
 
 
@@ -399,7 +399,7 @@ def warm(hub: HubClass, chapter: str, *, timeout: int = 300) -> None:
     from nbclient import NotebookClient
 
     from genlab import model_cache, runtime
-    from genlab.classroom_limits import state_env
+    from genlab.classroom.limits import state_env
 
     source = Path(hub.course_root) / "solutions" / chapter
     with tempfile.TemporaryDirectory(prefix="genlab-hub-warm-") as tmp:
@@ -421,9 +421,9 @@ def warm(hub: HubClass, chapter: str, *, timeout: int = 300) -> None:
 
 def release(hub: HubClass, chapter: str, *, warm_cache: bool = True) -> Path:
     """Generate the student version and put it in the exchange's outbound folder."""
-    from genlab import classroom
+    from genlab.classroom import steps
 
-    classroom.release(Path(hub.course_root), chapter)
+    steps.release(Path(hub.course_root), chapter)
     _nbgrader(hub, "release_assignment", chapter, "--force")
     if warm_cache:
         warm(hub, chapter)
@@ -432,7 +432,7 @@ def release(hub: HubClass, chapter: str, *, warm_cache: bool = True) -> Path:
 
 def collect(hub: HubClass, chapter: str) -> list[str]:
     """Copy each student's latest own submission to ``submitted/ID/CH``; return the ids."""
-    from genlab.classroom_grade import Layout, record_hashes, students_of
+    from genlab.classroom.grade import Layout, record_hashes, students_of
 
     _nbgrader(hub, "collect", chapter, "--update")
     layout = Layout(Path(hub.course_root))
@@ -443,10 +443,10 @@ def collect(hub: HubClass, chapter: str) -> list[str]:
 
 def return_feedback(hub: HubClass, chapter: str) -> list[Path]:
     """Feedback HTML without hidden tests, released to the exchange for students to fetch."""
-    from genlab import classroom
+    from genlab.classroom import steps
 
     root = Path(hub.course_root)
-    paths = classroom.feedback(root, chapter)
+    paths = steps.feedback(root, chapter)
     # nbgrader's release_feedback names each file by the submission's secret and reads its
     # timestamp: both came with the submission (genlab's graded copy keeps only notebooks).
     for folder in sorted({path.parent for path in paths}):
@@ -460,15 +460,15 @@ def return_feedback(hub: HubClass, chapter: str) -> list[Path]:
 
 def grade(hub: HubClass, chapter: str, *, workers: int = 2, progress: bool = True, **options):
     """Collect, grade in sandboxes (``genlab.classroom.grade``), return feedback; the rows."""
-    from genlab import classroom
+    from genlab.classroom import steps
 
     students = collect(hub, chapter)
     if not students:
         raise HubError(f"no submissions of {chapter} in {hub.exchange}/{hub.course_id}/inbound")
     try:
-        rows = classroom.grade(Path(hub.course_root), chapter, students, workers=workers,
+        rows = steps.grade(Path(hub.course_root), chapter, students, workers=workers,
                                progress=progress, **options)  # fmt: skip
-    except classroom.ClassroomError as error:
+    except steps.ClassroomError as error:
         raise HubError(str(error)) from None
     return_feedback(hub, chapter)
     return rows

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import nbformat
 
-from genlab import grading
-from genlab.classroom import copy_sources, feedback, format_table, grade, release
-from genlab.classroom_limits import GB, Limits
+from genlab.classroom import grading
+from genlab.classroom.limits import GB, Limits
+from genlab.classroom.steps import copy_sources, feedback, format_table, grade, release
 
 CHAPTERS = ("00_jax_primer", "01_gan_math")
 

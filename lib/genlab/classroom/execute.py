@@ -33,7 +33,7 @@ from nbgrader.api import MissingEntry
 from nbgrader.preprocessors import DeduplicateIds, Execute, NbGraderPreprocessor, OverwriteCells
 from traitlets import Integer
 
-from genlab.classroom_feedback import strip_hidden
+from genlab.classroom.feedback import strip_hidden
 
 TIMEOUT_ENAME = "CellTimeoutError"
 DEAD_ENAME = "KernelDied"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import nbformat
 
-from genlab.classroom_execute import DEAD_ENAME, PROCESS_LIMIT_ENAME, TIMEOUT_ENAME, TRUNCATED_NOTE
-from genlab.classroom_scan import scan_notebook
-from genlab.grading import TEST_PREFIX, challenge_names
+from genlab.classroom.execute import DEAD_ENAME, PROCESS_LIMIT_ENAME, TIMEOUT_ENAME, TRUNCATED_NOTE
+from genlab.classroom.grading import TEST_PREFIX, challenge_names
+from genlab.classroom.scan import scan_notebook
 from genlab.probing import NO_RECORDS
 
 TRUNCATED_MARK = TRUNCATED_NOTE.split("{")[0]

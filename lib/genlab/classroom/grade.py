@@ -5,8 +5,8 @@ For each student, in a private temporary folder:
 1. the submission is copied (and hashed: the copy is what is scanned and graded) into a scratch
    course with the chapter's configuration and a gradebook that holds only the assignment (the
    release's cells, no solutions, no other student);
-2. ``nbgrader autograde CH --student ID`` runs inside the sandbox (:mod:`genlab.classroom_sandbox`)
-   under :class:`~genlab.classroom_limits.Limits`. nbgrader restores locked cells and runs the
+2. ``nbgrader autograde CH --student ID`` runs inside the sandbox (:mod:`genlab.classroom.sandbox`)
+   under :class:`~genlab.classroom.limits.Limits`. nbgrader restores locked cells and runs the
    notebook; each graded test cell's hidden part records the student's outputs on probe inputs
    drawn from a seed chosen now (:mod:`genlab.probing`);
 3. after the sandbox is gone, this (trusted) process reads the records, recomputes the references
@@ -37,9 +37,10 @@ from pathlib import Path
 
 import nbformat
 
-from genlab import grading, model_cache, probing, runtime
-from genlab.classroom_limits import Limits, run_limited, state_env
-from genlab.classroom_sandbox import (
+from genlab import model_cache, probing, runtime
+from genlab.classroom import grading
+from genlab.classroom.limits import Limits, run_limited, state_env
+from genlab.classroom.sandbox import (
     INSIDE,
     bwrap_command,
     prepare_scratch,
@@ -332,7 +333,7 @@ def _safe_feedback_copy(source: Path, target: Path, verdicts: dict) -> None:
 
 def bonus_points(layout: Layout, chapter: str) -> dict[tuple[str, str], float]:
     """``{(notebook, test cell): points}`` of the chapter's challenge exercises, from the
-    release (:data:`genlab.grading.CHALLENGE_MARK`)."""
+    release (:data:`genlab.classroom.grading.CHALLENGE_MARK`)."""
     found = {}
     for path in sorted((layout.root / "chapters" / chapter).glob("*.ipynb")):
         try:
@@ -496,7 +497,7 @@ class GradingRefused(RuntimeError):
 def first_kernel_error(folder: Path, notebooks) -> tuple[str, str] | None:
     """``(where, "Name: message")`` of the first error output in the autograded notebooks of
     ``folder`` (``where``: the cell's grade_id, or "cell N (first line)"), or None."""
-    from genlab.classroom_report import kernel_errors
+    from genlab.classroom.report import kernel_errors
 
     for name in sorted(notebooks):
         for where, _, ename, evalue in kernel_errors(folder / f"{name}.ipynb"):
@@ -512,7 +513,7 @@ def _advice(error: str, run: GradeRun) -> str:
         return ("the sandbox's Python cannot import what the notebook needs: run `genlab grade` "
                 "with the Python of the virtualenv where genlab and its dependencies are "
                 "installed (`.venv/bin/genlab`, after `pip install -e .`), then check with "
-                "`genlab.classroom_sandbox.sandbox_problem()`")  # fmt: skip
+                "`genlab.classroom.sandbox.sandbox_problem()`")  # fmt: skip
     if "CellTimeoutError" in error or "KeyboardInterrupt" in error:  # interrupted at the limit
         return ("a cell ran past the cell time limit: grade on a quieter machine, or raise "
                 "--cell-timeout")  # fmt: skip

@@ -92,6 +92,9 @@ def _reason(parts: list[str], importing: bool = False) -> str | None:
         if i == 1 and root == "genlab" and last in REFERENCE:
             verb = "imports" if importing else "uses"
             return f"{verb} the library's reference module {text}: answers must not call it"
+        if i == 1 and root == "genlab" and last == "classroom":
+            verb = "imports" if importing else "uses"
+            return f"{verb} the grader's own code ({text})"
         if i == 1 and root == "genlab" and last in PROBES:
             verb = "imports" if importing else "uses"
             return f"{verb} {PROBES_MARK} ({text}): answers must not use them"

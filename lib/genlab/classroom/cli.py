@@ -1,4 +1,4 @@
-"""``genlab``: the instructor's command line (also ``python -m genlab.cli``).
+"""``genlab``: the instructor's command line (also ``python -m genlab.classroom.cli``).
 
 genlab release  CH                      student version of CH into chapters/
 genlab collect  CH --from PATH          a folder of student folders, or an LMS .zip
@@ -7,7 +7,7 @@ genlab feedback CH                      feedback/ID/CH/*.html without hidden tes
 genlab export   [--to grades.csv]       every grade as CSV
 genlab similarity CH                    answers that share code: reports/CH-similarity.{csv,html}
 genlab demo     [--workers N]           build, grade and report the demo class
-genlab hub ...                          a class on JupyterHub (genlab hub --help, genlab.hub)
+genlab hub ...                          a class on JupyterHub (genlab hub --help; its module: hub)
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from genlab import classroom
-from genlab.classroom_limits import GB, Limits
+from genlab.classroom import steps
+from genlab.classroom.limits import GB, Limits
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,25 +64,25 @@ def main(argv=None) -> int:
     root = args.course.resolve()
     try:
         if args.command == "release":
-            print(classroom.release(root, args.chapter))
+            print(steps.release(root, args.chapter))
         elif args.command == "collect":
-            students = classroom.collect(root, args.chapter, args.source)
+            students = steps.collect(root, args.chapter, args.source)
             print(f"{len(students)} submissions of {args.chapter}: {', '.join(students)}")
         elif args.command == "grade":
             limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
                             memory_bytes=int(args.memory_gb * GB), processes=args.processes,
                             tmp_bytes=args.tmp_mb << 20)  # fmt: skip
-            rows = classroom.grade(root, args.chapter, args.student, workers=args.workers,
+            rows = steps.grade(root, args.chapter, args.student, workers=args.workers,
                                    limits=limits, sandbox=not args.unsafe_no_sandbox)  # fmt: skip
-            print(classroom.format_table(rows))
+            print(steps.format_table(rows))
             print(f"report: {root / 'reports' / (args.chapter + '.csv')}")
         elif args.command == "feedback":
-            for path in classroom.feedback(root, args.chapter):
+            for path in steps.feedback(root, args.chapter):
                 print(path)
         elif args.command == "export":
-            print(classroom.export(root, args.to))
+            print(steps.export(root, args.to))
         elif args.command == "similarity":
-            from genlab import classroom_similarity
+            from genlab.classroom import similarity as classroom_similarity
 
             report = classroom_similarity.similarity(root, args.chapter)
             flagged = report.flagged()
@@ -92,29 +92,29 @@ def main(argv=None) -> int:
                   f"scored pairs; skipped: {len(report.skipped)}")  # fmt: skip
             print(f"report: {root / 'reports' / (args.chapter + '-similarity.html')}")
         elif args.command == "demo":
-            from genlab.classroom_demo import run_demo
+            from genlab.classroom.demo import run_demo
 
             target = (args.dir or root / "build" / "demo-class").resolve()
             result = run_demo(target, root, workers=args.workers)
             print(result.table)
             print(f"demo course: {target}")
-    except (classroom.ClassroomError, FileNotFoundError, LookupError, ValueError) as error:
+    except (steps.ClassroomError, FileNotFoundError, LookupError, ValueError) as error:
         print(f"genlab {args.command}: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-# --- genlab hub: a class on JupyterHub (genlab.hub, deploy/jupyterhub) ------------------------
+# --- genlab hub: a class on JupyterHub (genlab.classroom.hub, deploy/jupyterhub) ---------------
 
 
 def _hub_parser(sub) -> None:
-    hub = sub.add_parser("hub", help="a class on JupyterHub (see genlab.hub)")
+    hub = sub.add_parser("hub", help="a class on JupyterHub (see genlab.classroom.hub)")
     hub.add_argument(
         "--state", type=Path, default=None,
         help="the hub's state folder (default: $GENLAB_HUB_STATE or /srv/genlab-hub)",
     )  # fmt: skip
-    steps = hub.add_subparsers(dest="step", required=True)
-    p = steps.add_parser("setup", help="(root) users, exchange, shared cache, course folder")
+    hub_steps = hub.add_subparsers(dest="step", required=True)
+    p = hub_steps.add_parser("setup", help="(root) users, exchange, shared cache, course folder")
     p.add_argument("--instructor", default="genlab-instructor")
     p.add_argument("--students", required=True, help="comma-separated user names")
     p.add_argument("--exchange", type=Path, default=None, help="default: /srv/nbgrader/exchange")
@@ -126,28 +126,30 @@ def _hub_parser(sub) -> None:
     p.add_argument("--chapters", default="", help="comma-separated; default: every chapter")
     p.add_argument("--password-file", type=Path, default=None,
                    help="lines of user:password for chpasswd (PAM login)")  # fmt: skip
-    p = steps.add_parser("python", help="a Python every account can run, over this environment")
+    p = hub_steps.add_parser("python", help="a Python every account can run, over this environment")
     p.add_argument("target", type=Path)
     p.add_argument("--base", default="/usr/bin/python3")
-    p = steps.add_parser("release", help="generate, release to the exchange, warm the JAX cache")
+    p = hub_steps.add_parser(
+        "release", help="generate, release to the exchange, warm the JAX cache"
+    )
     p.add_argument("chapter")
     p.add_argument("--no-warm", action="store_true")
-    steps.add_parser("collect").add_argument("chapter")
-    p = steps.add_parser("grade", help="collect, grade in sandboxes, release feedback")
+    hub_steps.add_parser("collect").add_argument("chapter")
+    p = hub_steps.add_parser("grade", help="collect, grade in sandboxes, release feedback")
     p.add_argument("chapter")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    steps.add_parser("feedback").add_argument("chapter")
-    steps.add_parser("start", help="(root) run the hub in the foreground")
-    steps.add_parser("remove", help="(root) delete the class's users and exchange")
+    hub_steps.add_parser("feedback").add_argument("chapter")
+    hub_steps.add_parser("start", help="(root) run the hub in the foreground")
+    hub_steps.add_parser("remove", help="(root) delete the class's users and exchange")
 
 
 def _hub_main(args) -> int:
-    from genlab import hub
+    from genlab.classroom import hub
 
     try:
         if args.step == "setup":
             state = args.state or Path(os.environ.get(hub.STATE_ENV) or hub.DEFAULT_STATE)
-            repository = Path(__file__).resolve().parents[2]
+            repository = Path(__file__).resolve().parents[3]
             chapters = [c for c in args.chapters.split(",") if c] or sorted(
                 p.name for p in (repository / "solutions").glob("[0-9][0-9]_*"))  # fmt: skip
             passwords = {}
@@ -175,7 +177,7 @@ def _hub_main(args) -> int:
         elif args.step == "grade":
             timings: dict[str, float] = {}
             rows = hub.grade(spec, args.chapter, workers=args.workers, timings=timings)
-            print(classroom.format_table(rows))
+            print(steps.format_table(rows))
             print(", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
         elif args.step == "feedback":
             for path in hub.return_feedback(spec, args.chapter):

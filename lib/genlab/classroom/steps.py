@@ -6,8 +6,8 @@ and ``gradebook.db`` are nbgrader's usual places. ``reports/CH.csv`` is the clas
 
     release   nbgrader generate_assignment CH (also records the chapter in the gradebook)
     collect   copy a folder of submissions, or an LMS zip (nbgrader zip_collect), to submitted/
-    grade     parallel, isolated autograde (genlab.classroom_grade) + report + integrity scan
-    feedback  nbgrader generate_feedback (hidden tests removed, see genlab.classroom_feedback)
+    grade     parallel, isolated autograde (genlab.classroom.grade) + report + integrity scan
+    feedback  nbgrader generate_feedback (hidden tests removed, see genlab.classroom.feedback)
     export    nbgrader export to a CSV of grades
 """
 
@@ -18,16 +18,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from genlab.classroom_grade import (
+from genlab.classroom.grade import (
     GradingRefused,
     Layout,
     autograde,
     check_student_id,
     record_hashes,
 )
-from genlab.classroom_limits import Limits, private_env
-from genlab.classroom_report import Row, build_row, format_table, write_csv
-from genlab.classroom_sandbox import sandbox_problem
+from genlab.classroom.limits import Limits, private_env
+from genlab.classroom.report import Row, build_row, format_table, write_csv
+from genlab.classroom.sandbox import sandbox_problem
 
 
 class ClassroomError(RuntimeError):
@@ -129,7 +129,7 @@ def grade(root: Path, chapter: str, students=None, *, workers: int = 2,
     The instructor's solution is graded first, as a canary: unless it scores full marks,
     :class:`ClassroomError` says why (its first kernel error) and no student is graded.
     ``warm``: run the solution once first to fill the compilation cache the sandboxes read.
-    ``timings``: see :func:`genlab.classroom_grade.autograde`.
+    ``timings``: see :func:`genlab.classroom.grade.autograde`.
     """
     if sandbox:
         problem = sandbox_problem()
