@@ -9,9 +9,9 @@ tests against mutants in fast mode (tests/test_mutants.py); a sandboxed graded r
 chapter cost about 2.5 min each in CI (issue 18's budget).
 
 One course per chapter: ``nbgrader generate_assignment`` from a copy of ``solutions/CH``, then
-submissions from two "students", graded by ``genlab.classroom.grade`` (the warm-up, the canary, then
-one sandboxed ``nbgrader autograde --student`` per student, both at once, the verdict outside the
-kernel), and scores read back from the gradebook:
+submissions from two "students", graded by ``genlab.classroom.steps.grade`` (the warm-up, the
+canary, then one sandboxed ``nbgrader autograde --student`` per student, both at once, the verdict
+outside the kernel), and scores read back from the gradebook:
 
 - ``solution``: the release with every answer filled in from the solution -> full marks, in the
   sandbox and its limits (what the notebook test, run outside it, cannot show);
@@ -123,7 +123,8 @@ def test_solution_scores_full_marks(course):
     """Every test cell earns its points; a challenge's are extra credit (max_score 0 in the
     gradebook, the points on top of the chapter's maximum)."""
     got = scores(course, "solution")
-    release_nb = nbformat.read(course["course"] / "chapters" / course["chapter"] / course["name"], 4)
+    release = course["course"] / "chapters" / course["chapter"] / course["name"]
+    release_nb = nbformat.read(release, as_version=4)
     cells = grading.graded_cells(release_nb)
     points = {cell: float(cells[cell].metadata.nbgrader["points"]) for cell in got}
     bonus = {grading.TEST_PREFIX + name for name in grading.challenge_names(release_nb)}
@@ -131,7 +132,8 @@ def test_solution_scores_full_marks(course):
     assert got and not lost, f"solution lost points on {lost}\n{course['output'][-3000:]}"
     assert {cell for cell, (_, max_score) in got.items() if max_score == 0} == bonus
     row = course["rows"]["solution"]
-    assert row.bonus == sum(points[cell] for cell in bonus) and row.score == row.max_score + row.bonus
+    assert row.bonus == sum(points[cell] for cell in bonus)
+    assert row.score == row.max_score + row.bonus
 
 
 def test_blank_release_scores_zero_without_crashing(course):
