@@ -68,11 +68,5 @@ c.LimitOutput.max_lines = 1000
 # Feedback shows scores, visible checks and their messages, never the hidden tests' source.
 c.GenerateFeedback.preprocessors = [HideHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]
 
-# LMS downloads for `nbgrader zip_collect` / `genlab collect --zip`: files named
-# <anything>_<student id>_attempt_<timestamp>_<notebook file> (Moodle/Blackboard style).
-c.FileNameCollectorPlugin.named_regexp = (
-    r".*_(?P<student_id>[A-Za-z0-9.@-]+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.+)"
-)
-
 # Students see their solutions cleared to this stub.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

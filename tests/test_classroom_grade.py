@@ -63,6 +63,8 @@ def courses(tmp_path_factory):
             for name, source in (answers or {}).items():
                 nb = grading.replace_answer(nb, name, source)
             write(root, student, nb)
+        stamp = root / "submitted" / "ok" / "tiny" / "timestamp.txt"
+        stamp.write_text("2026-12-01 10:45:30 UTC\n")  # as collect writes it
         rows = steps.grade(root, "tiny", workers=workers, limits=LIMITS, progress=False)
         graded[workers] = (root, {r.student: r for r in rows})
     return graded
@@ -143,23 +145,81 @@ def test_collect_from_folder_and_from_lms_zip(tmp_path):
     inbox = tmp_path / "inbox"
     (inbox / "alice").mkdir(parents=True)
     shutil.copy(release, inbox / "alice" / "tiny.ipynb")
-    (inbox / "bob" / "tiny").mkdir(parents=True)
-    shutil.copy(release, inbox / "bob" / "tiny" / "tiny.ipynb")
-    assert steps.collect(root, "tiny", inbox) == ["alice", "bob"]
+    (inbox / "bob_smith" / "tiny").mkdir(parents=True)
+    shutil.copy(release, inbox / "bob_smith" / "tiny" / "tiny.ipynb")
+    (inbox / ".DS_Store").write_text("")
+    got = steps.collect(root, "tiny", inbox)
+    assert got.status == {"alice": "new", "bob_smith": "new"} and not got.unmatched
+    assert steps.collect(root, "tiny", inbox).status == {
+        "alice": "unchanged",
+        "bob_smith": "unchanged",
+    }
     archive = tmp_path / "lms.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        z.write(release, "tiny_carol_attempt_2026-11-20-10-00-00_tiny.ipynb")
-    assert steps.collect(root, "tiny", archive) == ["alice", "bob", "carol"]
-    assert (root / "submitted" / "carol" / "tiny" / "tiny.ipynb").is_file()
-    assert (root / "submitted" / "bob" / "tiny" / "tiny.ipynb").is_file()
+        z.write(release, "tiny_carol_attempt_2026-11-20-10-45-30_tiny.ipynb")
+        z.write(release, "tiny_bob_smith_attempt_2026-11-20-11-00-00_tiny.ipynb")
+        z.writestr("tiny_dave_attempt_2026-11-20-10-45-30_notes.txt", "not a notebook")
+    got = steps.collect(root, "tiny", archive, tz="Europe/Berlin")
+    # bob_smith's folder now also holds the LMS's submission time: updated
+    assert got.status == {"bob_smith": "updated", "carol": "new"}
+    assert [name for name, _ in got.unmatched] == [
+        "tiny_dave_attempt_2026-11-20-10-45-30_notes.txt"
+    ]
+    stamp = root / "submitted" / "carol" / "tiny" / "timestamp.txt"
+    assert stamp.read_text().strip() == "2026-11-20 09:45:30 UTC"  # Berlin is UTC+1 in November
+    assert (root / "submitted" / "bob_smith" / "tiny" / "tiny.ipynb").is_file()
+    assert not (root / "submitted" / "dave").exists()
+    summary = got.summary("tiny")
+    assert "2 submissions of tiny: 1 new, 1 updated, 0 unchanged" in summary
+    assert "1 files not collected" in summary and "is not a notebook of tiny" in summary
 
 
-def test_export_writes_every_grade(courses):
-    root, _ = courses[2]
+def test_collect_cli_lists_unmatched_files_and_fails(tmp_path, capsys):
+    from genlab.classroom import cli
+
+    root = make_course(tmp_path / "course")
+    archive = tmp_path / "lms.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(
+            root / "chapters" / "tiny" / "tiny.ipynb",
+            "tiny_erin_attempt_2026-11-20-10-45-30_tiny.ipynb",
+        )
+        z.writestr("Thumbs.db", "")
+    assert cli.main(["--course", str(root), "collect", "tiny", "--from", str(archive)]) == 1
+    out, err = capsys.readouterr()
+    assert "erin: new" in out and "Thumbs.db: matches no LMS naming style" in out
+    assert "not collected" in err
+
+
+def test_collect_and_grade_refuse_an_unreleased_chapter_or_an_unknown_student(tmp_path):
+    root = make_course(tmp_path / "course")
+    (root / "solutions" / "later").mkdir()
+    with pytest.raises(steps.ClassroomError, match=r"run `genlab release later`"):
+        steps.collect(root, "later", tmp_path)
+    with pytest.raises(steps.ClassroomError, match=r"chapters are later, tiny"):
+        steps.grade(root, "nonsense", workers=1, limits=LIMITS, progress=False)
+    db = root / "gradebook.db"
+    db.unlink()
+    with pytest.raises(steps.ClassroomError, match=r"run `genlab release tiny`"):
+        steps.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
+    assert not db.exists(), "a refused grade must not leave an empty gradebook"
+    steps.release(root, "tiny")
+    with pytest.raises(steps.ClassroomError, match=r"no submission of tiny by 'nobody'"):
+        steps.grade(root, "tiny", ["nobody"], workers=1, limits=LIMITS, progress=False)
+    assert not (root / "reports" / "tiny.csv").exists()
+
+
+def test_export_writes_every_grade_with_status_flags_and_time_sorted_by_student(courses):
+    root, graded = courses[2]
     out = steps.export(root, root / "grades.csv")
     with open(out) as f:
-        grades = {(r["student_id"], r["assignment"]): float(r["score"]) for r in csv.DictReader(f)}
-    assert grades[("ok", "tiny")] == 2 and grades[("blank", "tiny")] == 0
+        rows = list(csv.DictReader(f))
+    assert [r["student_id"] for r in rows] == sorted(SUBMISSIONS)
+    grades = {r["student_id"]: r for r in rows}
+    assert float(grades["ok"]["score"]) == 2 and float(grades["blank"]["score"]) == 0
+    assert grades["ok"]["timestamp"].startswith("2026-12-01 10:45:30")  # collected time kept
+    assert {r["status"] for r in rows} == {"graded"}
+    assert grades["snoop"]["flags"] == " | ".join(graded["snoop"].flags) != ""
 
 
 def test_student_ids_must_be_plain_names():
@@ -207,7 +267,7 @@ def test_a_submission_changed_after_collection_is_reported(tmp_path):
     nb = grading.fill_answers(nbformat.read(submitted, as_version=4), tiny_notebook())
     nbformat.write(nb, submitted)  # changed after collection
     (row,) = steps.grade(root, "tiny", workers=1, limits=LIMITS, progress=False)
-    assert any("hash mismatch: tiny.ipynb" in r for r in row.reasons), row.reasons
+    assert any("hash mismatch: tiny.ipynb" in f for f in row.flags), row.flags  # to look at
     graded = root / "graded" / "alice" / "tiny" / "tiny.ipynb"
     assert graded.read_bytes() == submitted.read_bytes()  # what was scanned and graded
 

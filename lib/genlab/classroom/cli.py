@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect")
     p.add_argument("chapter")
     p.add_argument("--from", dest="source", type=Path, required=True)
+    p.add_argument("--lms-timezone", default="UTC",
+                   help="the time zone of the LMS's times (e.g. Europe/Berlin)")  # fmt: skip
     p = sub.add_parser("grade")
     p.add_argument("chapter")
     p.add_argument("--student", action="append", help="grade only these (repeatable)")
@@ -66,8 +68,12 @@ def main(argv=None) -> int:
         if args.command == "release":
             print(steps.release(root, args.chapter))
         elif args.command == "collect":
-            students = steps.collect(root, args.chapter, args.source)
-            print(f"{len(students)} submissions of {args.chapter}: {', '.join(students)}")
+            collection = steps.collect(root, args.chapter, args.source, tz=args.lms_timezone)
+            print(collection.summary(args.chapter))
+            if collection.unmatched:
+                print("error: some files were not collected (above): rename them to a supported "
+                      "form and collect again", file=sys.stderr)  # fmt: skip
+                return 1
         elif args.command == "grade":
             limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
                             memory_bytes=int(args.memory_gb * GB), processes=args.processes,

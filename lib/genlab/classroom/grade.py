@@ -96,7 +96,8 @@ class GradeRun:
     log: str
     verdicts: dict = field(default_factory=dict)  # {test cell grade_id: probing.Verdict}
     digests: dict = field(default_factory=dict)  # {exercise: first line of its .done pipe}
-    notes: list = field(default_factory=list)  # reasons found while grading (hash, sandbox)
+    notes: list = field(default_factory=list)  # reasons found while grading (the sandbox)
+    flags: list = field(default_factory=list)  # for the instructor: a changed submission
     copy: Path | None = None  # the graded (immutable) copy of the submission folder
     workdir: Path | None = None  # the temporary folder of this run (removed by judge_run)
 
@@ -216,8 +217,6 @@ def grade_one(
     copy_regular_files(submission or layout.submitted(student, chapter), copy)
     notes = []
     problem = None if submission else hash_problem(layout, chapter, student, copy)
-    if problem:
-        notes.append(problem)
     scratch = tmp / "scratch"
     course = _scratch_course(layout, template, chapter, student, copy, scratch)
     seeds = tmp / "seeds"
@@ -248,7 +247,8 @@ def grade_one(
         done = run_limited(command, cwd=course, env=env, limits=limits, log=tmp / "autograde.log")
         digests = pipes.digests()
     run = GradeRun(student, chapter, done.returncode, done.timed_out, done.seconds, done.log,
-                   notes=notes, copy=copy, digests=digests)  # fmt: skip
+                   notes=notes, flags=[problem] if problem else [], copy=copy,
+                   digests=digests)  # fmt: skip
     run.workdir = tmp
     return run
 

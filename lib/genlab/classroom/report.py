@@ -238,6 +238,7 @@ def build_row(layout, chapter: str, student: str, run, notebooks: dict[str, set[
         release = _code_sources(releases[name])
         row.flags += scan_notebook(graded, release or None)
         row.flags += reference_copies(graded, chapter)
+    row.flags += run.flags
     row.flags += [f"{cell}: {flag}" for cell, v in sorted(run.verdicts.items()) for flag in v.flags]
     unrecorded = [cell for cell, v in sorted(run.verdicts.items()) if NO_RECORDS in v.message]
     if run.graded and unrecorded:
