@@ -358,7 +358,7 @@ def test_a_grader_with_genlab_only_on_pythonpath_grades_with_that_genlab(tmp_pat
     script = (
         "import genlab, sys\n"
         f"assert genlab.__file__.startswith({str(elsewhere)!r}), genlab.__file__\n"
-        "from genlab import classroom\n"
+        "from genlab.classroom import steps\n"
         "from genlab.classroom.limits import Limits, GB\n"
         "from genlab.classroom.sandbox import sandbox_problem\n"
         "assert sandbox_problem() is None, sandbox_problem()\n"

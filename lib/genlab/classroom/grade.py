@@ -376,9 +376,9 @@ def template_gradebook(layout: Layout, chapter: str, folder: Path) -> Path:
 def _timestamp(layout: Layout, run: GradeRun):
     from nbgrader.utils import parse_utc
 
-    path = run.copy / "timestamp.txt" if run.copy else None
+    path = layout.graded(run.student, run.chapter) / "timestamp.txt"  # judge_run kept the copy
     try:
-        return parse_utc(path.read_text().strip()) if path and path.is_file() else None
+        return parse_utc(path.read_text().strip()) if path.is_file() else None
     except Exception:  # an unparsable timestamp is ignored, as nbgrader does
         return None
 
