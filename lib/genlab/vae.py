@@ -14,6 +14,7 @@ N Monte Carlo samples.
     iwae_bound                                 section 5, the importance-weighted bound
     linear_gaussian_log_marginal,
     linear_gaussian_posterior                  section 5, the exact check (not graded)
+    kl_direction                               section 5, which way a KL goes
     elbo_gap                                   section 5, the exact gap (challenge)
     binarize                                   section 6, dynamically binarised digits
     elbo, VAEConfig, VAE, vae_train_step       section 6, the project
@@ -48,8 +49,10 @@ __all__ = [
     "gaussian_kl_standard",
     "gaussian_log_likelihood",
     "iwae_bound",
+    "KL_DIRECTIONS",
+    "KL_SYMPTOMS",
     "kl_diagnostics",
-    "kl_direction_errors",
+    "kl_direction",
     "linear_gaussian_log_marginal",
     "linear_gaussian_posterior",
     "log_normalizer",
@@ -495,31 +498,62 @@ def encoder_decoder_grad_norms(loss_fn: Callable, model: nnx.Module, batch
     return _global_norm(grads["encoder"]), _global_norm(grads["decoder"])
 
 
-def kl_diagnostics(kl_fn: Callable, mean: jax.Array, log_var: jax.Array
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
-    """Three symptoms of a function that claims to be ``KL(q || N(0, I))`` (section 7).
+KL_SYMPTOMS = ("nonzero at the prior", "negative", "not finite")
+"""The symptoms :func:`kl_diagnostics` names, in a fixed vocabulary."""
 
-    ``kl_fn(mean, log_var) -> [...]`` is evaluated on the given inputs and at the prior (zeros
-    of the same shapes).
+_SYMPTOM_TOL = 1e-5  # nats: float32 rounding of a true KL near the prior stays far below
+
+
+def _diagnostic_inputs() -> list[tuple[jax.Array, jax.Array]]:
+    """(mean, log_var) pairs covering the domain [-3, 3]^2: a fine grid in one dimension and
+    random draws in several dimensions with a batch shape."""
+    grid = np.linspace(-3.0, 3.0, 121)
+    mean, log_var = np.meshgrid(grid, grid, indexing="ij")  # (121, 121)
+    rng = np.random.default_rng(0)
+    return [
+        (jnp.asarray(mean.reshape(-1, 1), jnp.float32), jnp.asarray(log_var.reshape(-1, 1),
+                                                                    jnp.float32)),
+        (jnp.asarray(rng.uniform(-3.0, 3.0, (50, 4, 5)), jnp.float32),
+         jnp.asarray(rng.uniform(-3.0, 3.0, (50, 4, 5)), jnp.float32)),
+    ]  # fmt: skip
+
+
+def kl_diagnostics(kl_fn: Callable) -> frozenset[str]:
+    """The symptoms of a function that claims to be ``KL(q || N(0, I))`` (section 7).
+
+    ``kl_fn(mean [..., Z], log_var [..., Z]) -> [...]`` is measured on inputs of its domain
+    (means and log-variances in [-3, 3], any Z and batch shape) and at the prior (zeros):
+
+    - ``"nonzero at the prior"``: some value at the prior is not 0 (beyond 1e-5 nats) or is
+      not finite;
+    - ``"negative"``: some finite value is below -1e-5 nats;
+    - ``"not finite"``: some value (at the prior included) is NaN or infinite.
+
+    A true KL has none of them. The measurement: the prior in Z = 1 and Z = 5, every
+    (mean, log_var) pair of a 121 x 121 grid of the domain in one dimension, and 200 random
+    batches of five dimensions.
 
     Args:
-        kl_fn: ``(mean [..., Z], log_var [..., Z]) -> [...]``. mean, log_var: float [..., Z].
+        kl_fn: ``(mean, log_var) -> [...]``, one value per leading index.
 
     Returns:
-        at_prior: float scalar, the largest ``|kl_fn|`` at the prior (NaN if any value there is
-            NaN); 0 for a true KL.
-        smallest: float scalar, the smallest finite value on the inputs (``inf`` when none is
-            finite); >= 0 for a true KL.
-        nonfinite: float scalar in [0, 1], the fraction of NaN or infinite values on the inputs.
+        frozenset of the names in :data:`KL_SYMPTOMS` that the measurement found.
     """
-    mean = float_array("mean", mean, allow_int=False)
-    log_var = float_array("log_var", log_var, allow_int=False)
-    prior = kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))
-    at_prior = jnp.max(jnp.abs(prior))  # NaN propagates through max
-    values = kl_fn(mean, log_var)  # (...)
-    finite = jnp.isfinite(values)
-    smallest = jnp.min(jnp.where(finite, values, jnp.inf))
-    return at_prior, smallest, 1.0 - jnp.mean(finite.astype(jnp.float32))
+    found = set()
+    for z in (1, 5):
+        prior = np.asarray(kl_fn(jnp.zeros((2, z)), jnp.zeros((2, z))), np.float64)
+        if not np.all(np.isfinite(prior)):
+            found |= {"nonzero at the prior", "not finite"}
+        elif np.max(np.abs(prior)) > _SYMPTOM_TOL:
+            found.add("nonzero at the prior")
+    for mean, log_var in _diagnostic_inputs():
+        values = np.asarray(kl_fn(mean, log_var), np.float64)
+        finite = np.isfinite(values)
+        if not np.all(finite):
+            found.add("not finite")
+        if np.any(values[finite] < -_SYMPTOM_TOL):
+            found.add("negative")
+    return frozenset(found)
 
 
 def log_normalizer(log_likelihood: Callable, logits: jax.Array) -> jax.Array:
@@ -564,31 +598,52 @@ def active_latents(mean: jax.Array, threshold: float = 0.01) -> jax.Array:
     return jnp.var(mean, axis=0) > threshold
 
 
-def kl_direction_errors(kl_fn: Callable, mean_q: jax.Array, log_var_q: jax.Array,
-                        mean_p: jax.Array, log_var_p: jax.Array
-                        ) -> tuple[jax.Array, jax.Array]:  # fmt: skip
-    """Which way does a candidate ``kl_fn(mean_q, log_var_q, mean_p, log_var_p)`` go? (section 5)
+KL_DIRECTIONS = ("forward", "reverse", "neither")
+"""The verdicts of :func:`kl_direction`."""
 
-    Compares ``kl_fn(q, p)`` with both directions of the true KL between the diagonal Gaussians
-    ``q`` and ``p``.
+
+def _direction_inputs() -> list[tuple[jax.Array, ...]]:
+    """Pairs (q, p) of diagonal Gaussians with unequal variances and unequal means: one
+    dimension, several dimensions, and a batch shape; means and log-variances in [-3, 3]."""
+    rng = np.random.default_rng(1)
+    pairs = []
+    for shape in [(200, 1), (100, 4), (5, 6, 3)]:
+        mean_q, mean_p = rng.uniform(-3.0, 3.0, (2, *shape))
+        log_var_q, log_var_p = rng.uniform(-3.0, 3.0, (2, *shape))
+        pairs.append(tuple(jnp.asarray(a, jnp.float32)
+                           for a in (mean_q, log_var_q, mean_p, log_var_p)))  # fmt: skip
+    return pairs
+
+
+def _agrees(got, want: jax.Array) -> bool:
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    return got.shape == want.shape and bool(np.allclose(got, want, rtol=1e-3, atol=1e-4))
+
+
+def kl_direction(kl_fn: Callable) -> str:
+    """Which KL a suspect function of two diagonal Gaussians computes (section 5).
+
+    ``kl_fn(mean_q, log_var_q, mean_p, log_var_p) -> [...]`` claims to be ``KL(q || p)``
+    summed over the last axis. It is compared with both directions of the true KL on pairs of
+    Gaussians with *unequal* variances (equal variances cannot tell the directions apart: there
+    ``KL(q || p) = KL(p || q)``), in one and in several dimensions and with a batch shape,
+    within float32 rounding (relative 1e-3, absolute 1e-4 nats).
 
     Args:
-        kl_fn: ``(mean_q, log_var_q, mean_p, log_var_p) -> [...]``.
-        mean_q, log_var_q, mean_p, log_var_p: float [..., Z], broadcastable.
+        kl_fn: the suspect, on float32 arrays [..., Z] with means and log-variances in [-3, 3].
 
     Returns:
-        forward: float scalar, the largest ``|kl_fn(q, p) - KL(q || p)|``; 0 for a correct KL.
-        reverse: float scalar, the largest ``|kl_fn(q, p) - KL(p || q)|``; 0 for a KL with its
-            arguments reversed.
+        ``"forward"`` if it agrees with ``KL(q || p)`` on every pair, else ``"reverse"`` if it
+        agrees with ``KL(p || q)`` on every pair, else ``"neither"``.
     """
-    mean_q = float_array("mean_q", mean_q, allow_int=False)
-    log_var_q = float_array("log_var_q", log_var_q, allow_int=False)
-    mean_p = float_array("mean_p", mean_p, allow_int=False)
-    log_var_p = float_array("log_var_p", log_var_p, allow_int=False)
-    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)  # (...)
-    forward = jnp.max(jnp.abs(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)))
-    reverse = jnp.max(jnp.abs(got - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q)))
-    return forward, reverse
+    pairs = _direction_inputs()
+    values = [kl_fn(*pair) for pair in pairs]
+    if all(_agrees(v, gaussian_kl(mq, vq, mp, vp)) for v, (mq, vq, mp, vp) in zip(values, pairs)):
+        return "forward"
+    if all(_agrees(v, gaussian_kl(mp, vp, mq, vq)) for v, (mq, vq, mp, vp) in zip(values, pairs)):
+        return "reverse"
+    return "neither"
 
 
 def smallest_kl(head: Callable, preactivations: jax.Array) -> jax.Array:

@@ -382,78 +382,132 @@ def encoder_decoder_grad_norms(loss_fn, model, batch):
     return tuple(optax.global_norm(grads[p]) for p in ("decoder", "encoder"))
 """,
     },
-    "kl_direction_errors": {
-        "outputs_swapped": """
-def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
-    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
-    forward = jnp.max(jnp.abs(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)))
-    reverse = jnp.max(jnp.abs(got - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q)))
-    return reverse, forward
+    "kl_direction": {
+        "equal_variances_only": """
+def kl_direction(kl_fn):
+    rng = np.random.default_rng(0)
+    mq, vq, mp = (jnp.asarray(rng.uniform(-3, 3, (50, 3)), jnp.float32) for _ in range(3))
+    got = np.asarray(kl_fn(mq, vq, mp, vq))
+    if np.allclose(got, gaussian_kl(mq, vq, mp, vq), rtol=1e-3, atol=1e-4):
+        return "forward"
+    if np.allclose(got, gaussian_kl(mp, vq, mq, vq), rtol=1e-3, atol=1e-4):
+        return "reverse"
+    return "neither"
 """,
-        "signed_difference": """
-def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
-    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
-    forward = jnp.max(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p))
-    reverse = jnp.max(got - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q))
-    return forward, reverse
+        "one_dimension_only": """
+def kl_direction(kl_fn):
+    rng = np.random.default_rng(0)
+    mq, vq, mp, vp = (jnp.asarray(rng.uniform(-3, 3, (200, 1)), jnp.float32) for _ in range(4))
+    got = np.asarray(kl_fn(mq, vq, mp, vp))
+    if np.allclose(got, gaussian_kl(mq, vq, mp, vp), rtol=1e-3, atol=1e-4):
+        return "forward"
+    if np.allclose(got, gaussian_kl(mp, vp, mq, vq), rtol=1e-3, atol=1e-4):
+        return "reverse"
+    return "neither"
 """,
-        "mean_not_largest": """
-def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
-    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
-    forward = jnp.mean(jnp.abs(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)))
-    reverse = jnp.mean(jnp.abs(got - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q)))
-    return forward, reverse
+        "p_is_the_prior": """
+def kl_direction(kl_fn):
+    rng = np.random.default_rng(0)
+    mq, vq = (jnp.asarray(rng.uniform(-3, 3, (50, 3)), jnp.float32) for _ in range(2))
+    zero = jnp.zeros_like(mq)
+    got = np.asarray(kl_fn(mq, vq, zero, zero))
+    if np.allclose(got, gaussian_kl(mq, vq, zero, zero), rtol=1e-3, atol=1e-4):
+        return "forward"
+    if np.allclose(got, gaussian_kl(zero, zero, mq, vq), rtol=1e-3, atol=1e-4):
+        return "reverse"
+    return "neither"
 """,
-        "candidate_swapped_too": """
-def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
-    forward = jnp.abs(kl_fn(mean_q, log_var_q, mean_p, log_var_p)
-                      - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p))
-    reverse = jnp.abs(kl_fn(mean_p, log_var_p, mean_q, log_var_q)
-                      - gaussian_kl(mean_p, log_var_p, mean_q, log_var_q))
-    return jnp.max(forward), jnp.max(reverse)
+        "exact_equality": """
+def kl_direction(kl_fn):
+    rng = np.random.default_rng(0)
+    mq, vq, mp, vp = (jnp.asarray(rng.uniform(-3, 3, (50, 3)), jnp.float32) for _ in range(4))
+    got = np.asarray(kl_fn(mq, vq, mp, vp))
+    if np.array_equal(got, np.asarray(gaussian_kl(mq, vq, mp, vp))):
+        return "forward"
+    if np.array_equal(got, np.asarray(gaussian_kl(mp, vp, mq, vq))):
+        return "reverse"
+    return "neither"
 """,
-        "reverse_against_the_prior": """
-def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
-    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
-    forward = jnp.max(jnp.abs(got - gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)))
-    reverse = jnp.max(jnp.abs(got - gaussian_kl_standard(mean_p, log_var_p)))
-    return forward, reverse
+        "closest_direction_never_neither": """
+def kl_direction(kl_fn):
+    rng = np.random.default_rng(0)
+    mq, vq, mp, vp = (jnp.asarray(rng.uniform(-3, 3, (50, 3)), jnp.float32) for _ in range(4))
+    got = np.asarray(kl_fn(mq, vq, mp, vp))
+    forward = np.max(np.abs(got - np.asarray(gaussian_kl(mq, vq, mp, vp))))
+    reverse = np.max(np.abs(got - np.asarray(gaussian_kl(mp, vp, mq, vq))))
+    return "forward" if forward <= reverse else "reverse"
+""",
+        "the_text_pair_only": """
+def kl_direction(kl_fn):
+    q_and_p = (jnp.array([1.0]), jnp.array([0.0]), jnp.array([0.0]), jnp.array([np.log(4.0)]))
+    got = float(kl_fn(*q_and_p))
+    if abs(got - 0.4431) < 1e-3:
+        return "forward"
+    return "reverse" if abs(got - 1.3069) < 1e-3 else "neither"
 """,
     },
     "kl_diagnostics": {
-        "signed_value_at_prior": """
-def kl_diagnostics(kl_fn, mean, log_var):
-    at_prior = jnp.max(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var)))
-    values = kl_fn(mean, log_var)
-    finite = jnp.isfinite(values)
-    return at_prior, jnp.min(jnp.where(finite, values, jnp.inf)), 1.0 - jnp.mean(finite)
+        "the_texts_points_only": """
+def kl_diagnostics(kl_fn):
+    found = set()
+    prior = np.asarray(kl_fn(jnp.zeros((1, 1)), jnp.zeros((1, 1))))
+    if not np.all(np.isfinite(prior)):
+        found |= {"nonzero at the prior", "not finite"}
+    elif np.abs(prior).max() > 1e-5:
+        found.add("nonzero at the prior")
+    mus = jnp.linspace(-2.0, 2.0, 401)[:, None]
+    values = np.asarray(kl_fn(mus, jnp.zeros_like(mus)))
+    if not np.all(np.isfinite(values)):
+        found.add("not finite")
+    if np.any(values[np.isfinite(values)] < -1e-5):
+        found.add("negative")
+    return found
 """,
-        "counts_only_nan": """
-def kl_diagnostics(kl_fn, mean, log_var):
-    at_prior = jnp.max(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))))
-    values = kl_fn(mean, log_var)
-    smallest = jnp.min(jnp.where(jnp.isfinite(values), values, jnp.inf))
-    return at_prior, smallest, jnp.mean(jnp.isnan(values))
+        "nonnegative_means_only": """
+def kl_diagnostics(kl_fn):
+    found = set()
+    prior = np.asarray(kl_fn(jnp.zeros((1, 1)), jnp.zeros((1, 1))))
+    if not np.all(np.isfinite(prior)):
+        found |= {"nonzero at the prior", "not finite"}
+    elif np.abs(prior).max() > 1e-5:
+        found.add("nonzero at the prior")
+    m, v = jnp.meshgrid(jnp.linspace(0.0, 3.0, 31), jnp.linspace(-3.0, 3.0, 61))
+    values = np.asarray(kl_fn(m[..., None], v[..., None]))
+    if not np.all(np.isfinite(values)):
+        found.add("not finite")
+    if np.any(values[np.isfinite(values)] < -1e-5):
+        found.add("negative")
+    return found
 """,
-        "min_over_everything": """
-def kl_diagnostics(kl_fn, mean, log_var):
-    at_prior = jnp.max(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))))
-    values = kl_fn(mean, log_var)
-    return at_prior, jnp.min(values), 1.0 - jnp.mean(jnp.isfinite(values))
+        "nan_at_the_prior_missed": """
+def kl_diagnostics(kl_fn):
+    found = set()
+    prior = np.asarray(kl_fn(jnp.zeros((1, 1)), jnp.zeros((1, 1))))
+    if np.abs(prior).max() > 1e-5:
+        found.add("nonzero at the prior")
+    m, v = jnp.meshgrid(jnp.linspace(-3.0, 3.0, 61), jnp.linspace(-3.0, 3.0, 61))
+    values = np.asarray(kl_fn(m[..., None], v[..., None]))
+    if not np.all(np.isfinite(values)):
+        found.add("not finite")
+    if np.any(values[np.isfinite(values)] < -1e-5):
+        found.add("negative")
+    return found
 """,
-        "prior_at_log_var_one": """
-def kl_diagnostics(kl_fn, mean, log_var):
-    at_prior = jnp.max(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.ones_like(log_var))))
-    values = kl_fn(mean, log_var)
-    finite = jnp.isfinite(values)
-    return at_prior, jnp.min(jnp.where(finite, values, jnp.inf)), 1.0 - jnp.mean(finite)
-""",
-        "count_not_fraction": """
-def kl_diagnostics(kl_fn, mean, log_var):
-    at_prior = jnp.max(jnp.abs(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var))))
-    values = kl_fn(mean, log_var)
-    finite = jnp.isfinite(values)
-    return at_prior, jnp.min(jnp.where(finite, values, jnp.inf)), jnp.sum(~finite) * 1.0
+        "minimum_through_nan": """
+def kl_diagnostics(kl_fn):
+    found = set()
+    prior = np.asarray(kl_fn(jnp.zeros((1, 1)), jnp.zeros((1, 1))))
+    if not np.all(np.isfinite(prior)):
+        found |= {"nonzero at the prior", "not finite"}
+    elif np.abs(prior).max() > 1e-5:
+        found.add("nonzero at the prior")
+    m, v = jnp.meshgrid(jnp.linspace(-3.0, 3.0, 61), jnp.linspace(-3.0, 3.0, 61))
+    values = np.asarray(kl_fn(m[..., None], v[..., None]))
+    if not np.all(np.isfinite(values)):
+        found.add("not finite")
+    if np.min(values) < -1e-5:
+        found.add("negative")
+    return found
 """,
     },
     "log_normalizer": {
@@ -745,42 +799,76 @@ def encoder_decoder_grad_norms(loss_fn, model, batch):
     return jnp.sqrt(sq(grads["encoder"])), jnp.sqrt(sq(grads["decoder"]))
 """,
     },
-    "kl_direction_errors": {
-        "closed_form_by_hand": """
-def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
-    def kl(m1, v1, m2, v2):  # KL(N(m1, e^v1) || N(m2, e^v2)), summed over the last axis
-        return 0.5 * jnp.sum(v2 - v1 + (jnp.exp(v1) + (m1 - m2) ** 2) / jnp.exp(v2) - 1.0, -1)
+    "kl_direction": {
+        "float64_closed_form": """
+def kl_direction(kl_fn):
+    def kl64(m1, v1, m2, v2):
+        return 0.5 * np.sum(v2 - v1 + (np.exp(v1) + (m1 - m2) ** 2) / np.exp(v2) - 1.0, axis=-1)
 
-    got = kl_fn(mean_q, log_var_q, mean_p, log_var_p)
-    errors = [jnp.abs(got - kl(mean_q, log_var_q, mean_p, log_var_p)),
-              jnp.abs(got - kl(mean_p, log_var_p, mean_q, log_var_q))]
-    return errors[0].max(), errors[1].max()
+    rng = np.random.default_rng(11)
+    fits = {"forward": [], "reverse": []}
+    for z in (1, 2, 5):
+        inputs = rng.uniform(-3, 3, size=(4, 30, z)).astype(np.float32)
+        got = np.asarray(kl_fn(*map(jnp.asarray, inputs)), np.float64)
+        m1, v1, m2, v2 = inputs.astype(np.float64)
+        for name, want in [("forward", kl64(m1, v1, m2, v2)), ("reverse", kl64(m2, v2, m1, v1))]:
+            close = np.abs(got - want) <= 1e-3 + 1e-3 * np.abs(want)
+            ok = got.shape == want.shape and np.all(close)
+            fits[name].append(bool(ok))
+    for name in ("forward", "reverse"):
+        if all(fits[name]):
+            return name
+    return "neither"
 """,
-        "numpy_stacked": """
-def kl_direction_errors(kl_fn, mean_q, log_var_q, mean_p, log_var_p):
-    got = np.asarray(kl_fn(mean_q, log_var_q, mean_p, log_var_p))
-    true = np.stack([np.asarray(gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)),
-                     np.asarray(gaussian_kl(mean_p, log_var_p, mean_q, log_var_q))])
-    errors = np.abs(got[None] - true).reshape(2, -1).max(axis=1)
-    return float(errors[0]), float(errors[1])
+        "jax_random_relative_error": """
+def kl_direction(kl_fn):
+    keys = jax.random.split(jax.random.key(3), 4)
+    q_and_p = [jax.random.uniform(k, (6, 40, 3), minval=-3.0, maxval=3.0) for k in keys]
+    mq, vq, mp, vp = q_and_p
+    got = kl_fn(mq, vq, mp, vp)
+    for verdict, want in (("forward", gaussian_kl(mq, vq, mp, vp)),
+                          ("reverse", gaussian_kl(mp, vp, mq, vq))):
+        relative = float(jnp.max(jnp.abs(got - want) / (1.0 + want)))
+        if jnp.shape(got) == want.shape and relative < 1e-3:
+            return verdict
+    return "neither"
 """,
     },
     "kl_diagnostics": {
-        "numpy": """
-def kl_diagnostics(kl_fn, mean, log_var):
-    prior = np.asarray(kl_fn(jnp.zeros_like(mean), jnp.zeros_like(log_var)))
-    values = np.asarray(kl_fn(mean, log_var))
-    finite = values[np.isfinite(values)]
-    at_prior = np.nan if np.isnan(prior).any() else np.abs(prior).max()
-    return at_prior, finite.min() if finite.size else np.inf, 1.0 - np.isfinite(values).mean()
-""",
-        "nan_to_num_then_min": """
-def kl_diagnostics(kl_fn, mean, log_var):
-    at_prior = jnp.abs(kl_fn(0.0 * mean, 0.0 * log_var)).max()
+        "random_search": """
+def kl_diagnostics(kl_fn):
+    k1, k2 = jax.random.split(jax.random.key(0))
+    mean = jax.random.uniform(k1, (20_000, 1), minval=-3.0, maxval=3.0)
+    log_var = jax.random.uniform(k2, (20_000, 1), minval=-3.0, maxval=3.0)
+    prior = kl_fn(jnp.zeros((4, 2)), jnp.zeros((4, 2)))
     values = kl_fn(mean, log_var)
-    bad = ~jnp.isfinite(values)
-    smallest = jnp.min(jnp.where(bad, jnp.inf, values))
-    return at_prior, smallest, bad.sum() / bad.size
+    symptoms = []
+    if not bool(jnp.all(jnp.abs(prior) <= 1e-5)):  # NaN fails the comparison
+        symptoms.append("nonzero at the prior")
+    if not (bool(jnp.all(jnp.isfinite(prior))) and bool(jnp.all(jnp.isfinite(values)))):
+        symptoms.append("not finite")
+    if bool(jnp.any(jnp.where(jnp.isfinite(values), values, 0.0) < -1e-5)):
+        symptoms.append("negative")
+    return frozenset(symptoms)
+""",
+        "numpy_grid_in_two_dimensions": """
+def kl_diagnostics(kl_fn):
+    axis = np.linspace(-3.0, 3.0, 121, dtype=np.float32)
+    m, v = np.meshgrid(axis, axis, indexing="ij")
+    inputs = [(np.zeros((1, 1), np.float32),) * 2,
+              (m.reshape(-1, 1), v.reshape(-1, 1)),
+              (np.stack([m.ravel(), np.zeros(m.size, np.float32)], -1),
+               np.stack([v.ravel(), np.zeros(m.size, np.float32)], -1))]
+    out = [np.asarray(kl_fn(jnp.asarray(a), jnp.asarray(b)), np.float64) for a, b in inputs]
+    result = set()
+    if not (np.isfinite(out[0]).all() and np.abs(out[0]).max() <= 1e-5):
+        result.add("nonzero at the prior")
+    values = np.concatenate([o.ravel() for o in out])
+    if not np.isfinite(values).all():
+        result.add("not finite")
+    if np.nanmin(np.where(np.isfinite(values), values, np.nan)) < -1e-5:
+        result.add("negative")
+    return result
 """,
     },
     "log_normalizer": {

@@ -587,56 +587,90 @@ def encoder_decoder_grad_norms_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-def _kl_candidate(name: str):
+def _kl_suspects() -> dict[str, tuple[object, frozenset[str]]]:
+    """Functions claiming to be KL(q || N(0, I)), each with the symptoms it really has."""
+
     def circulating(mean, log_var):  # sum[mu log(mu / sigma) + sigma - 1], as it circulates
         std = jnp.exp(0.5 * log_var)
         return jnp.sum(mean * jnp.log(mean / std) + std - 1.0, axis=-1)
 
+    def expm1_style(mean, log_var):
+        return 0.5 * jnp.sum(mean**2 + jnp.expm1(log_var) - log_var, axis=-1)
+
+    def from_std(mean, log_var):
+        std = jnp.exp(0.5 * log_var)
+        return jnp.sum(-jnp.log(std) + 0.5 * (std**2 + mean**2) - 0.5, axis=-1)
+
+    def symptoms(*names):
+        return frozenset(names)
+
+    none = frozenset()
+    everything = frozenset(vae.KL_SYMPTOMS)
     return {
-        "the true KL": vae.gaussian_kl_standard,
-        "the circulating formula": circulating,
-        "a KL without the -1": lambda m, v: 0.5 * jnp.sum(jnp.exp(v) + m**2 - v, axis=-1),
-        "a KL with its sign flipped": lambda m, v: -vae.gaussian_kl_standard(m, v),
-        "a KL divided by exp(log_var)":
-            lambda m, v: vae.gaussian_kl_standard(m, v) / jnp.exp(v[..., 0]),
-        "minus a KL without the -1": lambda m, v: -0.5 * jnp.sum(jnp.exp(v) + m**2 - v, axis=-1),
-        "the log of the true KL": lambda m, v: jnp.log(vae.gaussian_kl_standard(m, v)),
-    }[name]  # fmt: skip
+        "a: written with the variance": (vae.gaussian_kl_standard, none),
+        "b: written with expm1": (expm1_style, none),
+        "c: written with the standard deviation": (from_std, none),
+        "d: the circulating formula": (circulating, everything),
+        "e: a KL without the -1": (
+            lambda m, v: 0.5 * jnp.sum(jnp.exp(v) + m**2 - v, axis=-1),
+            symptoms("nonzero at the prior")),
+        "f: a KL with its sign flipped": (
+            lambda m, v: -vae.gaussian_kl_standard(m, v), symptoms("negative")),
+        "g: a KL without its log term": (
+            lambda m, v: 0.5 * jnp.sum(jnp.exp(v) + m**2 - 1.0, axis=-1), symptoms("negative")),
+        "h: the mean where its square belongs": (
+            lambda m, v: 0.5 * jnp.sum(jnp.exp(v) + m - 1.0 - v, axis=-1), symptoms("negative")),
+        "i: the log-variance used as the variance": (
+            lambda m, v: 0.5 * jnp.sum(v + m**2 - 1.0 - jnp.log(v), axis=-1),
+            symptoms("nonzero at the prior", "not finite")),
+        "j: the reverse KL(N(0, I) || q)": (
+            lambda m, v: 0.5 * jnp.sum((1.0 + m**2) * jnp.exp(-v) - 1.0 + v, axis=-1), none),
+        "k: the KL averaged over dimensions": (
+            lambda m, v: 0.5 * jnp.mean(jnp.exp(v) + m**2 - 1.0 - v, axis=-1), none),
+        "l: the log of the true KL": (
+            lambda m, v: jnp.log(vae.gaussian_kl_standard(m, v)), everything),
+        "m: a square root of the mean in the mean term": (
+            lambda m, v: 0.5 * jnp.sum(jnp.exp(v) + jnp.sqrt(m) ** 4 - 1.0 - v, axis=-1),
+            symptoms("not finite")),
+        "n: the standard deviation where the variance belongs": (
+            lambda m, v: 0.5 * jnp.sum(jnp.exp(0.5 * v) + m**2 - 1.0 - 0.5 * v, axis=-1), none),
+    }  # fmt: skip
 
 
-def _kl_run(name: str, mean, log_var):
-    return lambda kl_diagnostics: kl_diagnostics(_kl_candidate(name), mean, log_var)
+def _symptoms_as_flags(answer) -> np.ndarray:
+    """A student's answer (a collection of symptom names) as one flag per name of the
+    vocabulary; a name outside it is an error that names the vocabulary."""
+    if isinstance(answer, str):
+        raise TypeError(f"kl_diagnostics must return a set of symptom names, got the string "
+                        f"{answer!r}")  # fmt: skip
+    names = set(answer)
+    unknown = names - set(vae.KL_SYMPTOMS)
+    if unknown:
+        raise ValueError(f"unknown symptom names {sorted(map(str, unknown))}; use only "
+                         f"{list(vae.KL_SYMPTOMS)}")  # fmt: skip
+    return np.array([name in names for name in vae.KL_SYMPTOMS])
+
+
+def _symptoms_are(truth: frozenset[str]):
+    @judged_alone
+    def compare(got, want, label: str) -> None:
+        found = {n for n, flag in zip(vae.KL_SYMPTOMS, np.asarray(got).tolist()) if flag}
+        check.is_true(found == set(truth), f"{label}: reported {sorted(found)}; the suspect "
+                      f"has {sorted(truth)}")  # fmt: skip
+
+    return compare
 
 
 def kl_diagnostics_cases(rng: np.random.Generator) -> list[Case]:
-    mus = jnp.linspace(-2.0, 2.0, 9)[:, None]  # (9, 1)
-    cases = [
-        Case("kl_diagnostics(the true KL, mean in [-2, 2], log_var 0)",
-             _kl_run("the true KL", mus, jnp.zeros_like(mus)), close(1e-5, 1e-6)),
-        Case("kl_diagnostics(the circulating formula, mean in [-2, 2], log_var 0)",
-             _kl_run("the circulating formula", mus, jnp.zeros_like(mus)), close(1e-5, 1e-6)),
-    ]  # fmt: skip
-    cases.append(
-        Case(
-            "kl_diagnostics(the log of the true KL, mean in [-2, 2], log_var 0)",
-            _kl_run("the log of the true KL", mus, jnp.zeros_like(mus)),
-            close(1e-5, 1e-6),
-        )
-    )
-    names = [
-        "the true KL",
-        "the circulating formula",
-        "a KL without the -1",
-        "a KL with its sign flipped",
-        "a KL divided by exp(log_var)",
-        "minus a KL without the -1",
-    ]
-    for name in names:
-        shape = [(7, 3), (4, 2, 5), (12, 1)][int(rng.integers(3))]
-        mean = f32(rng.normal(scale=1.5, size=shape))
-        log_var = f32(rng.uniform(-3.0, 2.0, size=shape))
-        cases.append(Case(f"kl_diagnostics({name}, mean and log_var of shape {shape})",
-                          _kl_run(name, mean, log_var), close(1e-5, 1e-6)))  # fmt: skip
+    suspects = _kl_suspects()
+    order = rng.permutation(len(suspects))
+    names = list(suspects)
+    cases = []
+    for i in order:
+        function, truth = suspects[names[i]]
+        cases.append(Case(f"kl_diagnostics(suspect {names[i][0]})",
+                          (lambda f, fn=function: _symptoms_as_flags(f(fn))),
+                          _symptoms_are(truth)))  # fmt: skip
     return cases
 
 
@@ -712,43 +746,72 @@ def active_latents_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-def _kl_fn_candidate(name: str):
+def _direction_suspects() -> dict[str, tuple[object, str]]:
+    """Functions claiming to be KL(q || p) of diagonal Gaussians, each with what it computes.
+    Several agree with both directions whenever the two variances are equal."""
+
+    def with_std(m1, v1, m2, v2):  # KL(N(m1, s1^2) || N(m2, s2^2)) from standard deviations
+        s1, s2 = jnp.exp(0.5 * v1), jnp.exp(0.5 * v2)
+        return jnp.sum(jnp.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2.0 * s2**2) - 0.5, -1)
+
+    def cross_entropy(m1, v1, m2, v2):  # H(q, p) - H(q)
+        h_qp = 0.5 * (jnp.log(2 * jnp.pi) + v2 + (jnp.exp(v1) + (m1 - m2) ** 2) * jnp.exp(-v2))
+        h_q = 0.5 * (jnp.log(2 * jnp.pi) + v1 + 1.0)
+        return jnp.sum(h_qp - h_q, axis=-1)
+
+    def terms(m1, v1, m2, v2, mean_over, ratio_sign=1.0, log_sign=1.0):
+        ratio = jnp.exp(ratio_sign * (v1 - v2))
+        return 0.5 * (log_sign * (v2 - v1) + ratio + (m1 - m2) ** 2 * jnp.exp(-mean_over) - 1.0)
+
+    kl, std_kl = vae.gaussian_kl, vae.gaussian_kl_standard
     return {
-        "the true KL(q || p)": vae.gaussian_kl,
-        "KL(p || q), the arguments reversed":
-            lambda mq, vq, mp, vp: vae.gaussian_kl(mp, vp, mq, vq),
-        "twice KL(q || p)": lambda mq, vq, mp, vp: 2.0 * vae.gaussian_kl(mq, vq, mp, vp),
-        "KL(q || N(0, I)), ignoring p": lambda mq, vq, mp, vp: vae.gaussian_kl_standard(mq, vq),
-        "the average of both directions": lambda mq, vq, mp, vp: 0.5 * (
-            vae.gaussian_kl(mq, vq, mp, vp) + vae.gaussian_kl(mp, vp, mq, vq)),
-    }[name]  # fmt: skip
+        "A": (kl, "forward"),
+        "B": (with_std, "forward"),
+        "C": (cross_entropy, "forward"),
+        "D": (lambda mq, vq, mp, vp: kl(mp, vp, mq, vq), "reverse"),
+        "E": (lambda mq, vq, mp, vp: with_std(mp, vp, mq, vq), "reverse"),
+        "F": (lambda mq, vq, mp, vp: cross_entropy(mp, vp, mq, vq), "reverse"),
+        "G": (lambda mq, vq, mp, vp: jnp.sum(terms(mq, vq, mp, vp, vq), -1), "neither"),
+        "H": (lambda mq, vq, mp, vp: 0.5 * (kl(mq, vq, mp, vp) + kl(mp, vp, mq, vq)), "neither"),
+        "I": (lambda mq, vq, mp, vp: jnp.sum(terms(mq, vq, mp, vp, vp, log_sign=-1.0), -1),
+              "neither"),
+        "J": (lambda mq, vq, mp, vp: jnp.sum(terms(mq, vq, mp, vp, vp, ratio_sign=-1.0), -1),
+              "neither"),
+        "K": (lambda mq, vq, mp, vp: jnp.mean(terms(mq, vq, mp, vp, vp), -1), "neither"),
+        "L": (lambda mq, vq, mp, vp: 2.0 * kl(mq, vq, mp, vp), "neither"),
+        "M": (lambda mq, vq, mp, vp: kl(mq, vq, 0.0 * mp, vp), "neither"),
+        "N": (lambda mq, vq, mp, vp: std_kl(mq, vq), "neither"),
+        "O": (lambda mq, vq, mp, vp: jnp.sum(terms(mq, vq, mp, vp, vp, ratio_sign=0.5), -1),
+              "neither"),
+    }  # fmt: skip
 
 
-def _direction_run(name: str, *args):
-    return lambda kl_direction_errors: kl_direction_errors(_kl_fn_candidate(name), *args)
+def _direction_code(answer) -> np.ndarray:
+    if not isinstance(answer, str) or answer not in vae.KL_DIRECTIONS:
+        raise ValueError(f"kl_direction must return one of {list(vae.KL_DIRECTIONS)}, got "
+                         f"{answer!r}")  # fmt: skip
+    return np.int32(vae.KL_DIRECTIONS.index(answer))
 
 
-def kl_direction_errors_cases(rng: np.random.Generator) -> list[Case]:
-    one = [jnp.array([1.0]), jnp.array([0.0]), jnp.array([0.0]), jnp.array([LOG_4])]
+def _direction_is(truth: str):
+    @judged_alone
+    def compare(got, want, label: str) -> None:
+        answer = vae.KL_DIRECTIONS[int(np.asarray(got))]
+        check.is_true(answer == truth, f"{label}: answered {answer!r}, the suspect computes "
+                      f"{truth!r}")  # fmt: skip
+
+    return compare
+
+
+def kl_direction_cases(rng: np.random.Generator) -> list[Case]:
+    suspects = _direction_suspects()
+    names = list(suspects)
     cases = []
-    for name in [
-        "the true KL(q || p)",
-        "KL(p || q), the arguments reversed",
-        "twice KL(q || p)",
-        "KL(q || N(0, I)), ignoring p",
-        "the average of both directions",
-    ]:
-        cases.append(Case(f"kl_direction_errors({name}, q = N(1, 1), p = N(0, 4))",
-                          _direction_run(name, *one), close(1e-5, 1e-6)))  # fmt: skip
-        shape = [(5, 3), (2, 4, 2), (6, 1)][int(rng.integers(3))]
-        args = [
-            f32(rng.normal(scale=1.5, size=shape)),
-            f32(rng.uniform(-2.0, 2.0, size=shape)),
-            f32(rng.normal(scale=1.5, size=shape)),
-            f32(rng.uniform(-2.0, 2.0, size=shape)),
-        ]
-        cases.append(Case(f"kl_direction_errors({name}, q and p of shape {shape})",
-                          _direction_run(name, *args), close(1e-5, 1e-5)))  # fmt: skip
+    for i in rng.permutation(len(names)):
+        function, truth = suspects[names[i]]
+        cases.append(Case(f"kl_direction(suspect {names[i]})",
+                          (lambda f, fn=function: _direction_code(f(fn))),
+                          _direction_is(truth)))  # fmt: skip
     return cases
 
 
@@ -805,9 +868,9 @@ PROBES = [
     Probe("vae_train_step", vae.vae_train_step, vae_train_step_cases, uses=("elbo",)),
     Probe("encoder_decoder_grad_norms", vae.encoder_decoder_grad_norms,
           encoder_decoder_grad_norms_cases),
-    Probe("kl_direction_errors", vae.kl_direction_errors, kl_direction_errors_cases,
-          uses=("gaussian_kl",)),
-    Probe("kl_diagnostics", vae.kl_diagnostics, kl_diagnostics_cases),
+    Probe("kl_direction", vae.kl_direction, kl_direction_cases, uses=("gaussian_kl",)),
+    Probe("kl_diagnostics", vae.kl_diagnostics, kl_diagnostics_cases,
+          uses=("gaussian_kl_standard",)),
     Probe("log_normalizer", vae.log_normalizer, log_normalizer_cases),
     Probe("smallest_kl", vae.smallest_kl, smallest_kl_cases, uses=("gaussian_kl_standard",)),
     Probe("active_latents", vae.active_latents, active_latents_cases),
