@@ -444,3 +444,151 @@ def test_classifier_guided_eps_is_the_score_of_the_tilted_density():
     np.testing.assert_allclose(diffusion.classifier_guided_eps(uncond, implicit, ab, 2.5),
                                diffusion.cfg_combine(cond, uncond, 2.5), rtol=1e-5,
                                atol=1e-6)  # fmt: skip
+
+
+# --- section 6: the bound in bits per dimension ----------------------------------------------
+
+
+def _np_discretized_log_prob(x0, mean, std, num_levels):
+    """Float64 SciPy version of the discretised Gaussian, written from its definition."""
+    from scipy.stats import norm
+
+    half = 1.0 / (num_levels - 1)
+    upper = np.where(x0 > 1 - half, np.inf, x0 + half)
+    lower = np.where(x0 < -1 + half, -np.inf, x0 - half)
+    # the mass of [lower, upper) from the tail farther from the mean: no cancellation
+    right = (lower + upper) / 2 > mean
+    with np.errstate(divide="ignore"):
+        left_mass = np.log(norm.cdf(upper, mean, std) - norm.cdf(lower, mean, std))
+        right_mass = np.log(norm.sf(lower, mean, std) - norm.sf(upper, mean, std))
+    return np.where(right, right_mass, left_mass)
+
+
+@pytest.mark.parametrize(
+    "num_levels, std", [(2, 0.5), (5, 0.2), (17, 0.01), (17, 0.08), (256, 0.01)]
+)
+def test_discretized_gaussian_log_prob_matches_scipy_and_sums_to_one(num_levels, std):
+    rng = np.random.default_rng(num_levels)
+    levels = np.linspace(-1.0, 1.0, num_levels)
+    for mean in [-1.3, -0.41, 0.0, 0.27, 1.05]:
+        got = diffusion.discretized_gaussian_log_prob(
+            jnp.asarray(levels[:, None], jnp.float32),
+            jnp.full((num_levels, 1), mean, jnp.float32),
+            std,
+            num_levels,
+        )
+        assert float(jax.scipy.special.logsumexp(got)) == pytest.approx(0.0, abs=2e-5)
+        want = _np_discretized_log_prob(levels, mean, std, num_levels)
+        finite = want > -80  # float64 CDF differences underflow further out
+        np.testing.assert_allclose(np.asarray(got)[finite], want[finite], rtol=2e-4, atol=2e-5)
+    x0 = rng.choice(levels, size=(3, 4))
+    mean = x0 + rng.normal(scale=2 * std, size=x0.shape)
+    got = diffusion.discretized_gaussian_log_prob(
+        jnp.asarray(x0), jnp.asarray(mean), std, num_levels
+    )
+    want = _np_discretized_log_prob(x0, mean, std, num_levels).sum(-1)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=1e-4)
+
+
+def test_discretized_gaussian_log_prob_is_finite_and_accurate_far_in_the_tails():
+    from scipy.stats import norm
+
+    # level 0 of 17, cell [-1/16, 1/16), mean 0.5 with std 0.01: 43.75 to 56.25 std below the mean
+    got = float(
+        diffusion.discretized_gaussian_log_prob(jnp.array([[0.0]]), jnp.array([[0.5]]), 0.01)[0]
+    )
+    want = norm.logcdf(-43.75) + np.log1p(-np.exp(norm.logcdf(-56.25) - norm.logcdf(-43.75)))
+    assert got == pytest.approx(want, rel=1e-5)
+    # the top level collects everything above its lower edge, from far below
+    got = float(
+        diffusion.discretized_gaussian_log_prob(jnp.array([[1.0]]), jnp.array([[-1.0]]), 0.02)[0]
+    )
+    assert got == pytest.approx(norm.logsf((1 - 1 / 16 + 1) / 0.02), rel=1e-5)
+    with pytest.raises(ValueError, match="num_levels"):
+        diffusion.discretized_gaussian_log_prob(jnp.zeros((1, 1)), jnp.zeros((1, 1)), 1.0, 1)
+    with pytest.raises(ValueError, match="one shape"):
+        diffusion.discretized_gaussian_log_prob(jnp.zeros((1, 2)), jnp.zeros((1, 3)), 1.0)
+
+
+def test_prior_kl_matches_a_monte_carlo_kl():
+    ab_T = 0.3  # far from 0, so that the term is not negligible
+    x0 = jnp.array([[0.5, -1.0], [1.0, 0.0]])
+    got = np.asarray(diffusion.prior_kl(x0, jnp.array([0.9, ab_T])))
+    z = np.random.default_rng(0).normal(size=(400_000, 1, 2))
+    m, s = np.sqrt(ab_T) * np.asarray(x0), np.sqrt(1 - ab_T)
+    x_T = m + s * z  # samples of q(x_T | x_0)
+    log_q = -0.5 * z**2 - np.log(s) - 0.5 * np.log(2 * np.pi)
+    log_p = -0.5 * x_T**2 - 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(got, (log_q - log_p).sum(-1).mean(0), rtol=2e-2, atol=2e-3)
+
+
+def test_vlb_terms_are_the_gaussian_kl_of_posterior_and_model_steps():
+    betas = diffusion.linear_beta_schedule(30, 1e-3, 0.3)
+    ab = diffusion.alpha_bars(betas)
+    model = lambda x, t: jnp.tanh(0.7 * x + t[:, None] / 30.0)  # noqa: E731
+    x0 = jnp.asarray(
+        np.random.default_rng(1).choice(np.linspace(-1, 1, 17), size=(6, 5)), jnp.float32
+    )
+    t = jnp.array([1, 2, 7, 15, 29, 3])
+    key = jax.random.key(3)
+    got = np.asarray(diffusion.vlb_terms(key, model, x0, t, betas, ab))
+    x_t, eps = diffusion.q_sample(key, x0, t, ab)
+    mean_q, var = diffusion.posterior_mean_var(x_t, x0, t, betas, ab)
+    b, a = np.asarray(betas, np.float64)[t][:, None], np.asarray(ab, np.float64)[t][:, None]
+    mean_p = (np.asarray(x_t) - b / np.sqrt(1 - a) * np.asarray(model(x_t, t))) / np.sqrt(1 - b)
+    # KL of two Gaussians with the same variance v: (difference of means)^2 / (2 v)
+    want = ((np.asarray(mean_q, np.float64) - mean_p) ** 2 / (2 * np.asarray(var, np.float64))).sum(
+        -1
+    )
+    np.testing.assert_allclose(got, want, rtol=2e-3)
+    # at t = 0 the term is the discretised decoder around the model's mean, std sqrt(beta_0)
+    zero = jnp.zeros(6, jnp.int32)
+    x_1, _ = diffusion.q_sample(key, x0, zero, ab)
+    mean_0 = (x_1 - betas[0] / jnp.sqrt(1 - ab[0]) * model(x_1, zero)) / jnp.sqrt(1 - betas[0])
+    want_0 = -diffusion.discretized_gaussian_log_prob(x0, mean_0, jnp.sqrt(betas[0]), 17)
+    np.testing.assert_allclose(
+        diffusion.vlb_terms(key, model, x0, zero, betas, ab), want_0, rtol=1e-5
+    )
+
+
+def test_vlb_estimate_is_unbiased_for_the_sum_over_steps():
+    num_steps = 20
+    betas = diffusion.linear_beta_schedule(num_steps, 1e-2, 0.4)
+    ab = diffusion.alpha_bars(betas)
+    model = lambda x, t: 0.5 * x  # noqa: E731
+    x0 = jnp.array([[0.25, -0.5, 1.0]])
+    reps = 4000
+    many = jnp.repeat(x0, reps, axis=0)
+    per_step = [
+        float(
+            jnp.mean(
+                diffusion.vlb_terms(jax.random.key(t), model, many, jnp.full(reps, t), betas, ab)
+            )
+        )
+        for t in range(num_steps)
+    ]
+    full = float(diffusion.prior_kl(x0, ab)[0]) + sum(per_step)
+    draws = np.concatenate(
+        [
+            np.asarray(diffusion.vlb_estimate(jax.random.key(100 + i), model, many, betas, ab))
+            for i in range(10)
+        ]
+    )
+    se = draws.std() / np.sqrt(draws.size)
+    assert abs(draws.mean() - full) < 4 * se + 1e-3 * full
+
+
+def test_the_bound_of_the_exact_model_of_one_point_is_its_prior_term():
+    betas = diffusion.linear_beta_schedule(50, 1e-4, 0.2)
+    ab = diffusion.alpha_bars(betas)
+    point = jnp.array([[0.125, -1.0, 1.0, 0.5]])  # on the 17 levels
+
+    def exact(x_t, t):  # the noise in x_t is known when the data is one point
+        a = ab[t][:, None]
+        return (x_t - jnp.sqrt(a) * point) / jnp.sqrt(1 - a)
+
+    many = jnp.repeat(point, 64, axis=0)
+    got = diffusion.vlb_estimate(jax.random.key(0), exact, many, betas, ab)
+    np.testing.assert_allclose(got, diffusion.prior_kl(many, ab), atol=1e-3)
+    weights = diffusion.vlb_weights(betas, ab)
+    assert float(weights[0]) == 0.0 and bool(jnp.all(weights[1:] > 0))

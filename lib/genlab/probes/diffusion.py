@@ -445,7 +445,72 @@ def classifier_guided_eps_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-# --- section 6: the diagnostic ----------------------------------------------------------------
+# --- section 6: the bound in bits per dimension -----------------------------------------------
+
+
+def _on_levels(rng: np.random.Generator, shape, num_levels: int):
+    """Data of ``shape`` whose entries are random levels of ``num_levels`` in [-1, 1]."""
+    k = rng.integers(0, num_levels, size=shape)
+    return f32(-1.0 + 2.0 * k / (num_levels - 1))
+
+
+def _level_sums(num_levels: int, mean: float, std: float):
+    """Runs the function once per level (one example each); returns the K probabilities' sum."""
+
+    def run(function):
+        levels = f32(np.linspace(-1.0, 1.0, num_levels)[:, None])  # (K, 1)
+        log_p = function(levels, f32(np.full((num_levels, 1), mean)), std, num_levels)
+        return jnp.sum(jnp.exp(jnp.asarray(log_p, jnp.float32)))
+
+    return run
+
+
+def discretized_gaussian_log_prob_cases(rng: np.random.Generator) -> list[Case]:
+    # Few shapes on purpose: the student's function runs op by op, compiled once per shape.
+    log_close = close(1e-4, 1e-4)
+    cases = [
+        Case("discretized_gaussian_log_prob, K = 2, means at 0 (each level gets half)",
+             call(f32([[-1.0, 1.0, 1.0]]), f32([[0.0, 0.0, 0.0]]), 0.5, 2), log_close),
+        Case("discretized_gaussian_log_prob, K = 3, std about the spacing",
+             call(f32([[-1.0, 0.0, 1.0]]), f32([[-0.7, 0.2, 0.4]]), 0.6, 3), log_close),
+        Case("discretized_gaussian_log_prob, K = 17, the means on the levels, std 0.01",
+             call(f32([[0.25, -1.0, 1.0]]), f32([[0.25, -1.0, 1.0]]), 0.01, 17), log_close),
+        Case("discretized_gaussian_log_prob, K = 9, means a third of a spacing off, std 0.05",
+             call(f32([[0.0, 0.5, -0.25]]), f32([[0.08, 0.42, -0.33]]), 0.05, 9), log_close),
+        Case("discretized_gaussian_log_prob, the extreme levels with means beyond [-1, 1]",
+             call(f32([[-1.0, 1.0, -1.0]]), f32([[-3.0, 2.5, 0.9]]), 0.3, 17), log_close),
+        Case("discretized_gaussian_log_prob, levels 20-60 std right of the mean",
+             call(f32([[0.5, 0.75, 1.0]]), f32([[0.2, 0.1, 0.4]]), 0.01, 17), close(1e-4, 1e-3)),
+        Case("discretized_gaussian_log_prob, levels 20-60 std left of the mean",
+             call(f32([[-0.5, -0.75, -1.0]]), f32([[-0.2, -0.1, -0.4]]), 0.01, 17),
+             close(1e-4, 1e-3)),
+        Case("discretized_gaussian_log_prob, std 5 (much wider than the range)",
+             call(f32([[-1.0, 0.0, 0.5]]), f32([[0.0, 0.0, 3.0]]), 5.0, 5), log_close),
+        Case("discretized_gaussian_log_prob, 256 levels (8-bit images)",
+             call(f32([[1.0 / 255, -1.0, 253.0 / 255]]), f32([[0.0, -0.99, 1.0]]), 0.004, 256),
+             log_close),
+    ]  # fmt: skip
+    for num_levels, mean, std in [(17, 0.37, 0.04), (17, -1.2, 0.7), (4, 2.0, 0.3)]:
+        cases.append(Case(f"discretized_gaussian_log_prob: the {num_levels} levels' probabilities "
+                          f"sum to 1 (mean {mean}, std {std})",
+                          _level_sums(num_levels, mean, std), close(1e-4, 1e-5)))  # fmt: skip
+    for shape, num_levels in [((5, 64), 17), ((3, 8, 8), 17), ((5, 64), 6)]:
+        x0 = _on_levels(rng, shape, num_levels)
+        mean = f32(np.asarray(x0) + rng.normal(scale=0.1, size=shape))
+        std = float(rng.uniform(0.02, 0.3))
+        cases.append(Case(f"discretized_gaussian_log_prob(x0 {shape}, K = {num_levels}, "
+                          "random means near the levels)",
+                          call(x0, mean, std, num_levels),
+                          close(1e-4, 1e-3, dtype=jnp.float32)))  # fmt: skip
+    x0 = _on_levels(rng, (3, 8, 8), 17)
+    mean = f32(np.asarray(x0) + rng.normal(scale=0.2, size=(3, 8, 8)))
+    cases.append(Case("discretized_gaussian_log_prob with one std per example [3, 1, 1]",
+                      call(x0, mean, f32([[[0.01]], [[0.1]], [[1.0]]]), 17),
+                      close(1e-4, 1e-3)))  # fmt: skip
+    return cases
+
+
+# --- section 7: the diagnostic ----------------------------------------------------------------
 
 
 def schedule_mismatch_cases(rng: np.random.Generator) -> list[Case]:
@@ -486,5 +551,10 @@ PROBES = [
     Probe("ddim_step", diffusion.ddim_step, ddim_step_cases),
     Probe("cfg_combine", diffusion.cfg_combine, cfg_combine_cases),
     Probe("classifier_guided_eps", diffusion.classifier_guided_eps, classifier_guided_eps_cases),
+    Probe(
+        "discretized_gaussian_log_prob",
+        diffusion.discretized_gaussian_log_prob,
+        discretized_gaussian_log_prob_cases,
+    ),
     Probe("schedule_mismatch", diffusion.schedule_mismatch, schedule_mismatch_cases),
 ]
