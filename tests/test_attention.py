@@ -318,6 +318,50 @@ def test_learned_positions_returns_first_rows():
         positions(11)
 
 
+# --- online_softmax_update -----------------------------------------------------------------------
+
+
+def numpy_state(scores, values):
+    """(m, l, a) over all keys at once, from the definitions, in float64."""
+    scores, values = np.asarray(scores, np.float64), np.asarray(values, np.float64)
+    m = scores.max(axis=-1)
+    with np.errstate(invalid="ignore"):
+        e = np.where(
+            np.isfinite(m)[..., None],
+            np.exp(scores - np.where(np.isfinite(m), m, 0)[..., None]),
+            0.0,
+        )
+    return m, e.sum(axis=-1), e @ values
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 7, 40])
+def test_online_softmax_update_streamed_equals_the_state_in_one_go(block_size):
+    scores, values = normal(30, (2, 4, 29), (2, 29, 3))
+    scores = 5.0 * scores + jnp.linspace(0.0, 60.0, 29)  # the maximum grows, exp would overflow
+    scores = scores.at[0, 1].set(-jnp.inf).at[1, 2, :9].set(-jnp.inf)  # masked rows and prefixes
+    state = (jnp.full((2, 4), -jnp.inf), jnp.zeros((2, 4)), jnp.zeros((2, 4, 3)))
+    for start in range(0, 29, block_size):
+        block = scores[..., start : start + block_size], values[:, start : start + block_size]
+        state = A.online_softmax_update(*state, *block)
+    for got, want in zip(state, numpy_state(scores, values)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_online_softmax_update_block_with_nothing_allowed_changes_nothing():
+    m, total, a = jnp.array([3.0, -jnp.inf]), jnp.array([2.0, 0.0]), jnp.array([[1.0], [0.0]])
+    got = A.online_softmax_update(m, total, a, jnp.full((2, 5), -jnp.inf), jnp.ones((5, 1)))
+    for g, w in zip(got, (m, total, a)):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_online_softmax_update_rejects_mismatched_shapes():
+    m, total, a = jnp.zeros(3), jnp.ones(3), jnp.zeros((3, 2))
+    with pytest.raises(ValueError, match="s_block"):
+        A.online_softmax_update(m, total, a, jnp.zeros((4, 5)), jnp.zeros((5, 2)))
+    with pytest.raises(ValueError, match="v_block"):
+        A.online_softmax_update(m, total, a, jnp.zeros((3, 5)), jnp.zeros((4, 2)))
+
+
 # --- online_softmax_attention --------------------------------------------------------------------
 
 

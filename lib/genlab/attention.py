@@ -17,6 +17,7 @@ width (d per head), V vocabulary.
     MultiHeadSelfAttention        section 4 (matches ``flax.nnx.MultiHeadAttention``)
     sinusoidal_positions          section 5 (Vaswani et al. 2017)
     LearnedPositions              section 5
+    online_softmax_update         section 6, one step of the online-softmax recurrence
     online_softmax_attention      section 6 (blockwise, running max and normalizer)
     causal_blockwise_attention    section 6, the challenge (fully masked blocks skipped)
     ReverseModel, reverse_batch   section 7, the tiny trained example
@@ -54,6 +55,7 @@ __all__ = [
     "merge_heads",
     "naive_attention",
     "online_softmax_attention",
+    "online_softmax_update",
     "padding_mask",
     "reverse_batch",
     "reverse_loss",
@@ -628,6 +630,51 @@ def _online_causal_pairs(q, k, v, block: int) -> jax.Array:
     out = _online_finish(total, acc)  # (N, ..., b, D_v)
     out = jnp.moveaxis(out, 0, -3).reshape(*batch, num_blocks * block, D_v)
     return out[..., :T, :]  # (..., T, D_v)
+
+
+@jax.jit
+def _update_state(m, total, a, s_block, v_block):
+    finite = jnp.isfinite(s_block)  # (..., T_q, b): -inf marks a masked key
+    return _online_update((m, total, a), s_block, finite, v_block)
+
+
+def online_softmax_update(m, l, a, s_block, v_block):  # noqa: E741 (l is the paper's name)
+    """One step of the online-softmax recurrence (section 6, FlashAttention's Algorithm 1).
+
+    The state of every query after some keys: ``m`` the largest score seen, ``l`` the sum of
+    ``exp(s_j - m)`` and ``a`` the sum of ``exp(s_j - m) v_j`` over the keys seen. A new block
+    of scores ``s_block`` (scaled already; ``-inf`` marks a masked key) with its values
+    ``v_block`` arrives; the result is the state over the old keys and the new block, measured
+    against the new maximum ``m' = max(m, max_j s_j)``: the old sums are rescaled by
+    ``exp(m - m')`` and the new terms ``exp(s_j - m')`` added. Every exponent is ``<= 0``; a
+    query whose maximum is still ``-inf`` (no allowed key yet) keeps ``l = 0``, ``a = 0``, and a
+    block with no allowed key changes nothing.
+
+    Args:
+        m: float ``[..., T_q]``, finite or ``-inf``; l: float ``[..., T_q]`` (0 where ``m`` is
+            ``-inf``); a: float ``[..., T_q, D_v]``.
+        s_block: float ``[..., T_q, b]``, finite or ``-inf``.
+        v_block: float ``[..., b, D_v]``.
+
+    Returns:
+        ``(m', l', a')`` with the shapes of ``(m, l, a)``, never NaN.
+    """
+    m = float_array("m", m)
+    l = float_array("l", l)  # noqa: E741
+    a = float_array("a", a, min_ndim=1)
+    s_block = float_array("s_block", s_block, min_ndim=1)
+    v_block = float_array("v_block", v_block, min_ndim=2)
+    if l.shape != m.shape or a.shape[:-1] != m.shape or s_block.shape[:-1] != m.shape:
+        raise ValueError(
+            f"m, l must have one shape [..., T_q] and a, s_block that shape plus one axis, got "
+            f"m {m.shape}, l {l.shape}, a {a.shape}, s_block {s_block.shape}"
+        )
+    if v_block.shape[-2] != s_block.shape[-1] or v_block.shape[-1] != a.shape[-1]:
+        raise ValueError(
+            f"v_block must be [..., b, D_v] with b = {s_block.shape[-1]} (s_block's last axis) "
+            f"and D_v = {a.shape[-1]} (a's last axis), got {v_block.shape}"
+        )
+    return _update_state(m, l, a, s_block, v_block)
 
 
 def online_softmax_attention(q, k, v, block_size: int, causal: bool = False) -> jax.Array:

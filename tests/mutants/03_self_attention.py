@@ -434,6 +434,75 @@ def sinusoidal_positions(T, D):
     return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(T, D)
 """,
     },
+    "online_softmax_update": {
+        "old_sums_not_rescaled": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    m_new = jnp.maximum(m, jnp.max(s_block, axis=-1))
+    shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+    p = jnp.exp(s_block - shift[..., None])
+    return m_new, l + jnp.sum(p, axis=-1), a + jnp.einsum("...qk,...kd->...qd", p, v_block)
+""",
+        "rescale_upside_down": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    m_new = jnp.maximum(m, jnp.max(s_block, axis=-1))
+    shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+    p = jnp.exp(s_block - shift[..., None])
+    rescale = jnp.where(jnp.isfinite(m), jnp.exp(shift - m), 0.0)
+    l_new = rescale * l + jnp.sum(p, axis=-1)
+    a_new = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_block)
+    return m_new, l_new, a_new
+""",
+        "accumulator_not_rescaled": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    m_new = jnp.maximum(m, jnp.max(s_block, axis=-1))
+    shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+    p = jnp.exp(s_block - shift[..., None])
+    rescale = jnp.exp(m - shift)
+    l_new = rescale * l + jnp.sum(p, axis=-1)
+    return m_new, l_new, a + jnp.einsum("...qk,...kd->...qd", p, v_block)
+""",
+        "new_terms_against_the_old_maximum": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    m_new = jnp.maximum(m, jnp.max(s_block, axis=-1))
+    old = jnp.where(jnp.isfinite(m), m, 0.0)
+    p = jnp.exp(s_block - old[..., None])
+    shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+    rescale = jnp.where(jnp.isfinite(m), jnp.exp(m - shift), 0.0)
+    l_new = rescale * l + jnp.sum(p, axis=-1)
+    a_new = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_block)
+    return m_new, l_new, a_new
+""",
+        "block_maximum_only": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    m_new = jnp.max(s_block, axis=-1)
+    shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+    p = jnp.exp(s_block - shift[..., None])
+    rescale = jnp.exp(m - shift)
+    l_new = rescale * l + jnp.sum(p, axis=-1)
+    a_new = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_block)
+    return m_new, l_new, a_new
+""",
+        "no_guard_for_minus_infinity": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    m_new = jnp.maximum(m, jnp.max(s_block, axis=-1))
+    p = jnp.exp(s_block - m_new[..., None])
+    rescale = jnp.exp(m - m_new)
+    l_new = rescale * l + jnp.sum(p, axis=-1)
+    a_new = rescale[..., None] * a + jnp.einsum("...qk,...kd->...qd", p, v_block)
+    return m_new, l_new, a_new
+""",
+        "no_shift_at_all": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    m_new = jnp.maximum(m, jnp.max(s_block, axis=-1))
+    shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+    p = jnp.exp(s_block)
+    rescale = jnp.exp(m - shift)
+    l_new = rescale * l + jnp.sum(p, axis=-1) * jnp.exp(-shift)
+    new = jnp.einsum("...qk,...kd->...qd", p, v_block)
+    a_new = rescale[..., None] * a + new * jnp.exp(-shift)[..., None]
+    return m_new, l_new, a_new
+""",
+    },
     "online_softmax_attention": {
         "accumulator_not_rescaled": """
 def online_softmax_attention(q, k, v, block_size, causal=False):
@@ -986,6 +1055,41 @@ def sinusoidal_positions(T, D):
             angle = p / 10000 ** (2 * i / D)
             pe[p, 2 * i], pe[p, 2 * i + 1] = np.sin(angle), np.cos(angle)
     return jnp.asarray(pe)
+""",
+    },
+    "online_softmax_update": {
+        "old_state_as_one_more_key": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    everything = jnp.concatenate([m[..., None], s_block], axis=-1)  # (..., T_q, 1 + b)
+    m_new = jnp.max(everything, axis=-1)
+    safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)
+    w = jnp.exp(everything - safe[..., None])  # the old state's factor first, then the block
+    l_new = w[..., 0] * l + jnp.sum(w[..., 1:], axis=-1)
+    a_new = w[..., :1] * a + w[..., 1:] @ v_block
+    return m_new, l_new, a_new
+""",
+        "nan_cleaned_after": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    m_new = jnp.maximum(m, s_block.max(axis=-1))
+    p = jnp.nan_to_num(jnp.exp(s_block - m_new[..., None]), nan=0.0)
+    rescale = jnp.nan_to_num(jnp.exp(m - m_new), nan=0.0)
+    return (m_new, rescale * l + p.sum(axis=-1),
+            rescale[..., None] * a + jnp.matmul(p, v_block))
+""",
+        "per_query_with_vmap": """
+def online_softmax_update(m, l, a, s_block, v_block):
+    def one(m, l, a, s, v):  # one query: (), (), (d_v,), (b,), (b, d_v)
+        m_new = jnp.maximum(m, jnp.max(s))
+        safe = jax.lax.select(jnp.isfinite(m_new), m_new, jnp.zeros_like(m_new))
+        p = jnp.exp(s - safe)
+        r = jnp.exp(m - safe)
+        return m_new, r * l + p.sum(), r * a + p @ v
+    lead = s_block.shape[:-2]
+    v_block = jnp.broadcast_to(v_block, (*lead, *v_block.shape[-2:]))
+    f = jax.vmap(one, in_axes=(0, 0, 0, 0, None))  # over queries
+    for _ in lead:
+        f = jax.vmap(f)
+    return f(m, l, a, s_block, v_block)
 """,
     },
     "online_softmax_attention": {

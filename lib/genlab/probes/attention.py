@@ -525,6 +525,71 @@ def _executed_multiplications(function, *args):
     return outs, np.asarray(counts, np.int64)
 
 
+def _streamed(s_row, v_row, block_size: int):
+    """Run the update under test over a row of scores, block by block, from the empty state."""
+
+    def run(online_softmax_update):
+        T_q, T_k = s_row.shape[-2:]
+        state = (jnp.full(s_row.shape[:-1], -jnp.inf), jnp.zeros(s_row.shape[:-1]),
+                 jnp.zeros((*s_row.shape[:-1], v_row.shape[-1])))  # fmt: skip
+        for start in range(0, T_k, block_size):
+            block = (
+                s_row[..., start : start + block_size],
+                v_row[..., start : start + block_size, :],
+            )
+            state = online_softmax_update(*state, *block)
+        return state
+
+    return run
+
+
+def online_softmax_update_cases(rng: np.random.Generator) -> list[Case]:
+    tol = close(1e-5, 1e-5)
+    empty = (f32([-np.inf]), jnp.zeros(1), jnp.zeros((1, 1)))
+    cases = [
+        Case("online_softmax_update(nothing seen, block (0, log 3) with values (1, 5))",
+             call(*empty, f32([[0.0, np.log(3.0)]]), f32([[1.0], [5.0]])), tol),
+    ]  # fmt: skip
+    # Random states whose maximum grows for some queries and not for others.
+    shape, b, d_v = (2, 3), 4, 5
+    m = _normal(rng, shape)
+    state = (m, f32(rng.uniform(0.5, 3.0, shape)), _normal(rng, (*shape, d_v)))
+    s = _normal(rng, (*shape, b), 1.5)
+    cases.append(Case("online_softmax_update(random states (2, 3), a block of 4 keys, d_v = 5)",
+                      call(*state, s, _normal(rng, (2, b, d_v))), tol))  # fmt: skip
+    # Every new score below the old maximum: nothing to rescale.
+    low = m[..., None] - f32(rng.uniform(0.5, 4.0, (*shape, b)))
+    cases.append(Case("online_softmax_update(every new score below the running maximum)",
+                      call(*state, low, _normal(rng, (2, b, d_v))), tol))  # fmt: skip
+    # Scores of size 1e4 whose maximum grows: exp of a score, or of a positive gap, overflows.
+    m_big = f32(1e4 + rng.uniform(-5.0, 5.0, 3))
+    big = (m_big, f32(rng.uniform(1.0, 2.0, 3)), _normal(rng, (3, 2)))
+    s_big = m_big[:, None] + f32(rng.uniform(-3.0, 8.0, (3, 6)))
+    cases.append(Case("online_softmax_update(scores near 1e4, the maximum grows by up to 8)",
+                      call(*big, s_big, _normal(rng, (6, 2))), close(1e-4, 1e-5)))  # fmt: skip
+    # Queries with nothing seen yet, rows with nothing allowed, rows partly masked.
+    m_mix = f32([-np.inf, 0.7, -np.inf, 1.2])
+    l_mix = f32([0.0, 1.3, 0.0, 2.0])
+    a_mix = f32([[0.0, 0.0], [0.4, -1.0], [0.0, 0.0], [2.0, 1.0]])
+    s_mix = _normal(rng, (4, 3))
+    s_mix = jnp.where(f32([[0, 0, 0], [0, 0, 0], [1, 0, 1], [1, 1, 0]]) > 0, s_mix, -jnp.inf)
+    cases.append(Case("online_softmax_update(queries with nothing seen yet, blocks with nothing "
+                      "or part allowed)", call(m_mix, l_mix, a_mix, s_mix, _normal(rng, (3, 2))),
+                      tol))  # fmt: skip
+    # One key per block, a leading batch axis of 3, one query.
+    cases.append(Case("online_softmax_update(batch (3,), one query, a block of one key)",
+                      call(_normal(rng, (3, 1)), f32(rng.uniform(0.5, 2.0, (3, 1))),
+                           _normal(rng, (3, 1, 4)), _normal(rng, (3, 1, 1), 2.0),
+                           _normal(rng, (3, 1, 4))), tol))  # fmt: skip
+    # The whole recurrence: a row streamed through the update, block by block.
+    s_row = _normal(rng, (2, 3, 23), 3.0) + f32(np.linspace(0.0, 40.0, 23))
+    v_row = _normal(rng, (2, 23, 3))
+    for size in (1, 5):
+        label = f"online_softmax_update streamed over 23 growing scores in blocks of {size}"
+        cases.append(Case(label, _streamed(s_row, v_row, size), close(1e-4, 1e-5)))
+    return cases
+
+
 def online_softmax_attention_cases(rng: np.random.Generator) -> list[Case]:
     visible = np.random.default_rng(1)
     q, k, v = (f32(visible.normal(size=(2, 6, 4))) for _ in range(3))
@@ -737,10 +802,12 @@ PROBES = [
           uses=("split_heads", "merge_heads", "scaled_dot_product_attention", "attention_scores",
                 "masked_softmax")),
     Probe("sinusoidal_positions", attention.sinusoidal_positions, sinusoidal_positions_cases),
+    Probe("online_softmax_update", attention.online_softmax_update, online_softmax_update_cases),
     Probe("online_softmax_attention", attention.online_softmax_attention,
-          online_softmax_attention_cases, uses=("attention_scores", "causal_mask")),
+          online_softmax_attention_cases,
+          uses=("attention_scores", "causal_mask", "online_softmax_update")),
     Probe("causal_blockwise_attention", attention.causal_blockwise_attention,
           causal_blockwise_attention_cases,
-          uses=("attention_scores", "causal_mask")),
+          uses=("attention_scores", "causal_mask", "online_softmax_update")),
     Probe("reverse_train_step", attention.reverse_train_step, reverse_train_step_cases),
 ]  # fmt: skip
