@@ -21,7 +21,7 @@ from flax import nnx
 
 from genlab import initializers
 
-__all__ = ["LSTMConfig", "LSTMLM", "batch_leakage"]
+__all__ = ["DEPENDENCE_TOLERANCE", "LSTMConfig", "LSTMLM", "batch_dependence", "last_outputs"]
 
 
 @dataclass(frozen=True)
@@ -88,31 +88,59 @@ class LSTMLM(nnx.Module):
         return self.head(h)  # (B, T, V)
 
 
-def batch_leakage(fn, x) -> jax.Array:
-    """How much a function's output for one sequence moves when *another* sequence changes.
+def last_outputs(cell: nnx.RNNCellBase, *, time_major: bool):
+    """``nnx.RNN(cell, time_major=time_major)(x)[:, -1]`` as a pure function of x.
 
-    For each batch element b in turn, adds 1.0 to every feature of element b (all time steps)
-    and measures the largest absolute change of ``fn``'s outputs for the other elements; returns
-    the largest over b. 0 (up to rounding) for a function that treats the sequences of a batch
-    independently; positive when one element's output reads another's input, as in a recurrence
-    run over the batch axis (a time-major layer fed batch-major data).
+    The recurrence is a ``jax.lax.scan`` over axis 0 of x when ``time_major`` (x read as
+    [T, B, E]: for batch-major data, a recurrence over the batch) and over axis 1 otherwise, from
+    a zero carry; the function draws no random state, so ``jax.jit``, ``jax.grad``,
+    ``jax.jacfwd`` and ``jax.vmap`` apply to it (``nnx.RNN`` itself is an NNX module and needs
+    NNX's transforms).
+
+    Returns:
+        a function x [B, T, E] -> [B, H] (H the cell's hidden width; rows indexed by axis 0 of x).
+    """
+
+    def last(x):
+        seq = x if time_major else jnp.swapaxes(x, 0, 1)  # (steps, rows, E)
+        zeros = jnp.zeros((seq.shape[1], cell.hidden_features), seq.dtype)
+        _, outputs = jax.lax.scan(cell, (zeros, zeros), seq)  # (steps, rows, H)
+        return (outputs if time_major else jnp.swapaxes(outputs, 0, 1))[:, -1]
+
+    return last
+
+
+DEPENDENCE_TOLERANCE = 1e-5  # a move of an output larger than float32 rounding of order-one values
+
+
+def batch_dependence(fn, x) -> jax.Array:
+    """Which sequences of a batch each sequence's outputs depend on.
+
+    A function that treats the sequences of a batch independently (a layer run batch-major)
+    gives a diagonal matrix; a recurrence run over the batch axis (a time-major layer fed
+    batch-major data) a lower-triangular one; a statistic over the batch a full one.
+
+    Each element c in turn gets a random change of order one on every feature of every time step
+    (random, so no leak cancels: a constant added to every feature of c is invisible to a
+    function that centres each element); entry [b, c] is whether some output of element b
+    moved by more than ``DEPENDENCE_TOLERANCE``.
 
     Args:
-        fn: a function ``[B, T, D] -> [B, ...]`` (outputs indexed by batch element first).
+        fn: a deterministic function ``[B, T, D] -> [B, ...]`` (outputs indexed by batch element
+            first).
         x: float [B, T, D], B >= 2.
 
     Returns:
-        float32 scalar.
+        bool [B, B]: entry [b, c] True when element b's outputs depend on element c's input.
     """
     x = jnp.asarray(x, jnp.float32)
     if x.ndim != 3 or x.shape[0] < 2:
         raise ValueError(f"x must be [B, T, D] with B >= 2, got shape {x.shape}")
     batch = x.shape[0]
-    before = jnp.asarray(fn(x))  # (B, ...)
-    worst = jnp.float32(0.0)
-    for b in range(batch):
-        after = jnp.asarray(fn(x.at[b].add(1.0)))  # (B, ...)
-        others = jnp.arange(batch) != b  # (B,)
-        change = jnp.abs(after - before).reshape(batch, -1)[others]  # (B - 1, N)
-        worst = jnp.maximum(worst, jnp.max(change))
-    return worst
+    before = jnp.asarray(fn(x)).reshape(batch, -1)  # (B, N)
+    changes = jax.random.normal(jax.random.key(0), x.shape)  # (B, T, D): one per element
+    columns = []
+    for c in range(batch):
+        after = jnp.asarray(fn(x.at[c].add(changes[c]))).reshape(batch, -1)  # (B, N)
+        columns.append(jnp.max(jnp.abs(after - before), axis=1) > DEPENDENCE_TOLERANCE)  # (B,)
+    return jnp.stack(columns, axis=1)  # (B, B): rows b, columns c

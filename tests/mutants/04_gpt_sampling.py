@@ -406,7 +406,21 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
         buffer = buffer.at[:, t0 + i].set(token)
     return buffer
 """,
-        "samples_with_carried_key": """
+        "draws_every_step_from_the_prompt": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    for i in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(buffer)[:, t0 - 1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(subkey, logits, temperature, top_k, top_p))
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
+        "samples_probabilities_as_logits": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
              greedy=False):
     prompt = jnp.asarray(prompt, jnp.int32)
@@ -415,8 +429,9 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
     for i in range(num_new_tokens):
         key, subkey = jax.random.split(key)
         logits = logits_fn(buffer)[:, t0 + i - 1]
+        probs = jax.nn.softmax(logits, axis=-1)
         token = (jnp.argmax(logits, -1) if greedy
-                 else sample_next_token(key, logits, temperature, top_k, top_p))
+                 else sample_next_token(subkey, probs, temperature, top_k, top_p))
         buffer = buffer.at[:, t0 + i].set(token)
     return buffer
 """,
@@ -600,37 +615,70 @@ def copy_rate(logits, tokens):
     return jnp.mean(jnp.take_along_axis(probs, tokens[..., None], axis=-1))
 """,
     },
-    "batch_leakage": {
-        "perturbs_element_0_only": """
-def batch_leakage(fn, x):
-    before = jnp.asarray(fn(x))
-    after = jnp.asarray(fn(x.at[0].add(1.0)))
-    return jnp.max(jnp.abs(after - before)[1:])
-""",
-        "counts_the_perturbed_element": """
-def batch_leakage(fn, x):
-    before = jnp.asarray(fn(x))
-    return jnp.max(jnp.stack([jnp.max(jnp.abs(fn(x.at[b].add(1.0)) - before))
-                              for b in range(x.shape[0])]))
-""",
-        "perturbs_a_time_step": """
-def batch_leakage(fn, x):
-    before = jnp.asarray(fn(x)).reshape(x.shape[0], -1)
-    worst = 0.0
-    for t in range(x.shape[1]):
-        after = jnp.asarray(fn(x.at[:, t].add(1.0))).reshape(x.shape[0], -1)
-        worst = jnp.maximum(worst, jnp.max(jnp.abs(after - before)))
-    return worst
-""",
-        "mean_change": """
-def batch_leakage(fn, x):
+    "batch_dependence": {
+        "constant_change": """
+def batch_dependence(fn, x):
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError("x must be [B, T, D] with B >= 2")
     B = x.shape[0]
     before = jnp.asarray(fn(x)).reshape(B, -1)
-    worst = 0.0
-    for b in range(B):
-        change = jnp.abs(jnp.asarray(fn(x.at[b].add(1.0))).reshape(B, -1) - before)
-        worst = jnp.maximum(worst, jnp.mean(jnp.delete(change, b, axis=0)))
-    return worst
+    moves = [jnp.asarray(fn(x.at[c].add(1.0))).reshape(B, -1) - before for c in range(B)]
+    cols = [jnp.max(jnp.abs(m), axis=1) > 1e-5 for m in moves]
+    return jnp.stack(cols, axis=1)
+""",
+        "transposed": """
+def batch_dependence(fn, x):
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError("x must be [B, T, D] with B >= 2")
+    B = x.shape[0]
+    before = jnp.asarray(fn(x)).reshape(B, -1)
+    d = jax.random.normal(jax.random.key(1), x.shape)
+    moves = [jnp.asarray(fn(x.at[c].add(d[c]))).reshape(B, -1) - before for c in range(B)]
+    rows = [jnp.max(jnp.abs(m), axis=1) > 1e-5 for m in moves]
+    return jnp.stack(rows, axis=0)
+""",
+        "changes_element_0_only": """
+def batch_dependence(fn, x):
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError("x must be [B, T, D] with B >= 2")
+    B = x.shape[0]
+    before = jnp.asarray(fn(x)).reshape(B, -1)
+    d = jax.random.normal(jax.random.key(1), x.shape)
+    move = jnp.asarray(fn(x.at[0].add(d[0]))).reshape(B, -1) - before
+    moved = jnp.max(jnp.abs(move), axis=1) > 1e-5
+    return jnp.eye(B, dtype=bool).at[:, 0].set(moved)
+""",
+        "assumes_the_diagonal": """
+def batch_dependence(fn, x):
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError("x must be [B, T, D] with B >= 2")
+    B = x.shape[0]
+    before = jnp.asarray(fn(x)).reshape(B, -1)
+    d = jax.random.normal(jax.random.key(1), x.shape)
+    moves = [jnp.asarray(fn(x.at[c].add(d[c]))).reshape(B, -1) - before for c in range(B)]
+    cols = [jnp.max(jnp.abs(m), axis=1) > 1e-5 for m in moves]
+    return jnp.stack(cols, axis=1) | jnp.eye(B, dtype=bool)
+""",
+        "finite_difference_step_below_rounding": """
+def batch_dependence(fn, x):
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError("x must be [B, T, D] with B >= 2")
+    B = x.shape[0]
+    before = jnp.asarray(fn(x)).reshape(B, -1)
+    moves = [jnp.asarray(fn(x.at[c].add(1e-7))).reshape(B, -1) - before for c in range(B)]
+    cols = [jnp.max(jnp.abs(m), axis=1) > 1e-5 for m in moves]
+    return jnp.stack(cols, axis=1)
+""",
+        "threshold_too_coarse": """
+def batch_dependence(fn, x):
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError("x must be [B, T, D] with B >= 2")
+    B = x.shape[0]
+    before = jnp.asarray(fn(x)).reshape(B, -1)
+    d = jax.random.normal(jax.random.key(1), x.shape)
+    moves = [jnp.asarray(fn(x.at[c].add(d[c]))).reshape(B, -1) - before for c in range(B)]
+    cols = [jnp.max(jnp.abs(m), axis=1) > 1e-2 for m in moves]
+    return jnp.stack(cols, axis=1)
 """,
     },
     "typical_filter": {
@@ -905,6 +953,35 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
         buffer = buffer.at[:, t0 + i].set(token)
     return buffer
 """,
+        "samples_with_carried_key": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    for i in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(buffer)[:, t0 + i - 1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(key, logits, temperature, top_k, top_p))
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
+        "fold_in_the_step": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    t0 = prompt.shape[1]
+    out = jnp.pad(prompt, ((0, 0), (0, num_new_tokens)))
+    for i in range(num_new_tokens):
+        logits = logits_fn(out)[:, t0 + i - 1]
+        if greedy:
+            token = jnp.argmax(logits, axis=-1)
+        else:
+            token = sample_next_token(jax.random.fold_in(key, i), logits, temperature, top_k, top_p)
+        out = out.at[:, t0 + i].set(token.astype(jnp.int32))
+    return out
+""",
     },
     "update_kv_cache": {
         "dynamic_update_slice": """
@@ -999,28 +1076,44 @@ def copy_rate(logits, tokens):
     return (logits.argmax(-1) == tokens).astype(jnp.float32).mean()
 """,
     },
-    "batch_leakage": {
-        "delete_rows": """
-def batch_leakage(fn, x):
+    "batch_dependence": {
+        "jacobian_blocks": """
+def batch_dependence(fn, x):
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError(f"need B >= 2, got {x.shape}")
     B = x.shape[0]
-    before = jnp.asarray(fn(x)).reshape(B, -1)
-    worst = jnp.float32(0.0)
-    for b in range(B):
-        after = jnp.asarray(fn(x.at[b].add(1.0))).reshape(B, -1)
-        worst = jnp.maximum(worst, jnp.max(jnp.abs(jnp.delete(after - before, b, axis=0))))
-    return worst
+    jac = jax.jacfwd(lambda v: jnp.asarray(fn(v)).reshape(B, -1))(x)  # (B, N, B, T, D)
+    return jnp.max(jnp.abs(jac), axis=(1, 3, 4)) > 1e-6
 """,
-        "numpy_loop": """
-def batch_leakage(fn, x):
+        "jvp_per_element": """
+def batch_dependence(fn, x):
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError(f"need B >= 2, got {x.shape}")
+    B = x.shape[0]
+    out = np.zeros((B, B), bool)
+    tangents = jax.random.uniform(jax.random.key(7), x.shape, minval=-1.0, maxval=1.0)
+    for c in range(B):
+        t = jnp.zeros_like(x).at[c].set(tangents[c])
+        _, moved = jax.jvp(fn, (x,), (t,))
+        out[:, c] = np.asarray(jnp.max(jnp.abs(jnp.asarray(moved).reshape(B, -1)), axis=1)) > 1e-6
+    return jnp.asarray(out)
+""",
+        "numpy_uniform_change": """
+def batch_dependence(fn, x):
     x = np.asarray(x, np.float32)
-    before = np.asarray(fn(jnp.asarray(x)))
-    changes = []
-    for b in range(len(x)):
-        bumped = x.copy()
-        bumped[b] += 1.0
-        diff = np.abs(np.asarray(fn(jnp.asarray(bumped))) - before)
-        changes.extend(np.max(diff[i]) for i in range(len(x)) if i != b)
-    return np.float32(max(changes))
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError("x must be [B, T, D], B >= 2")
+    B = x.shape[0]
+    base = np.asarray(fn(jnp.asarray(x))).reshape(B, -1)
+    rng = np.random.default_rng(0)
+    M = np.zeros((B, B), dtype=bool)
+    for c in range(B):
+        y = x.copy()
+        y[c] += rng.uniform(0.5, 1.5, size=y[c].shape) * rng.choice([-1, 1], size=y[c].shape)
+        M[:, c] = (np.abs(np.asarray(fn(jnp.asarray(y))).reshape(B, -1) - base) > 1e-5).any(axis=1)
+    return jnp.asarray(M)
 """,
     },
     "typical_filter": {

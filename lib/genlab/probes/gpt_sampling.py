@@ -536,35 +536,109 @@ def _gpt_run(config, seed: int, key, prompt, num_new_tokens: int, **settings):
     return run
 
 
+def _next_token_probs(logits, settings: dict) -> np.ndarray:
+    """The law sample_next_token draws from, with the library's filters: [..., V] float64."""
+    logits = sampling.apply_temperature(logits, settings.get("temperature", 1.0))
+    if settings.get("top_k") is not None:
+        logits = sampling.top_k_filter(logits, settings["top_k"])
+    if settings.get("top_p") is not None:
+        logits = sampling.top_p_filter(logits, settings["top_p"])
+    return np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
+
+
+def _frequencies(tokens, num_values: int) -> np.ndarray:
+    return np.bincount(np.asarray(tokens).ravel(), minlength=num_values) / np.asarray(tokens).size
+
+
+FREQUENCY_TOLERANCE = 0.035  # >= 5 standard errors of a frequency over 6,000 draws
+
+
+def _drawn_from_the_chain(table, settings: dict, first: int):
+    """A comparison for 2 new tokens after a prompt ending in ``first``, 6,000 rows: the
+    frequencies of the first new token and of each pair match the filtered bigram chain."""
+    probs = _next_token_probs(table, settings)  # (V, V): row a is the law after token a
+    vocab = probs.shape[0]
+
+    def compare(got, want, label: str) -> None:
+        check.dtype(label, got, "int")
+        check.shape(label, got, (6000, 3))
+        new = np.asarray(got)[:, 1:]
+        check.is_true(bool(np.all((new >= 0) & (new < vocab))), f"{label}: tokens in [0, {vocab})")
+        check.allclose(f"{label}: frequencies of the first new token",
+                       _frequencies(new[:, 0], vocab), probs[first],
+                       atol=FREQUENCY_TOLERANCE, rtol=0.0)  # fmt: skip
+        pairs = np.bincount(new[:, 0] * vocab + new[:, 1], minlength=vocab * vocab) / len(new)
+        check.allclose(f"{label}: frequencies of each (first, second) pair of new tokens",
+                       pairs.reshape(vocab, vocab), probs[first][:, None] * probs,
+                       atol=FREQUENCY_TOLERANCE, rtol=0.0)  # fmt: skip
+
+    return judged_alone(compare)
+
+
+@judged_alone
+def _repeatable_and_keyed(got, want, label: str) -> None:
+    """got: the outputs for key 1, key 1 again and key 2 on a uniform model."""
+    first, again, other = (np.asarray(g) for g in got)
+    check.equal(f"{label}: the same key twice", again, first)
+    check.is_true(not np.array_equal(first, other), f"{label}: two keys give different tokens")
+
+
+def _keys_run(key, other):
+    uniform = lambda tokens: jnp.zeros((*tokens.shape, 4))  # noqa: E731
+    prompt = jnp.zeros((64, 1), jnp.int32)
+    return lambda f: tuple(f(k, uniform, prompt, 8) for k in (key, key, other))
+
+
+def _sampled_gpt(vocab: int, shape):
+    @judged_alone
+    def compare(got, want, label: str) -> None:
+        check.dtype(label, got, "int")
+        check.shape(label, got, shape)
+        check.is_true(bool(np.all((np.asarray(got) >= 0) & (np.asarray(got) < vocab))),
+                      f"{label}: every token in [0, {vocab})")  # fmt: skip
+
+    return compare
+
+
 def generate_cases(rng: np.random.Generator) -> list[Case]:
     counting = jnp.full((4, 4), -5.0).at[jnp.arange(4), (jnp.arange(4) + 1) % 4].set(5.0)
     cases = [
         Case("generate(greedy, counting bigram, prompt [[2], [0]], 5 new tokens)",
              _bigram_run(counting, jax.random.key(0), jnp.array([[2], [0]]), 5, greedy=True),
              _tokens),
-        Case("generate(key 7, random bigram, prompt [[1, 4]], 2 new tokens) (one split per "
-             "step, the subkey draws)", _bigram_run(jax.random.normal(jax.random.key(1), (6, 6)),
-                                                    jax.random.key(7), jnp.array([[1, 4]]), 2),
-             _tokens),
+        Case("generate(a uniform model, 64 rows, 8 new tokens): repeatable for one key, "
+             "different for another", _keys_run(key_from(rng), key_from(rng)),
+             _repeatable_and_keyed),
     ]  # fmt: skip
     table = f32(rng.normal(scale=2.0, size=(6, 6)))
     prompt = _i32(rng.integers(0, 6, size=(2, 3)))
     cases.append(Case("generate(random bigram, prompt (2, 3), 0 new tokens) returns the prompt",
                       _bigram_run(table, key_from(rng), prompt, 0), _tokens))  # fmt: skip
-    cases.append(
-        Case(
-            "generate(random bigram, prompt (2, 3), 6 new tokens, temperature=0.7)",
-            _bigram_run(table, key_from(rng), prompt, 6, temperature=0.7),
-            _tokens,
-        )
-    )
+    cases.append(Case("generate(random bigram, prompt (2, 3), 6 new tokens, greedy)",
+                      _bigram_run(table, key_from(rng), prompt, 6, greedy=True),
+                      _tokens))  # fmt: skip
+    # Sampling: the law of the new tokens, on a bigram chain whose rows differ.
+    uniform = jnp.zeros((4, 4))
+    chain = f32(rng.normal(scale=1.5, size=(5, 5)))
+    for table, settings in [(uniform, {}), (chain, {}), (chain, {"temperature": 0.6, "top_k": 3}),
+                            (chain, {"top_p": 0.8})]:  # fmt: skip
+        first = int(rng.integers(1, table.shape[0]))
+        prompt = jnp.full((6000, 1), first, jnp.int32)
+        name = "a uniform model" if table is uniform else "a random bigram chain"
+        cases.append(Case(f"generate({name}, 6,000 rows, 2 new tokens, {_settings(settings)}): "
+                          "the law of the tokens", _bigram_run(table, key_from(rng), prompt, 2,
+                                                               **settings),
+                          _drawn_from_the_chain(table, settings, first)))  # fmt: skip
     config = gpt.GPTConfig(vocab_size=9, block_size=24, num_layers=1, num_heads=2, d_model=16)
     seed = int(rng.integers(1 << 16))
     prompt = _i32(rng.integers(0, 9, size=(3, 4)))
-    for s in [{"greedy": True}, {}, {"temperature": 0.6, "top_k": 3}, {"top_p": 0.8}]:
+    cases.append(Case(f"generate(tiny GPT from nnx.Rngs({seed}), prompt (3, 4), 12 new tokens, "
+                      "greedy)", _gpt_run(config, seed, key_from(rng), prompt, 12, greedy=True),
+                      _tokens))  # fmt: skip
+    for s in [{}, {"temperature": 0.6, "top_k": 3}]:
+        run = _gpt_run(config, seed, key_from(rng), prompt, 12, **s)
         cases.append(Case(f"generate(tiny GPT from nnx.Rngs({seed}), prompt (3, 4), 12 new "
-                          f"tokens, {_settings(s)})", _gpt_run(config, seed, key_from(rng), prompt,
-                                                               12, **s), _tokens))  # fmt: skip
+                          f"tokens, {_settings(s)})", run, _sampled_gpt(9, (3, 16))))  # fmt: skip
     return cases
 
 
@@ -683,46 +757,64 @@ def copy_rate_cases(rng: np.random.Generator) -> list[Case]:
 
 
 def _batch_fn(name: str, w):
-    """Functions [B, T, D] -> [B, ...] for batch_leakage, some mixing sequences of a batch."""
+    """Functions [B, T, D] -> [B, ...] for batch_dependence, with the dependence they have."""
     cell = nnx.OptimizedLSTMCell(w.shape[0], 6, rngs=nnx.Rngs(0))
 
-    def lstm_last(time_major: bool):
-        rnn = nnx.RNN(cell, time_major=time_major)
-        return lambda x: rnn(x)[:, -1]
+    def centred_then_pooled(x):  # + the batch's average of each element minus its own mean
+        centred = x - x.mean(axis=(1, 2), keepdims=True)
+        return (x + centred.mean(axis=0))[:, -1]
 
     return {
         "per-sequence mean over time": lambda x: jnp.mean(x @ w, axis=1),
-        "an LSTM run batch-major, last time step": lstm_last(False),
-        "an LSTM run time-major on batch-major data, then [:, -1]": lstm_last(True),
+        "an LSTM run batch-major, last time step": lstm.last_outputs(cell, time_major=False),
+        "an LSTM run time-major on batch-major data, then [:, -1]": lstm.last_outputs(
+            cell, time_major=True
+        ),
         "the last batch element's features for every row": lambda x: jnp.broadcast_to(
             x[-1:, -1], x[:, -1].shape
         ),
         "subtracting the batch mean": lambda x: x[:, -1] - jnp.mean(x[:, -1], axis=0),
         "cumulative sum over the batch": lambda x: jnp.cumsum(jnp.tanh(x @ w), axis=0)[:, 0],
         "per-sequence softmax over time": lambda x: jax.nn.softmax(x @ w, axis=1),
+        "adding the batch average of each element centred on its own mean": centred_then_pooled,
+        "each row plus the next element (cyclic)": lambda x: (x + jnp.roll(x, -1, axis=0))[:, -1],
+        "each row is the next element alone (cyclic)": lambda x: jnp.roll(x, -1, axis=0)[:, 0],
+        "zeros, whatever the input": lambda x: jnp.zeros((x.shape[0], 3)),
+        "a small pull towards the batch mean": lambda x: (x + 0.01 * x.mean(axis=0))[:, -1] @ w,
     }[name]
 
 
-def _batch_leakage_run(name: str, w, x):
+def _batch_dependence_run(name: str, w, x):
     return lambda f: f(_batch_fn(name, w), x)
 
 
-def batch_leakage_cases(rng: np.random.Generator) -> list[Case]:
+def _dependence(got, want, label: str) -> None:
+    check.dtype(label, got, "bool")
+    exact(got, want, label)
+
+
+def batch_dependence_cases(rng: np.random.Generator) -> list[Case]:
     x = jax.random.normal(jax.random.key(3), (3, 4, 2))
     cases = [
-        Case("batch_leakage(per-sequence sum over time) = 0", call(lambda v: v.sum(axis=1), x),
-             close(1e-5, 1e-6)),
-        Case("batch_leakage(cumulative sum over the batch axis)",
-             call(lambda v: jnp.cumsum(v, axis=0), x), close(1e-5, 1e-5)),
+        Case("batch_dependence(per-sequence sum over time)", call(lambda v: v.sum(axis=1), x),
+             _dependence),
+        Case("batch_dependence(cumulative sum over the batch axis)",
+             call(lambda v: jnp.cumsum(v, axis=0), x), _dependence),
+        Case("batch_dependence(x of shape (1, 4, 2))", call(lambda v: v, x[:1]),
+             raises=(ValueError,)),
     ]  # fmt: skip
     w = f32(rng.normal(size=(5, 5)) / 2)
     for name in ["per-sequence mean over time", "an LSTM run batch-major, last time step",
                  "an LSTM run time-major on batch-major data, then [:, -1]",
                  "the last batch element's features for every row", "subtracting the batch mean",
-                 "cumulative sum over the batch", "per-sequence softmax over time"]:  # fmt: skip
+                 "cumulative sum over the batch", "per-sequence softmax over time",
+                 "adding the batch average of each element centred on its own mean",
+                 "each row plus the next element (cyclic)",
+                 "each row is the next element alone (cyclic)", "zeros, whatever the input",
+                 "a small pull towards the batch mean"]:  # fmt: skip
         x = f32(rng.normal(size=(4, 6, 5)))
-        cases.append(Case(f"batch_leakage({name}, x (4, 6, 5))", _batch_leakage_run(name, w, x),
-                          close(1e-4, 1e-5)))  # fmt: skip
+        cases.append(Case(f"batch_dependence({name}, x (4, 6, 5))",
+                          _batch_dependence_run(name, w, x), _dependence))  # fmt: skip
     return cases
 
 
@@ -816,6 +908,6 @@ PROBES = [
     Probe("nucleus_size", sampling.nucleus_size, nucleus_size_cases,
           uses=("apply_temperature", "top_p_filter")),
     Probe("step_keys", sampling.step_keys, step_keys_cases),
-    Probe("batch_leakage", lstm.batch_leakage, batch_leakage_cases),
+    Probe("batch_dependence", lstm.batch_dependence, batch_dependence_cases),
     Probe("typical_filter", sampling.typical_filter, typical_filter_cases),
 ]  # fmt: skip
