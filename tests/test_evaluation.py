@@ -322,3 +322,81 @@ def test_frechet_floor_is_the_distance_of_two_disjoint_permuted_halves():
     for bad in (1, 46):
         with pytest.raises(ValueError, match="n"):
             evaluation.frechet_floor(x, bad, key)
+
+
+# --- a flow's likelihood, dequantisation, mixtures ------------------------------------------------
+
+
+def _gaussian_flow(mean, std):
+    """The exact velocity of the linear noise-to-data path when the data are N(mean, diag std^2):
+    p_t = N(t mean, (t^2 std^2 + (1 - t)^2) I), transported by v = mean + s_t'/s_t (x - t mean)."""
+
+    def v(x, t):  # x [B, D], t [B]
+        t = t[:, None]
+        var = t**2 * std**2 + (1.0 - t) ** 2
+        return mean + (t * std**2 - (1.0 - t)) / var * (x - t * mean)
+
+    return v
+
+
+def test_ode_log_density_matches_gaussian_closed_form():
+    mean = jnp.array([0.5, -1.0, 2.0])
+    std = jnp.array([0.3, 1.5, 0.8])
+    noise = np.random.default_rng(0).normal(size=(6, 3))
+    x = jnp.asarray(noise * np.asarray(std) + np.asarray(mean), jnp.float32)
+    got = jax.jit(lambda x: evaluation.ode_log_density(_gaussian_flow(mean, std), x, 20))(x)
+    want = scipy.stats.norm.logpdf(np.asarray(x), np.asarray(mean), np.asarray(std)).sum(axis=1)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-3)
+
+
+def test_ode_log_density_converges_with_steps():
+    v = _gaussian_flow(jnp.zeros(2), jnp.array([0.2, 0.4]))
+    x = jnp.array([[0.1, -0.3], [0.0, 0.5]])
+    coarse, fine = (jax.jit(lambda x, k=k: evaluation.ode_log_density(v, x, k))(x) for k in (5, 40))
+    want = scipy.stats.norm.logpdf(np.asarray(x), 0.0, [0.2, 0.4]).sum(axis=1)
+    assert (
+        np.max(np.abs(np.asarray(fine) - want)) < np.max(np.abs(np.asarray(coarse) - want)) + 1e-6
+    )
+    np.testing.assert_allclose(np.asarray(fine), want, atol=1e-3)
+
+
+def test_dequantized_bits_per_dim_bounds_the_exact_probability():
+    # a 1-D density N(0, 1) on the model's scale, levels k at y = a (k + u) + b: exact P(k) from
+    # the normal CDF, the bound from many uniform draws of u
+    a, b, u = 0.25, -2.0, np.random.default_rng(1).uniform(size=20_000)
+    for level in (3, 8, 12):
+        exact = -np.log2(
+            scipy.stats.norm.cdf(a * (level + 1) + b) - scipy.stats.norm.cdf(a * level + b)
+        )
+        log_p = scipy.stats.norm.logpdf(a * (level + u) + b)[None]  # (1, K)
+        bound = float(evaluation.dequantized_bits_per_dim(log_p, 1, a)[0])
+        assert exact - 1e-3 <= bound <= exact + 0.01, (level, exact, bound)
+
+
+def test_dequantized_bits_per_dim_uniform_is_log2_levels_and_rejects_bad_input():
+    for width in (1.0, 0.125, 3.0):
+        value = evaluation.dequantized_bits_per_dim(
+            jnp.full((4, 2), -64 * np.log(17 * width)), 64, width
+        )
+        np.testing.assert_allclose(np.asarray(value), np.log2(17), rtol=1e-5)
+    for args in (
+        (jnp.zeros((2, 1)), 0, 0.5),
+        (jnp.zeros((2, 1)), 4, 0.0),
+        (jnp.zeros((2, 0)), 4, 1.0),
+    ):
+        with pytest.raises(ValueError):
+            evaluation.dequantized_bits_per_dim(*args)
+
+
+def test_mixture_bits_cost_is_the_worst_case_of_a_mixture():
+    rng = np.random.default_rng(2)
+    for weight, dims in ((0.01, 64), (0.3, 5), (1.0, 10)):
+        cost = evaluation.mixture_bits_cost(weight, dims)
+        q = rng.uniform(1e-30, 1e-3, size=1000)  # the model's probability of 1,000 examples
+        for r in (rng.uniform(0.0, 1e-3, size=1000), np.zeros(1000)):  # any other component
+            increase = (-np.log2(weight * q + (1 - weight) * r) + np.log2(q)) / dims
+            assert np.all(increase <= cost + 1e-9)
+        np.testing.assert_allclose(increase, cost, rtol=1e-9)  # reached where r = 0
+    for weight, dims in ((0.0, 4), (1.5, 4), (0.5, 0)):
+        with pytest.raises(ValueError):
+            evaluation.mixture_bits_cost(weight, dims)

@@ -12,6 +12,86 @@ with the generation and repeated pairs counted (watermark_z_score), a two-sided 
 """
 
 WRONG = {
+    "dequantized_bits_per_dim": {
+        "jacobian_sign_flipped": """
+def dequantized_bits_per_dim(log_density, num_dims, bin_width):
+    if num_dims < 1 or not bin_width > 0:
+        raise ValueError("bad input")
+    log_prob = jnp.mean(jnp.asarray(log_density), axis=-1) - num_dims * np.log(bin_width)
+    return -log_prob / (num_dims * np.log(2.0))
+""",
+        "no_jacobian": """
+def dequantized_bits_per_dim(log_density, num_dims, bin_width):
+    if num_dims < 1 or not bin_width > 0:
+        raise ValueError("bad input")
+    return -jnp.mean(jnp.asarray(log_density, jnp.float32), axis=-1) / (num_dims * np.log(2.0))
+""",
+        "jacobian_of_one_dimension": """
+def dequantized_bits_per_dim(log_density, num_dims, bin_width):
+    if num_dims < 1 or not bin_width > 0:
+        raise ValueError("bad input")
+    log_prob = jnp.mean(jnp.asarray(log_density, jnp.float32), axis=-1) + np.log(bin_width)
+    return -log_prob / (num_dims * np.log(2.0))
+""",
+        "log_of_mean_density": """
+def dequantized_bits_per_dim(log_density, num_dims, bin_width):
+    if num_dims < 1 or not bin_width > 0:
+        raise ValueError("bad input")
+    log_density = jnp.asarray(log_density, jnp.float32)
+    log_mean = jax.scipy.special.logsumexp(log_density, axis=-1) - np.log(log_density.shape[-1])
+    return -(log_mean + num_dims * np.log(bin_width)) / (num_dims * np.log(2.0))
+""",
+        "nats_not_bits": """
+def dequantized_bits_per_dim(log_density, num_dims, bin_width):
+    if num_dims < 1 or not bin_width > 0:
+        raise ValueError("bad input")
+    log_prob = jnp.mean(jnp.asarray(log_density), axis=-1) + num_dims * np.log(bin_width)
+    return -log_prob / num_dims
+""",
+        "no_argument_check": """
+def dequantized_bits_per_dim(log_density, num_dims, bin_width):
+    log_prob = jnp.mean(jnp.asarray(log_density), axis=-1) + num_dims * np.log(bin_width)
+    return -log_prob / (num_dims * np.log(2.0))
+""",
+    },
+    "mixture_bits_cost": {
+        "log_of_the_other_weight": """
+def mixture_bits_cost(weight, num_dims):
+    if num_dims < 1 or not 0.0 < weight <= 1.0:
+        raise ValueError("bad input")
+    return float(-np.log2(1.0 - weight + 1e-12) / num_dims)
+""",
+        "nats_not_bits": """
+def mixture_bits_cost(weight, num_dims):
+    if num_dims < 1 or not 0.0 < weight <= 1.0:
+        raise ValueError("bad input")
+    return float(-np.log(weight) / num_dims)
+""",
+        "not_per_dimension": """
+def mixture_bits_cost(weight, num_dims):
+    if num_dims < 1 or not 0.0 < weight <= 1.0:
+        raise ValueError("bad input")
+    return float(-np.log2(weight))
+""",
+        "cost_times_dimensions": """
+def mixture_bits_cost(weight, num_dims):
+    if num_dims < 1 or not 0.0 < weight <= 1.0:
+        raise ValueError("bad input")
+    return float(-np.log2(weight) * num_dims)
+""",
+        "one_minus_weight_linear": """
+def mixture_bits_cost(weight, num_dims):
+    if num_dims < 1 or not 0.0 < weight <= 1.0:
+        raise ValueError("bad input")
+    return float((1.0 - weight) / (num_dims * np.log(2.0)))
+""",
+        "no_weight_check": """
+def mixture_bits_cost(weight, num_dims):
+    if num_dims < 1:
+        raise ValueError("num_dims")
+    return float(np.log2(1.0 / weight) / num_dims) if weight > 0 else float("inf")
+""",
+    },
     "bits_per_dim": {
         "log10_instead_of_log2": """
 def bits_per_dim(nll_nats, num_dims):
@@ -524,6 +604,45 @@ def min_substitutions(tokens, key, vocab_size, gamma, threshold, prompt_len=0):
 }
 
 CORRECT = {
+    "dequantized_bits_per_dim": {
+        "log2_throughout": """
+def dequantized_bits_per_dim(log_density, num_dims, bin_width):
+    if int(num_dims) != num_dims or num_dims < 1:
+        raise ValueError("num_dims must be a positive integer")
+    if bin_width <= 0:
+        raise ValueError("bin_width must be positive")
+    bits = np.asarray(log_density, np.float64) / np.log(2.0)  # (..., K) log2 densities
+    return -(bits.mean(axis=-1) / num_dims + np.log2(bin_width))
+""",
+        "per_copy_then_average": """
+def dequantized_bits_per_dim(log_density, num_dims, bin_width):
+    import math
+    if not isinstance(num_dims, (int, np.integer)) or num_dims <= 0:
+        raise ValueError("num_dims")
+    if not (bin_width > 0):
+        raise ValueError("bin_width")
+    log_p_levels = jnp.asarray(log_density) + num_dims * math.log(bin_width)  # on the level scale
+    per_copy = -log_p_levels / (num_dims * math.log(2))
+    return per_copy.mean(axis=-1)
+""",
+    },
+    "mixture_bits_cost": {
+        "natural_log_converted": """
+def mixture_bits_cost(weight, num_dims):
+    import math
+    if num_dims < 1 or weight <= 0 or weight > 1:
+        raise ValueError("bad input")
+    return -math.log(weight) / (num_dims * math.log(2))
+""",
+        "bits_of_the_share": """
+def mixture_bits_cost(weight, num_dims):
+    if not (0 < weight <= 1):
+        raise ValueError("weight")
+    if num_dims <= 0 or int(num_dims) != num_dims:
+        raise ValueError("num_dims")
+    return float(np.log2(1.0 / np.float64(weight))) / int(num_dims)
+""",
+    },
     "bits_per_dim": {
         "times_log2_e": """
 def bits_per_dim(nll_nats, num_dims):

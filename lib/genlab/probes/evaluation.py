@@ -27,6 +27,45 @@ def bits_per_dim_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def dequantized_bits_per_dim_cases(rng: np.random.Generator) -> list[Case]:
+    tight = close(1e-5, 1e-5)
+    cases = [
+        Case("dequantized_bits_per_dim of the uniform density over 17 levels, step 2/16: log2 17",
+             call(jnp.full((2, 3), -64 * np.log(17 * 0.125)), 64, 0.125), tight),
+        Case("dequantized_bits_per_dim with one copy (K = 1), level step 1 (no Jacobian)",
+             call(f32([[-30.0], [12.5]]), 10, 1.0), tight),
+        Case("dequantized_bits_per_dim(..., bin_width=-0.5) raises ValueError",
+             call(jnp.zeros((2, 2)), 4, -0.5), raises=(ValueError,)),
+        Case("dequantized_bits_per_dim(..., bin_width=0) raises ValueError",
+             call(jnp.zeros((2, 2)), 4, 0.0), raises=(ValueError,)),
+        Case("dequantized_bits_per_dim(..., num_dims=0) raises ValueError",
+             call(jnp.zeros((2, 2)), 0, 0.5), raises=(ValueError,)),
+    ]  # fmt: skip
+    for shape, dims in [((6, 4), 64), ((3,), 784), ((2, 3, 5), 3), ((5, 1), 12)]:
+        width = float(np.exp(rng.uniform(np.log(0.003), np.log(4.0))))
+        log_density = f32(rng.normal(0.0, 20.0, size=shape) + dims * rng.uniform(-3.0, 3.0))
+        cases.append(Case(f"dequantized_bits_per_dim(log_density {shape}, {dims}, {width:.4f})",
+                          call(log_density, dims, width), tight))  # fmt: skip
+    return cases
+
+
+def mixture_bits_cost_cases(rng: np.random.Generator) -> list[Case]:
+    tight = close(1e-5, 1e-7)
+    cases = [
+        Case("mixture_bits_cost(1.0, 64) = 0 (no mixing)", call(1.0, 64), tight),
+        Case("mixture_bits_cost(0.5, 1)", call(0.5, 1), tight),
+        Case("mixture_bits_cost(0.0, 64) raises ValueError", call(0.0, 64), raises=(ValueError,)),
+        Case("mixture_bits_cost(1.2, 64) raises ValueError", call(1.2, 64), raises=(ValueError,)),
+        Case("mixture_bits_cost(-0.1, 64) raises ValueError", call(-0.1, 64), raises=(ValueError,)),
+        Case("mixture_bits_cost(0.3, 0) raises ValueError", call(0.3, 0), raises=(ValueError,)),
+    ]
+    for _ in range(4):
+        weight = float(np.exp(rng.uniform(np.log(1e-6), np.log(0.99))))
+        dims = int(rng.integers(2, 5000))
+        cases.append(Case(f"mixture_bits_cost({weight:.3g}, {dims})", call(weight, dims), tight))
+    return cases
+
+
 # --- section 2: Gaussian statistics, Fréchet distance, precision and recall ----------------------
 
 
@@ -432,6 +471,9 @@ def frechet_floor_cases(rng: np.random.Generator) -> list[Case]:
 
 PROBES = [
     Probe("bits_per_dim", evaluation.bits_per_dim, bits_per_dim_cases),
+    Probe("dequantized_bits_per_dim", evaluation.dequantized_bits_per_dim,
+          dequantized_bits_per_dim_cases),
+    Probe("mixture_bits_cost", evaluation.mixture_bits_cost, mixture_bits_cost_cases),
     Probe("gaussian_stats", evaluation.gaussian_stats, gaussian_stats_cases),
     Probe("frechet_distance", evaluation.frechet_distance, frechet_distance_cases),
     Probe("kernel_distance", evaluation.kernel_distance, kernel_distance_cases),
