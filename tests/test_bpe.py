@@ -243,3 +243,110 @@ def test_encode_array_merges_runs_of_a_repeated_byte_left_to_right():
     for n in range(1, 10):
         assert bpe.encode_array("a" * n, merges).tolist() == bpe.bpe_encode("a" * n, merges)
     assert bpe.encode_array("aaaaa", merges).tolist() == [257, 97]
+
+
+# --- GPT-2's pre-tokeniser ---------------------------------------------------------------------
+
+
+def test_pretokenize_gives_hand_written_chunks():
+    text = "It's 42 cats' hats,  isn't it?\n\n  Yes!! 分词 x_1"
+    assert bpe.pretokenize(text) == ["It", "'s", " 42", " cats", "'", " hats", ",", " ", " isn",
+                                     "'t", " it", "?", "\n\n ", " Yes", "!!", " 分词", " x", "_",
+                                     "1"]  # fmt: skip
+    # the last space before a word goes with the word; trailing whitespace stays one chunk
+    assert bpe.pretokenize("a   b") == ["a", "  ", " b"]
+    assert bpe.pretokenize("end.  \n") == ["end", ".", "  \n"]
+    assert bpe.pretokenize("") == []
+    with pytest.raises(TypeError, match="text"):
+        bpe.pretokenize(b"abc")
+
+
+def _mixed_text(rng: np.random.Generator, length: int) -> str:
+    pieces = ["the", "cat", "'s", "'t", "'re", "42", "7", " ", "  ", "\n", "\t", ",", "?!", "--",
+              "_", "分词", "é", "x1", "ß", "'", "\"", "(", "3.14"]  # fmt: skip
+    return "".join(str(rng.choice(pieces)) for _ in range(length))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pretokenize_matches_gpt2_pattern_in_the_regex_package(seed):
+    regex = pytest.importorskip("regex", reason="the regex package (\\p{L}) is not installed")
+    from genlab.gpt import GPT2Vocab
+
+    gpt2 = regex.compile(GPT2Vocab.SPLIT)  # GPT-2's own pattern, with Unicode classes
+    text = _mixed_text(np.random.default_rng(seed), 300)
+    assert bpe.pretokenize(text) == gpt2.findall(text)
+
+
+def test_pretokenize_matches_hugging_face_byte_level_split():
+    pytest.importorskip("tokenizers", reason="Hugging Face tokenizers is not installed")
+    from tokenizers import pre_tokenizers
+
+    from genlab.gpt import _bytes_to_unicode
+
+    to_byte = {c: b for b, c in _bytes_to_unicode().items()}
+    split = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    text = _mixed_text(np.random.default_rng(9), 300)
+    theirs = [bytes(to_byte[c] for c in piece).decode("utf-8")
+              for piece, _ in split.pre_tokenize_str(text)]  # fmt: skip
+    assert bpe.pretokenize(text) == theirs
+
+
+def brute_force_chunk_training(text: str, num_merges: int):
+    """BPE within chunks, the slow way: every chunk occurrence kept, pairs counted in text order
+    (never across two chunks), ties to the earliest first occurrence."""
+    chunks = [[bytes([b]) for b in chunk.encode("utf-8")] for chunk in bpe.pretokenize(text)]
+    learned = []
+    for _ in range(num_merges):
+        pairs = [(c[i], c[i + 1]) for c in chunks for i in range(len(c) - 1)]
+        if not pairs:
+            break
+        counts = {p: pairs.count(p) for p in pairs}
+        best = next(p for p in pairs if counts[p] == max(counts.values()))
+        for k, c in enumerate(chunks):
+            merged, i = [], 0
+            while i < len(c):
+                if i + 1 < len(c) and (c[i], c[i + 1]) == best:
+                    merged.append(best[0] + best[1])
+                    i += 2
+                else:
+                    merged.append(c[i])
+                    i += 1
+            chunks[k] = merged
+        learned.append(best[0] + best[1])
+    return learned, [s for c in chunks for s in c]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_train_bpe_pretokenized_matches_a_brute_force_implementation(seed):
+    text = _mixed_text(np.random.default_rng(20 + seed), 120)
+    merges = bpe.train_bpe(text, 256 + 40, pretokenize=True)
+    table = bpe.token_bytes(merges)
+    learned, symbols = brute_force_chunk_training(text, 40)
+    assert [table[i] for i in sorted(merges.values())] == learned
+    assert [table[i] for i in bpe.bpe_encode(text, merges, pretokenize=True)] == symbols
+    # no learned token spans two chunks; without the split, some do
+    assert bpe.crossing_merges(merges) == []
+    assert bpe.crossing_merges(bpe.train_bpe(text, 256 + 40)) != []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pretokenized_encoding_round_trips_and_respects_chunks(seed):
+    rng = np.random.default_rng(40 + seed)
+    merges = bpe.train_bpe(_mixed_text(rng, 200), 256 + 60, pretokenize=True)
+    table = bpe.token_bytes(merges)
+    for text in [_mixed_text(rng, 50) for _ in range(4)] + ["", "分词 tokenization ✓  \n"]:
+        ids = bpe.bpe_encode(text, merges, pretokenize=True)
+        assert bpe.bpe_decode(ids, merges) == text
+        # token boundaries include every chunk boundary
+        ends = np.cumsum([len(table[i]) for i in ids]).tolist()
+        chunk_ends = np.cumsum([len(c.encode()) for c in bpe.pretokenize(text)]).tolist()
+        assert set(chunk_ends) <= set(ends)
+
+
+def test_crossing_merges_hand_worked():
+    # "e " crosses (a letter, then the space that belongs to the next word); " t", "  ", "'s"
+    # and "ab" do not; a partial UTF-8 token is never reported
+    merges = {(101, 32): 256, (32, 116): 257, (32, 32): 258, (39, 115): 259, (97, 98): 260,
+              (115, 46): 261, (228, 184): 262, (32, 256): 263}  # fmt: skip
+    assert bpe.crossing_merges(merges) == [256, 261, 263]
+    assert bpe.crossing_merges({}) == []

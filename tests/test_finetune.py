@@ -269,3 +269,58 @@ def test_kl_regularised_optimum_limits_batches_and_stability():
         finetune.kl_regularised_optimum(ref, rewards, 0.0)
     with pytest.raises(ValueError, match="shape"):
         finetune.kl_regularised_optimum(ref, rewards[:, :2], 1.0)
+
+
+# --- supervised fine-tuning with the prompt masked out ---------------------------------------
+
+
+def test_masked_lm_loss_matches_optax_on_the_selected_tokens():
+    keys = jax.random.split(jax.random.key(30), 3)
+    logits = 3.0 * jax.random.normal(keys[0], (3, 6, 11))
+    targets = jax.random.randint(keys[1], (3, 6), 0, 11)
+    mask = jnp.array([[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 0], [1, 1, 1, 1, 1, 1]], jnp.float32)
+    per_token = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, targets))
+    want = per_token[np.asarray(mask) > 0].mean()  # every answer token weighs the same
+    np.testing.assert_allclose(finetune.masked_lm_loss(logits, targets, mask), want, rtol=1e-5)
+    np.testing.assert_allclose(finetune.masked_lm_loss(logits, targets, mask > 0), want, rtol=1e-5)
+    # an all-ones mask is chapter 04's loss; an all-zero mask gives 0
+    np.testing.assert_allclose(finetune.masked_lm_loss(logits, targets, jnp.ones((3, 6))),
+                               gpt.lm_loss(logits, targets), rtol=1e-5)  # fmt: skip
+    assert float(finetune.masked_lm_loss(logits, targets, jnp.zeros((3, 6)))) == 0.0
+    with pytest.raises(ValueError, match="mask"):
+        finetune.masked_lm_loss(logits, targets, jnp.ones((3, 5)))
+
+
+def test_sft_train_step_ignores_the_prompt_and_moves_only_the_adapters():
+    def fresh():
+        model = finetune.add_lora(gpt.GPT(CONFIG, rngs=nnx.Rngs(0)), 2, 4.0, rngs=nnx.Rngs(1))
+        for module, name in finetune._target_layers(model):
+            getattr(module, name).lora_b[...] = 0.1 * jnp.ones_like(
+                getattr(module, name).lora_b[...]
+            )
+        return model, nnx.Optimizer(model, optax.sgd(0.3), wrt=nnx.LoRAParam)
+
+    tokens = jax.random.randint(jax.random.key(31), (4, 9), 0, 11)
+    answer = jnp.zeros((4, 9)).at[:, 5:].set(1.0)  # tokens 5..8 are the answer
+    model, optimizer = fresh()
+    frozen = jax.tree.map(np.asarray, nnx.state(model, nnx.Not(nnx.LoRAParam)))
+    loss = finetune.sft_train_step(model, optimizer, tokens, answer)
+    # the loss: the answer tokens' NLL, by optax, from the logits of the untouched model
+    model0, _ = fresh()
+    nll = optax.softmax_cross_entropy_with_integer_labels(model0(tokens[:, :-1]), tokens[:, 1:])
+    np.testing.assert_allclose(loss, np.asarray(nll)[:, 4:].mean(), rtol=1e-5)
+    assert all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(frozen), jax.tree.leaves(
+        jax.tree.map(np.asarray, nnx.state(model, nnx.Not(nnx.LoRAParam))))))  # fmt: skip
+    # a bool mask gives the same step
+    adapters = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.LoRAParam))]
+    model2, optimizer2 = fresh()
+    finetune.sft_train_step(model2, optimizer2, tokens, answer.at[:, :5].set(0.0) > 0)
+    for u, v in zip(adapters, jax.tree.leaves(nnx.state(model2, nnx.LoRAParam))):
+        np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
+    # with the whole window as the answer it is the plain LoRA step
+    model3, optimizer3 = fresh()
+    model4, optimizer4 = fresh()
+    whole = jnp.ones((4, 9))
+    plain = finetune.lora_train_step(model4, optimizer4, tokens)
+    np.testing.assert_allclose(finetune.sft_train_step(model3, optimizer3, tokens, whole), plain,
+                               rtol=1e-5)  # fmt: skip

@@ -14,10 +14,22 @@ dicts do the counting. The functions are the references of chapter 07's exercise
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
 NUM_BYTES = 256
+
+# GPT-2's pre-tokeniser (Radford et al. 2019, ``encoder.py``): contractions, letters with an
+# optional leading space, digits with an optional leading space, other symbols with an optional
+# leading space, whitespace not followed by a non-space, then any whitespace. GPT-2 writes it
+# with the ``regex`` package's Unicode classes (\p{L} letters, \p{N} numbers); Python's ``re``
+# has no \p{..}, so letters are [^\W\d_] (word characters that are neither decimal digits nor
+# "_") and numbers \d. The two differ only on numeric characters that are not decimal digits
+# (such as "²" or "½", \p{N} but letters here) and on combining marks.
+GPT2_SPLIT = re.compile(
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+)
 
 
 def _check_ids(name: str, ids) -> list[int]:
@@ -65,16 +77,65 @@ def merge_pair(ids, pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 
-def train_bpe(text: str, vocab_size: int) -> dict[tuple[int, int], int]:
+def pretokenize(text: str) -> list[str]:
+    """GPT-2's pre-tokeniser: ``text`` cut into chunks that BPE never merges across.
+
+    Chunks, tried in this order at each position: an English contraction ('s 't 're 've 'm 'll
+    'd); a run of letters with an optional leading space; a run of decimal digits with an optional
+    leading space; a run of other symbols (not space, letter or digit) with an optional leading
+    space; a run of whitespace that is not followed by a non-space (so the last space before a
+    word goes with the word: "a  b" gives "a", " ", " b"); any remaining whitespace.
+
+    Args:
+        text: str.
+
+    Returns:
+        list of non-empty str whose concatenation is ``text``; [] for "".
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return GPT2_SPLIT.findall(text)
+
+
+def _train_on_chunks(text: str, vocab_size: int) -> dict[tuple[int, int], int]:
+    """:func:`train_bpe` with ``pretokenize=True``: every distinct chunk is kept once with its
+    count, so a step costs the number of distinct chunks, not the length of the text."""
+    chunk_counts: dict[str, int] = {}
+    for chunk in pretokenize(text):  # insertion order: order of first occurrence
+        chunk_counts[chunk] = chunk_counts.get(chunk, 0) + 1
+    chunks = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
+    weights = list(chunk_counts.values())
+    merges: dict[tuple[int, int], int] = {}
+    for new_id in range(NUM_BYTES, vocab_size):
+        counts: dict[tuple[int, int], int] = {}
+        # a pair's first occurrence in the text lies in the first occurrence of some distinct
+        # chunk, so visiting distinct chunks in order of first occurrence keeps the tie rule
+        for ids, weight in zip(chunks, weights):
+            for pair in zip(ids, ids[1:]):
+                counts[pair] = counts.get(pair, 0) + weight
+        if not counts:
+            break
+        best = max(counts, key=counts.__getitem__)
+        chunks = [merge_pair(ids, best, new_id) if len(ids) > 1 else ids for ids in chunks]
+        merges[best] = new_id
+    return merges
+
+
+def train_bpe(
+    text: str, vocab_size: int, *, pretokenize: bool = False
+) -> dict[tuple[int, int], int]:
     """Learn ``vocab_size - 256`` merges on the UTF-8 bytes of ``text``.
 
     Each step merges the most frequent pair of the current ids into the next new id (256, 257,
     ...); ties go to the pair whose first occurrence is earliest. Stops early when fewer than
-    two ids are left.
+    two ids are left (with ``pretokenize``: when no chunk has two ids left).
 
     Args:
         text: str.
         vocab_size: int >= 256, the bytes plus the number of merges.
+        pretokenize: keyword-only bool. False (the course's BPE): pairs are counted across the
+            whole text, spaces and punctuation included. True (GPT-2's): the text is first cut
+            by :func:`pretokenize`, and only pairs inside one chunk are counted and merged.
 
     Returns:
         dict {(a, b): new_id}, in the order learned (new ids 256, 257, ... consecutive).
@@ -83,6 +144,8 @@ def train_bpe(text: str, vocab_size: int) -> dict[tuple[int, int], int]:
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not isinstance(vocab_size, int) or vocab_size < NUM_BYTES:
         raise ValueError(f"vocab_size must be an int >= {NUM_BYTES}, got {vocab_size!r}")
+    if pretokenize:
+        return _train_on_chunks(text, vocab_size)
     ids = list(text.encode("utf-8"))
     merges: dict[tuple[int, int], int] = {}
     for new_id in range(NUM_BYTES, vocab_size):
@@ -101,15 +164,25 @@ def _check_merges(merges) -> dict[tuple[int, int], int]:
     return merges
 
 
-def bpe_encode(text: str, merges) -> list[int]:
+def bpe_encode(text: str, merges, *, pretokenize: bool = False) -> list[int]:
     """Encode ``text``: its UTF-8 bytes, then the merges replayed, earliest learned first.
 
     Repeatedly merges, among the pairs present, the one with the lowest new id, until no
-    present pair is in ``merges``. The empty string gives [].
+    present pair is in ``merges``. The empty string gives []. With ``pretokenize=True``
+    (keyword-only; for merges learned that way) each chunk of :func:`pretokenize` is encoded
+    alone and the ids concatenated, so no token spans two chunks.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     merges = _check_merges(merges)
+    if pretokenize:
+        cache: dict[str, list[int]] = {}
+        out: list[int] = []
+        for chunk in GPT2_SPLIT.findall(text):
+            if chunk not in cache:
+                cache[chunk] = bpe_encode(chunk, merges)
+            out.extend(cache[chunk])
+        return out
     ids = list(text.encode("utf-8"))
     while len(ids) >= 2:
         present = set(zip(ids, ids[1:])) & merges.keys()
@@ -169,11 +242,47 @@ def bits_per_byte(total_nll_nats, num_bytes):
     return float(total_nll_nats) / (num_bytes * math.log(2.0))
 
 
-def compression_ratio(text: str, merges) -> float:
-    """UTF-8 bytes per BPE token of ``text`` (1.0 without merges)."""
-    return len(text.encode("utf-8")) / max(1, len(bpe_encode(text, merges)))
+def compression_ratio(text: str, merges, *, pretokenize: bool = False) -> float:
+    """UTF-8 bytes per BPE token of ``text`` (1.0 without merges); ``pretokenize`` as in
+    :func:`bpe_encode`."""
+    ids = bpe_encode(text, merges, pretokenize=pretokenize)
+    return len(text.encode("utf-8")) / max(1, len(ids))
 
 
 def first_merges(merges, count: int) -> dict[tuple[int, int], int]:
     """The first ``count`` merges learned (a smaller vocabulary of the same training run)."""
     return {pair: i for pair, i in _check_merges(merges).items() if i < NUM_BYTES + count}
+
+
+# a string that can be part of one chunk of the pre-tokeniser: part of a contraction, a space
+# and/or letters, a space and/or digits, a space and/or other symbols, or whitespace
+_CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
+_INSIDE_ONE_CHUNK = re.compile(r" ?[^\W\d_]*| ?\d*| ?(?:[^\s\w]|_)*|\s+")
+
+
+def crosses_chunks(token: str) -> bool:
+    """Whether ``token`` can never lie inside one chunk of :func:`pretokenize`, whatever the text
+    around it: "e " and "s." cross; " t", "  ", "'s", "'r" (part of "'re") and "ab" do not."""
+    if not isinstance(token, str) or not token:
+        raise ValueError(f"token must be a non-empty str, got {token!r}")
+    if any(token in contraction for contraction in _CONTRACTIONS):
+        return False
+    return _INSIDE_ONE_CHUNK.fullmatch(token) is None
+
+
+def crossing_merges(merges) -> list[int]:
+    """The new ids of the merged tokens that GPT-2's tokenizer could never learn: those whose
+    text can lie inside no single chunk of :func:`pretokenize` (:func:`crosses_chunks`), in
+    increasing order. A token that is not valid UTF-8 on its own (part of a multi-byte character)
+    is never reported. list of int, [] for no merges."""
+    crossing = []
+    for new_id, raw in sorted(token_bytes(merges).items()):
+        if new_id < NUM_BYTES:
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if crosses_chunks(text):
+            crossing.append(new_id)
+    return crossing

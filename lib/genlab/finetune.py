@@ -181,6 +181,55 @@ def lora_train_step(model, optimizer, tokens):
     return loss
 
 
+def masked_lm_loss(logits, targets, mask):
+    """The mean next-token negative log-likelihood over the targets that ``mask`` selects.
+
+    Args:
+        logits: float [B, T, V], position t predicts targets[:, t].
+        targets: int [B, T].
+        mask: [B, T], float or bool, 1 where a target counts (an answer token), 0 elsewhere.
+
+    Returns:
+        float32 scalar: the sum of -log p(target) over the selected targets of the whole batch,
+        divided by their number (every answer token weighs the same, whatever its row's length);
+        0 when the mask selects nothing.
+    """
+    logits = validate.float_array("logits", logits, min_ndim=3)
+    mask = jnp.asarray(mask, jnp.float32)
+    if mask.shape != logits.shape[:-1]:
+        raise ValueError(f"mask {mask.shape} must have the shape of targets {logits.shape[:-1]}")
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(log_probs, jnp.asarray(targets)[..., None], axis=-1)[..., 0]
+    return jnp.sum(mask * nll) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def sft_train_step(model, optimizer, tokens, answer_mask):
+    """One step of supervised fine-tuning with the prompt masked out of the loss.
+
+    Args:
+        model: an nnx module with LoRA adapters (``nnx.LoRAParam``), int [B, T] to logits
+            [B, T, V].
+        optimizer: an ``nnx.Optimizer`` of ``model`` built with ``wrt=nnx.LoRAParam``.
+        tokens: int [B, T + 1], each row a prompt followed by its answer (and any padding).
+        answer_mask: [B, T + 1], float or bool, aligned with ``tokens``: 1 where the token at
+            that position belongs to the answer, 0 for prompt and padding.
+
+    Returns:
+        float32 scalar, before the update: the mean over all answer tokens of the batch of
+        -log p(token | the tokens before it) (:func:`masked_lm_loss` of ``model(tokens[:, :-1])``
+        against ``tokens[:, 1:]`` with ``answer_mask[:, 1:]``). Only the adapters change.
+    """
+    tokens = jnp.asarray(tokens)
+    mask = jnp.asarray(answer_mask, jnp.float32)[:, 1:]  # (B, T): the mask of the targets
+
+    def loss_fn(m):
+        return masked_lm_loss(m(tokens[:, :-1]), tokens[:, 1:], mask)
+
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+
+
 # --- sequence log-probabilities and DPO -----------------------------------------------------
 
 

@@ -4,12 +4,14 @@
 each must fail the notebook's ``test_<name>`` cell (hidden tests included). ``CORRECT[name]``
 holds valid alternatives to the solution; each must pass it. The sources run in the kernel after
 the solution notebook, so they may use its imports (``jax``, ``jnp``, ``np``, ``nnx``, ``optax``,
-``gpt``, ``finetune``) and its other answers. The pitfalls of issue 17 are among the wrong ones:
-greedy longest-match encoding instead of merges by rank (bpe_encode), the loss per token instead
-of per byte (bits_per_byte), base weights or embeddings that train (lora_train_step), DPO's sign
-and its forgotten reference (dpo_loss), the KL-regularised optimum without its reference or
-with beta on the wrong side (kl_regularised_optimum). Each function's first wrong variant
-breaks no other exercise's visible checks.
+``bpe``, ``gpt``, ``finetune``) and its other answers. The pitfalls of issue 17 are among the
+wrong ones: greedy longest-match encoding instead of merges by rank (bpe_encode), the loss per
+token instead of per byte (bits_per_byte), base weights or embeddings that train
+(lora_train_step), SFT's answer mask not shifted onto the predictions or averaged per row
+(sft_train_step), DPO's sign and its forgotten reference (dpo_loss), GPT-2's chunks read off the
+splitter alone or as 'a space after a word' (crossing_merges), the KL-regularised optimum
+without its reference or with beta on the wrong side (kl_regularised_optimum). Each function's
+first wrong variant breaks no other exercise's visible checks.
 """
 
 WRONG = {
@@ -212,6 +214,61 @@ def bpe_decode(ids, merges):
     return b"".join(table[i] for i in ids).decode("latin-1")
 """,
     },
+    "crossing_merges": {
+        "one_chunk_from_the_splitter": """
+def crossing_merges(merges):
+    table = bpe.token_bytes(merges)
+    out = []
+    for new_id in sorted(merges.values()):
+        try:
+            text = table[new_id].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if len(bpe.pretokenize(text)) > 1:
+            out.append(new_id)
+    return out
+""",
+        "only_a_space_after_a_non_space": """
+def crossing_merges(merges):
+    table = bpe.token_bytes(merges)
+    out = []
+    for new_id in sorted(merges.values()):
+        try:
+            text = table[new_id].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if any(a != " " and b == " " for a, b in zip(text, text[1:])):
+            out.append(new_id)
+    return out
+""",
+        "letters_and_digits_one_kind": r"""
+import re as _re
+
+def crossing_merges(merges):
+    table = bpe.token_bytes(merges)
+    out = []
+    for new_id in sorted(merges.values()):
+        try:
+            text = table[new_id].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if any(text in c for c in ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")):
+            continue
+        if _re.fullmatch(r" ?[^\W_]*| ?(?:[^\s\w]|_)*|\s+", text) is None:
+            out.append(new_id)
+    return out
+""",
+        "partial_characters_replaced": """
+def crossing_merges(merges):
+    table = bpe.token_bytes(merges)
+    out = []
+    for new_id in sorted(merges.values()):
+        text = table[new_id].decode("utf-8", errors="replace")
+        if bpe.crosses_chunks(text):
+            out.append(new_id)
+    return out
+""",
+    },
     "bits_per_byte": {
         "nats_per_byte": """
 def bits_per_byte(total_nll_nats, num_bytes):
@@ -328,6 +385,57 @@ def lora_train_step(model, optimizer, tokens):
     optimizer.update(model, grads)
     params = nnx.state(model, nnx.Param)
     nnx.update(model, jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads))
+    return loss
+""",
+    },
+    "sft_train_step": {
+        "mask_not_shifted": """
+def sft_train_step(model, optimizer, tokens, answer_mask):
+    mask = jnp.asarray(answer_mask, jnp.float32)[:, :-1]
+
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(tokens[:, :-1]), axis=-1)
+        nll = -jnp.take_along_axis(log_p, tokens[:, 1:, None], axis=-1)[..., 0]
+        return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "mean_of_the_rows_means": """
+def sft_train_step(model, optimizer, tokens, answer_mask):
+    mask = jnp.asarray(answer_mask, jnp.float32)[:, 1:]
+
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(tokens[:, :-1]), axis=-1)
+        nll = -jnp.take_along_axis(log_p, tokens[:, 1:, None], axis=-1)[..., 0]
+        per_row = (nll * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
+        return per_row.mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "prompt_in_the_loss": """
+def sft_train_step(model, optimizer, tokens, answer_mask):
+    def loss_fn(m):
+        return gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "sum_not_mean": """
+def sft_train_step(model, optimizer, tokens, answer_mask):
+    mask = jnp.asarray(answer_mask, jnp.float32)[:, 1:]
+
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(tokens[:, :-1]), axis=-1)
+        nll = -jnp.take_along_axis(log_p, tokens[:, 1:, None], axis=-1)[..., 0]
+        return (nll * mask).sum() / tokens.shape[0]
+
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
     return loss
 """,
     },
@@ -558,6 +666,44 @@ def bpe_decode(ids, merges):
     return out.decode("utf-8", "replace")
 """,
     },
+    "crossing_merges": {
+        "one_regular_expression": r"""
+import re as _re
+
+def crossing_merges(merges):
+    parts = {i: bytes([i]) for i in range(256)}
+    for (a, b), i in sorted(merges.items(), key=lambda item: item[1]):
+        parts[i] = parts[a] + parts[b]
+    inside = _re.compile(r" ?[^\W\d_]*| ?\d*| ?(?:[^\s\w]|_)*|\s+")
+    found = []
+    for i in sorted(merges.values()):
+        try:
+            text = parts[i].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if any(text in c for c in ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")):
+            continue
+        if inside.fullmatch(text) is None:
+            found.append(i)
+    return found
+""",
+        "splitter_plus_contraction_pieces": """
+def crossing_merges(merges):
+    table = bpe.token_bytes(merges)
+    contractions = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
+
+    def crosses(text):
+        return len(bpe.pretokenize(text)) > 1 and not any(text in c for c in contractions)
+
+    valid = {}
+    for i in merges.values():
+        try:
+            valid[i] = table[i].decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return sorted(i for i, text in valid.items() if crosses(text))
+""",
+    },
     "bits_per_byte": {
         "log2_e": """
 import math
@@ -636,6 +782,36 @@ def lora_train_step(model, optimizer, tokens):
 
     loss = loss_fn(model)
     grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+    },
+    "sft_train_step": {
+        "optax_weights": """
+def sft_train_step(model, optimizer, tokens, answer_mask):
+    weights = jnp.asarray(answer_mask, jnp.float32)[:, 1:]
+
+    def loss_fn(m):
+        per_token = optax.softmax_cross_entropy_with_integer_labels(m(tokens[:, :-1]),
+                                                                    tokens[:, 1:])
+        return jnp.sum(per_token * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+    grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))
+    loss, grads = grad_fn(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "one_hot_where": """
+def sft_train_step(model, optimizer, tokens, answer_mask):
+    keep = jnp.asarray(answer_mask)[:, 1:] > 0
+
+    def loss_fn(m):
+        logits = m(tokens[:, :-1]).astype(jnp.float32)
+        log_p = logits - jax.scipy.special.logsumexp(logits, axis=-1, keepdims=True)
+        nll = -jnp.sum(jax.nn.one_hot(tokens[:, 1:], logits.shape[-1]) * log_p, axis=-1)
+        return jnp.where(keep, nll, 0.0).sum() / jnp.maximum(keep.sum(), 1)
+
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
     optimizer.update(model, grads)
     return loss
 """,

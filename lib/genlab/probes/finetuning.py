@@ -176,6 +176,53 @@ def bits_per_byte_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _merges_for(tokens) -> dict[tuple[int, int], int]:
+    """Merges that build each byte string of ``tokens`` left to right (its prefixes become
+    tokens too), new ids in order of creation."""
+    merges: dict[tuple[int, int], int] = {}
+    for token in tokens:
+        current = token[0]
+        for byte in token[1:]:
+            pair = (current, byte)
+            if pair not in merges:
+                merges[pair] = 256 + len(merges)
+            current = merges[pair]
+    return merges
+
+
+CROSSING_TOKENS = [b"e ", b" t", b"  ", b"'s", b"'re", b"s.", b" the", b"the ", b" 42", b"4a",
+                   b"\n ", b" \n", b"__", b"x_", b"_x", b" (", b"),", " 分词".encode(),
+                   "分,".encode(), "ß ".encode(), b"\t\t", b". ", b"a1", b" '", b"'ll"]  # fmt: skip
+
+
+def _mixed(rng: np.random.Generator, length: int) -> str:
+    pieces = ["the", "cat", "'s", "'re", "'ll", "42", "7", " ", "  ", "\n", ",", "?!", "_", "分词",
+              "é", "x1", "'", "(", "()"]  # fmt: skip
+    return "".join(str(rng.choice(pieces)) for _ in range(length))
+
+
+def crossing_merges_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("crossing_merges({}) = []", _run(_ids, {}), exact),
+        Case("crossing_merges of hand-picked tokens ('e ', ' t', '  ', 's.', ' 42', '4a', ...)",
+             _run(_ids, _merges_for(CROSSING_TOKENS)), exact),
+        Case("crossing_merges: \"'r\" and \"'v\" are parts of the contractions 're and 've",
+             _run(_ids, _merges_for([b"'re", b"'ve", b"'ll"])), exact),
+        Case("crossing_merges: a space before a word belongs to the word; two spaces do not",
+             _run(_ids, _merges_for([b"  a", b"\n a", b" a", b"a\n"])), exact),
+        Case("crossing_merges: a token that is part of a multi-byte character is not reported",
+             _run(_ids, _merges_for(["a中".encode()[:3], "é中".encode()])), exact),
+    ]  # fmt: skip
+    for length, size in ((80, 290), (200, 330)):
+        text = _mixed(rng, length)
+        cases.append(Case(f"crossing_merges of {size - 256} merges learned on a random text",
+                          _run(_ids, bpe.train_bpe(text, size)), exact))  # fmt: skip
+    text = _mixed(rng, 150)
+    cases.append(Case("crossing_merges of merges learned within GPT-2's chunks is []",
+                      _run(_ids, bpe.train_bpe(text, 300, pretokenize=True)), exact))  # fmt: skip
+    return cases
+
+
 # --- section 3: LoRA ------------------------------------------------------------------------
 
 
@@ -329,6 +376,59 @@ def lora_train_step_cases(rng: np.random.Generator) -> list[Case]:
     ]  # fmt: skip
 
 
+def _answer_mask(seed: int, as_bool: bool = False):
+    """[FT_BATCH, 17] answer masks aligned with the windows: a prompt of 2..10 tokens, then the
+    answer, then 0..4 tokens of padding; rows differ in length, so the mean over answer tokens
+    differs from the mean of the rows' means."""
+    rng = np.random.default_rng([seed, 99])
+    length = TINY.block_size + 1
+    prompt = rng.integers(2, 11, size=FT_BATCH)
+    end = length - rng.integers(0, 5, size=FT_BATCH)
+    positions = np.arange(length)
+    mask = (positions >= prompt[:, None]) & (positions < end[:, None])
+    return jnp.asarray(mask) if as_bool else jnp.asarray(mask, jnp.float32)
+
+
+def _sft_one_step(seed: int, as_bool: bool = False):
+    def run(step):
+        model = _tiny_lora(seed)
+        for module, name in finetune._target_layers(model):
+            layer = getattr(module, name)
+            layer.lora_b[...] = 0.1 * jnp.ones_like(layer.lora_b[...])
+        optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.LoRAParam)
+        loss = step(model, optimizer, _windows(seed, 0), _answer_mask(seed, as_bool))
+        return {"loss": loss, "adapters": _adapters(model)}
+
+    return run
+
+
+def _sft_fine_tune(seed: int):
+    def run(step):
+        model = _tiny_lora(seed)
+        optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.LoRAParam)
+        frozen_before, adapters_before = _frozen(model), _adapters(model)
+        jitted = nnx.jit(step)
+        losses = [jitted(model, optimizer, _windows(seed, i), _answer_mask(seed + i))
+                  for i in range(FT_STEPS)]  # fmt: skip
+        return {"losses": jnp.stack(losses), "frozen_before": frozen_before,
+                "frozen_after": _frozen(model), "adapters_before": adapters_before,
+                "adapters_after": _adapters(model)}  # fmt: skip
+
+    return run
+
+
+def sft_train_step_cases(rng: np.random.Generator) -> list[Case]:
+    seeds = [int(s) for s in rng.integers(1 << 20, size=3)]
+    return [
+        Case("sft_train_step: one SGD(0.5) step, answers of different lengths (the loss before "
+             "the update, then the adapters)", _sft_one_step(seeds[0]), close(1e-4, 1e-6)),
+        Case("sft_train_step: one SGD(0.5) step with a bool answer mask, another model",
+             _sft_one_step(seeds[1], as_bool=True), close(1e-4, 1e-6)),
+        Case(f"sft_train_step: {FT_STEPS} Adam steps under nnx.jit (the answer loss falls, the "
+             "base model stays)", _sft_fine_tune(seeds[2]), _compare_fine_tuning),
+    ]  # fmt: skip
+
+
 # --- section 4: sequence log-probabilities and DPO ----------------------------------------------
 
 
@@ -443,11 +543,13 @@ PROBES = [
     Probe("train_bpe", bpe.train_bpe, train_bpe_cases, uses=("pair_counts", "merge_pair")),
     Probe("bpe_encode", bpe.bpe_encode, bpe_encode_cases, uses=("merge_pair",)),
     Probe("bpe_decode", bpe.bpe_decode, bpe_decode_cases),
+    Probe("crossing_merges", bpe.crossing_merges, crossing_merges_cases),
     Probe("bits_per_byte", bpe.bits_per_byte, bits_per_byte_cases),
     Probe("lora_delta", finetune.lora_delta, lora_delta_cases),
     Probe("merge_lora", finetune.merge_lora, merge_lora_cases),
     Probe("lora_init_check", finetune.lora_init_check, lora_init_check_cases, uses=("lora_delta",)),
     Probe("lora_train_step", finetune.lora_train_step, lora_train_step_cases),
+    Probe("sft_train_step", finetune.sft_train_step, sft_train_step_cases),
     Probe("kl_regularised_optimum", finetune.kl_regularised_optimum, kl_regularised_optimum_cases),
     Probe("sequence_log_prob", finetune.sequence_log_prob, sequence_log_prob_cases),
     Probe("dpo_loss", finetune.dpo_loss, dpo_loss_cases),
