@@ -521,35 +521,47 @@ def _kl_numpy(mq, vq, mp, vp):
     return 0.5 * (np.log(vp / vq) + (vq + (mq - mp) ** 2) / vp - 1.0)
 
 
-def test_smallest_kl_against_a_float64_loop_and_the_sigmoid_corner():
-    grid = np.linspace(-2.0, 2.0, 9)
+def test_smallest_kl_against_scipy_in_float64_and_the_sigmoid_corner():
+    from scipy.optimize import minimize
 
     def sig(t):
         return 1.0 / (1.0 + np.exp(-t))
 
-    loop = min(_kl_numpy(sig(a), sig(b) ** 2, 0.0, 1.0) for a in grid for b in grid)
-    # The KL grows with a positive mean and falls as sigma rises to 1: the corner a = -2, b = 2.
+    # The sigmoid head: the KL grows with a positive mean and falls as sigma rises to 1, so the
+    # smallest value over [-2, 2]^2 is at the corner a = -2, b = 2 (float64, by hand).
     corner = _kl_numpy(sig(-2.0), sig(2.0) ** 2, 0.0, 1.0)
-    np.testing.assert_allclose(loop, corner, rtol=1e-12)
-
-    def sigmoid_head(a, b):
-        return jax.nn.sigmoid(a), 2.0 * jnp.log(jax.nn.sigmoid(b))
-
     np.testing.assert_allclose(
-        vae.smallest_kl(sigmoid_head, jnp.asarray(grid, jnp.float32)), corner, rtol=1e-4
-    )
+        vae.smallest_kl(lambda a, b: (jax.nn.sigmoid(a), 2.0 * jnp.log(jax.nn.sigmoid(b))),
+                        -2.0, 2.0),
+        corner, rtol=1e-4,
+    )  # fmt: skip
+    # A head that mixes a and b, minimum inside the box: scipy in float64 from several starts.
+    heads = {
+        "mixed": (lambda a, b: (a * jax.nn.sigmoid(b) - 0.3, b - 0.2 * a - 0.4),
+                  lambda a, b: (a * sig(b) - 0.3, b - 0.2 * a - 0.4)),
+        "tanh, softplus": (lambda a, b: (jnp.tanh(a) + 0.2, jnp.log(jax.nn.softplus(b))),
+                           lambda a, b: (np.tanh(a) + 0.2, np.log(np.log1p(np.exp(b))))),
+    }  # fmt: skip
+    starts = np.random.default_rng(6).uniform(-1.5, 1.5, size=(8, 2))
+    for name, (jax_head, numpy_head) in heads.items():
 
-    def identity_head(a, b):
-        return a, 2.0 * b
+        def kl64(x, head=numpy_head):
+            mean, log_var = head(x[0], x[1])
+            return 0.5 * (np.exp(log_var) + mean**2 - 1.0 - log_var)
 
-    assert float(vae.smallest_kl(identity_head, jnp.array([-1.0, 0.0, 3.0]))) == 0.0
+        best = min(minimize(kl64, x0, bounds=[(-1.5, 1.5)] * 2, method="L-BFGS-B").fun
+                   for x0 in starts)  # fmt: skip
+        got = float(vae.smallest_kl(jax_head, -1.5, 1.5))
+        assert abs(got - best) <= 1e-6 + 1e-3 * best, (name, got, best)
+    shifted = vae.smallest_kl(lambda a, b: (a - 0.3137, 2.0 * (b - 0.7071)), -1.0, 1.0)
+    assert 0.0 <= float(shifted) < 1e-7
     np.testing.assert_allclose(
-        vae.smallest_kl(identity_head, jnp.array([0.5, 2.0])),
+        vae.smallest_kl(lambda a, b: (a, 2.0 * b), 0.5, 2.0),
         _kl_numpy(0.5, np.exp(1.0), 0.0, 1.0),
         rtol=1e-5,
     )
-    with pytest.raises(ValueError, match="preactivations"):
-        vae.smallest_kl(identity_head, jnp.zeros((2, 2)))
+    with pytest.raises(ValueError, match="low < high"):
+        vae.smallest_kl(lambda a, b: (a, b), 1.0, 1.0)
 
 
 def test_kl_direction_against_float64_suspects_and_equal_variances():

@@ -19,7 +19,8 @@ N Monte Carlo samples.
     binarize                                   section 6, dynamically binarised digits
     elbo, VAEConfig, VAE, vae_train_step       section 6, the project
     encoder_decoder_grad_norms, kl_diagnostics,
-    log_normalizer, active_latents             section 7, diagnostics of the seeds' bugs
+    log_normalizer, smallest_kl, active_latents
+                                               section 7, diagnostics of the seeds' bugs
 """
 
 from __future__ import annotations
@@ -646,25 +647,46 @@ def kl_direction(kl_fn: Callable) -> str:
     return "neither"
 
 
-def smallest_kl(head: Callable, preactivations: jax.Array) -> jax.Array:
-    """The smallest ``KL(q || N(0, 1))`` an encoder head can output on a grid (section 7).
+def _kl_of_head(head: Callable, a: jax.Array, b: jax.Array) -> jax.Array:
+    mean, log_var = head(a, b)
+    return 0.5 * (mean**2 + (jnp.expm1(log_var) - log_var))  # KL(q || N(0, 1)) per pair
+
+
+def smallest_kl(head: Callable, low: float, high: float) -> jax.Array:
+    """The smallest ``KL(q || N(0, 1))`` an encoder head can output on a box (section 7).
 
     ``head(raw_mean, raw_scale) -> (mean, log_var)`` maps the encoder's pre-activations of one
-    latent dimension elementwise to the parameters of ``q``; it is evaluated on every pair
-    ``(a, b)`` of values of ``preactivations`` (``a`` for the mean, ``b`` for the scale).
+    latent dimension elementwise to the parameters of ``q``. The search: a 401 x 401 grid of
+    the box ``[low, high]^2`` (edges included), then 30 rounds of a 21 x 21 grid around the best
+    point so far, each half as wide, clipped to the box. Accurate to about 1e-7 nats for the
+    smooth heads of the course (separable or not), at a corner, on an edge or inside.
 
     Args:
-        head: the encoder head, elementwise on float arrays. preactivations: float [P], P >= 1.
+        head: the encoder head, elementwise on float32 arrays of one shape.
+        low, high: floats, ``low < high``, the range of both pre-activations.
 
     Returns:
-        float scalar >= 0: the minimum over the ``P^2`` pairs. 0 when the head reaches the
-        prior on the grid (identity mean and ``exp`` scale with 0 on the grid); > 0 for a
-        sigmoid on the mean and the standard deviation.
+        float32 scalar >= 0: 0 when the head reaches the prior inside the box (identity mean
+        and ``exp`` scale with 0 in the box); > 0 for a sigmoid on the mean and the standard
+        deviation.
     """
-    preactivations = float_array("preactivations", preactivations, allow_int=False)
-    if preactivations.ndim != 1 or preactivations.shape[0] < 1:
-        raise ValueError(f"preactivations must have shape [P] with P >= 1, got "
-                         f"{preactivations.shape}")  # fmt: skip
-    raw_mean, raw_scale = jnp.meshgrid(preactivations, preactivations, indexing="ij")  # (P, P)
-    mean, log_var = head(raw_mean.ravel(), raw_scale.ravel())  # (P^2,) each
-    return jnp.min(gaussian_kl_standard(mean[:, None], log_var[:, None]))
+    low, high = float(low), float(high)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"low and high must be finite with low < high, got {low}, {high}")
+    axis = jnp.linspace(low, high, 401)
+    a, b = jnp.meshgrid(axis, axis, indexing="ij")  # (401, 401)
+    values = _kl_of_head(head, a, b)
+    best = int(jnp.nanargmin(values))
+    best_a, best_b, smallest = a.ravel()[best], b.ravel()[best], values.ravel()[best]
+    half = 2.0 * (high - low) / 400
+    offsets = jnp.linspace(-1.0, 1.0, 21)
+    for _ in range(30):
+        local_a, local_b = jnp.meshgrid(jnp.clip(best_a + half * offsets, low, high),
+                                        jnp.clip(best_b + half * offsets, low, high),
+                                        indexing="ij")  # fmt: skip
+        local = _kl_of_head(head, local_a, local_b)  # (21, 21)
+        i = int(jnp.nanargmin(local))
+        if local.ravel()[i] <= smallest:
+            best_a, best_b, smallest = local_a.ravel()[i], local_b.ravel()[i], local.ravel()[i]
+        half *= 0.5
+    return jnp.maximum(smallest, 0.0)

@@ -537,33 +537,57 @@ def log_normalizer(log_likelihood, logits):
 """,
     },
     "smallest_kl": {
+        "one_coarse_grid": """
+def smallest_kl(head, low, high):
+    a, b = jnp.meshgrid(jnp.linspace(low, high, 61), jnp.linspace(low, high, 61))
+    mean, log_var = head(a, b)
+    return jnp.min(gaussian_kl_standard(mean[..., None], log_var[..., None]))
+""",
+        "corners_only": """
+def smallest_kl(head, low, high):
+    a, b = jnp.meshgrid(jnp.array([low, high]), jnp.array([low, high]))
+    mean, log_var = head(a, b)
+    return jnp.min(gaussian_kl_standard(mean[..., None], log_var[..., None]))
+""",
         "diagonal_pairs_only": """
-def smallest_kl(head, preactivations):
-    mean, log_var = head(preactivations, preactivations)
+def smallest_kl(head, low, high):
+    a = jnp.linspace(low, high, 100_001)
+    mean, log_var = head(a, a)
     return jnp.min(gaussian_kl_standard(mean[:, None], log_var[:, None]))
 """,
-        "largest_not_smallest": """
-def smallest_kl(head, preactivations):
-    a, b = jnp.meshgrid(preactivations, preactivations)
-    mean, log_var = head(a, b)
-    return jnp.max(gaussian_kl_standard(mean[..., None], log_var[..., None]))
-""",
-        "skips_the_head": """
-def smallest_kl(head, preactivations):
-    a, b = jnp.meshgrid(preactivations, preactivations)
-    return jnp.min(gaussian_kl_standard(a[..., None], b[..., None]))
+        "zoom_leaves_the_box": """
+def smallest_kl(head, low, high):
+    ca = cb = (low + high) / 2
+    width, best = (high - low) / 2, jnp.inf
+    for _ in range(40):
+        steps = width * jnp.linspace(-1, 1, 41)
+        a, b = jnp.meshgrid(ca + steps, cb + steps)
+        mean, log_var = head(a, b)
+        values = gaussian_kl_standard(mean[..., None], log_var[..., None])
+        i = jnp.argmin(values)
+        best, ca, cb = jnp.minimum(best, values.ravel()[i]), a.ravel()[i], b.ravel()[i]
+        width = width / 2
+    return best
 """,
         "second_output_as_sigma": """
-def smallest_kl(head, preactivations):
-    a, b = jnp.meshgrid(preactivations, preactivations)
-    mean, sigma = head(a, b)
-    return jnp.min(gaussian_kl_standard(mean[..., None], 2.0 * jnp.log(jnp.abs(sigma[..., None]))))
+def smallest_kl(head, low, high):
+    ca = cb = (low + high) / 2
+    width, best = (high - low) / 2, jnp.inf
+    for _ in range(40):
+        a, b = jnp.meshgrid(jnp.clip(ca + width * jnp.linspace(-1, 1, 41), low, high),
+                            jnp.clip(cb + width * jnp.linspace(-1, 1, 41), low, high))
+        mean, sigma = head(a, b)
+        values = 0.5 * (sigma**2 + mean**2 - 1.0 - 2.0 * jnp.log(jnp.abs(sigma)))
+        i = jnp.argmin(values)
+        best, ca, cb = jnp.minimum(best, values.ravel()[i]), a.ravel()[i], b.ravel()[i]
+        width = width / 2
+    return best
 """,
-        "average_over_the_grid": """
-def smallest_kl(head, preactivations):
-    a, b = jnp.meshgrid(preactivations, preactivations)
+        "largest_not_smallest": """
+def smallest_kl(head, low, high):
+    a, b = jnp.meshgrid(jnp.linspace(low, high, 401), jnp.linspace(low, high, 401))
     mean, log_var = head(a, b)
-    return jnp.mean(gaussian_kl_standard(mean[..., None], log_var[..., None]))
+    return jnp.max(gaussian_kl_standard(mean[..., None], log_var[..., None]))
 """,
     },
     "active_latents": {
@@ -888,18 +912,33 @@ def log_normalizer(log_likelihood, logits):
 """,
     },
     "smallest_kl": {
-        "broadcast_by_hand": """
-def smallest_kl(head, preactivations):
-    mean, log_var = head(preactivations[:, None] + 0.0 * preactivations[None, :],
-                         0.0 * preactivations[:, None] + preactivations[None, :])
-    return jnp.min(0.5 * (jnp.exp(log_var) + mean**2 - 1.0 - log_var))
+        "fine_grid_then_a_finer_local_grid": """
+def smallest_kl(head, low, high):
+    def kl(a, b):
+        mean, log_var = head(a, b)
+        return 0.5 * (jnp.exp(log_var) + mean**2 - 1.0 - log_var)
+
+    step = (high - low) / 1000
+    a, b = jnp.meshgrid(jnp.linspace(low, high, 1001), jnp.linspace(low, high, 1001))
+    values = kl(a, b)
+    i = jnp.argmin(values)
+    a0, b0 = a.ravel()[i], b.ravel()[i]
+    la = jnp.clip(a0 + jnp.linspace(-2 * step, 2 * step, 1001), low, high)
+    lb = jnp.clip(b0 + jnp.linspace(-2 * step, 2 * step, 1001), low, high)
+    a, b = jnp.meshgrid(la, lb)
+    return jnp.minimum(values.ravel()[i], jnp.min(kl(a, b)))
 """,
-        "loop_over_scales": """
-def smallest_kl(head, preactivations):
-    best = jnp.inf
-    for b in preactivations:
-        mean, log_var = head(preactivations, jnp.full_like(preactivations, b))
-        best = jnp.minimum(best, jnp.min(gaussian_kl_standard(mean[:, None], log_var[:, None])))
+        "zoom_by_fifths_in_numpy": """
+def smallest_kl(head, low, high):
+    best, centre, width = np.inf, np.array([(low + high) / 2] * 2), high - low
+    for _ in range(12):
+        axes = [np.clip(c + width * np.linspace(-0.5, 0.5, 101), low, high) for c in centre]
+        a, b = np.meshgrid(*axes, indexing="ij")
+        mean, log_var = head(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+        values = np.asarray(gaussian_kl_standard(mean[..., None], log_var[..., None]))
+        i = np.unravel_index(np.argmin(values), values.shape)
+        best = min(best, float(values[i]))
+        centre, width = np.array([a[i], b[i]]), width / 5
     return best
 """,
     },
