@@ -314,7 +314,9 @@ def _adapters(model):
                            for x in jax.tree.leaves(nnx.state(model, nnx.LoRAParam))])  # fmt: skip
 
 
-def _one_step(seed: int):
+def _one_step(seed: int, *extra):
+    """One SGD(0.5) step of a train step ``step(model, optimizer, windows, *extra)``."""
+
     def run(step):
         model = _tiny_lora(seed)
         # make b nonzero so that both adapter matrices receive gradients in this case
@@ -322,19 +324,22 @@ def _one_step(seed: int):
             layer = getattr(module, name)
             layer.lora_b[...] = 0.1 * jnp.ones_like(layer.lora_b[...])
         optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.LoRAParam)
-        loss = step(model, optimizer, _windows(seed, 0))
+        loss = step(model, optimizer, _windows(seed, 0), *extra)
         return {"loss": loss, "adapters": _adapters(model)}
 
     return run
 
 
-def _fine_tune(seed: int):
+def _fine_tune(seed: int, answer_masks: bool = False):
+    """FT_STEPS Adam steps under nnx.jit, with an answer mask per step if ``answer_masks``."""
+
     def run(step):
         model = _tiny_lora(seed)
         optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.LoRAParam)
         frozen_before, adapters_before = _frozen(model), _adapters(model)
         jitted = nnx.jit(step)
-        losses = [jitted(model, optimizer, _windows(seed, i)) for i in range(FT_STEPS)]
+        extra = (lambda i: (_answer_mask(seed + i),)) if answer_masks else (lambda i: ())
+        losses = [jitted(model, optimizer, _windows(seed, i), *extra(i)) for i in range(FT_STEPS)]
         return {"losses": jnp.stack(losses), "frozen_before": frozen_before,
                 "frozen_after": _frozen(model), "adapters_before": adapters_before,
                 "adapters_after": _adapters(model)}  # fmt: skip
@@ -389,43 +394,16 @@ def _answer_mask(seed: int, as_bool: bool = False):
     return jnp.asarray(mask) if as_bool else jnp.asarray(mask, jnp.float32)
 
 
-def _sft_one_step(seed: int, as_bool: bool = False):
-    def run(step):
-        model = _tiny_lora(seed)
-        for module, name in finetune._target_layers(model):
-            layer = getattr(module, name)
-            layer.lora_b[...] = 0.1 * jnp.ones_like(layer.lora_b[...])
-        optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.LoRAParam)
-        loss = step(model, optimizer, _windows(seed, 0), _answer_mask(seed, as_bool))
-        return {"loss": loss, "adapters": _adapters(model)}
-
-    return run
-
-
-def _sft_fine_tune(seed: int):
-    def run(step):
-        model = _tiny_lora(seed)
-        optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.LoRAParam)
-        frozen_before, adapters_before = _frozen(model), _adapters(model)
-        jitted = nnx.jit(step)
-        losses = [jitted(model, optimizer, _windows(seed, i), _answer_mask(seed + i))
-                  for i in range(FT_STEPS)]  # fmt: skip
-        return {"losses": jnp.stack(losses), "frozen_before": frozen_before,
-                "frozen_after": _frozen(model), "adapters_before": adapters_before,
-                "adapters_after": _adapters(model)}  # fmt: skip
-
-    return run
-
-
 def sft_train_step_cases(rng: np.random.Generator) -> list[Case]:
     seeds = [int(s) for s in rng.integers(1 << 20, size=3)]
     return [
         Case("sft_train_step: one SGD(0.5) step, answers of different lengths (the loss before "
-             "the update, then the adapters)", _sft_one_step(seeds[0]), close(1e-4, 1e-6)),
+             "the update, then the adapters)", _one_step(seeds[0], _answer_mask(seeds[0])),
+             close(1e-4, 1e-6)),
         Case("sft_train_step: one SGD(0.5) step with a bool answer mask, another model",
-             _sft_one_step(seeds[1], as_bool=True), close(1e-4, 1e-6)),
+             _one_step(seeds[1], _answer_mask(seeds[1], as_bool=True)), close(1e-4, 1e-6)),
         Case(f"sft_train_step: {FT_STEPS} Adam steps under nnx.jit (the answer loss falls, the "
-             "base model stays)", _sft_fine_tune(seeds[2]), _compare_fine_tuning),
+             "base model stays)", _fine_tune(seeds[2], answer_masks=True), _compare_fine_tuning),
     ]  # fmt: skip
 
 
