@@ -8,6 +8,8 @@ train; after training ``W0 + (alpha / r) A B`` is an ordinary kernel again (:fun
 
 DPO (Rafailov et al. 2023) tunes a policy toward preferred answers with a frozen reference and
 no reward model: :func:`dpo_loss` of the sequences' log-probabilities (:func:`sequence_log_prob`).
+The classic alternative first fits a reward model to the same pairs by Bradley-Terry maximum
+likelihood (:class:`RewardModel`, :func:`bradley_terry_loss`).
 Its starting point is the KL-regularised reward objective, whose maximiser
 :func:`kl_regularised_optimum` is the reference tilted by exp(r / beta).
 
@@ -319,6 +321,58 @@ def dpo_train_step(model, optimizer, chosen, rejected, mask_chosen, mask_rejecte
                         ref_chosen, ref_rejected, beta)  # fmt: skip
 
     loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+
+
+def bradley_terry_loss(reward_chosen, reward_rejected):
+    """The negative log-likelihood of preferences under Bradley-Terry, mean over pairs.
+
+    P(chosen preferred to rejected) = sigmoid(r_chosen - r_rejected); the loss is
+    -log of that, computed as softplus(r_rejected - r_chosen) (finite for any margin).
+
+    Args:
+        reward_chosen, reward_rejected: float [B], the rewards of each pair's two answers.
+
+    Returns:
+        float32 scalar: log 2 for equal rewards, near 0 when every chosen answer is far ahead.
+    """
+    margin = jnp.asarray(reward_chosen, jnp.float32) - jnp.asarray(reward_rejected, jnp.float32)
+    return jnp.mean(jax.nn.softplus(-margin))
+
+
+class RewardModel(nnx.Module):
+    """A reward model r(x, y): a LoRA copy of a GPT and a linear head, summed over the answer.
+
+    The head reads each position's logits; the tied output layer makes them a linear image of
+    the final hidden state, so the head is a linear reading of the hidden state at every
+    position, and the reward is its sum over the answer's positions (a count-like quantity:
+    the rule of chapter 07's pairs, word breaks, is a sum of local events). Only the adapters
+    (``nnx.LoRAParam``) and the head train: optimise ``wrt=RewardModel.TRAINABLE``.
+    """
+
+    TRAINABLE = nnx.Any(nnx.LoRAParam, nnx.PathContains("head"))
+
+    def __init__(self, base: gpt.GPT, rank: int = 8, alpha: float = 16.0, *, rngs: nnx.Rngs):
+        self.lm = add_lora(nnx.clone(base), rank, alpha, rngs=rngs)
+        self.head = nnx.Linear(base.config.vocab_size, 1, kernel_init=nnx.initializers.zeros,
+                               rngs=rngs)  # fmt: skip
+
+    def __call__(self, tokens, mask):
+        """tokens int [B, L] (prompt and answer), mask [B, L] (1 on the answer) -> float32 [B]."""
+        per_position = self.head(self.lm(jnp.asarray(tokens)))[..., 0]  # (B, L)
+        return jnp.sum(per_position * jnp.asarray(mask, jnp.float32), axis=-1)
+
+
+def reward_train_step(model: RewardModel, optimizer, chosen, rejected, mask_chosen,
+                      mask_rejected):  # fmt: skip
+    """One Bradley-Terry step on a reward model's adapters and head: the loss before the update."""
+
+    def loss_fn(m):
+        return bradley_terry_loss(m(chosen, mask_chosen), m(rejected, mask_rejected))
+
+    diff = nnx.DiffState(0, RewardModel.TRAINABLE)
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=diff)(model)
     optimizer.update(model, grads)
     return loss
 
