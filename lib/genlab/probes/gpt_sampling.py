@@ -559,6 +559,7 @@ def _drawn_from_the_chain(table, settings: dict, first: int):
     probs = _next_token_probs(table, settings)  # (V, V): row a is the law after token a
     vocab = probs.shape[0]
 
+    @judged_alone
     def compare(got, want, label: str) -> None:
         check.dtype(label, got, "int")
         check.shape(label, got, (6000, 3))
@@ -572,7 +573,7 @@ def _drawn_from_the_chain(table, settings: dict, first: int):
                        pairs.reshape(vocab, vocab), probs[first][:, None] * probs,
                        atol=FREQUENCY_TOLERANCE, rtol=0.0)  # fmt: skip
 
-    return judged_alone(compare)
+    return compare
 
 
 @judged_alone
