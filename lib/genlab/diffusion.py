@@ -36,6 +36,7 @@ from genlab import data, initializers, model_cache
 from genlab.validate import float_array, positive_int
 
 __all__ = [
+    "DIGIT_LEVELS",
     "TimeMLP",
     "alpha_bars",
     "cfg_combine",
@@ -502,6 +503,9 @@ def classifier_guided_eps(eps_uncond, grad_log_classifier, alpha_bar, w):
 # --- section 6: the bound in bits per dimension ----------------------------------------------
 
 
+DIGIT_LEVELS = 17  # the 8x8 digits' pixels take the integer levels 0..16
+
+
 def _log_normal_cell(lower, upper):
     """log(Phi(upper) - Phi(lower)) for standardised cell edges lower < upper (either infinite).
 
@@ -516,7 +520,7 @@ def _log_normal_cell(lower, upper):
     return log_hi + jnp.log(-jnp.expm1(jnp.where(gap < 0.0, gap, -1e-30)))
 
 
-def discretized_gaussian_log_prob(x0, mean, std, num_levels: int = 17):
+def discretized_gaussian_log_prob(x0, mean, std, num_levels: int = DIGIT_LEVELS):
     """Log-probability of data on a grid under a discretised Gaussian decoder (section 6).
 
     The data take K = ``num_levels`` values evenly spaced from -1 to 1 (both included). Each
@@ -587,7 +591,7 @@ def vlb_weights(betas, alpha_bars):
     return jnp.where(jnp.arange(betas.shape[0]) > 0, weights, 0.0)
 
 
-def vlb_terms(key, eps_model: Callable, x0, t, betas, alpha_bars, num_levels: int = 17):
+def vlb_terms(key, eps_model: Callable, x0, t, betas, alpha_bars, num_levels: int = DIGIT_LEVELS):
     """One Monte Carlo sample of the bound's term at step t, per example, in nats (section 6).
 
     Args:
@@ -615,7 +619,7 @@ def vlb_terms(key, eps_model: Callable, x0, t, betas, alpha_bars, num_levels: in
     return jnp.where(t == 0, decoder, kl)
 
 
-def vlb_estimate(key, eps_model: Callable, x0, betas, alpha_bars, num_levels: int = 17):
+def vlb_estimate(key, eps_model: Callable, x0, betas, alpha_bars, num_levels: int = DIGIT_LEVELS):
     """An unbiased estimate of the diffusion bound on -log P(x0), per example (section 6).
 
     -log P(x0) <= L_T + sum over t of L_{t-1}. The sum is T times the mean over a step t drawn

@@ -475,7 +475,7 @@ def flow_samples(model: diffusion.TimeMLP, key, num_samples: int) -> jax.Array:
     return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
 
-DIGIT_LEVELS = 17  # the 8x8 digits' pixels take the integer levels 0..16
+DIGIT_LEVELS = diffusion.DIGIT_LEVELS  # the digits' pixels take the integer levels 0..16
 
 
 def digit_levels(x) -> np.ndarray:
