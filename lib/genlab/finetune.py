@@ -320,7 +320,13 @@ def dpo_train_step(model, optimizer, chosen, rejected, mask_chosen, mask_rejecte
                         completion_log_probs(m, rejected, mask_rejected),
                         ref_chosen, ref_rejected, beta)  # fmt: skip
 
-    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    return _filtered_step(loss_fn, model, optimizer, nnx.LoRAParam)
+
+
+def _filtered_step(loss_fn, model, optimizer, wrt):
+    """``loss_fn(model)`` and its gradient for the variables ``wrt`` selects only, applied by
+    ``optimizer`` (built with the same filter); returns the loss before the update."""
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
     optimizer.update(model, grads)
     return loss
 
@@ -371,10 +377,7 @@ def reward_train_step(model: RewardModel, optimizer, chosen, rejected, mask_chos
     def loss_fn(m):
         return bradley_terry_loss(m(chosen, mask_chosen), m(rejected, mask_rejected))
 
-    diff = nnx.DiffState(0, RewardModel.TRAINABLE)
-    loss, grads = nnx.value_and_grad(loss_fn, argnums=diff)(model)
-    optimizer.update(model, grads)
-    return loss
+    return _filtered_step(loss_fn, model, optimizer, RewardModel.TRAINABLE)
 
 
 def word_breaks(text: str) -> int:
