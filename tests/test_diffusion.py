@@ -203,15 +203,33 @@ def test_cfg_combine_is_diffusers_convention_and_ho_salimans_is_shifted_by_one()
 
 
 def test_schedule_mismatch():
+    """Verdicts on pairs built by hand to have one known bug each (and one rounding-level copy)."""
     lin = diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))
     cos = diffusion.alpha_bars(diffusion.cosine_beta_schedule(1000))
-    assert float(diffusion.schedule_mismatch(lin, lin)) == 0.0
-    gap = np.max(
-        np.abs(np.sqrt(1 - np.asarray(lin, np.float64)) - np.sqrt(1 - np.asarray(cos, np.float64)))
-    )
-    np.testing.assert_allclose(diffusion.schedule_mismatch(lin, cos), gap, rtol=1e-4)
+    lin64 = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # float64, computed another way
+    late = np.concatenate([np.asarray(lin)[1:], [0.0]])
+    early = np.concatenate([[1.0], np.asarray(lin)[:-1]])
+    two_late = np.concatenate([np.asarray(lin)[2:], [0.0, 0.0]])
+    pairs = {
+        "same": [(lin, lin), (lin, lin64), (np.array([0.7]), np.array([0.7]))],
+        "off by one": [(lin, late), (early, lin), (cos[:-1], cos[1:])],
+        "reversed": [(lin, lin[::-1]), (np.array([0.9, 0.5, 0.1]), np.array([0.1, 0.5, 0.9]))],
+        "different length": [(lin, lin[:100]), (np.array([0.5]), lin)],
+        "other schedule": [(lin, cos), (lin, two_late), (lin, np.asarray(lin) * (1 - 1e-3)),
+                           (np.array([0.7]), np.array([0.6]))],
+    }  # fmt: skip
+    assert set(pairs) == set(diffusion.SCHEDULE_VERDICTS)
+    for verdict, cases in pairs.items():
+        for a, b in cases:
+            assert diffusion.schedule_mismatch(a, b) == verdict
+            assert diffusion.schedule_mismatch(b, a) == verdict
+    # The off-by-one bug is invisible to a threshold on the largest gap in noise level.
+    noise_gap = np.max(np.abs(np.sqrt(1 - np.asarray(lin)) - np.sqrt(1 - late)))
+    assert noise_gap < 0.02 < np.max(np.abs(np.sqrt(1 - np.asarray(lin)) - np.sqrt(1 - cos)))
     with pytest.raises(ValueError, match="shape"):
-        diffusion.schedule_mismatch(lin, lin[:100])
+        diffusion.schedule_mismatch(lin[None], lin[None])
+    with pytest.raises(ValueError, match="shape"):
+        diffusion.schedule_mismatch(np.zeros(0), np.zeros(0))
 
 
 def test_the_sampler_is_one_compiled_program():

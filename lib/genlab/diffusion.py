@@ -37,6 +37,8 @@ from genlab.validate import float_array, positive_int
 
 __all__ = [
     "DIGIT_LEVELS",
+    "SCHEDULE_TOL",
+    "SCHEDULE_VERDICTS",
     "TimeMLP",
     "alpha_bars",
     "cfg_combine",
@@ -645,21 +647,49 @@ def vlb_estimate(key, eps_model: Callable, x0, betas, alpha_bars, num_levels: in
 # --- section 7: the diagnostic ---------------------------------------------------------------
 
 
-def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
-    """How far a sampler's noise levels are from the ones the model was trained on (section 7).
+SCHEDULE_VERDICTS = ("same", "off by one", "reversed", "different length", "other schedule")
+SCHEDULE_TOL = 1e-5
+
+
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars) -> str:
+    """Which schedule bug a sampler has, from the two schedules alone (section 7).
+
+    Two signal fractions count as equal when they differ by at most ``SCHEDULE_TOL`` = 1e-5.
 
     Args:
-        train_alpha_bars, sample_alpha_bars: float [T] each (same T).
+        train_alpha_bars: float [T], the schedule the model was trained with.
+        sample_alpha_bars: float [T'], the schedule the sampler uses with the same step indices.
 
     Returns:
-        float32 scalar: the largest, over steps t, absolute difference between the two noise
-        standard deviations sqrt(1 - ab[t]); 0 for identical schedules, at most 1.
+        the first verdict of ``SCHEDULE_VERDICTS`` that applies, a str:
+        "same" (equal at every index); "off by one" (T = T' >= 2 and the sampler's schedule is the
+        training one read one index late or one index early: every pair of indices that the shift
+        matches is equal, the one entry without a partner is ignored); "reversed" (the training
+        schedule read from its last index to its first); "different length" (T != T'); "other
+        schedule" (none of these). Symmetric in its arguments.
+
+    Raises:
+        ValueError: when either schedule is not one-dimensional or is empty.
     """
-    a = float_array("train_alpha_bars", train_alpha_bars, min_ndim=1)
-    b = float_array("sample_alpha_bars", sample_alpha_bars, min_ndim=1)
-    if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(f"the schedules must both have shape [T], got {a.shape} and {b.shape}")
-    return jnp.max(jnp.abs(jnp.sqrt(1.0 - a) - jnp.sqrt(1.0 - b)))
+    a = np.asarray(float_array("train_alpha_bars", train_alpha_bars, min_ndim=1), np.float64)
+    b = np.asarray(float_array("sample_alpha_bars", sample_alpha_bars, min_ndim=1), np.float64)
+    if a.ndim != 1 or b.ndim != 1 or a.size == 0 or b.size == 0:
+        raise ValueError(
+            f"the schedules must both have shape [T], T >= 1, got {a.shape} and {b.shape}"
+        )
+    if a.shape != b.shape:
+        return "different length"
+
+    def equal(x, y) -> bool:
+        return bool(np.all(np.abs(x - y) <= SCHEDULE_TOL))
+
+    if equal(a, b):
+        return "same"
+    if a.size >= 2 and (equal(a[1:], b[:-1]) or equal(a[:-1], b[1:])):
+        return "off by one"
+    if equal(a[::-1], b):
+        return "reversed"
+    return "other schedule"
 
 
 # --- the networks -----------------------------------------------------------------------------

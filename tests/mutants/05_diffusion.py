@@ -381,6 +381,14 @@ def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
     x0_hat = (x_t - jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
     return jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1.0 - ab_prev) * eps_hat
 """,
+        "noise_scale_kept": """
+def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
+    eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
+    ab = alpha_bars[t]
+    ab_prev = jnp.where(t_prev >= 0, alpha_bars[jnp.maximum(t_prev, 0)], 1.0)
+    x0_hat = (x_t - jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
+    return jnp.sqrt(ab_prev) * x0_hat + jnp.where(t_prev >= 0, jnp.sqrt(1.0 - ab), 0.0) * eps_hat
+""",
         "python_branch_on_t_prev": """
 def ddim_step(eps_model, x_t, t, t_prev, alpha_bars):
     eps_hat = eps_model(x_t, jnp.full((x_t.shape[0],), t, dtype=jnp.int32))
@@ -492,27 +500,71 @@ def discretized_gaussian_log_prob(x0, mean, std, num_levels=17):
 """,
     },
     "schedule_mismatch": {
-        "compares_alpha_bars": """
+        "threshold_on_the_noise_gap": """
 def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
     if train_alpha_bars.shape != sample_alpha_bars.shape:
-        raise ValueError("different lengths")
-    return jnp.max(jnp.abs(train_alpha_bars - sample_alpha_bars))
+        return "different length"
+    gap = jnp.max(jnp.abs(jnp.sqrt(1.0 - train_alpha_bars) - jnp.sqrt(1.0 - sample_alpha_bars)))
+    if gap < 0.02:
+        return "same"
+    if jnp.allclose(train_alpha_bars[::-1], sample_alpha_bars, atol=1e-5, rtol=0.0):
+        return "reversed"
+    return "other schedule"
 """,
-        "mean_not_max": """
+        "exact_equality": """
 def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
-    if train_alpha_bars.shape != sample_alpha_bars.shape:
-        raise ValueError("different lengths")
-    return jnp.mean(jnp.abs(jnp.sqrt(1.0 - train_alpha_bars) - jnp.sqrt(1.0 - sample_alpha_bars)))
+    a, b = np.asarray(train_alpha_bars), np.asarray(sample_alpha_bars)
+    if a.shape != b.shape:
+        return "different length"
+    if np.array_equal(a, b):
+        return "same"
+    if np.array_equal(a[1:], b[:-1]) or np.array_equal(a[:-1], b[1:]):
+        return "off by one"
+    if np.array_equal(a[::-1], b):
+        return "reversed"
+    return "other schedule"
 """,
-        "signed_gap": """
+        "one_direction_only": """
 def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
-    if train_alpha_bars.shape != sample_alpha_bars.shape:
-        raise ValueError("different lengths")
-    return jnp.max(jnp.sqrt(1.0 - train_alpha_bars) - jnp.sqrt(1.0 - sample_alpha_bars))
+    a, b = np.asarray(train_alpha_bars, np.float64), np.asarray(sample_alpha_bars, np.float64)
+    if a.shape != b.shape:
+        return "different length"
+    eq = lambda x, y: bool(np.all(np.abs(x - y) <= 1e-5))
+    if eq(a, b):
+        return "same"
+    if len(a) > 1 and eq(a[1:], b[:-1]):
+        return "off by one"
+    if eq(a[::-1], b):
+        return "reversed"
+    return "other schedule"
 """,
-        "no_length_check": """
+        "raises_on_different_lengths": """
 def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
-    return jnp.max(jnp.abs(jnp.sqrt(1.0 - train_alpha_bars) - jnp.sqrt(1.0 - sample_alpha_bars)))
+    a, b = np.asarray(train_alpha_bars, np.float64), np.asarray(sample_alpha_bars, np.float64)
+    if a.shape != b.shape:
+        raise ValueError("the schedules have different lengths")
+    eq = lambda x, y: bool(np.all(np.abs(x - y) <= 1e-5))
+    if eq(a, b):
+        return "same"
+    if len(a) > 1 and (eq(a[1:], b[:-1]) or eq(a[:-1], b[1:])):
+        return "off by one"
+    if eq(a[::-1], b):
+        return "reversed"
+    return "other schedule"
+""",
+        "relative_tolerance": """
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
+    a, b = np.asarray(train_alpha_bars, np.float64), np.asarray(sample_alpha_bars, np.float64)
+    if a.shape != b.shape:
+        return "different length"
+    eq = lambda x, y: bool(np.allclose(x, y, rtol=1e-2, atol=0.0))
+    if eq(a, b):
+        return "same"
+    if len(a) > 1 and (eq(a[1:], b[:-1]) or eq(a[:-1], b[1:])):
+        return "off by one"
+    if eq(a[::-1], b):
+        return "reversed"
+    return "other schedule"
 """,
     },
 }
@@ -788,19 +840,38 @@ def discretized_gaussian_log_prob(x0, mean, std, num_levels=17):
 """,
     },
     "schedule_mismatch": {
-        "infinity_norm": """
+        "shift_loop": """
 def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
-    if len(train_alpha_bars) != len(sample_alpha_bars):
-        raise ValueError("the schedules must have the same number of steps")
-    gap = jnp.sqrt(1.0 - train_alpha_bars) - jnp.sqrt(1.0 - sample_alpha_bars)
-    return jnp.linalg.norm(gap, ord=jnp.inf)
-""",
-        "numpy": """
-def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
-    a, b = np.asarray(train_alpha_bars, np.float64), np.asarray(sample_alpha_bars, np.float64)
+    a = jnp.asarray(train_alpha_bars, jnp.float32)
+    b = jnp.asarray(sample_alpha_bars, jnp.float32)
+    if a.ndim != 1 or b.ndim != 1 or a.size == 0:
+        raise ValueError(f"expected two [T] schedules, got shapes {a.shape} and {b.shape}")
     if a.shape != b.shape:
-        raise ValueError(f"shapes {a.shape} and {b.shape} differ")
-    return np.float32(np.abs(np.sqrt(1 - a) - np.sqrt(1 - b)).max())
+        return "different length"
+    n = a.shape[0]
+    close = lambda x, y: bool(jnp.max(jnp.abs(x - y)) <= 1e-5)
+    if close(a, b):
+        return "same"
+    for k in (1, -1):
+        if n >= 2 and close(a[max(k, 0):n + min(k, 0)], b[max(-k, 0):n + min(-k, 0)]):
+            return "off by one"
+    return "reversed" if close(jnp.flip(a), b) else "other schedule"
+""",
+        "table_of_tests": """
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars):
+    a = np.asarray(train_alpha_bars, np.float64)
+    b = np.asarray(sample_alpha_bars, np.float64)
+    if a.ndim != 1 or b.ndim != 1 or min(a.size, b.size) == 0:
+        raise ValueError("the schedules must be non-empty and one-dimensional")
+    if len(a) != len(b):
+        return "different length"
+    tests = [
+        ("same", lambda: np.allclose(a, b, rtol=0.0, atol=1e-5)),
+        ("off by one", lambda: len(a) > 1 and (np.allclose(a[1:], b[:-1], rtol=0.0, atol=1e-5)
+                                               or np.allclose(b[1:], a[:-1], rtol=0.0, atol=1e-5))),
+        ("reversed", lambda: np.allclose(a[::-1], b, rtol=0.0, atol=1e-5)),
+    ]
+    return next((name for name, test in tests if test()), "other schedule")
 """,
     },
 }

@@ -9,7 +9,7 @@ import optax
 from flax import nnx
 
 from genlab import check, data, diffusion
-from genlab.probing import Case, Probe, call, close, f32, judged_alone, key_from
+from genlab.probing import Case, Probe, call, close, exact, f32, judged_alone, key_from
 
 T_PROBE = 50
 
@@ -402,6 +402,10 @@ def ddim_step_cases(rng: np.random.Generator) -> list[Case]:
     cases.append(Case("ddim_step with the exact noise of data at one point: 5 steps from noise",
                       _ddim_scanned(_point_mass_model(center), f32(rng.normal(size=(8, 2))),
                                     [49, 40, 25, 10, 0, -1]), _lands_on(center)))  # fmt: skip
+    x = f32(rng.normal(size=(5, 2)))
+    cases.append(Case("ddim_step with the exact noise of data at one point: two steps "
+                      "45 -> 30 -> 12 land where one step 45 -> 12 does",
+                      _ddim_scanned(_point_mass_model(center), x, [45, 30, 12]), tol))  # fmt: skip
     return cases
 
 
@@ -513,26 +517,52 @@ def discretized_gaussian_log_prob_cases(rng: np.random.Generator) -> list[Case]:
 # --- section 7: the diagnostic ----------------------------------------------------------------
 
 
+def _verdict(train, sample):
+    """Run the student's diagnostic on one pair; its verdict as an index into the vocabulary
+    (a str outside the vocabulary, or not a str, fails the case)."""
+
+    def run(schedule_mismatch):
+        verdict = schedule_mismatch(train, sample)
+        if not isinstance(verdict, str) or verdict not in diffusion.SCHEDULE_VERDICTS:
+            raise TypeError(f"the verdict must be one of {diffusion.SCHEDULE_VERDICTS}, "
+                            f"got {verdict!r}")  # fmt: skip
+        return np.int32(diffusion.SCHEDULE_VERDICTS.index(verdict))
+
+    return run
+
+
 def schedule_mismatch_cases(rng: np.random.Generator) -> list[Case]:
-    linear = diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))
-    cosine = diffusion.alpha_bars(diffusion.cosine_beta_schedule(1000))
-    cases = [
-        Case("schedule_mismatch(a schedule, itself) = 0", call(linear, linear), close(1e-6, 1e-7)),
-        Case("schedule_mismatch(linear, cosine), T = 1000", call(linear, cosine)),
-        Case("schedule_mismatch(cosine, linear) (symmetric)", call(cosine, linear)),
-        Case("schedule_mismatch([0.9, 0.5], [0.5, 0.1])",
-             call(jnp.array([0.9, 0.5]), jnp.array([0.5, 0.1]))),
-        Case("schedule_mismatch(T = 100 with beta rescaled, T = 100 without)",
-             call(diffusion.alpha_bars(diffusion.linear_beta_schedule(100, 1e-3, 0.2)),
-                  diffusion.alpha_bars(diffusion.linear_beta_schedule(100)))),
-        Case("schedule_mismatch of schedules of different lengths raises ValueError",
-             call(linear, linear[:100]), raises=(ValueError,)),
-    ]  # fmt: skip
+    lin = np.asarray(diffusion.alpha_bars(diffusion.linear_beta_schedule(1000)))
+    cos = np.asarray(diffusion.alpha_bars(diffusion.cosine_beta_schedule(1000)))
+    short = np.asarray(diffusion.alpha_bars(diffusion.linear_beta_schedule(100)))
+    rescaled = np.asarray(diffusion.alpha_bars(diffusion.linear_beta_schedule(100, 1e-3, 0.2)))
+    lin64 = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # float64, rounding-level differences
+    pairs = [
+        ("a schedule with itself", lin, lin),
+        ("a float32 schedule with its float64 recomputation", f32(lin64), lin),
+        ("linear with cosine, T = 1000", lin, cos),
+        ("cosine with linear, T = 1000", cos, lin),
+        ("T = 100 with beta rescaled against T = 100 without", rescaled, short),
+        ("linear read one index late (T = 1000)", lin, f32(np.append(lin[1:], 0.0))),
+        ("linear read one index early (T = 1000)", lin, f32(np.insert(lin[:-1], 0, 1.0))),
+        ("cosine read one index late, arguments swapped", f32(np.append(cos[1:], 0.0)), cos),
+        ("linear read two indices late", lin, f32(np.append(lin[2:], [0.0, 0.0]))),
+        ("linear scaled by 1 - 1e-3", lin, f32(lin * (1 - 1e-3))),
+        ("linear walked backwards", lin, lin[::-1].copy()),
+        ("T = 1000 against its first 100 steps", lin, lin[:100].copy()),
+        ("one step against an equal step", f32([0.3]), f32([0.3])),
+        ("one step against another", f32([0.3]), f32([0.6])),
+    ]
     for _ in range(2):
-        a = diffusion.alpha_bars(f32(rng.uniform(0.0, 0.1, size=30)))
-        b = diffusion.alpha_bars(f32(rng.uniform(0.0, 0.1, size=30)))
-        cases.append(Case("schedule_mismatch(two random schedules, T = 30)", call(a, b),
-                          close(1e-5, 1e-6)))  # fmt: skip
+        a = np.asarray(diffusion.alpha_bars(f32(rng.uniform(0.01, 0.1, size=30))))
+        b = np.asarray(diffusion.alpha_bars(f32(rng.uniform(0.01, 0.1, size=30))))
+        shift = f32(np.append(a[1:], a[-1] * rng.uniform(0.5, 0.9)))
+        pairs += [("two random schedules, T = 30", a, b),
+                  ("a random schedule read one index late, T = 30", a, shift),
+                  ("a random schedule walked backwards, T = 30", b, b[::-1].copy())]  # fmt: skip
+    cases = [Case(f"schedule_mismatch: {label}", _verdict(a, b), exact) for label, a, b in pairs]
+    cases.append(Case("schedule_mismatch of a [1, T] array raises ValueError",
+                      call(lin[None], lin[None]), raises=(ValueError,)))  # fmt: skip
     return cases
 
 
