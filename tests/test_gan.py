@@ -508,6 +508,40 @@ def test_gan_step_generator_update_leaves_the_discriminator_alone():
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
+def test_generator_objective_is_the_loss_of_the_fakes_and_reaches_the_generator():
+    generator, discriminator = _players(4)
+    z = jax.random.normal(jax.random.key(3), (10, 2))
+    want = -jnp.mean(jax.nn.log_sigmoid(discriminator(generator(z))))  # probability form
+    right, buggy = gan.generator_objective(), gan.generator_objective(fakes_as_constants=True)
+    np.testing.assert_allclose(right(generator, discriminator, z), want, rtol=1e-5)
+    np.testing.assert_allclose(buggy(generator, discriminator, z), want, rtol=1e-5)
+    assert float(optax.global_norm(nnx.grad(right)(generator, discriminator, z))) > 0.0
+    assert float(optax.global_norm(nnx.grad(buggy)(generator, discriminator, z))) == 0.0
+    value = gan.generator_objective(jnp.sum)(generator, discriminator, z)
+    np.testing.assert_allclose(value, jnp.sum(discriminator(generator(z))), rtol=1e-5)
+    with pytest.raises(TypeError, match="loss_fn"):
+        gan.generator_objective(None)
+
+
+def test_fixed_fakes_objective_is_the_discriminator_loss_with_constant_fakes():
+    generator, discriminator = _players(5)
+    real = jax.random.normal(jax.random.key(6), (9, 2))
+    fakes = generator(jax.random.normal(jax.random.key(7), (7, 2)))
+    objective = gan.fixed_fakes_objective(fakes)
+    want = -jnp.mean(jax.nn.log_sigmoid(discriminator(real))) - jnp.mean(
+        jax.nn.log_sigmoid(-discriminator(fakes))
+    )
+    np.testing.assert_allclose(objective(discriminator, real), want, rtol=1e-5)
+    # Linear in its loss: a custom loss sees the real and fake logits in that order.
+    custom = gan.fixed_fakes_objective(fakes, lambda r, f: jnp.mean(r) - jnp.mean(f))
+    np.testing.assert_allclose(
+        custom(discriminator, real),
+        jnp.mean(discriminator(real)) - jnp.mean(discriminator(fakes)),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
 def test_gan_step_covers_the_ring_in_the_probe_budget():
     from genlab.probes import gan as probes
 

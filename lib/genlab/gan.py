@@ -53,7 +53,9 @@ __all__ = [
     "gan_step",
     "gan_value",
     "diagnose_generator_loss",
+    "fixed_fakes_objective",
     "generator_grad_norm",
+    "generator_objective",
     "generator_sample_grad",
     "gradient_penalty",
     "js_divergence",
@@ -619,6 +621,61 @@ def gan_step(generator, discriminator, opt_g, opt_d, real, z):
 
 
 # --- section 5: diagnostics for the pitfalls ---------------------------------------------------
+
+
+def generator_objective(
+    loss_fn: Callable = generator_loss, *, fakes_as_constants: bool = False
+) -> Callable:
+    """The generator's objective of one training step, as a function of both players (section 5).
+
+    Returns ``objective(generator, discriminator, z) -> []``: ``loss_fn`` (default: the
+    non-saturating ``generator_loss``) of the discriminator's logits on the fakes
+    ``generator(z)``. Differentiated with respect to the generator (its first argument), it gives
+    the generator's gradient. ``fakes_as_constants=True`` reproduces pitfall 1: the fakes are
+    computed outside the differentiated function (``stop_gradient``), so the generator's gradient
+    is exactly 0 while the value is unchanged.
+
+    Args:
+        loss_fn: ``(fake_logits [B, 1]) -> []``.
+        fakes_as_constants: Python bool, the bug of pitfall 1.
+
+    Returns:
+        ``objective(generator, discriminator, z)`` with generator ``[B, Z] -> [B, ...]``,
+        discriminator ``[B, ...] -> [B, 1]`` logits and z float ``[B, Z]``; a float scalar.
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    if not isinstance(fakes_as_constants, bool):
+        raise TypeError(f"fakes_as_constants must be a bool, got {fakes_as_constants!r}")
+
+    def objective(generator, discriminator, z):
+        fake = generator(z)  # (B, ...)
+        if fakes_as_constants:
+            fake = jax.lax.stop_gradient(fake)
+        return loss_fn(discriminator(fake))
+
+    return objective
+
+
+def fixed_fakes_objective(fakes, loss_fn: Callable = discriminator_loss) -> Callable:
+    """The discriminator's objective against a fixed batch of fakes (section 4's head start).
+
+    Returns ``objective(discriminator, real) -> []``: ``loss_fn`` (default
+    ``discriminator_loss``) of the discriminator's logits on ``real`` and on ``fakes``, the fakes
+    constants. For ``genlab.train.make_train_step``, to train a discriminator alone.
+
+    Args:
+        fakes: float [B, ...], the fixed fakes.
+        loss_fn: ``(real_logits, fake_logits) -> []``.
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    fakes = jax.lax.stop_gradient(float_array("fakes", fakes))
+
+    def objective(discriminator, real):
+        return loss_fn(discriminator(real), discriminator(fakes))
+
+    return objective
 
 
 def generator_grad_norm(g_objective: Callable, generator, discriminator, z) -> jax.Array:
