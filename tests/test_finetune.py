@@ -220,55 +220,78 @@ def test_race_stream_bpe_tokens_decode_to_the_character_stream():
     assert bpe.bpe_decode(tokens.tolist(), merges) == text
 
 
-def _regularised_objective(pi, ref_log_probs, rewards, beta):
+def _regularised_objective(pi, ref_log_probs, rewards, beta, tau=0.0):
     ref = scipy.special.log_softmax(ref_log_probs)
-    return float(np.sum(pi * rewards) - beta * np.sum(scipy.special.rel_entr(pi, np.exp(ref))))
+    kl = np.sum(scipy.special.rel_entr(pi, np.exp(ref)))
+    entropy = -np.sum(scipy.special.xlogy(pi, pi))
+    return float(np.sum(pi * rewards) - beta * kl + tau * entropy)
 
 
 def test_kl_regularised_optimum_maximises_the_objective_found_by_scipy():
     rng = np.random.default_rng(0)
-    for k, beta in ((3, 0.5), (6, 2.0), (5, 0.1)):
+    for k, beta, tau in ((3, 0.5, 0.0), (6, 2.0, 0.0), (5, 0.1, 0.0), (4, 0.5, 1.5),
+                         (6, 2.0, 0.3), (5, 0.1, 4.0)):  # fmt: skip
         ref, rewards = rng.normal(size=k), rng.normal(size=k)
-        got = np.exp(np.asarray(finetune.kl_regularised_optimum(ref, rewards, beta), np.float64))
+        got = np.exp(np.asarray(finetune.kl_regularised_optimum(ref, rewards, beta, tau),
+                                np.float64))  # fmt: skip
         np.testing.assert_allclose(got.sum(), 1.0, rtol=1e-5)
 
-        def negative(z, ref=ref, rewards=rewards, beta=beta):
-            return -_regularised_objective(scipy.special.softmax(z), ref, rewards, beta)
+        def negative(z, ref=ref, rewards=rewards, beta=beta, tau=tau):
+            return -_regularised_objective(scipy.special.softmax(z), ref, rewards, beta, tau)
 
         found = scipy.optimize.minimize(
             negative, np.zeros(k), method="BFGS", options={"gtol": 1e-10}
         )
         np.testing.assert_allclose(got, scipy.special.softmax(found.x), atol=1e-4)
-        best = _regularised_objective(got, ref, rewards, beta)
+        best = _regularised_objective(got, ref, rewards, beta, tau)
         for pi in rng.dirichlet(np.ones(k), size=200):
-            assert _regularised_objective(pi, ref, rewards, beta) <= best + 1e-6
+            assert _regularised_objective(pi, ref, rewards, beta, tau) <= best + 1e-6
+
+
+def test_kl_regularised_optimum_entropy_bonus_flattens_toward_uniform():
+    ref = jnp.log(jnp.array([0.7, 0.2, 0.1]))
+    rewards = jnp.array([0.0, 1.0, 2.0])
+    entropies = []
+    for tau in (0.0, 0.5, 2.0, 1e6):
+        pi = np.exp(np.asarray(finetune.kl_regularised_optimum(ref, rewards, 1.0, tau), np.float64))
+        entropies.append(-np.sum(pi * np.log(pi)))
+    assert entropies == sorted(entropies)  # a larger bonus, a flatter optimum
+    np.testing.assert_allclose(entropies[-1], np.log(3.0), atol=1e-5)  # tau -> inf: uniform
+    # equal rewards: at tau = 0 the reference itself, at tau > 0 pulled toward uniform
+    flat = finetune.kl_regularised_optimum(ref, jnp.ones(3), 1.0, 1.0)
+    assert float(flat[0]) < float(ref[0]) and float(flat[2]) > float(ref[2])
+    with pytest.raises(ValueError, match="tau"):
+        finetune.kl_regularised_optimum(ref, rewards, 1.0, -0.1)
 
 
 def test_kl_regularised_optimum_limits_batches_and_stability():
     ref = jnp.log(jnp.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
     rewards = jnp.array([[0.0, 1.0, 2.0], [3.0, 0.0, 0.0]])
     # equal rewards, or a huge beta, leave the reference; a tiny beta puts all mass on the best
-    np.testing.assert_allclose(finetune.kl_regularised_optimum(ref, jnp.ones((2, 3)), 0.3), ref,
-                               atol=1e-6)  # fmt: skip
-    np.testing.assert_allclose(finetune.kl_regularised_optimum(ref, rewards, 1e6), ref, atol=1e-5)
-    sharp = np.exp(finetune.kl_regularised_optimum(ref, rewards, 1e-3))
+    same = finetune.kl_regularised_optimum(ref, jnp.ones((2, 3)), 0.3, 0.0)
+    np.testing.assert_allclose(same, ref, atol=1e-6)
+    np.testing.assert_allclose(
+        finetune.kl_regularised_optimum(ref, rewards, 1e6, 0.0), ref, atol=1e-5
+    )
+    sharp = np.exp(finetune.kl_regularised_optimum(ref, rewards, 1e-3, 0.0))
     np.testing.assert_allclose(sharp, [[0, 0, 1], [1, 0, 0]], atol=1e-6)
     # the implied reward beta log(pi* / pi_ref) equals the reward up to a constant per row
     beta = 0.7
-    implied = beta * (finetune.kl_regularised_optimum(ref, rewards, beta) - ref)
+    implied = beta * (finetune.kl_regularised_optimum(ref, rewards, beta, 0.0) - ref)
     np.testing.assert_allclose(np.diff(implied, axis=-1), np.diff(rewards, axis=-1), atol=1e-5)
     # shifting the reference's logits by a constant per row changes nothing
-    shifted = finetune.kl_regularised_optimum(ref + 5.0, rewards, beta)
+    shifted = finetune.kl_regularised_optimum(ref + 5.0, rewards, beta, 0.3)
     np.testing.assert_allclose(
-        shifted, finetune.kl_regularised_optimum(ref, rewards, beta), atol=1e-6
+        shifted, finetune.kl_regularised_optimum(ref, rewards, beta, 0.3), atol=1e-6
     )
-    huge = finetune.kl_regularised_optimum(jnp.array([0.0, -200.0, 0.0]),
-                                           jnp.array([3000.0, 0.0, -3000.0]), 0.01)  # fmt: skip
+    huge = finetune.kl_regularised_optimum(
+        jnp.array([0.0, -200.0, 0.0]), jnp.array([3000.0, 0.0, -3000.0]), 0.01, 2.0
+    )
     assert np.all(np.isfinite(huge)) and float(huge[0]) == 0.0
     with pytest.raises(ValueError, match="beta"):
-        finetune.kl_regularised_optimum(ref, rewards, 0.0)
+        finetune.kl_regularised_optimum(ref, rewards, 0.0, 0.0)
     with pytest.raises(ValueError, match="shape"):
-        finetune.kl_regularised_optimum(ref, rewards[:, :2], 1.0)
+        finetune.kl_regularised_optimum(ref, rewards[:, :2], 1.0, 0.0)
 
 
 # --- supervised fine-tuning with the prompt masked out ---------------------------------------
@@ -370,3 +393,18 @@ def test_reward_model_learns_a_counting_preference_and_trains_only_adapters_and_
     after = jax.tree.map(np.asarray, nnx.state(model, nnx.Not(finetune.RewardModel.TRAINABLE)))
     for u, v in zip(jax.tree.leaves(frozen), jax.tree.leaves(after)):
         np.testing.assert_array_equal(u, v)
+
+
+def test_completion_kl_sums_the_per_position_kl_of_the_counted_tokens():
+    config = gpt.GPTConfig(vocab_size=7, block_size=8, num_layers=1, num_heads=2, d_model=16)
+    policy, ref = gpt.GPT(config, rngs=nnx.Rngs(0)), gpt.GPT(config, rngs=nnx.Rngs(1))
+    tokens = jax.random.randint(jax.random.key(2), (3, 9), 0, 7)
+    mask = jnp.zeros((3, 9)).at[:, 5:].set(1.0)  # tokens 5..8 count: predicted at positions 4..7
+    got = np.asarray(finetune.completion_kl(policy, ref, tokens, mask))
+    log_p = jax.nn.log_softmax(policy(tokens[:, :-1]), -1)
+    log_q = jax.nn.log_softmax(ref(tokens[:, :-1]), -1)
+    per_position = np.asarray(jnp.sum(jnp.exp(log_p) * (log_p - log_q), -1))  # (3, 8)
+    np.testing.assert_allclose(got, per_position[:, 4:].sum(-1), rtol=1e-5)
+    assert np.all(got > 0)
+    same = finetune.completion_kl(policy, policy, tokens, mask)
+    np.testing.assert_allclose(same, 0.0, atol=1e-6)

@@ -11,7 +11,8 @@ no reward model: :func:`dpo_loss` of the sequences' log-probabilities (:func:`se
 The classic alternative first fits a reward model to the same pairs by Bradley-Terry maximum
 likelihood (:class:`RewardModel`, :func:`bradley_terry_loss`).
 Its starting point is the KL-regularised reward objective, whose maximiser
-:func:`kl_regularised_optimum` is the reference tilted by exp(r / beta).
+:func:`kl_regularised_optimum` (without its entropy bonus, tau = 0) is the reference tilted by
+exp(r / beta).
 
 The functions of chapter 07's exercises have their references here, under the same names.
 """
@@ -235,17 +236,21 @@ def sft_train_step(model, optimizer, tokens, answer_mask):
 # --- sequence log-probabilities and DPO -----------------------------------------------------
 
 
-def kl_regularised_optimum(ref_log_probs, rewards, beta):
-    """The policy that maximises expected reward minus beta times its KL from the reference.
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    """The policy that maximises expected reward minus a KL price plus an entropy bonus.
 
-    Over K candidate answers per row, pi maximises E_pi[r] - beta KL(pi || pi_ref); the
-    maximiser is pi_ref tilted by exp(r / beta), renormalised.
+    Over K candidate answers per row, pi maximises E_pi[r] - beta KL(pi || pi_ref) + tau H(pi)
+    with H(pi) = -sum pi log pi. Stationarity of the Lagrangian gives
+    (beta + tau) log pi = beta log pi_ref + r + const, so log pi* is the log-softmax of
+    (beta log pi_ref + r) / (beta + tau): pi_ref^(beta / (beta + tau)) exp(r / (beta + tau)),
+    renormalised. At tau = 0 it is pi_ref tilted by exp(r / beta), the optimum DPO starts from.
 
     Args:
         ref_log_probs: float [..., K], the reference's log-probabilities of the K answers, up to
             an additive constant per row (any logits of pi_ref).
         rewards: float [..., K], the same shape.
         beta: float > 0 (ValueError otherwise).
+        tau: float >= 0, the entropy bonus (ValueError when negative).
 
     Returns:
         float32 [..., K], log pi*: normalised over the last axis; finite when rewards / beta
@@ -253,11 +258,15 @@ def kl_regularised_optimum(ref_log_probs, rewards, beta):
     """
     if not float(beta) > 0:
         raise ValueError(f"beta must be > 0, got {beta!r}")
+    if not float(tau) >= 0:
+        raise ValueError(f"tau must be >= 0, got {tau!r}")
     ref = validate.float_array("ref_log_probs", ref_log_probs, min_ndim=1)
     r = validate.float_array("rewards", rewards, min_ndim=1)
     if ref.shape != r.shape:
         raise ValueError(f"ref_log_probs {ref.shape} and rewards {r.shape} must have one shape")
-    return jax.nn.log_softmax(ref.astype(jnp.float32) + r.astype(jnp.float32) / beta, axis=-1)
+    beta, tau = float(beta), float(tau)
+    tilted = (beta * ref.astype(jnp.float32) + r.astype(jnp.float32)) / (beta + tau)
+    return jax.nn.log_softmax(tilted, axis=-1)
 
 
 def sequence_log_prob(logits, tokens, mask):
@@ -309,6 +318,15 @@ def completion_log_probs(model, tokens, mask):
     (positions 1.. that count; position 0 is never predicted). Returns float32 [B]."""
     tokens = jnp.asarray(tokens)
     return sequence_log_prob(model(tokens[:, :-1]), tokens[:, 1:], jnp.asarray(mask)[:, 1:])
+
+
+def completion_kl(model, ref_model, tokens, mask):
+    """KL(model || ref_model) of the next-token distributions, summed over the counted positions
+    of windows: tokens int [B, T + 1]; mask [B, T + 1] like :func:`completion_log_probs`'s (the
+    positions whose token counts; position 0 is never predicted). Returns float32 [B]."""
+    tokens = jnp.asarray(tokens)
+    inputs = tokens[:, :-1]
+    return sequence_kl(model(inputs), ref_model(inputs), jnp.asarray(mask)[:, 1:])
 
 
 def dpo_train_step(model, optimizer, chosen, rejected, mask_chosen, mask_rejected,

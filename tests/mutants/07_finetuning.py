@@ -10,8 +10,8 @@ token instead of per byte (bits_per_byte), base weights or embeddings that train
 (lora_train_step), SFT's answer mask not shifted onto the predictions or averaged per row
 (sft_train_step), DPO's sign and its forgotten reference (dpo_loss), GPT-2's chunks read off the
 splitter alone or as 'a space after a word' (crossing_merges), the KL-regularised optimum
-without its reference or with beta on the wrong side (kl_regularised_optimum). Each function's
-first wrong variant breaks no other exercise's visible checks.
+without its entropy bonus, with the reference untempered or forgotten (kl_regularised_optimum).
+Each function's first wrong variant breaks no other exercise's visible checks.
 """
 
 WRONG = {
@@ -440,43 +440,54 @@ def sft_train_step(model, optimizer, tokens, answer_mask):
 """,
     },
     "kl_regularised_optimum": {
-        "times_beta": """
-def kl_regularised_optimum(ref_log_probs, rewards, beta):
-    if beta <= 0:
-        raise ValueError("beta must be > 0")
-    return jax.nn.log_softmax(ref_log_probs + beta * rewards, axis=-1)
+        "entropy_bonus_ignored": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    if beta <= 0 or tau < 0:
+        raise ValueError("beta must be > 0 and tau >= 0")
+    return jax.nn.log_softmax(ref_log_probs + rewards / beta, axis=-1)
 """,
-        "reference_forgotten": """
-def kl_regularised_optimum(ref_log_probs, rewards, beta):
-    if beta <= 0:
-        raise ValueError("beta must be > 0")
-    return jax.nn.log_softmax(rewards / beta, axis=-1)
+        "reference_not_tempered": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    if beta <= 0 or tau < 0:
+        raise ValueError("beta must be > 0 and tau >= 0")
+    return jax.nn.log_softmax(ref_log_probs + rewards / (beta + tau), axis=-1)
+""",
+        "reference_raised_to_beta": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    if beta <= 0 or tau < 0:
+        raise ValueError("beta must be > 0 and tau >= 0")
+    return jax.nn.log_softmax(beta * ref_log_probs + rewards / (beta + tau), axis=-1)
+""",
+        "entropy_sign": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    if beta <= 0 or tau < 0:
+        raise ValueError("beta must be > 0 and tau >= 0")
+    return jax.nn.log_softmax((beta * ref_log_probs + rewards) / (beta - tau), axis=-1)
 """,
         "not_normalised": """
-def kl_regularised_optimum(ref_log_probs, rewards, beta):
-    if beta <= 0:
-        raise ValueError("beta must be > 0")
-    return ref_log_probs + rewards / beta
-""",
-        "penalty_sign": """
-def kl_regularised_optimum(ref_log_probs, rewards, beta):
-    if beta <= 0:
-        raise ValueError("beta must be > 0")
-    return jax.nn.log_softmax(ref_log_probs - rewards / beta, axis=-1)
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    if beta <= 0 or tau < 0:
+        raise ValueError("beta must be > 0 and tau >= 0")
+    return (beta * ref_log_probs + rewards) / (beta + tau)
 """,
         "exp_then_normalise": """
-def kl_regularised_optimum(ref_log_probs, rewards, beta):
-    if beta <= 0:
-        raise ValueError("beta must be > 0")
-    weights = jnp.exp(ref_log_probs + rewards / beta)
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    if beta <= 0 or tau < 0:
+        raise ValueError("beta must be > 0 and tau >= 0")
+    weights = jnp.exp((beta * ref_log_probs + rewards) / (beta + tau))
     return jnp.log(weights / weights.sum(-1, keepdims=True))
 """,
-        "rewards_weighted_by_probability": """
-def kl_regularised_optimum(ref_log_probs, rewards, beta):
+        "reference_forgotten": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    if beta <= 0 or tau < 0:
+        raise ValueError("beta must be > 0 and tau >= 0")
+    return jax.nn.log_softmax(rewards / (beta + tau), axis=-1)
+""",
+        "negative_tau_accepted": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
     if beta <= 0:
         raise ValueError("beta must be > 0")
-    ref = jax.nn.log_softmax(ref_log_probs, axis=-1)
-    return jax.nn.log_softmax(ref + jnp.exp(ref) * rewards / beta, axis=-1)
+    return jax.nn.log_softmax((beta * ref_log_probs + rewards) / (beta + tau), axis=-1)
 """,
     },
     "sequence_log_prob": {
@@ -817,23 +828,36 @@ def sft_train_step(model, optimizer, tokens, answer_mask):
 """,
     },
     "kl_regularised_optimum": {
-        "max_subtracted": """
-def kl_regularised_optimum(ref_log_probs, rewards, beta):
+        "logsumexp_by_hand": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
     if not beta > 0:
         raise ValueError(f"beta must be positive, got {beta}")
-    z = jnp.asarray(ref_log_probs, jnp.float32) + jnp.asarray(rewards, jnp.float32) / beta
+    if tau < 0:
+        raise ValueError(f"tau must be >= 0, got {tau}")
+    temperature = beta + tau
+    z = (jnp.asarray(ref_log_probs, jnp.float32) * beta + jnp.asarray(rewards, jnp.float32))
+    z = z / temperature
     z = z - jnp.max(z, axis=-1, keepdims=True)
     return z - jnp.log(jnp.sum(jnp.exp(z), axis=-1, keepdims=True))
 """,
-        "tilted_reference_numpy": """
-def kl_regularised_optimum(ref_log_probs, rewards, beta):
-    if beta <= 0:
-        raise ValueError("beta must be > 0")
+        "tempered_reference_numpy": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    if beta <= 0 or tau < 0:
+        raise ValueError("need beta > 0 and tau >= 0")
     ref = np.asarray(ref_log_probs, np.float64)
     ref = ref - np.logaddexp.reduce(ref, axis=-1, keepdims=True)  # log pi_ref, normalised
-    tilted = ref + np.asarray(rewards, np.float64) / beta
-    log_z = np.logaddexp.reduce(tilted, axis=-1, keepdims=True)  # log E_ref[exp(r / beta)]
+    weight = beta / (beta + tau)  # how much of the reference survives the entropy bonus
+    tilted = weight * ref + np.asarray(rewards, np.float64) / (beta + tau)
+    log_z = np.logaddexp.reduce(tilted, axis=-1, keepdims=True)
     return jnp.asarray(tilted - log_z, jnp.float32)
+""",
+        "log_softmax_scaled_logits": """
+def kl_regularised_optimum(ref_log_probs, rewards, beta, tau):
+    if not (beta > 0 and tau >= 0):
+        raise ValueError("beta must be > 0, tau >= 0")
+    scale = 1.0 / (beta + tau)
+    logits = jnp.asarray(ref_log_probs) * (beta * scale) + jnp.asarray(rewards) * scale
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 """,
     },
     "sequence_log_prob": {

@@ -412,28 +412,42 @@ def sft_train_step_cases(rng: np.random.Generator) -> list[Case]:
 
 def kl_regularised_optimum_cases(rng: np.random.Generator) -> list[Case]:
     half = jnp.log(jnp.array([0.5, 0.5]))
+    tol = close(1e-5, 1e-5)
     cases = [
-        Case("kl_regularised_optimum: two answers, equal reference, rewards (1, 0), beta = 1",
-             lambda f: f(half, jnp.array([1.0, 0.0]), 1.0), close(1e-5, 1e-5)),
-        Case("kl_regularised_optimum with equal rewards is the (normalised) reference",
-             lambda f: f(jnp.array([2.0, 0.0, -1.0]), jnp.full(3, 4.0), 0.3), close(1e-5, 1e-5)),
-        Case("kl_regularised_optimum with unnormalised reference logits (+9 on every entry)",
-             lambda f: f(jnp.array([9.0, 8.0, 7.5]), jnp.array([0.5, -1.0, 2.0]), 2.0),
-             close(1e-5, 1e-5)),
-        Case("kl_regularised_optimum with rewards of thousands stays finite",
-             lambda f: f(jnp.zeros(3), jnp.array([3000.0, 2999.0, -3000.0]), 1.0),
+        Case("kl_regularised_optimum: two answers, equal reference, rewards (1, 0), beta = 1, "
+             "tau = 0", lambda f: f(half, jnp.array([1.0, 0.0]), 1.0, 0.0), tol),
+        Case("kl_regularised_optimum: two answers, reference (0.9, 0.1), rewards (0, 2), "
+             "beta = 0.5, tau = 1.5", lambda f: f(jnp.log(jnp.array([0.9, 0.1])),
+                                                  jnp.array([0.0, 2.0]), 0.5, 1.5), tol),
+        Case("kl_regularised_optimum with equal rewards and tau = 0 is the (normalised) reference",
+             lambda f: f(jnp.array([2.0, 0.0, -1.0]), jnp.full(3, 4.0), 0.3, 0.0), tol),
+        Case("kl_regularised_optimum with equal rewards and tau = 0.6: the entropy bonus alone",
+             lambda f: f(jnp.array([2.0, 0.0, -1.0]), jnp.full(3, 4.0), 0.3, 0.6), tol),
+        Case("kl_regularised_optimum with unnormalised reference logits (+9 on every entry), "
+             "tau = 1", lambda f: f(jnp.array([9.0, 8.0, 7.5]), jnp.array([0.5, -1.0, 2.0]),
+                                    2.0, 1.0), tol),
+        Case("kl_regularised_optimum with a huge entropy bonus (tau = 1e4) is nearly uniform",
+             lambda f: f(jnp.array([1.0, -2.0, 0.5, 0.0]), jnp.array([3.0, 0.0, 1.0, -1.0]),
+                         0.5, 1e4), close(1e-4, 1e-5)),
+        Case("kl_regularised_optimum with rewards of thousands stays finite (tau = 0.5)",
+             lambda f: f(jnp.zeros(3), jnp.array([3000.0, 2990.0, -3000.0]), 1.0, 0.5),
              close(1e-4, 1e-3)),
-        Case("kl_regularised_optimum where the reference gives an answer probability e^-200",
-             lambda f: f(jnp.array([0.0, -200.0]), jnp.array([0.0, 150.0]), 1.0),
+        Case("kl_regularised_optimum with rewards / beta of thousands stays finite (tau = 0)",
+             lambda f: f(jnp.zeros(3), jnp.array([30.0, 29.99, -30.0]), 0.01, 0.0),
+             close(1e-4, 1e-3)),
+        Case("kl_regularised_optimum where the reference gives an answer probability e^-200, "
+             "tau = 2", lambda f: f(jnp.array([0.0, -200.0]), jnp.array([0.0, 150.0]), 1.0, 2.0),
              close(1e-4, 1e-3)),
         Case("kl_regularised_optimum with beta = 0 raises ValueError",
-             lambda f: f(half, jnp.array([1.0, 0.0]), 0.0), raises=(ValueError,)),
+             lambda f: f(half, jnp.array([1.0, 0.0]), 0.0, 1.0), raises=(ValueError,)),
+        Case("kl_regularised_optimum with tau < 0 raises ValueError",
+             lambda f: f(half, jnp.array([1.0, 0.0]), 1.0, -0.5), raises=(ValueError,)),
     ]  # fmt: skip
-    for shape, beta in (((5,), 0.5), ((3, 4), 0.1), ((2, 3, 6), 3.0)):
+    for shape, beta, tau in (((5,), 0.5, 0.7), ((3, 4), 0.1, 0.05), ((2, 3, 6), 3.0, 2.0)):
         ref = f32(rng.normal(scale=2.0, size=shape))
         rewards = f32(rng.normal(size=shape))
-        cases.append(Case(f"kl_regularised_optimum(random {shape}, beta = {beta})",
-                          lambda f, ref=ref, r=rewards, beta=beta: f(ref, r, beta),
+        cases.append(Case(f"kl_regularised_optimum(random {shape}, beta = {beta}, tau = {tau})",
+                          lambda f, ref=ref, r=rewards, beta=beta, tau=tau: f(ref, r, beta, tau),
                           close(1e-4, 1e-5)))  # fmt: skip
     return cases
 
