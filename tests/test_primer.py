@@ -308,6 +308,56 @@ def test_train_step_reduces_loss():
     assert losses[-1] < 1e-3 * losses[0]
 
 
+def test_train_step_nan_targets_match_a_step_on_the_observed_rows():
+    # Whole examples missing: the step must equal a plain step on the observed examples alone.
+    x, y = _linear_problem()
+    missing = np.array([1, 4, 5, 9])
+    y_gaps = y.at[missing].set(jnp.nan)
+    keep = np.setdiff1d(np.arange(x.shape[0]), missing)
+    want_model = nnx.Linear(3, 2, rngs=nnx.Rngs(3))
+    got_model = nnx.Linear(3, 2, rngs=nnx.Rngs(3))
+    want_opt = nnx.Optimizer(want_model, optax.adam(0.05), wrt=nnx.Param)
+    got_opt = nnx.Optimizer(got_model, optax.adam(0.05), wrt=nnx.Param)
+    for _ in range(3):
+        want = primer.train_step(want_model, want_opt, x[keep], y[keep])
+        got = primer.train_step(got_model, got_opt, x, y_gaps)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    for g, w in zip(jax.tree.leaves(nnx.state(got_model, nnx.Param)),
+                    jax.tree.leaves(nnx.state(want_model, nnx.Param))):  # fmt: skip
+        assert np.all(np.isfinite(g))
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_train_step_nan_entries_match_the_closed_form_masked_gradient():
+    x, y = _linear_problem()
+    mask = np.random.default_rng(5).random(y.shape) < 0.3  # (N, 2) True = missing
+    y_gaps = jnp.where(mask, jnp.nan, y)
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(4))
+    w, b = np.asarray(model.kernel[...], np.float64), np.asarray(model.bias[...], np.float64)
+    xn, yn = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    residual = np.where(mask, 0.0, xn @ w + b - yn)  # (N, 2)
+    count = np.sum(~mask)
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    loss = primer.train_step(model, optimizer, x, y_gaps)
+    np.testing.assert_allclose(loss, np.sum(residual**2) / count, rtol=1e-5)
+    np.testing.assert_allclose(model.kernel[...], w - 0.2 / count * xn.T @ residual,
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(model.bias[...], b - 0.2 / count * residual.sum(axis=0),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+def test_train_step_with_no_observed_target_has_loss_zero_and_moves_nothing():
+    x, _ = _linear_problem()
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(5))
+    before = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    loss = primer.train_step(model, optimizer, x, jnp.full((12, 2), jnp.nan))
+    assert float(loss) == 0.0
+    for g, w in zip(jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param))),
+                    jax.tree.leaves(before)):  # fmt: skip
+        np.testing.assert_array_equal(g, w)
+
+
 # --- noisy_copies ---------------------------------------------------------------------------
 
 

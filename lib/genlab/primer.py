@@ -10,7 +10,7 @@ the one here. Shape letters: N examples, D features, K mixture components, H hid
     mse_grad            section 3, ``jax.grad``
     per_example_grads   section 4, ``jax.vmap``
     power_sum           section 5, ``jax.jit`` with a static argument
-    MLP, train_step     section 6, Flax NNX and optax
+    MLP, train_step     section 6, Flax NNX and optax (missing targets are NaN)
     noisy_copies        section 8, pitfalls (one key per random draw)
     clipped_mean_grad   section 9, challenge: per-example gradient clipping (DP-SGD's step)
 """
@@ -246,22 +246,30 @@ class MLP(nnx.Module):
 def train_step(
     model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array
 ) -> jax.Array:
-    """One optimiser step on the mean squared error (chapter 00, section 6).
+    """One optimiser step on the mean squared error of the observed targets (chapter 00, sec. 6).
 
-    ``loss = mean((model(x) - y)**2)`` over all entries; its gradient with respect to the
-    model's ``nnx.Param`` variables is applied with ``optimizer.update(model, grads)``.
+    A NaN entry of ``y`` is a missing target. The loss is the mean of ``(model(x) - y)**2`` over
+    the observed (non-NaN) entries only, and 0 when no entry is observed. The missing targets are
+    replaced by zeros *before* any arithmetic and masked out of the residual, so no NaN reaches
+    the gradient (a NaN in the discarded branch of ``jnp.where`` would: its cotangent is 0, and
+    ``0 * NaN`` is NaN). The gradient with respect to the model's ``nnx.Param`` variables is
+    applied with one ``optimizer.update(model, grads)``.
 
     Args:
         model: an NNX module mapping ``x`` to an array of ``y``'s shape; updated in place.
         optimizer: ``nnx.Optimizer(model, tx, wrt=nnx.Param)``; updated in place.
-        x: float [N, ...], the inputs; y: float [N, ...], the targets.
+        x: float [N, ...], the inputs; y: float [N, ...], the targets, NaN where missing.
 
     Returns:
         The loss before the update, a float scalar [].
     """
+    observed = ~jnp.isnan(y)  # (N, ...)
+    targets = jnp.where(observed, y, 0.0)  # (N, ...) no NaN left
+    count = jnp.maximum(jnp.sum(observed), 1)  # () at least 1: an empty batch has loss 0
 
     def loss_fn(model):
-        return jnp.mean((model(x) - y) ** 2)
+        residual = jnp.where(observed, model(x) - targets, 0.0)  # (N, ...)
+        return jnp.sum(residual**2) / count
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)

@@ -355,6 +355,61 @@ def train_step(model, optimizer, x, y):
     optimizer.update(model, grads)
     return 2.0 * loss
 """,
+        "nanmean_gradient_is_nan": """
+@nnx.jit
+def train_step(model, optimizer, x, y):
+    loss, grads = nnx.value_and_grad(lambda m: jnp.nanmean((m(x) - y) ** 2))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "where_after_the_square": """
+@nnx.jit
+def train_step(model, optimizer, x, y):
+    observed = ~jnp.isnan(y)
+
+    def loss_fn(model):
+        squares = jnp.where(observed, (model(x) - y) ** 2, 0.0)
+        return jnp.sum(squares) / jnp.maximum(jnp.sum(observed), 1)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "mean_over_all_entries": """
+@nnx.jit
+def train_step(model, optimizer, x, y):
+    observed = ~jnp.isnan(y)
+
+    def loss_fn(model):
+        return jnp.mean(jnp.where(observed, model(x) - jnp.nan_to_num(y), 0.0) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "missing_targets_read_as_zero": """
+@nnx.jit
+def train_step(model, optimizer, x, y):
+    def loss_fn(model):
+        return jnp.mean((model(x) - jnp.nan_to_num(y)) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "empty_batch_divides_by_zero": """
+@nnx.jit
+def train_step(model, optimizer, x, y):
+    observed = ~jnp.isnan(y)
+
+    def loss_fn(model):
+        residual = jnp.where(observed, model(x) - jnp.where(observed, y, 0.0), 0.0)
+        return jnp.sum(residual**2) / jnp.sum(observed)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
     },
     "noisy_copies": {
         "same_key_for_every_copy": """
@@ -758,8 +813,12 @@ class MLP(nnx.Module):
     "train_step": {
         "not_jitted": """
 def train_step(model, optimizer, x, y):
+    observed = ~jnp.isnan(y)
+    safe_y = jnp.nan_to_num(y)
+
     def loss_fn(model):
-        return jnp.mean((model(x) - y) ** 2)
+        residual = jnp.where(observed, model(x) - safe_y, 0.0)
+        return jnp.sum(residual**2) / jnp.maximum(observed.sum(), 1)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -768,8 +827,11 @@ def train_step(model, optimizer, x, y):
         "grad_with_aux_loss": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
+    weights = jnp.isfinite(y).astype(jnp.float32)
+    targets = jnp.where(weights > 0, y, 0.0)
+
     def loss_fn(model):
-        loss = jnp.mean(jnp.square(model(x) - y))
+        loss = jnp.sum(weights * jnp.square(model(x) - targets)) / jnp.maximum(weights.sum(), 1.0)
         return loss, loss
 
     grads, loss = nnx.grad(loss_fn, has_aux=True)(model)
@@ -779,8 +841,12 @@ def train_step(model, optimizer, x, y):
         "optax_l2_loss": """
 @nnx.jit
 def train_step(model, optimizer, x, y):
+    mask = ~jnp.isnan(y)
+    clean = jnp.where(mask, y, 0.0)
+
     def loss_fn(model):
-        return 2.0 * jnp.mean(optax.l2_loss(model(x), y))
+        per_entry = 2.0 * optax.l2_loss(jnp.where(mask, model(x), clean), clean)
+        return jnp.sum(per_entry) / jnp.clip(jnp.sum(mask), 1, None)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -788,8 +854,12 @@ def train_step(model, optimizer, x, y):
 """,
         "grad_then_loss_before_update": """
 def train_step(model, optimizer, x, y):
+    observed = ~jnp.isnan(y)
+    count = max(int(observed.sum()), 1)
+    y0 = jnp.where(observed, y, 0.0)
+
     def loss_fn(model):
-        return jnp.mean((model(x) - y) ** 2)
+        return jnp.sum(jnp.where(observed, model(x) - y0, 0.0) ** 2) / count
 
     loss = loss_fn(model)
     grads = nnx.grad(loss_fn)(model)
@@ -800,9 +870,12 @@ def train_step(model, optimizer, x, y):
 @jax.jit
 def _step(graphdef, state, x, y):
     model, optimizer = nnx.merge(graphdef, state)
+    observed = ~jnp.isnan(y)
+    y = jnp.where(observed, y, 0.0)
 
     def loss_fn(model):
-        return jnp.mean((model(x) - y) ** 2)
+        errors = jnp.where(observed, model(x) - y, 0.0)
+        return jnp.sum(errors * errors) / jnp.maximum(jnp.sum(observed), 1)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -813,6 +886,20 @@ def train_step(model, optimizer, x, y):
     graphdef, state = nnx.split((model, optimizer))
     loss, state = _step(graphdef, state, x, y)
     nnx.update((model, optimizer), state)
+    return loss
+""",
+        "double_where_on_the_square": """
+@nnx.jit
+def train_step(model, optimizer, x, y):
+    observed = ~jnp.isnan(y)
+    safe = jnp.where(observed, y, 0.0)
+
+    def loss_fn(model):
+        squares = jnp.where(observed, (model(x) - safe) ** 2, 0.0)
+        return jnp.sum(squares) / jnp.maximum(jnp.sum(observed), 1)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
     return loss
 """,
     },

@@ -377,14 +377,19 @@ def _sgd_linear_compare(x, y, learning_rate: float):
     def compare(got, want, label):
         w = np.asarray(got["before"]["kernel"], np.float64)
         b = np.asarray(got["before"]["bias"], np.float64)
-        residual = xn @ w + b - yn  # (N, D_out)
-        loss = np.mean(residual**2)
-        grads = {"kernel": 2.0 / residual.size * xn.T @ residual,
-                 "bias": 2.0 / residual.size * residual.sum(axis=0)}  # fmt: skip
+        observed = ~np.isnan(yn)  # (N, D_out) NaN targets are missing
+        count = max(int(observed.sum()), 1)
+        residual = np.where(observed, xn @ w + b - np.nan_to_num(yn), 0.0)  # (N, D_out)
+        loss = np.sum(residual**2) / count
+        grads = {"kernel": 2.0 / count * xn.T @ residual,
+                 "bias": 2.0 / count * residual.sum(axis=0)}  # fmt: skip
         check.shape(f"{label}: the returned loss", got["loss"], ())
         after = got["after"]
         w1, b1 = np.asarray(after["kernel"], np.float64), np.asarray(after["bias"], np.float64)
-        loss_after = np.mean((xn @ w1 + b1 - yn) ** 2)
+        check.finite(f"{label}: the loss", got["loss"])
+        check.finite(f"{label}: the kernel after the step", w1)
+        check.finite(f"{label}: the bias after the step", b1)
+        loss_after = np.sum(np.where(observed, xn @ w1 + b1 - np.nan_to_num(yn), 0.0) ** 2) / count
         value = float(got["loss"])
         if not np.isclose(value, loss, rtol=1e-4, atol=1e-6):
             hint = (" (that is the loss after the update)"
@@ -396,6 +401,10 @@ def _sgd_linear_compare(x, y, learning_rate: float):
             moved = np.asarray(after[name], np.float64) - np.asarray(got["before"][name])
             if np.allclose(moved, step, rtol=1e-3, atol=1e-6):
                 continue
+            if not np.any(step):
+                biggest = float(np.max(np.abs(moved)))
+                check.is_true(False, f"{label}: no target is observed, so the {name} must not "
+                                     f"move; it moved by up to {biggest:.3g}")  # fmt: skip
             ratio = float(np.sum(moved * step) / np.sum(step * step))
             check.is_true(False, f"{label}: the {name} moved by {ratio:.3g} times the SGD step "
                                  "-learning_rate * dL/d" + name + " (1 expected; 0 means no "
@@ -485,6 +494,28 @@ def train_step_cases(rng: np.random.Generator) -> list[Case]:
         cases.append(Case(f"train_step: 2 steps of optax.{tx_name} on an MLP(3, 8, 2)",
                           _trajectory_run(lambda: primer.MLP(3, 8, 2, rngs=nnx.Rngs(seed)),
                                           make_tx, x, y, 2), close(1e-4, 1e-5)))  # fmt: skip
+    # Missing targets (NaN): a random third of the entries, whole examples, every entry.
+    x, y = f32(rng.normal(size=(10, 3))), rng.normal(size=(10, 2))
+    y[rng.random(size=y.shape) < 0.35] = np.nan
+    y[rng.choice(10, size=2, replace=False)] = np.nan
+    y, seed = f32(y), int(rng.integers(1 << 16))
+    gaps = int(np.isnan(y).sum())
+    cases.append(Case(f"train_step: one SGD(0.2) step of nnx.Linear(3, 2) with {gaps} of 20 "
+                      "targets missing (NaN)",
+                      _sgd_linear_run(x, y, seed, 0.2),
+                      _sgd_linear_compare(x, y, 0.2)))  # fmt: skip
+    y_none = f32(np.full((4, 2), np.nan))
+    cases.append(Case("train_step: one SGD(0.2) step with every target missing",
+                      _sgd_linear_run(x[:4], y_none, seed, 0.2),
+                      _sgd_linear_compare(x[:4], y_none, 0.2)))  # fmt: skip
+    x, y = f32(rng.normal(size=(16, 3))), rng.normal(size=(16, 2))
+    y[rng.random(size=y.shape) < 0.25] = np.nan
+    y, seed = f32(y), int(rng.integers(1 << 16))
+    cases.append(Case("train_step: 2 steps of optax.adam(0.01) on an MLP(3, 8, 2), a quarter of "
+                      "the targets missing (NaN)",
+                      _trajectory_run(lambda: primer.MLP(3, 8, 2, rngs=nnx.Rngs(seed)),
+                                      lambda: optax.adam(0.01), x, y, 2),
+                      close(1e-4, 1e-5)))  # fmt: skip
     x = f32(rng.uniform(-2, 2, size=(64, 2)))
     y = jnp.sin(x[:, :1]) + 0.5 * x[:, 1:] ** 2  # (64, 1)
     seed = int(rng.integers(1 << 16))
