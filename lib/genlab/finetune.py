@@ -73,21 +73,39 @@ def merge_lora(kernel, a, b, alpha, rank):
     return kernel + (alpha / rank) * (a @ b)
 
 
+LORA_INIT_VERDICTS = ("ok", "starts off base", "cannot train")
+START_TOLERANCE = 1e-6
+
+
 def lora_init_check(x, a, b, alpha, rank):
-    """Diagnose a LoRA initialisation: does it start at the base model, and can it learn?
+    """Diagnose a LoRA initialisation on inputs x: one of :data:`LORA_INIT_VERDICTS`.
 
-    Returns (offset, grad_norm_a, grad_norm_b), float32 scalars: the largest absolute entry of
-    :func:`lora_delta` on x (0 when training starts at the base model) and the Frobenius norms
-    of the gradients of the sum of its entries with respect to a and b (both 0: nothing trains).
+    Args:
+        x: float [..., D_in]. a: float [D_in, r]. b: float [r, D_out]. alpha: float. rank: int
+            r >= 1 (the update is :func:`lora_delta`, scale alpha / rank).
+
+    Returns:
+        str: ``"cannot train"`` when no loss of the layer's outputs on x gives a or b a
+        nonzero gradient (the first step of any gradient method leaves both where they are);
+        otherwise ``"starts off base"`` when some entry of the update on x exceeds 1e-6 in
+        absolute value; otherwise ``"ok"``.
+
+    With the update's upstream gradient G [N, D_out] (rows of x flattened to X [N, D_in]), the
+    gradients are (alpha / r) X^T G b^T for a and (alpha / r) (X a)^T G for b: some G makes the
+    first nonzero iff X != 0 and b != 0, the second iff X a != 0. So the layer can train iff
+    X a != 0 or (X != 0 and b != 0); a sum of the outputs (G all ones) is not enough to tell.
     """
-
-    def total(a, b):
-        return jnp.sum(lora_delta(x, a, b, alpha, rank))
-
-    delta = lora_delta(x, a, b, alpha, rank)
-    grad_a, grad_b = jax.grad(total, argnums=(0, 1))(jnp.asarray(a, jnp.float32),
-                                                     jnp.asarray(b, jnp.float32))  # fmt: skip
-    return jnp.max(jnp.abs(delta)), jnp.linalg.norm(grad_a), jnp.linalg.norm(grad_b)
+    _check_rank(rank)
+    x, a, b = (validate.float_array(n, v) for n, v in (("x", x), ("a", a), ("b", b)))
+    rows = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
+    projected = rows @ np.asarray(a, np.float32)  # (N, r)
+    trains = bool(np.any(projected != 0)) or bool(np.any(rows != 0) and np.any(np.asarray(b) != 0))
+    if not trains:
+        return "cannot train"
+    delta = np.asarray(lora_delta(x, a, b, alpha, rank))
+    return (
+        "starts off base" if float(np.max(np.abs(delta), initial=0.0)) > START_TOLERANCE else "ok"
+    )
 
 
 class LoRALinear(nnx.Module):

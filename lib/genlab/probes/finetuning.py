@@ -264,19 +264,43 @@ def merge_lora_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _verdict(value) -> np.ndarray:
+    """A verdict of lora_init_check as its index in finetune.LORA_INIT_VERDICTS."""
+    if not isinstance(value, str) or value not in finetune.LORA_INIT_VERDICTS:
+        raise TypeError(f"expected one of {finetune.LORA_INIT_VERDICTS}, got {value!r}")
+    return np.asarray(finetune.LORA_INIT_VERDICTS.index(value), np.int64)
+
+
 def lora_init_check_cases(rng: np.random.Generator) -> list[Case]:
-    cases = []
-    for label, zero_a, zero_b in (("the standard init (a random, b = 0)", False, True),
-                                  ("both random (the model starts perturbed)", False, False),
-                                  ("both zero (nothing trains)", True, True),
-                                  ("a = 0, b random", True, False)):  # fmt: skip
-        x, a, b = _lora_inputs(rng, (4,), 8, 2, 6)
-        a, b = a * (not zero_a), b * (not zero_b)
-        cases.append(Case(f"lora_init_check: {label}", lambda f, x=x, a=a, b=b: f(x, a, b, 4.0, 2),
-                          close(1e-4, 1e-5)))  # fmt: skip
+    def case(label, x, a, b, alpha, rank):
+        return Case(f"lora_init_check: {label}",
+                    lambda f: _verdict(f(x, a, b, alpha, rank)), exact)  # fmt: skip
+
+    x, a, b = _lora_inputs(rng, (4,), 8, 2, 6)
+    zero_a, zero_b = jnp.zeros_like(a), jnp.zeros_like(b)
+    # inputs that use only the first 5 coordinates, and an a that reads only the last 3
+    half_x = x.at[:, 5:].set(0.0)
+    other_a = a.at[:5].set(0.0)
+    # every row of b sums to exactly 0 (dyadic entries, each with its negative)
+    half = rng.choice([-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0], size=(2, 3))
+    balanced_b = f32(np.concatenate([half, -half[:, ::-1]], axis=1))
+    cases = [
+        case("the standard init (a random, b = 0)", x, a, zero_b, 4.0, 2),
+        case("both random", x, a, b, 4.0, 2),
+        case("both zero", x, zero_a, zero_b, 4.0, 2),
+        case("a = 0, b random", x, zero_a, b, 4.0, 2),
+        case("a random, b tiny but nonzero", x, a, b * 1e-9, 4.0, 2),
+        case("a random, b of the size of bfloat16 rounding", x, a, b * 4e-3, 4.0, 2),
+        case("a huge alpha with a tiny b", x, a, b * 1e-9, 1e5, 2),
+        case("inputs all zero", jnp.zeros_like(x), a, b, 4.0, 2),
+        case("a orthogonal to the inputs, b = 0", half_x, other_a, zero_b, 4.0, 2),
+        case("a orthogonal to the inputs, b random", half_x, other_a, b, 4.0, 2),
+        case("a = 0, every row of b summing to zero", x, zero_a, balanced_b, 4.0, 2),
+    ]  # fmt: skip
     x, a, b = _lora_inputs(rng, (3, 5), 8, 4, 8)
-    cases.append(Case("lora_init_check(x (3, 5, 8), rank 4, alpha 1)",
-                      lambda f: f(x, a, b, 1.0, 4), close(1e-4, 1e-5)))  # fmt: skip
+    cases.append(case("x (3, 5, 8), rank 4, alpha 1, standard init", x, a, jnp.zeros_like(b),
+                      1.0, 4))  # fmt: skip
+    cases.append(case("x (3, 5, 8), rank 4, alpha 1, both random", x, a, b, 1.0, 4))
     return cases
 
 
