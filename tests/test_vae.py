@@ -405,6 +405,44 @@ def test_vae_train_step_is_one_adam_step_on_the_negative_elbo():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
 
 
+def test_vae_train_step_ignores_padded_rows_whatever_they_hold():
+    config = vae.VAEConfig(data_dim=6, latent_dim=2, hidden_dim=8)
+    x = jnp.asarray((np.random.default_rng(23).uniform(size=(5, 6)) > 0.5), jnp.float32)
+    valid = jnp.array([True, False, True, True, False])
+    key, beta = jax.random.key(7), 1.3
+    # Independent: the per-row ELBO written out on the valid rows only, with the noise rows the
+    # full-batch draw gives them, differentiated by jax.grad on the split state.
+    eps = jax.random.normal(key, (5, 2))[np.asarray(valid)]  # (3, Z)
+    x_valid = x[np.asarray(valid)]  # (3, D)
+    graphdef, params = nnx.split(vae.VAE(config, rngs=nnx.Rngs(6)), nnx.Param)
+
+    def loss(p):
+        m = nnx.merge(graphdef, p)
+        mean, log_var = m.encode(x_valid)
+        logits = m.decode(mean + jnp.exp(0.5 * log_var) * eps)
+        rec = jnp.sum(x_valid * jax.nn.log_sigmoid(logits)
+                      + (1 - x_valid) * jax.nn.log_sigmoid(-logits), axis=-1)  # fmt: skip
+        kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
+        return -jnp.mean(rec - beta * kl)
+
+    want_loss, grads = jax.value_and_grad(loss)(params)
+    tx = optax.adam(1e-2)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    want_params = optax.apply_updates(params, updates)
+    for fill in [0.0, np.nan, np.inf, -1e30]:
+        padded = jnp.where(valid[:, None], x, fill)
+        model = vae.VAE(config, rngs=nnx.Rngs(6))
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        got_loss = vae.vae_train_step(model, optimizer, padded, key, beta, valid)
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+        got_params = nnx.state(model, nnx.Param)
+        for g, w in zip(jax.tree_util.tree_leaves(got_params),
+                        jax.tree_util.tree_leaves(want_params)):  # fmt: skip
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="valid"):
+        vae.vae_train_step(model, optimizer, x, key, beta, valid[:3])
+
+
 # --- diagnostics -----------------------------------------------------------------------------
 
 

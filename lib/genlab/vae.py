@@ -448,24 +448,38 @@ def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
 
 @nnx.jit
 def vae_train_step(model: VAE, optimizer: nnx.Optimizer, x: jax.Array, key: jax.Array,
-                   beta=1.0) -> jax.Array:  # fmt: skip
-    """One optimizer step on the batch mean of the negative beta-ELBO (section 6).
+                   beta=1.0, valid=None) -> jax.Array:  # fmt: skip
+    """One optimizer step on the mean negative beta-ELBO of a padded batch (section 6).
 
-    The loss is ``-mean(elbo(key, x, model.encode, model.decode, beta))`` (the key used as is);
-    its gradient with respect to the model's ``nnx.Param`` variables updates the model through
-    ``optimizer.update(model, grads)``.
+    Rows of ``x`` where ``valid`` is False are padding: whatever they hold (NaN and infinity
+    included), they change neither the loss nor the gradient. The loss is the mean over the
+    valid rows of ``-elbo(key, x, model.encode, model.decode, beta)``, with ``elbo`` evaluated
+    once on the whole ``[B, D]`` batch (the key used as is, so each row's latent noise does not
+    depend on the padding); its gradient with respect to the model's ``nnx.Param`` variables
+    updates the model through ``optimizer.update(model, grads)``.
 
     Args:
         model: a :class:`VAE` (anything with ``encode`` and ``decode``). optimizer: an
-            ``nnx.Optimizer`` of that model. x: float [B, D], binary. key: a JAX PRNG key.
-        beta: the KL weight, a float or a JAX scalar.
+            ``nnx.Optimizer`` of that model. x: float [B, D], binary in the valid rows.
+            key: a JAX PRNG key. beta: the KL weight, a float or a JAX scalar.
+        valid: bool [B] with at least one True, or None (every row valid).
 
     Returns:
-        float scalar: the loss before the update, in nats per example.
+        float scalar: the loss before the update, in nats per valid example.
     """
+    if valid is None:
+        valid = jnp.ones(x.shape[:1], bool)
+    valid = jnp.asarray(valid, bool)
+    if valid.shape != x.shape[:1]:
+        raise ValueError(f"valid must have shape {x.shape[:1]} (one flag per row of x), "
+                         f"got {valid.shape}")  # fmt: skip
+    # Padded rows are replaced before the model sees them: a NaN there would otherwise reach the
+    # gradient through the masked-out branch (0 * NaN is NaN).
+    x_clean = jnp.where(valid[:, None], x, 0.0)
 
     def loss_fn(m):
-        return -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+        values = elbo(key, x_clean, m.encode, m.decode, beta)  # (B,)
+        return -jnp.sum(jnp.where(valid, values, 0.0)) / jnp.sum(valid)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)

@@ -296,13 +296,56 @@ def elbo(key, x, encode, decode, beta=1.0):
     },
     "vae_train_step": {
         "forgets_the_update": """
-def vae_train_step(model, optimizer, x, key, beta=1.0):
-    loss_fn = lambda m: -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    valid = jnp.ones(x.shape[0], bool) if valid is None else valid
+    x = jnp.where(valid[:, None], x, 0.0)
+    def loss_fn(m):
+        values = elbo(key, x, m.encode, m.decode, beta)
+        return -jnp.sum(jnp.where(valid, values, 0.0)) / jnp.sum(valid)
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     return loss
 """,
+        "weighted_mean_of_the_raw_batch": """
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    w = jnp.ones(x.shape[0]) if valid is None else valid.astype(jnp.float32)
+    def loss_fn(m):  # the padded rows' values are multiplied by 0, but 0 * NaN is NaN
+        return -jnp.sum(w * elbo(key, x, m.encode, m.decode, beta)) / jnp.sum(w)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "masks_the_values_but_not_the_inputs": """
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    valid = jnp.ones(x.shape[0], bool) if valid is None else valid
+    def loss_fn(m):  # a finite loss, but NaN reaches the gradient through the unused branch
+        values = elbo(key, x, m.encode, m.decode, beta)
+        return -jnp.sum(jnp.where(valid, values, 0.0)) / jnp.sum(valid)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "divides_by_the_padded_batch_size": """
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    valid = jnp.ones(x.shape[0], bool) if valid is None else valid
+    x = jnp.where(valid[:, None], x, 0.0)
+    def loss_fn(m):
+        values = elbo(key, x, m.encode, m.decode, beta)
+        return -jnp.mean(jnp.where(valid, values, 0.0))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "cleans_the_padding_but_averages_every_row": """
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    valid = jnp.ones(x.shape[0], bool) if valid is None else valid
+    x = jnp.where(valid[:, None], x, 0.0)
+    loss_fn = lambda m: -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
         "seed_loss_kl_decoder_vs_data": """
-def vae_train_step(model, optimizer, x, key, beta=1.0):
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
     def loss_fn(m):  # KL(p(x|z) || p(x)) on prior samples: the encoder is never used
         z = jax.random.normal(key, (x.shape[0], m.config.latent_dim))
         p = jax.nn.sigmoid(m.decode(z))
@@ -314,38 +357,56 @@ def vae_train_step(model, optimizer, x, key, beta=1.0):
     return loss
 """,
         "ascends_the_loss": """
-def vae_train_step(model, optimizer, x, key, beta=1.0):
-    loss_fn = lambda m: jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    valid = jnp.ones(x.shape[0], bool) if valid is None else valid
+    x = jnp.where(valid[:, None], x, 0.0)
+    def loss_fn(m):
+        values = elbo(key, x, m.encode, m.decode, beta)
+        return jnp.sum(jnp.where(valid, values, 0.0)) / jnp.sum(valid)
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return -loss
 """,
         "encoder_detached": """
-def vae_train_step(model, optimizer, x, key, beta=1.0):
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    valid = jnp.ones(x.shape[0], bool) if valid is None else valid
+    x = jnp.where(valid[:, None], x, 0.0)
     def loss_fn(m):
         encode = lambda v: jax.tree_util.tree_map(jax.lax.stop_gradient, m.encode(v))
-        return -jnp.mean(elbo(key, x, encode, m.decode, beta))
+        values = elbo(key, x, encode, m.decode, beta)
+        return -jnp.sum(jnp.where(valid, values, 0.0)) / jnp.sum(valid)
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
 """,
         "ignores_beta": """
-def vae_train_step(model, optimizer, x, key, beta=1.0):
-    loss_fn = lambda m: -jnp.mean(elbo(key, x, m.encode, m.decode))
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    valid = jnp.ones(x.shape[0], bool) if valid is None else valid
+    x = jnp.where(valid[:, None], x, 0.0)
+    def loss_fn(m):
+        values = elbo(key, x, m.encode, m.decode)
+        return -jnp.sum(jnp.where(valid, values, 0.0)) / jnp.sum(valid)
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
 """,
         "returns_the_loss_after_the_update": """
-def vae_train_step(model, optimizer, x, key, beta=1.0):
-    loss_fn = lambda m: -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
-    grads = nnx.grad(loss_fn)(model)
-    optimizer.update(model, grads)
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    valid = jnp.ones(x.shape[0], bool) if valid is None else valid
+    x = jnp.where(valid[:, None], x, 0.0)
+    def loss_fn(m):
+        values = elbo(key, x, m.encode, m.decode, beta)
+        return -jnp.sum(jnp.where(valid, values, 0.0)) / jnp.sum(valid)
+    optimizer.update(model, nnx.grad(loss_fn)(model))
     return loss_fn(model)
 """,
         "sum_over_the_batch": """
-def vae_train_step(model, optimizer, x, key, beta=1.0):
-    loss_fn = lambda m: -jnp.sum(elbo(key, x, m.encode, m.decode, beta))
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    valid = jnp.ones(x.shape[0], bool) if valid is None else valid
+    x = jnp.where(valid[:, None], x, 0.0)
+    def loss_fn(m):
+        values = elbo(key, x, m.encode, m.decode, beta)
+        return -jnp.sum(jnp.where(valid, values, 0.0))
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
@@ -772,30 +833,43 @@ def elbo(key, x, encode, decode, beta=1.0):
 """,
     },
     "vae_train_step": {
-        "nnx_grad_then_loss": """
-def vae_train_step(model, optimizer, x, key, beta=1.0):
+        "weights_after_a_neutral_fill_and_nnx_grad": """
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    if valid is None:
+        valid = jnp.ones(x.shape[0], bool)
+    weights = valid.astype(jnp.float32)
+    x = jnp.where(valid[:, None], x, 0.5)  # any finite fill: the weights drop these rows
     def negative_elbo(m):
         values = elbo(key, x, m.encode, m.decode, beta=beta)
-        return -values.mean()
+        return -jnp.sum(weights * values) / jnp.sum(weights)
     loss = negative_elbo(model)
     optimizer.update(model, nnx.grad(negative_elbo)(model))
     return loss
 """,
         "decorated_with_nnx_jit": """
 @nnx.jit
-def vae_train_step(model, optimizer, x, key, beta=1.0):
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    if valid is None:
+        valid = jnp.ones(x.shape[0], bool)
+    x = jnp.where(valid[:, None], x, 0.0)
     def loss_fn(m):
-        return -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+        values = elbo(key, x, m.encode, m.decode, beta)
+        return -jnp.sum(jnp.where(valid, values, 0.0)) / jnp.sum(valid)
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
 """,
-        "functional_split_and_jax_grad": """
-def vae_train_step(model, optimizer, x, key, beta=1.0):
+        "copies_a_valid_row_and_jax_grad": """
+def vae_train_step(model, optimizer, x, key, beta=1.0, valid=None):
+    if valid is None:
+        valid = jnp.ones(x.shape[0], bool)
+    first_valid = x[jnp.argmax(valid)]  # (D,) a real row stands in for every padded one
+    x = jnp.where(valid[:, None], x, first_valid)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     def loss_fn(p):
         m = nnx.merge(graphdef, p, rest)
-        return -jnp.mean(elbo(key, x, m.encode, m.decode, beta))
+        values = elbo(key, x, m.encode, m.decode, beta)
+        return -jnp.where(valid, values, 0.0).sum() / valid.sum()
     loss, grads = jax.value_and_grad(loss_fn)(params)
     optimizer.update(model, grads)
     return loss

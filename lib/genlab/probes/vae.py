@@ -515,8 +515,45 @@ def _one_step(seed: int, beta):
     return run
 
 
+_PAD_FILLS = ("other digits", "NaN", "+-infinity", "1e30", "0.5")
+
+
+def _masked_step(seed: int, beta, fill: str, share: float):
+    """One step on a batch whose padded rows (valid False) hold ``fill``; loss and parameters."""
+
+    def run(vae_train_step):
+        x_train, _ = _digits()
+        model = vae.VAE(STEP_CONFIG, rngs=nnx.Rngs(seed))
+        optimizer = nnx.Optimizer(model, optax.adam(STEP_LR), wrt=nnx.Param)
+        rng = np.random.default_rng(seed)
+        valid = rng.uniform(size=STEP_BATCH) < share
+        valid[rng.integers(STEP_BATCH)] = True  # at least one valid row
+        x = np.asarray(vae.binarize(jax.random.key(seed), x_train[:STEP_BATCH]))
+        if fill == "other digits":
+            pad = np.asarray(vae.binarize(jax.random.key(seed + 7), x_train[-STEP_BATCH:]))
+        elif fill == "+-infinity":
+            pad = np.where(rng.uniform(size=x.shape) < 0.5, np.inf, -np.inf)
+        else:
+            pad = np.full(x.shape, {"NaN": np.nan, "1e30": 1e30, "0.5": 0.5}[fill])
+        x = jnp.asarray(np.where(valid[:, None], x, pad), jnp.float32)
+        step = _jitted(vae_train_step)
+        loss = step(model, optimizer, x, jax.random.key(seed + 1), jnp.float32(beta),
+                    jnp.asarray(valid))  # fmt: skip
+        return loss, _flat(model)
+
+    return run
+
+
 def vae_train_step_cases(rng: np.random.Generator) -> list[Case]:
     seed = int(rng.integers(1 << 20))
+    fills = [str(f) for f in rng.permutation(_PAD_FILLS)]
+    masked = [
+        Case(f"vae_train_step(..., valid): about {share:.0%} of the {STEP_BATCH} rows valid, the "
+             f"padded rows filled with {fill}, beta {beta}: the loss and the parameters after one "
+             f"step", _masked_step(seed + 10 + i, beta, fill, share), close(1e-4, 1e-3))
+        for i, (fill, beta, share) in enumerate(zip(fills, [1.0, 2.5, 1.0, 0.5, 1.0],
+                                                    [0.6, 0.3, 0.9, 0.5, 0.02]))
+    ]  # fmt: skip
     return [
         Case(f"vae_train_step: {STEP_COUNT} steps of Adam({STEP_LR}) on binarised digits, batch "
              f"{STEP_BATCH}, from VAE seed {seed}", _training_run(seed), _judge_training(seed)),
@@ -524,7 +561,7 @@ def vae_train_step_cases(rng: np.random.Generator) -> list[Case]:
              _one_step(seed + 1, 4.0), close(1e-4, 1e-3)),
         Case("vae_train_step(..., beta=0.0): the loss returned and the parameters after one step",
              _one_step(seed + 2, 0.0), close(1e-4, 1e-3)),
-    ]  # fmt: skip
+    ] + masked  # fmt: skip
 
 
 # --- section 7: diagnostics ------------------------------------------------------------------
