@@ -669,6 +669,26 @@ def test_diagnose_generator_loss_on_the_known_losses():
         assert gan.diagnose_generator_loss(loss) == want, name
 
 
+def test_diagnose_generator_loss_sees_a_symptom_on_a_narrow_band():
+    # Piecewise-linear terms whose slope is nonzero only on [t, t + width]: by hand, the slope
+    # there is +3 - (1 - D) > 0 (wrong direction) or -1 (a push, nowhere else).
+    def band(s, t, width):
+        return jax.nn.relu(s - t) - jax.nn.relu(s - t - width)
+
+    for t in (-4.93, 0.07, 3.32):
+        wrong_way = gan.diagnose_generator_loss(
+            lambda s, t=t: jnp.mean(jax.nn.softplus(-s) + 3.0 * band(s, t, gan.SYMPTOM_WIDTH))
+        )
+        assert wrong_way == {"no_gradient": False, "wrong_direction": True, "vanishing": False}
+        only_there = gan.diagnose_generator_loss(
+            lambda s, t=t: -jnp.mean(band(s, t, gan.SYMPTOM_WIDTH))
+        )
+        assert only_there == {"no_gradient": False, "wrong_direction": False, "vanishing": False}
+    grid = gan.DIAGNOSIS_LOGITS
+    assert grid[0] == -7.0 and grid[-1] == 7.0 and grid[len(grid) // 2] == 0.0
+    assert np.max(np.diff(grid)) < gan.SYMPTOM_WIDTH / 2
+
+
 def test_diagnose_generator_loss_agrees_with_the_closed_form_slopes():
     # least squares on D towards 1: slope 2 (D - 1) D (1 - D), by hand at logits -7 and 0
     d7 = scipy.special.expit(-7.0)

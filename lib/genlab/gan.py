@@ -715,7 +715,9 @@ def logit_gradient(loss_fn: Callable, logits) -> jax.Array:
     return logits.size * jax.grad(loss_fn)(logits)
 
 
-DIAGNOSIS_LOGITS = np.linspace(-7.0, 7.0, 57, dtype=np.float32)  # D(G(z)) from 0.001 to 0.999
+# D(G(z)) from 0.001 to 0.999, spacing 0.01: includes -7, 0 and 7
+DIAGNOSIS_LOGITS = np.linspace(-7.0, 7.0, 1401, dtype=np.float32)
+SYMPTOM_WIDTH = 0.05  # a symptom on any logit interval this wide inside [-7, 7] must be seen
 SLOPE_ZERO = 1e-6  # slopes smaller than this in size count as 0
 VANISHING_SHARE = 0.01  # "vanishing": at logit -7 under 1 % of the push at logit 0
 
@@ -724,7 +726,9 @@ def diagnose_generator_loss(loss_fn: Callable) -> dict:
     """The symptoms of a candidate generator loss, read from its per-example slopes (section 5).
 
     The slopes are those of :func:`logit_gradient` at fake logits from -7 to 7 (D(G(z)) from
-    about 0.001 to 0.999, a grid of 57 that includes -7, 0 and 7). Three independent symptoms:
+    about 0.001 to 0.999), on a grid of spacing 0.01 that includes -7, 0 and 7, so a symptom
+    confined to any logit interval of width ``SYMPTOM_WIDTH`` (0.05) inside the range is seen.
+    Three independent symptoms:
 
     - ``no_gradient``: every slope is below ``SLOPE_ZERO`` in size (the loss ignores the fakes);
     - ``wrong_direction``: some slope is above ``SLOPE_ZERO`` (a minimiser pushes that fake

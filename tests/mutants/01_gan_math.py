@@ -524,6 +524,14 @@ def diagnose_generator_loss(loss_fn):
             "wrong_direction": bool(jnp.any(slopes < -1e-6)),
             "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[28]))}
 """,
+        "grid_of_spacing_a_quarter": """
+def diagnose_generator_loss(loss_fn):
+    logits = jnp.linspace(-7.0, 7.0, 57)
+    slopes = logits.size * jax.grad(loss_fn)(logits)
+    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
+            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
+            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[28]))}
+""",
         "slopes_not_scaled_per_example": """
 def diagnose_generator_loss(loss_fn):
     logits = jnp.linspace(-7.0, 7.0, 57)
@@ -625,21 +633,22 @@ def generator_sample_grad(x, w, b, non_saturating=True):
 """,
     },
     "diagnose_generator_loss": {
-        "one_logit_at_a_time": """
+        "vmap_over_single_logits": """
 def diagnose_generator_loss(loss_fn):
-    grid = np.linspace(-7.0, 7.0, 15)
-    slopes = np.array([float(jax.grad(lambda l: loss_fn(l))(jnp.array([v]))[0]) for v in grid])
-    return {"no_gradient": bool(np.all(np.abs(slopes) < 1e-6)),
-            "wrong_direction": bool(np.any(slopes > 1e-6)),
-            "vanishing": bool(abs(slopes[0]) < 0.01 * abs(slopes[7]))}
-""",
-        "coarse_grid_with_vmap": """
-def diagnose_generator_loss(loss_fn):
-    grid = jnp.array([-7.0, -3.0, 0.0, 3.0, 7.0])[:, None]
+    grid = jnp.linspace(-7.0, 7.0, 701)[:, None]  # spacing 0.02
     slopes = jax.vmap(jax.grad(loss_fn))(grid)[:, 0]
     small = jnp.abs(slopes) < 1e-6
     return {"no_gradient": bool(small.all()), "wrong_direction": bool((slopes > 1e-6).any()),
-            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[2]))}
+            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[350]))}
+""",
+        "named_points_then_a_fine_grid": """
+def diagnose_generator_loss(loss_fn):
+    logits = np.concatenate([[-7.0, 0.0], np.linspace(-7.0, 7.0, 400)]).astype(np.float32)
+    slopes = np.asarray(logits.size * jax.grad(loss_fn)(jnp.asarray(logits)))
+    push_at = {"-7": abs(slopes[0]), "0": abs(slopes[1])}
+    return {"no_gradient": bool(np.max(np.abs(slopes)) < 1e-6),
+            "wrong_direction": bool(np.max(slopes) > 1e-6),
+            "vanishing": bool(push_at["-7"] < 0.01 * push_at["0"])}
 """,
     },
     "sliced_shift_factor": {

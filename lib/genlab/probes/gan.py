@@ -691,10 +691,16 @@ def logit_gradient_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _band(s, start: float, width: float):
+    """0 below start, rising with slope 1 on [start, start + width], constant above."""
+    return jax.nn.relu(s - start) - jax.nn.relu(s - start - width)
+
+
 def probe_losses(rng: np.random.Generator) -> dict:
     """Candidate generator losses of the fake logits, none of them shown in the chapter."""
     a, c = float(rng.uniform(0.5, 2.0)), float(rng.uniform(0.5, 2.0))
     t = float(np.round(rng.uniform(2.0, 4.0), 2))
+    wrong_at, push_at = (-7.0 + 0.25 * int(rng.integers(8, 48)) + 0.07 for _ in range(2))
     return {
         "the hinge generator loss -mean(s)": lambda s: -jnp.mean(s),
         "its sign flipped, mean(s)": lambda s: jnp.mean(s),
@@ -715,6 +721,14 @@ def probe_losses(rng: np.random.Generator) -> dict:
         "-exp(s / 2), a push that grows with D": lambda s: -jnp.mean(jnp.exp(0.5 * s)),
         "1e-5 times the non-saturating loss": lambda s: 1e-5 * jnp.mean(jax.nn.softplus(-s)),
         "1e-5 times the loss toward the fake label": lambda s: 1e-5 * jnp.mean(jax.nn.softplus(s)),
+        # Symptoms on a band of width 0.1 between the points of a grid of spacing 0.25 (or 1):
+        # a pushed-the-wrong-way band, and a loss that pushes nowhere else.
+        f"non-saturating, pushed the wrong way on [{wrong_at:.2f}, {wrong_at + 0.1:.2f}]": (
+            lambda s: jnp.mean(jax.nn.softplus(-s) + 3.0 * _band(s, wrong_at, 0.1))
+        ),
+        f"a push only on [{push_at:.2f}, {push_at + 0.1:.2f}]": lambda s: (
+            -jnp.mean(_band(s, push_at, 0.1))
+        ),
     }
 
 
