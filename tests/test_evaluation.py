@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.special
 import scipy.stats
 from scipy.spatial.distance import cdist
 
@@ -151,22 +152,41 @@ def test_expected_green_fraction_matches_monte_carlo():
     )
 
 
-def test_tokens_for_z_reaches_the_target_in_expectation():
+def test_tokens_for_z_power_half_puts_the_expected_count_on_the_target():
     gamma, delta, target = 0.25, 2.0, 4.0
-    t = watermark.tokens_for_z(gamma, delta, target)
+    t = watermark.tokens_for_z(gamma, delta, target, 0.5)
     g = watermark.expected_green_fraction(gamma, delta)
-    # the expected green count g T, standardised, is the target
+    # at power 1/2 the expected green count g T, standardised, is the target
     assert watermark.z_from_counts(g * t, t, gamma) == pytest.approx(target, rel=1e-9)
-    # Monte Carlo: binomial green counts of the rounded length have mean z near the target
-    n = int(round(t))
-    greens = np.random.default_rng(0).binomial(n, g, size=200_000)
-    mean_z = watermark.z_from_counts(greens, n, gamma).mean()
-    expected_at_n = target * math.sqrt(n / t)
-    assert mean_z == pytest.approx(expected_at_n, abs=0.01)
-    # longer texts for a higher target, shorter for a stronger boost
-    assert watermark.tokens_for_z(gamma, delta, 2 * target) == pytest.approx(4 * t)
-    assert watermark.tokens_for_z(gamma, 4.0, target) < t
-    for bad in [(0.25, 0.0, 4.0), (0.25, 2.0, 0.0), (1.0, 2.0, 4.0)]:
+    assert watermark.tokens_for_z(gamma, delta, 2 * target, 0.5) == pytest.approx(4 * t)
+    # delta -> infinity: every token green, target^2 gamma / (1 - gamma) at any power
+    for power in (0.5, 0.9, 0.999):
+        assert watermark.tokens_for_z(gamma, 40.0, target, power) == pytest.approx(16 / 3, rel=1e-6)
+
+
+@pytest.mark.parametrize("gamma, delta, target, power", [(0.25, 1.0, 4.0, 0.9),
+                                                         (0.25, 0.5, 4.0, 0.8),
+                                                         (0.5, 0.7, 3.0, 0.95),
+                                                         (0.1, 1.5, 5.0, 0.99)])  # fmt: skip
+def test_tokens_for_z_reaches_the_power_by_the_exact_binomial_tail(gamma, delta, target, power):
+    t = watermark.tokens_for_z(gamma, delta, target, power)
+    g = watermark.expected_green_fraction(gamma, delta)
+    # the normal approximation of Binomial(T, g) clears the threshold count with probability power
+    threshold = gamma * t + target * math.sqrt(t * gamma * (1 - gamma))
+    assert scipy.stats.norm.sf(threshold, g * t, math.sqrt(t * g * (1 - g))) == pytest.approx(power)
+    # the exact binomial tail at the length rounded up is within 0.03 of the power (T >= 100 here)
+    n = math.ceil(t)
+    assert n >= 100
+    count = math.ceil(gamma * n + target * math.sqrt(n * gamma * (1 - gamma)) - 1e-9)
+    assert scipy.stats.binom.sf(count - 1, n, g) == pytest.approx(power, abs=0.03)
+    # monotone: a surer detection or a weaker boost needs a longer text
+    assert watermark.tokens_for_z(gamma, delta, target, (1 + power) / 2) > t
+    assert watermark.tokens_for_z(gamma, delta / 2, target, power) > t
+
+
+def test_tokens_for_z_rejects_bad_arguments():
+    for bad in [(0.25, 0.0, 4.0, 0.9), (0.25, 2.0, 0.0, 0.9), (1.0, 2.0, 4.0, 0.9),
+                (0.25, 2.0, 4.0, 1.0), (0.25, 2.0, 4.0, 0.4)]:  # fmt: skip
         with pytest.raises(ValueError):
             watermark.tokens_for_z(*bad)
 
@@ -257,11 +277,47 @@ def test_substitution_attack_reaches_the_threshold_with_the_minimum():
 
 def test_watermarked_sample_is_detected_and_keeps_the_prompt():
     table = jax.random.normal(jax.random.key(0), (30, 30)) * 2.0
-    out = watermark.watermarked_sample(jax.random.key(1), lambda t: table[t[-1]],
+    out = watermark.watermarked_sample(jax.random.key(1), lambda t, n: table[t[n - 1]],
                                        jnp.array([1, 2, 3]), 120,
                                        jax.random.key(2), 0.25, 2.0)  # fmt: skip
-    assert out.shape == (123,) and list(np.asarray(out[:3])) == [1, 2, 3]
+    assert out.shape == (123,) and out.dtype == jnp.int32 and list(np.asarray(out[:3])) == [1, 2, 3]
     assert watermark.watermark_z_score(out, jax.random.key(2), 30, 0.25, prompt_len=3) > 4
+
+
+def test_watermarked_sample_under_jit_draws_the_watermarked_chain():
+    vocab, gamma, delta = 6, 0.5, 1.5
+    table = jax.random.normal(jax.random.key(3), (vocab, vocab))
+    wm_key = jax.random.key(4)
+    sampler = jax.jit(jax.vmap(lambda key, prompt: watermark.watermarked_sample(
+        key, lambda t, n: table[t[n - 1]], prompt, 2, wm_key, gamma, delta),
+        in_axes=(0, None)))  # fmt: skip
+    out = np.asarray(sampler(jax.random.split(jax.random.key(5), 40_000), jnp.array([2])))
+    # the pair of new tokens against the chain's probabilities, computed independently
+    green = np.array(
+        [np.asarray(watermark.green_mask(wm_key, p, vocab, gamma)) for p in range(vocab)]
+    )
+    step = scipy.special.softmax(np.asarray(table, np.float64) + delta * green, axis=1)  # (V, V)
+    pair = step[2][:, None] * step  # P(first = a, second = b)
+    counts = np.zeros((vocab, vocab))
+    np.add.at(counts, (out[:, 1], out[:, 2]), 1)
+    chi2 = np.sum((counts - 40_000 * pair) ** 2 / (40_000 * pair))
+    assert chi2 < scipy.stats.chi2.isf(1e-4, vocab * vocab - 1)
+    # the same key, the same tokens; a traced delta
+    bigram = lambda t, n: table[t[n - 1]]  # noqa: E731
+    again = jax.jit(lambda d: watermark.watermarked_sample(jax.random.key(9), bigram,
+                                                           jnp.array([1, 2]), 5, wm_key, gamma,
+                                                           d))  # fmt: skip
+    assert np.array_equal(again(1.5), again(1.5))
+    with pytest.raises(ValueError):
+        watermark.watermarked_sample(
+            jax.random.key(0),
+            lambda t, n: table[0],
+            jnp.array([], jnp.int32),
+            3,
+            wm_key,
+            gamma,
+            delta,
+        )
 
 
 def _mmd2_double_loop(x, y, unbiased=True):

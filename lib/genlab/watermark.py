@@ -18,6 +18,7 @@ green lists themselves are not.
 from __future__ import annotations
 
 import math
+import statistics
 from functools import partial
 
 import jax
@@ -72,14 +73,23 @@ def expected_green_fraction(gamma, delta):
     return boost / (boost + 1.0 - gamma)
 
 
-def tokens_for_z(gamma, delta, target_z):
-    """How many scored tokens a watermarked text needs for its expected z-score to reach
-    target_z, when the model's own next-token distribution is uniform.
+def tokens_for_z(gamma, delta, target_z, power):
+    """How many scored tokens a watermarked text needs for the detector to reach target_z with
+    probability ``power``, when the model's own next-token distribution is uniform.
 
-    With the green fraction g of :func:`expected_green_fraction`, the expected green count of T
-    tokens is g T, whose z-score grows like the square root of T; the result is the T (a real
-    number, not rounded) at which it equals target_z: target_z^2 gamma (1 - gamma) / (g - gamma)^2.
-    Needs gamma in (0, 1), delta > 0 (no boost: never detected) and target_z > 0.
+    A power calculation. Under the watermark every scored token is green independently with the
+    probability g of :func:`expected_green_fraction`, so the green count of T tokens is
+    Binomial(T, g) with mean g T and variance T g (1 - g) (not the null's T gamma (1 - gamma)).
+    In the normal approximation, ``P(z >= target_z) = power`` when
+
+        sqrt(T) (g - gamma) = target_z sqrt(gamma (1 - gamma)) + z_p sqrt(g (1 - g)),
+
+    with z_p = Phi^-1(power); the result is the square of the T that solves it (a real number,
+    not rounded). ``power = 1/2`` gives the length at which the z-score of the expected count
+    equals target_z; as delta grows it tends to target_z^2 gamma / (1 - gamma).
+
+    Needs gamma in (0, 1), delta > 0 (no boost: never detected), target_z > 0 and power in
+    [1/2, 1); anything else raises ValueError.
 
     Returns:
         A Python float > 0.
@@ -89,8 +99,12 @@ def tokens_for_z(gamma, delta, target_z):
         raise ValueError(f"delta must be > 0 (without a boost no length suffices), got {delta}")
     if not float(target_z) > 0.0:
         raise ValueError(f"target_z must be > 0, got {target_z}")
+    if not 0.5 <= float(power) < 1.0:
+        raise ValueError(f"power must be in [1/2, 1), got {power}")
     g = expected_green_fraction(gamma, delta)
-    return float(target_z) ** 2 * gamma * (1.0 - gamma) / (g - gamma) ** 2
+    z_power = statistics.NormalDist().inv_cdf(float(power))
+    root = float(target_z) * math.sqrt(gamma * (1.0 - gamma)) + z_power * math.sqrt(g * (1.0 - g))
+    return (root / (g - gamma)) ** 2
 
 
 def _tokens(tokens) -> np.ndarray:
@@ -170,24 +184,40 @@ def repeated_pair_fraction(tokens, prompt_len=0):
 
 
 def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    """Sample num_new_tokens after prompt [T0] (int, T0 >= 1) with the watermark.
+    """A watermarked continuation of ``prompt``, as one jit-compatible program.
 
-    ``next_logits(tokens [t]) -> [V]`` gives the model's logits of the next token. Step by step:
-    ``key, subkey = jax.random.split(key)``, the green list of the last token under ``wm_key``,
-    and a draw from ``jax.random.categorical`` of the watermarked logits.
+    Args:
+        key: the jax.random key of the sampling (its only randomness).
+        next_logits: the model, ``next_logits(tokens, length) -> [V]``: ``tokens`` int32
+            [T0 + N] whose first ``length`` entries are the sequence so far (``length`` a traced
+            int32 scalar), the logits of the token at index ``length``.
+        prompt: int [T0], T0 >= 1 (may be traced). num_new_tokens: N, a Python int >= 1.
+        wm_key: the watermark key. gamma: a Python float (static). delta: may be traced.
 
     Returns:
-        int32 [T0 + num_new_tokens]: the prompt, then the new tokens.
+        int32 [T0 + N]: the prompt, then N tokens, token t drawn from the softmax of the model's
+        logits with the green list of token t - 1 boosted by delta. The step keys are
+        ``jax.random.split(key, N)``; the loop is one ``lax.scan`` over a fixed-size buffer, so
+        the function runs under ``jax.jit`` (with num_new_tokens and gamma static).
     """
-    tokens = [int(t) for t in _tokens(np.asarray(prompt))]
-    if not tokens:
-        raise ValueError("prompt must hold at least one token")
-    for _ in range(positive_int("num_new_tokens", num_new_tokens)):
-        logits = next_logits(jnp.asarray(tokens, jnp.int32))
-        green = green_mask(wm_key, tokens[-1], logits.shape[-1], gamma)
-        key, subkey = jax.random.split(key)
-        tokens.append(int(jax.random.categorical(subkey, watermark_logits(logits, green, delta))))
-    return jnp.asarray(tokens, jnp.int32)
+    prompt = jnp.asarray(prompt)
+    if prompt.ndim != 1 or prompt.shape[0] < 1 or not jnp.issubdtype(prompt.dtype, jnp.integer):
+        raise ValueError(f"prompt must be a 1-D integer array of at least one token, got shape "
+                         f"{prompt.shape} and dtype {prompt.dtype}")  # fmt: skip
+    num_new_tokens = positive_int("num_new_tokens", num_new_tokens)
+    t0 = prompt.shape[0]
+    buffer = jnp.concatenate([prompt.astype(jnp.int32), jnp.zeros(num_new_tokens, jnp.int32)])
+
+    def step(carry, step_key):
+        buffer, length = carry  # (T0 + N,), the index of the token drawn now
+        logits = jnp.asarray(next_logits(buffer, length))  # (V,)
+        green = green_mask(wm_key, buffer[length - 1], logits.shape[-1], gamma)  # (V,)
+        token = jax.random.categorical(step_key, watermark_logits(logits, green, delta))
+        return (buffer.at[length].set(token.astype(jnp.int32)), length + 1), None
+
+    keys = jax.random.split(key, num_new_tokens)
+    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(t0)), keys)
+    return buffer
 
 
 @partial(jax.jit, static_argnames=("graphdef", "num_new_tokens", "window", "gamma"))

@@ -8,7 +8,9 @@ earlier exercises (``green_mask``, ``watermark_logits``, ``watermark_z_score``),
 bind to their references. The pitfalls of issue 16 are among the wrong ones: the prompt scored
 with the generation and repeated pairs counted (watermark_z_score), a two-sided threshold
 (z_threshold), the biased covariance (gaussian_stats), ``eigh`` of the non-symmetric product
-(frechet_distance), greedy decoding and a list seeded by the wrong token (watermarked_sample).
+(frechet_distance), greedy decoding, one key at every step, a list seeded by the wrong token and
+a Python int that breaks jax.jit (watermarked_sample), the null's variance used for the watermarked
+count (tokens_for_z).
 """
 
 WRONG = {
@@ -320,39 +322,65 @@ def expected_green_fraction(gamma, delta):
 """,
     },
     "tokens_for_z": {
-        "target_not_squared": """
-def tokens_for_z(gamma, delta, target_z):
-    if not delta > 0 or not target_z > 0:
-        raise ValueError("delta and target_z must be > 0")
+        "power_ignored": """
+def tokens_for_z(gamma, delta, target_z, power):
+    if not delta > 0 or not target_z > 0 or not 0.5 <= power < 1:
+        raise ValueError("bad input")
     g = expected_green_fraction(gamma, delta)
-    return target_z * gamma * (1 - gamma) / (g - gamma) ** 2
+    return float(target_z**2 * gamma * (1 - gamma) / (g - gamma) ** 2)
 """,
-        "variance_of_the_watermarked_text": """
-def tokens_for_z(gamma, delta, target_z):
-    if not delta > 0 or not target_z > 0:
-        raise ValueError("delta and target_z must be > 0")
+        "null_variance_for_the_watermarked_count": """
+def tokens_for_z(gamma, delta, target_z, power):
+    if not delta > 0 or not target_z > 0 or not 0.5 <= power < 1:
+        raise ValueError("bad input")
     g = expected_green_fraction(gamma, delta)
-    return target_z**2 * g * (1 - g) / (g - gamma) ** 2
+    z_p = scipy.stats.norm.ppf(power)
+    return float(((target_z + z_p) * np.sqrt(gamma * (1 - gamma)) / (g - gamma)) ** 2)
 """,
-        "green_fraction_instead_of_the_excess": """
-def tokens_for_z(gamma, delta, target_z):
-    if not delta > 0 or not target_z > 0:
-        raise ValueError("delta and target_z must be > 0")
+        "watermarked_variance_for_both": """
+def tokens_for_z(gamma, delta, target_z, power):
+    if not delta > 0 or not target_z > 0 or not 0.5 <= power < 1:
+        raise ValueError("bad input")
     g = expected_green_fraction(gamma, delta)
-    return target_z**2 * gamma * (1 - gamma) / g**2
+    z_p = scipy.stats.norm.ppf(power)
+    return float(((target_z + z_p) * np.sqrt(g * (1 - g)) / (g - gamma)) ** 2)
+""",
+        "power_quantile_subtracted": """
+def tokens_for_z(gamma, delta, target_z, power):
+    if not delta > 0 or not target_z > 0 or not 0.5 <= power < 1:
+        raise ValueError("bad input")
+    g = expected_green_fraction(gamma, delta)
+    z_p = scipy.stats.norm.ppf(power)
+    root = target_z * np.sqrt(gamma * (1 - gamma)) - z_p * np.sqrt(g * (1 - g))
+    return float((root / (g - gamma)) ** 2)
+""",
+        "two_sided_power_quantile": """
+def tokens_for_z(gamma, delta, target_z, power):
+    if not delta > 0 or not target_z > 0 or not 0.5 <= power < 1:
+        raise ValueError("bad input")
+    g = expected_green_fraction(gamma, delta)
+    z_p = scipy.stats.norm.ppf((1 + power) / 2)
+    root = target_z * np.sqrt(gamma * (1 - gamma)) + z_p * np.sqrt(g * (1 - g))
+    return float((root / (g - gamma)) ** 2)
 """,
         "rounded_up": """
-def tokens_for_z(gamma, delta, target_z):
+def tokens_for_z(gamma, delta, target_z, power):
     import math
-    if not delta > 0 or not target_z > 0:
-        raise ValueError("delta and target_z must be > 0")
+    if not delta > 0 or not target_z > 0 or not 0.5 <= power < 1:
+        raise ValueError("bad input")
     g = expected_green_fraction(gamma, delta)
-    return float(math.ceil(target_z**2 * gamma * (1 - gamma) / (g - gamma) ** 2))
+    z_p = scipy.stats.norm.ppf(power)
+    root = target_z * np.sqrt(gamma * (1 - gamma)) + z_p * np.sqrt(g * (1 - g))
+    return float(math.ceil((root / (g - gamma)) ** 2))
 """,
-        "no_argument_check": """
-def tokens_for_z(gamma, delta, target_z):
+        "power_not_checked": """
+def tokens_for_z(gamma, delta, target_z, power):
+    if not delta > 0 or not target_z > 0:
+        raise ValueError("bad input")
     g = expected_green_fraction(gamma, delta)
-    return float(np.float64(target_z) ** 2 * gamma * (1 - gamma) / np.float64(g - gamma) ** 2)
+    z_p = scipy.stats.norm.ppf(power)
+    root = target_z * np.sqrt(gamma * (1 - gamma)) + z_p * np.sqrt(g * (1 - g))
+    return float((root / (g - gamma)) ** 2)
 """,
     },
     "watermark_z_score": {
@@ -412,53 +440,78 @@ def watermark_z_score(tokens, key, vocab_size, gamma, prompt_len=0, ignore_repea
 """,
     },
     "watermarked_sample": {
+        "one_key_every_step": """
+def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
+    def body(i, tokens):
+        length = prompt.shape[0] + i
+        logits = next_logits(tokens, length)
+        green = green_mask(wm_key, tokens[length - 1], logits.shape[-1], gamma)
+        token = jax.random.categorical(key, watermark_logits(logits, green, delta))
+        return tokens.at[length].set(token.astype(jnp.int32))
+    return jax.lax.fori_loop(0, num_new_tokens, body, buffer)
+""",
+        "list_of_the_slot_being_filled": """
+def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
+    def step(carry, k):
+        tokens, length = carry
+        logits = next_logits(tokens, length)
+        green = green_mask(wm_key, tokens[length], logits.shape[-1], gamma)
+        token = jax.random.categorical(k, watermark_logits(logits, green, delta))
+        return (tokens.at[length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(prompt.shape[0])), jax.random.split(key, num_new_tokens))
+    return buffer
+""",  # noqa: E501
+        "boost_not_applied": """
+def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
+    def step(carry, k):
+        tokens, length = carry
+        token = jax.random.categorical(k, next_logits(tokens, length))
+        return (tokens.at[length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(prompt.shape[0])), jax.random.split(key, num_new_tokens))
+    return buffer
+""",  # noqa: E501
+        "python_int_breaks_jit": """
+def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
+    tokens = jnp.concatenate([jnp.asarray(prompt, jnp.int32), jnp.zeros(num_new_tokens, jnp.int32)])
+    start = len(prompt)
+    for length in range(start, start + num_new_tokens):
+        logits = next_logits(tokens, length)
+        green = green_mask(wm_key, int(tokens[length - 1]), logits.shape[-1], gamma)
+        key, subkey = jax.random.split(key)
+        tokens = tokens.at[length].set(int(jax.random.categorical(subkey, watermark_logits(logits, green, delta))))
+    return tokens
+""",  # noqa: E501
         "greedy": """
 def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    tokens = jnp.asarray(prompt, jnp.int32)
-    for _ in range(num_new_tokens):
-        logits = next_logits(tokens)
-        green = green_mask(wm_key, tokens[-1], logits.shape[-1], gamma)
-        tokens = jnp.append(tokens, jnp.argmax(watermark_logits(logits, green, delta)).astype(jnp.int32))
-    return tokens
+    prompt = jnp.asarray(prompt, jnp.int32)
+    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
+    def step(carry, k):
+        tokens, length = carry
+        logits = next_logits(tokens, length)
+        green = green_mask(wm_key, tokens[length - 1], logits.shape[-1], gamma)
+        token = jnp.argmax(watermark_logits(logits, green, delta))
+        return (tokens.at[length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(prompt.shape[0])), jax.random.split(key, num_new_tokens))
+    return buffer
 """,  # noqa: E501
-        "list_of_the_first_prompt_token": """
+        "model_shown_the_empty_slot": """
 def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    tokens = jnp.asarray(prompt, jnp.int32)
-    for _ in range(num_new_tokens):
-        logits = next_logits(tokens)
-        green = green_mask(wm_key, tokens[0], logits.shape[-1], gamma)
-        key, subkey = jax.random.split(key)
-        tokens = jnp.append(tokens, jax.random.categorical(subkey, watermark_logits(logits, green, delta)).astype(jnp.int32))
-    return tokens
-""",  # noqa: E501
-        "watermark_not_applied": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    tokens = jnp.asarray(prompt, jnp.int32)
-    for _ in range(num_new_tokens):
-        logits = next_logits(tokens)
-        key, subkey = jax.random.split(key)
-        tokens = jnp.append(tokens, jax.random.categorical(subkey, logits).astype(jnp.int32))
-    return tokens
-""",
-        "sampling_key_as_watermark_key": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    tokens = jnp.asarray(prompt, jnp.int32)
-    for _ in range(num_new_tokens):
-        logits = next_logits(tokens)
-        key, subkey = jax.random.split(key)
-        green = green_mask(subkey, tokens[-1], logits.shape[-1], gamma)
-        tokens = jnp.append(tokens, jax.random.categorical(subkey, watermark_logits(logits, green, delta)).astype(jnp.int32))
-    return tokens
-""",  # noqa: E501
-        "prompt_dropped": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    tokens = jnp.asarray(prompt, jnp.int32)
-    for _ in range(num_new_tokens):
-        logits = next_logits(tokens)
-        green = green_mask(wm_key, tokens[-1], logits.shape[-1], gamma)
-        key, subkey = jax.random.split(key)
-        tokens = jnp.append(tokens, jax.random.categorical(subkey, watermark_logits(logits, green, delta)).astype(jnp.int32))
-    return tokens[len(prompt):]
+    prompt = jnp.asarray(prompt, jnp.int32)
+    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
+    def step(carry, k):
+        tokens, length = carry
+        logits = next_logits(tokens, length + 1)
+        green = green_mask(wm_key, tokens[length - 1], logits.shape[-1], gamma)
+        token = jax.random.categorical(k, watermark_logits(logits, green, delta))
+        return (tokens.at[length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(prompt.shape[0])), jax.random.split(key, num_new_tokens))
+    return buffer
 """,  # noqa: E501
     },
     "z_threshold": {
@@ -784,22 +837,25 @@ def expected_green_fraction(gamma, delta):
 """,
     },
     "tokens_for_z": {
-        "sigmoid_and_square": """
-def tokens_for_z(gamma, delta, target_z):
-    if delta <= 0 or target_z <= 0:
-        raise ValueError("need delta > 0 and target_z > 0")
-    g = 1.0 / (1.0 + (1.0 - gamma) / (gamma * np.exp(delta)))
-    return float((target_z / (g - gamma)) ** 2 * gamma * (1.0 - gamma))
-""",
-        "root_finding": """
-def tokens_for_z(gamma, delta, target_z):
+        "root_finding_on_the_power": """
+def tokens_for_z(gamma, delta, target_z, power):
     import scipy.optimize
-    if delta <= 0 or target_z <= 0:
-        raise ValueError("need delta > 0 and target_z > 0")
+    if delta <= 0 or target_z <= 0 or not 0.5 <= power < 1:
+        raise ValueError("need delta > 0, target_z > 0, power in [1/2, 1)")
     g = expected_green_fraction(gamma, delta)
-    z = lambda t: (g - gamma) * t / np.sqrt(t * gamma * (1 - gamma)) - target_z
-    return float(scipy.optimize.brentq(z, 1e-12, 1e12, xtol=1e-12, rtol=1e-14))
+    def shortfall(t):  # P(count >= threshold count) - power, normal approximation
+        threshold = gamma * t + target_z * np.sqrt(t * gamma * (1 - gamma))
+        return scipy.stats.norm.sf((threshold - g * t) / np.sqrt(t * g * (1 - g))) - power
+    return float(scipy.optimize.brentq(shortfall, 1e-9, 1e12, xtol=1e-12, rtol=1e-14))
 """,
+        "sigmoid_and_ndtri": """
+def tokens_for_z(gamma, delta, target_z, power):
+    if delta <= 0 or target_z <= 0 or power < 0.5 or power >= 1:
+        raise ValueError("need delta > 0, target_z > 0, power in [1/2, 1)")
+    g = 1.0 / (1.0 + (1.0 - gamma) / (gamma * np.exp(delta)))
+    z_beta = float(scipy.special.ndtri(power))
+    return float(((target_z * (gamma * (1 - gamma)) ** 0.5 + z_beta * (g * (1 - g)) ** 0.5) / (g - gamma)) ** 2)
+""",  # noqa: E501
     },
     "watermark_z_score": {
         "vectorised_with_vmap": """
@@ -827,24 +883,44 @@ def watermark_z_score(tokens, key, vocab_size, gamma, prompt_len=0, ignore_repea
 """,
     },
     "watermarked_sample": {
-        "python_list_numpy": """
+        "fori_loop_fold_in": """
 def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    tokens = [int(t) for t in np.asarray(prompt)]
+    prompt = jnp.asarray(prompt, jnp.int32)
+    t0 = prompt.shape[0]
+    def body(i, tokens):
+        logits = next_logits(tokens, t0 + i)
+        green = green_mask(wm_key, tokens[t0 + i - 1], logits.shape[-1], gamma)
+        token = jax.random.categorical(jax.random.fold_in(key, i), watermark_logits(logits, green, delta))
+        return tokens.at[t0 + i].set(token.astype(jnp.int32))
+    return jax.lax.fori_loop(0, num_new_tokens, body, jnp.zeros(t0 + num_new_tokens, jnp.int32).at[:t0].set(prompt))
+""",  # noqa: E501
+        "scan_carrying_the_key_gumbel_max": """
+def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
+    prompt = jnp.asarray(prompt).astype(jnp.int32)
+    buffer = jnp.pad(prompt, (0, num_new_tokens))
+    def step(carry, _):
+        key, tokens, pos = carry
+        key, noise_key = jax.random.split(key)
+        logits = next_logits(tokens, pos)
+        boosted = watermark_logits(logits, green_mask(wm_key, tokens[pos - 1], logits.shape[-1], gamma), delta)
+        token = jnp.argmax(boosted + jax.random.gumbel(noise_key, boosted.shape))
+        return (key, jax.lax.dynamic_update_slice(tokens, token[None].astype(jnp.int32), (pos,)), pos + 1), None
+    (_, buffer, _), _ = jax.lax.scan(step, (key, buffer, jnp.int32(prompt.shape[0])), None, length=num_new_tokens)
+    return buffer
+""",  # noqa: E501
+        "while_loop": """
+def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    total = prompt.shape[0] + num_new_tokens
     keys = jax.random.split(key, num_new_tokens)
-    for step_key in keys:
-        logits = next_logits(jnp.array(tokens))
-        green = green_mask(wm_key, tokens[-1], logits.shape[-1], gamma)
-        tokens.append(int(jax.random.categorical(step_key, watermark_logits(logits, green, delta))))
-    return np.array(tokens)
-""",
-        "gumbel_max": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    tokens = jnp.asarray(prompt, jnp.int32)
-    for i in range(num_new_tokens):
-        logits = next_logits(tokens)
-        boosted = watermark_logits(logits, green_mask(wm_key, tokens[-1], logits.shape[-1], gamma), delta)
-        gumbel = jax.random.gumbel(jax.random.fold_in(key, i), boosted.shape)
-        tokens = jnp.concatenate([tokens, jnp.argmax(boosted + gumbel)[None].astype(jnp.int32)])
+    def body(state):
+        tokens, length = state
+        logits = next_logits(tokens, length)
+        green = green_mask(wm_key, tokens[length - 1], logits.shape[-1], gamma)
+        draw = jax.random.categorical(keys[length - prompt.shape[0]], watermark_logits(logits, green, delta))
+        return tokens.at[length].set(draw.astype(jnp.int32)), length + 1
+    tokens = jnp.zeros(total, jnp.int32).at[: prompt.shape[0]].set(prompt)
+    tokens, _ = jax.lax.while_loop(lambda state: state[1] < total, body, (tokens, jnp.int32(prompt.shape[0])))
     return tokens
 """,  # noqa: E501
     },

@@ -225,19 +225,25 @@ def expected_green_fraction_cases(rng: np.random.Generator) -> list[Case]:
 def tokens_for_z_cases(rng: np.random.Generator) -> list[Case]:
     t_close = close(1e-4, 1e-4)
     cases = [
-        Case("tokens_for_z(0.5, 1.0, 2.0)", call(0.5, 1.0, 2.0), t_close),
-        Case("tokens_for_z(0.1, 5.0, 3.0): a strong boost, a short text", call(0.1, 5.0, 3.0),
+        Case("tokens_for_z(0.5, 1.0, 2.0, 0.8)", call(0.5, 1.0, 2.0, 0.8), t_close),
+        Case("tokens_for_z(0.1, 5.0, 3.0, 0.99): a strong boost, a short text",
+             call(0.1, 5.0, 3.0, 0.99), t_close),
+        Case("tokens_for_z(0.3, 1.5, 4.0, 0.5): power one half", call(0.3, 1.5, 4.0, 0.5),
              t_close),
-        Case("tokens_for_z(0.25, 0.0, 4.0) raises ValueError (no boost)", call(0.25, 0.0, 4.0),
+        Case("tokens_for_z(0.25, 0.0, 4.0, 0.9) raises ValueError (no boost)",
+             call(0.25, 0.0, 4.0, 0.9), raises=(ValueError,)),
+        Case("tokens_for_z(0.25, 2.0, 0.0, 0.9) raises ValueError", call(0.25, 2.0, 0.0, 0.9),
              raises=(ValueError,)),
-        Case("tokens_for_z(0.25, 2.0, 0.0) raises ValueError", call(0.25, 2.0, 0.0),
-             raises=(ValueError,)),
+        Case("tokens_for_z(0.25, 2.0, 4.0, 1.0) raises ValueError (power 1)",
+             call(0.25, 2.0, 4.0, 1.0), raises=(ValueError,)),
+        Case("tokens_for_z(0.25, 2.0, 4.0, 0.3) raises ValueError (power below one half)",
+             call(0.25, 2.0, 4.0, 0.3), raises=(ValueError,)),
     ]  # fmt: skip
     for _ in range(4):
         gamma, delta = float(rng.uniform(0.05, 0.9)), float(rng.uniform(0.3, 6.0))
-        target = float(rng.uniform(1.0, 8.0))
-        cases.append(Case(f"tokens_for_z({gamma:.3f}, {delta:.3f}, {target:.3f})",
-                          call(gamma, delta, target), t_close))  # fmt: skip
+        target, power = float(rng.uniform(1.0, 8.0)), float(rng.uniform(0.6, 0.999))
+        cases.append(Case(f"tokens_for_z({gamma:.3f}, {delta:.3f}, {target:.3f}, {power:.3f})",
+                          call(gamma, delta, target, power), t_close))  # fmt: skip
     return cases
 
 
@@ -297,37 +303,32 @@ def watermark_z_score_cases(rng: np.random.Generator) -> list[Case]:
 SAMPLE_VOCAB, SAMPLE_PROMPT, SAMPLE_NEW = 40, 5, 100
 WATERMARK_Z_MIN = 4.0  # the reference reaches about 6-11; an unwatermarked or mis-seeded list ~0
 LIKELIHOOD_Z_MAX = 5.0  # |standardised log-likelihood| of correct sampling is N(0, 1)
+DISTINCT_MIN = 25  # 100 uniform draws over 40 tokens show about 36.8 distinct ones (sd 1.5)
 
 
 def _bigram(seed: int):
-    table = jnp.asarray(np.random.default_rng(seed).normal(size=(SAMPLE_VOCAB, SAMPLE_VOCAB)) * 2.0,
-                        jnp.float32)  # fmt: skip
-
-    def next_logits(tokens):
-        tokens = jnp.asarray(tokens)
-        if tokens.ndim != 1:
-            raise ValueError(f"next_logits takes the 1-D sequence so far, got shape {tokens.shape}")
-        return table[tokens[-1]]
-
-    return table, next_logits
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(SAMPLE_VOCAB, SAMPLE_VOCAB)) * 2.0,
+                       jnp.float32)  # fmt: skip
 
 
-def _sample_case(seed: int, gamma: float, delta: float):
-    _, next_logits = _bigram(seed)
+def _sample_case(seed: int, gamma: float, delta: float, flat: bool, compiled: dict):
+    # a uniform model is a bigram table of zeros: one compiled sampler per gamma serves both
+    table = jnp.zeros((SAMPLE_VOCAB, SAMPLE_VOCAB), jnp.float32) if flat else _bigram(seed)
     prompt = jnp.asarray(np.random.default_rng(seed + 1).integers(SAMPLE_VOCAB, size=SAMPLE_PROMPT),
                          jnp.int32)  # fmt: skip
 
     def run(function):
-        out = function(
-            jax.random.key(seed + 2),
-            next_logits,
-            prompt,
-            SAMPLE_NEW,
-            jax.random.key(seed + 3),
-            gamma,
-            delta,
-        )
-        return {"tokens": jnp.asarray(out), "prompt": prompt}
+        if (function, gamma) not in compiled:
+            # the model reads the token before index `length`; gamma and the number of new
+            # tokens are static, the keys, the model's table, the prompt and delta traced
+            compiled[function, gamma] = jax.jit(lambda key, table, prompt, wm_key, delta: function(
+                key, lambda tokens, length: table[tokens[length - 1]], prompt, SAMPLE_NEW,
+                wm_key, gamma, delta))  # fmt: skip
+        sampler = compiled[function, gamma]
+        wm_key = jax.random.key(seed + 3)
+        runs = [sampler(jax.random.key(seed + 2 + k), table, prompt, wm_key, jnp.float32(delta))
+                for k in (0, 7, 0)]  # fmt: skip
+        return {"tokens": [jnp.asarray(r) for r in runs], "prompt": prompt}
 
     return run
 
@@ -348,42 +349,56 @@ def _likelihood_z(tokens: np.ndarray, table: np.ndarray, key, gamma: float, delt
     return float(total / np.sqrt(variance))
 
 
-def _compare_sample(seed: int, gamma: float, delta: float):
+def _compare_sample(seed: int, gamma: float, delta: float, flat: bool):
     @judged_alone
     def compare(got, want, label: str) -> None:
-        if not isinstance(got, dict) or set(got) != {"tokens", "prompt"}:
+        if not isinstance(got, dict) or set(got) != {"tokens", "prompt"} or len(got["tokens"]) != 3:
             check.is_true(False, f"{label}: expected the generated tokens")
-        tokens = np.asarray(got["tokens"])
-        check.shape(f"{label}: output", tokens, (SAMPLE_PROMPT + SAMPLE_NEW,))
-        check.dtype(f"{label}: output", tokens, "int")
-        check.equal(f"{label}: the first {SAMPLE_PROMPT} tokens (the prompt)",
-                    tokens[:SAMPLE_PROMPT], np.asarray(got["prompt"]))  # fmt: skip
-        check.is_true(((tokens >= 0) & (tokens < SAMPLE_VOCAB)).all(),
-                      f"{label}: tokens must be in [0, {SAMPLE_VOCAB})")  # fmt: skip
-        table, _ = _bigram(seed)
+        runs = [np.asarray(tokens) for tokens in got["tokens"]]
         key = jax.random.key(seed + 3)
-        z = watermark.watermark_z_score(tokens, key, SAMPLE_VOCAB, gamma, prompt_len=SAMPLE_PROMPT)
-        if delta > 0:
-            check.is_true(z > WATERMARK_Z_MIN,
-                          f"{label}: the detector (same key, gamma, green list of the previous "
-                          f"token) finds no watermark: z = {z:.2f}, "
-                          f"need > {WATERMARK_Z_MIN}")  # fmt: skip
-        lz = _likelihood_z(tokens, np.asarray(table), key, gamma, delta)
-        check.is_true(abs(lz) < LIKELIHOOD_Z_MAX,
-                      f"{label}: the tokens do not look sampled from the watermarked "
-                      f"distribution: their standardised log-likelihood is {lz:.1f} (a correct "
-                      f"sampler gives |z| < {LIKELIHOOD_Z_MAX}; greedy or a wrong distribution "
-                      "gives far more)")  # fmt: skip
+        for tokens, which in zip(runs[:2], ("the first key", "another key")):
+            where = f"{label}, {which}"
+            check.shape(f"{where}: output", tokens, (SAMPLE_PROMPT + SAMPLE_NEW,))
+            check.dtype(f"{where}: output", tokens, "int")
+            check.equal(f"{where}: the first {SAMPLE_PROMPT} tokens (the prompt)",
+                        tokens[:SAMPLE_PROMPT], np.asarray(got["prompt"]))  # fmt: skip
+            check.is_true(((tokens >= 0) & (tokens < SAMPLE_VOCAB)).all(),
+                          f"{where}: tokens must be in [0, {SAMPLE_VOCAB})")  # fmt: skip
+            if flat:
+                distinct = len(np.unique(tokens[SAMPLE_PROMPT:]))
+                check.is_true(distinct >= DISTINCT_MIN,
+                              f"{where}: {SAMPLE_NEW} draws from a uniform model over "
+                              f"{SAMPLE_VOCAB} tokens show only {distinct} distinct tokens (about "
+                              "37 expected): the draws are not independent")  # fmt: skip
+                continue
+            if delta > 0:
+                z = watermark.watermark_z_score(tokens, key, SAMPLE_VOCAB, gamma,
+                                                prompt_len=SAMPLE_PROMPT)  # fmt: skip
+                check.is_true(z > WATERMARK_Z_MIN,
+                              f"{where}: the detector (same key, gamma, green list of the "
+                              f"previous token) finds no watermark: z = {z:.2f}, "
+                              f"need > {WATERMARK_Z_MIN}")  # fmt: skip
+            lz = _likelihood_z(tokens, np.asarray(_bigram(seed)), key, gamma, delta)
+            check.is_true(abs(lz) < LIKELIHOOD_Z_MAX,
+                          f"{where}: the tokens do not look sampled from the watermarked "
+                          f"distribution: their standardised log-likelihood is {lz:.1f} (a "
+                          f"correct sampler gives |z| < {LIKELIHOOD_Z_MAX}; greedy or a wrong "
+                          "distribution gives far more)")  # fmt: skip
+        check.equal(f"{label}: the same key twice gives the same tokens", runs[2], runs[0])
+        check.is_true(not np.array_equal(runs[0][SAMPLE_PROMPT:], runs[1][SAMPLE_PROMPT:]),
+                      f"{label}: another key gives the same tokens")  # fmt: skip
 
     return compare
 
 
 def watermarked_sample_cases(rng: np.random.Generator) -> list[Case]:
     seeds = [int(s) for s in rng.integers(1 << 20, size=3)]
-    settings = [(0.25, 2.0), (0.4, 3.0), (0.25, 0.0)]
-    return [Case(f"watermarked_sample: {SAMPLE_NEW} tokens from a bigram model, gamma {g}, "
-                 f"delta {d}", _sample_case(s, g, d), _compare_sample(s, g, d))
-            for s, (g, d) in zip(seeds, settings)]  # fmt: skip
+    settings = [(0.25, 2.0, False), (0.4, 3.0, False), (0.25, 0.0, True)]
+    compiled = {}  # (function, gamma) -> the function under jax.jit, shared by this probe's cases
+    return [Case(f"watermarked_sample under jax.jit: {SAMPLE_NEW} tokens from a "
+                 f"{'uniform' if flat else 'bigram'} model, gamma {g}, delta {d}",
+                 _sample_case(s, g, d, flat, compiled), _compare_sample(s, g, d, flat))
+            for s, (g, d, flat) in zip(seeds, settings)]  # fmt: skip
 
 
 # --- section 5: pitfalls --------------------------------------------------------------------------
