@@ -629,9 +629,26 @@ def test_generator_sample_grad_matches_finite_differences(non_saturating):
             step = np.zeros(3)
             step[j] = h
             want[i, j] = (loss(x[i] + step) - loss(x[i] - step)) / (2 * h)
-    got = gan.generator_sample_grad(x.astype(np.float32), w.astype(np.float32), np.float32(b),
-                                    non_saturating)  # fmt: skip
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    got = gan.generator_sample_grad(x, w, b, non_saturating)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("non_saturating", [True, False])
+def test_generator_sample_grad_is_exact_to_float64_by_complex_step(non_saturating):
+    # Complex-step differentiation: Im f(x + i h) / h is the derivative to float64 rounding.
+    rng = np.random.default_rng(8)
+    x, w, b = rng.normal(scale=4.0, size=(6, 4)), rng.normal(size=4), -0.3
+    x[0] = 9.0 * w / np.dot(w, w)  # a confident "real" (logit about 8.7): 1 - D is tiny
+
+    def loss(row):  # -log D = log(1 + e^-l), log(1 - D) = -log(1 + e^l), complex-safe
+        logit = row @ w + b
+        return np.log1p(np.exp(-logit)) if non_saturating else -np.log1p(np.exp(logit))
+
+    h, eye = 1e-30, np.eye(4)
+    want = np.array([[loss(x[i] + 1j * h * eye[j]).imag / h for j in range(4)] for i in range(6)])
+    got = gan.generator_sample_grad(x, w, b, non_saturating)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0.0)
 
 
 def test_generator_sample_grad_points_along_w_and_saturates():

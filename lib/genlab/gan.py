@@ -182,21 +182,15 @@ def generator_loss(fake_logits, non_saturating: bool = True) -> jax.Array:
     return _generator_loss(_batch("fake_logits", fake_logits), bool(non_saturating))
 
 
-@functools.partial(jax.jit, static_argnames="non_saturating")
-def _generator_sample_grad(x: jax.Array, w: jax.Array, b: jax.Array, non_saturating: bool):
-    logits = x @ w + b  # (B,)
-    # d/dl -log sigmoid(l) = -sigmoid(-l) = -(1 - D); d/dl log(1 - sigmoid(l)) = -sigmoid(l) = -D
-    slope = -jax.nn.sigmoid(-logits) if non_saturating else -jax.nn.sigmoid(logits)  # (B,)
-    return slope[:, None] * w[None, :]  # (B, D)
-
-
-def generator_sample_grad(x, w, b, non_saturating: bool = True) -> jax.Array:
+def generator_sample_grad(x, w, b, non_saturating: bool = True) -> np.ndarray:
     """Where each generator loss pushes a fake, against a logistic discriminator (section 3).
 
     The discriminator is ``D(x) = sigmoid(x . w + b)``. Each fake's own loss is ``-log D(x)``
     (non-saturating) or ``log(1 - D(x))`` (saturating); by the chain rule its gradient with
     respect to the fake is ``-(1 - D) w`` or ``-D w``: both point against ``w``, so gradient
     descent moves the fake along ``w``, towards "real"; their sizes differ by ``D / (1 - D)``.
+    Computed in float64 NumPy with ``scipy.special.expit`` of plus or minus the logit (no
+    ``1 - D`` cancellation), so it is exact to float64 rounding for logits of any size.
 
     Args:
         x: float [B, D], the fakes.
@@ -205,15 +199,23 @@ def generator_sample_grad(x, w, b, non_saturating: bool = True) -> jax.Array:
         non_saturating: Python bool, which loss.
 
     Returns:
-        float [B, D], row ``i`` the gradient of fake ``i``'s own loss; finite for logits of any
-        magnitude.
+        float64 NumPy array [B, D], row ``i`` the gradient of fake ``i``'s own loss.
     """
-    x, w, b = float_array("x", x), float_array("w", w), float_array("b", b)
+    import scipy.special
+
+    try:
+        x, w, b = (np.asarray(v, np.float64) for v in (x, w, b))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"x, w and b must be real arrays: {error}") from None
     if x.ndim != 2 or w.ndim != 1 or x.shape[1] != w.shape[0]:
         raise ValueError(f"x must be [B, D] and w [D], got {x.shape} and {w.shape}")
     if b.ndim != 0:
         raise ValueError(f"b must be a scalar, got shape {b.shape}")
-    return _generator_sample_grad(x, w, b, bool(non_saturating))
+    logits = x @ w + b  # (B,)
+    # d/dl -log sigmoid(l) = -sigmoid(-l) = -(1 - D); d/dl log(1 - sigmoid(l)) = -sigmoid(l) = -D
+    toward = -logits if non_saturating else logits
+    slope = -scipy.special.expit(toward)  # (B,)
+    return slope[:, None] * w[None, :]  # (B, D)
 
 
 # --- section 2: the optimal discriminator and divergences ------------------------------------

@@ -128,26 +128,30 @@ def generator_loss_cases(rng: np.random.Generator) -> list[Case]:
 # --- section 3: where the generator's gradient points ----------------------------------------
 
 
+FLOAT64_EXACT = close(1e-10, 1e-300, np.float64)  # float64 rounding, however small the entry
+
+
 def generator_sample_grad_cases(rng: np.random.Generator) -> list[Case]:
-    x = jnp.array([[1.0, 0.0], [0.0, -2.0], [0.5, 0.5]])
-    w = jnp.array([2.0, -1.0])
+    x = np.array([[1.0, 0.0], [0.0, -2.0], [0.5, 0.5]])
+    w = np.array([2.0, -1.0])
     cases = [
         Case("generator_sample_grad(x (3, 2), w = (2, -1), b = 0) non-saturating",
-             call(x, w, 0.0)),
+             call(x, w, 0.0), FLOAT64_EXACT),
         Case("generator_sample_grad(x (3, 2), w = (2, -1), b = 0, non_saturating=False)",
-             call(x, w, 0.0, non_saturating=False)),
+             call(x, w, 0.0, non_saturating=False), FLOAT64_EXACT),
     ]  # fmt: skip
     for n, d, scale in [(7, 3, 1.0), (5, 1, 4.0), (4, 6, 0.5)]:
-        x = f32(rng.normal(scale=scale, size=(n, d)))
-        w, b = f32(rng.normal(size=d)), f32(rng.normal())
+        x = rng.normal(scale=scale, size=(n, d))
+        w, b = rng.normal(size=d), float(rng.normal())
         for ns in (True, False):
             label = f"generator_sample_grad(x ({n}, {d}), w ({d},), b, non_saturating={ns})"
-            cases.append(Case(label, call(x, w, b, ns), close(1e-4, 1e-6)))
-    w = f32(rng.normal(size=3))
-    x = jnp.stack([w * 1e4, -w * 1e4, w * 30.0, -w * 30.0, jnp.zeros(3)])  # (5, 3): extreme logits
+            cases.append(Case(label, call(x, w, b, ns), FLOAT64_EXACT))
+    w = rng.normal(size=3)
+    u = w / np.dot(w, w)  # x = t u has logit t (b = 0)
+    x = np.stack([u * 1e4, -u * 1e4, u * 30.0, -u * 30.0, u * 12.5, -u * 17.0, np.zeros(3)])
     for ns in (True, False):
-        cases.append(Case(f"generator_sample_grad(logits near +-1e4 and +-30, non_saturating={ns})",
-                          call(x, w, f32(0.5), non_saturating=ns), close(1e-4, 1e-6)))  # fmt: skip
+        label = f"generator_sample_grad(logits +-1e4, +-30, 12.5, -17, 0, non_saturating={ns})"
+        cases.append(Case(label, call(x, w, 0.0, non_saturating=ns), FLOAT64_EXACT))
     return cases
 
 
