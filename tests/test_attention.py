@@ -690,6 +690,41 @@ def test_reverse_train_step_matches_optax_by_hand():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_reverse_train_step_ignores_targets_of_minus_one():
+    # Independent: the kept positions are selected by NumPy boolean indexing outside any trace,
+    # their optax cross-entropies averaged; one SGD step equals parameters - lr * its gradient.
+    model = A.ReverseModel(10, 8, 16, 2, rngs=nnx.Rngs(1))
+    tokens, targets = A.reverse_batch(jax.random.key(4), 4, 8, 10)
+    ignored = np.random.default_rng(0).random((4, 8)) < 0.4
+    ignored[1] = True  # one sequence without any target
+    targets = jnp.where(ignored, -1, targets)
+    kept = np.flatnonzero(~ignored.ravel())
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss_fn(params):
+        logits = nnx.merge(graphdef, params)(tokens).reshape(-1, 10)[kept]
+        labels = np.asarray(targets).ravel()[kept]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    expected = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+    got = nnx.jit(A.reverse_train_step)(model, nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param),
+                                        (tokens, targets))  # fmt: skip
+    np.testing.assert_allclose(got, loss, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Nothing kept: loss 0, and SGD moves nothing.
+    before = [np.asarray(a) for a in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    got = A.reverse_train_step(model, nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param),
+                               (tokens, jnp.full_like(targets, -1)))  # fmt: skip
+    assert float(got) == 0.0
+    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), before):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="one shape"):
+        A.reverse_train_step(model, nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param),
+                             (tokens, targets[:, :4]))  # fmt: skip
+
+
 def test_benchmark_kernels_reports_time_and_quadratic_naive_memory():
     result = A.benchmark_kernels([64, 128], block_size=32, d=16, repeats=1)
     assert result["T"].tolist() == [64, 128]

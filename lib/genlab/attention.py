@@ -773,23 +773,37 @@ class ReverseModel(nnx.Module):
 
 
 def reverse_loss(model: ReverseModel, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean token cross-entropy (nats) and accuracy of ``model`` on ``(tokens, targets)``."""
+    """Mean token cross-entropy (nats) and accuracy of ``model`` on ``(tokens, targets)``.
+
+    Targets equal to -1 are ignored: both means run over the kept positions only (0 when no
+    position is kept).
+    """
     tokens, targets = batch
+    if jnp.shape(tokens) != jnp.shape(targets):
+        raise ValueError(
+            "tokens and targets must have one shape, "
+            f"got {jnp.shape(tokens)} and {jnp.shape(targets)}"
+        )
     logits = model(tokens)  # (B, T, V)
+    kept = targets >= 0  # (B, T)
+    count = jnp.maximum(jnp.sum(kept), 1)
     log_p = jax.nn.log_softmax(logits, axis=-1)
-    loss = -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
-    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == targets)
+    picked = jnp.take_along_axis(log_p, jnp.where(kept, targets, 0)[..., None], axis=-1)[..., 0]
+    loss = -jnp.sum(jnp.where(kept, picked, 0.0)) / count
+    accuracy = jnp.sum(kept & (jnp.argmax(logits, axis=-1) == targets)) / count
     return loss, {"accuracy": accuracy}
 
 
 def reverse_train_step(model: ReverseModel, optimizer: nnx.Optimizer, batch) -> jax.Array:
     """One training step of the reversal model (section 7); returns the loss before the update.
 
-    ``batch = (tokens, targets)``, both integer ``[B, T]``. The loss is the mean over all
-    ``B * T`` target tokens of the cross-entropy (nats) of ``model(tokens)`` (logits
-    ``[B, T, V]``) against ``targets``; its gradient with respect to every ``nnx.Param`` of
-    ``model`` is applied with ``optimizer.update(model, grads)``. Traceable: works under
-    ``nnx.jit``, as a step for :func:`genlab.train.fit`.
+    ``batch = (tokens, targets)``, both integer ``[B, T]``; a target of -1 marks a position
+    without a target (padding), which is ignored. The loss is the mean, over the kept positions
+    only, of the cross-entropy (nats) of ``model(tokens)`` (logits ``[B, T, V]``) against
+    ``targets``: ignored positions change neither the loss nor the gradient, and with no kept
+    position the loss is 0 and the gradient is zero. Its gradient with respect to every
+    ``nnx.Param`` of ``model`` is applied with ``optimizer.update(model, grads)``. Traceable:
+    works under ``nnx.jit``, as a step for :func:`genlab.train.fit`.
     """
 
     def loss_fn(model):

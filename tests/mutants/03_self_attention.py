@@ -804,6 +804,48 @@ def reverse_train_step(model, optimizer, batch):
     optimizer.update(model, grads)
     return loss
 """,
+        "ignored_targets_not_masked": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+
+    def loss_fn(model):
+        log_p = jax.nn.log_softmax(model(tokens), axis=-1)
+        return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "masked_but_divided_by_all_positions": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+    kept = targets >= 0
+
+    def loss_fn(model):
+        log_p = jax.nn.log_softmax(model(tokens), axis=-1)
+        picked = jnp.take_along_axis(log_p, jnp.where(kept, targets, 0)[..., None], axis=-1)[..., 0]
+        return -jnp.sum(jnp.where(kept, picked, 0.0)) / targets.size
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "mean_of_per_sequence_means": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+    kept = targets >= 0
+
+    def loss_fn(model):
+        log_p = jax.nn.log_softmax(model(tokens), axis=-1)
+        picked = jnp.take_along_axis(log_p, jnp.where(kept, targets, 0)[..., None], axis=-1)[..., 0]
+        counts = jnp.maximum(kept.sum(-1), 1)
+        per_sequence = -jnp.sum(jnp.where(kept, picked, 0.0), axis=-1) / counts
+        return jnp.mean(per_sequence)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
     },
 }
 
@@ -1256,8 +1298,12 @@ def causal_blockwise_attention(q, k, v, block_size):
 def reverse_train_step(model, optimizer, batch):
     tokens, targets = batch
 
+    kept = targets >= 0
+
     def loss_fn(model):
-        return optax.softmax_cross_entropy_with_integer_labels(model(tokens), targets).mean()
+        labels = jnp.where(kept, targets, 0)
+        per_token = optax.softmax_cross_entropy_with_integer_labels(model(tokens), labels)
+        return jnp.sum(per_token * kept) / jnp.maximum(jnp.sum(kept), 1)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -1271,7 +1317,8 @@ def reverse_train_step(model, optimizer, batch):
     def loss_fn(params):
         logits = nnx.merge(graphdef, params, rest)(tokens)
         one_hot = jax.nn.one_hot(targets, logits.shape[-1])
-        return -jnp.sum(one_hot * jax.nn.log_softmax(logits)) / targets.size
+        kept = jnp.maximum(jnp.sum(targets >= 0), 1)
+        return -jnp.sum(one_hot * jax.nn.log_softmax(logits)) / kept
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     optimizer.update(model, grads)

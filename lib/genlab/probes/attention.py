@@ -778,6 +778,32 @@ def reverse_train_step_cases(rng: np.random.Generator) -> list[Case]:
         f"reverse_train_step: one SGD(0.5) step, ReverseModel(10, 8, 16, 2) from nnx.Rngs({seed})"
     )
     cases.append(Case(label, _one_step(seed, batch, compiled), close(1e-4, 1e-5)))
+    # Padding: targets of -1 are ignored (about a third of the positions, one whole sequence and
+    # one sequence with a single kept position), then a batch with no target at all.
+    seed = int(rng.integers(1 << 16))
+    tokens, targets = attention.reverse_batch(jax.random.key(seed), 5, 8, 10)
+    ignored = rng.random((5, 8)) < 0.35
+    ignored[1] = True
+    ignored[3] = np.arange(8) != int(rng.integers(8))
+    padded = (tokens, jnp.where(ignored, -1, targets))
+    cases.append(
+        Case(
+            f"reverse_train_step: one SGD(0.5) step from nnx.Rngs({seed}) on a batch of 5 "
+            f"whose targets are -1 (ignored) at {int(ignored.sum())} of 40 positions, "
+            "one sequence entirely",
+            _one_step(seed, padded, compiled),
+            close(1e-4, 1e-5),
+        )
+    )
+    nothing = (tokens, jnp.full_like(targets, -1))
+    cases.append(
+        Case(
+            f"reverse_train_step: one SGD(0.5) step from nnx.Rngs({seed}) on a batch whose "
+            "targets are all -1 (nothing kept: loss 0, nothing moves)",
+            _one_step(seed, nothing, compiled),
+            close(1e-4, 1e-5),
+        )
+    )
     seed, data_key, eval_key = (int(n) for n in rng.integers(1 << 16, size=3))
     label = (f"reverse_train_step: {REVERSE_STEPS} steps of Adam(0.01) on batches of 64, then "
              "the reversal accuracy on held-out sequences")  # fmt: skip
