@@ -145,6 +145,36 @@ def test_calling_the_reference_is_caught_and_scores_zero():
     assert not probing.judge(spec(), cases, outcomes, ["called the reference"]).passed
 
 
+def test_a_forbidden_function_is_caught_under_any_name_even_if_compiled_before():
+    import jax
+    import jax.numpy as jnp
+    from jax import vjp as renamed
+
+    def by_autodiff(x):
+        return renamed(jnp.sin, x)[1](jnp.ones_like(x))[0]
+
+    def by_hand(x):
+        return jnp.cos(x)
+
+    compiled = jax.jit(by_autodiff)
+    compiled(jnp.float32(1.0))  # traced and compiled before the probe
+    expected = ["used jax.vjp, which this exercise asks you to work out yourself"]
+    for answer, flagged in ((by_autodiff, expected), (compiled, expected), (by_hand, [])):
+        with probing.forbidding(("jax.vjp",), []) as flags:
+            answer(jnp.float32(1.0))
+        assert flags == flagged
+    assert float(by_autodiff(jnp.float32(0.0))) == 1.0  # jax.vjp works again afterwards
+    cases, outcomes = outcomes_of(tiny.double)
+    assert not probing.judge(spec(), cases, outcomes, expected).passed
+    with (
+        pytest.raises(TypeError, match="not a Python function"),
+        probing.forbidding(("math.sqrt",), []),
+    ):
+        pass
+    with pytest.raises(ImportError, match="no_such"), probing.forbidding(("no_such.thing",), []):
+        pass
+
+
 def test_probe_in_a_plain_kernel_raises_a_check_error_and_records_when_told(tmp_path, monkeypatch):
     namespace = {"double": lambda x: x + 1}
     with pytest.raises(check.CheckError, match="double"):

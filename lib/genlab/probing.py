@@ -50,7 +50,7 @@ import types
 import zipfile
 import zlib
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ MAX_JSON_BYTES = 2 << 20
 MAX_NPZ_BYTES = 64 << 20
 MAX_ARRAY_BYTES = 256 << 20
 FLAG_REFERENCE = "called the library's reference"
+FLAG_FORBIDDEN = "which this exercise asks you to work out yourself"
 FLAG_SEED = "the probe's seed was read before the probe ran (or the probe was bypassed)"
 FLAG_CHANGED = "the records were changed after the probe wrote them"
 
@@ -128,12 +129,15 @@ class Probe:
     """A graded exercise: its reference and how to draw its cases from a NumPy generator.
 
     uses: earlier exercises this one calls; they are bound to their references while it is probed.
+    forbidden: dotted names of functions (``"jax.vjp"``) that compute what the exercise asks the
+    student to work out; an answer that calls one while it is probed is flagged and scores 0.
     """
 
     name: str
     reference: Any
     cases: Callable[[np.random.Generator], list[Case]]
     uses: tuple[str, ...] = ()
+    forbidden: tuple[str, ...] = ()
 
 
 def call(*args, **kwargs) -> Callable[[Any], Any]:
@@ -374,8 +378,8 @@ class _Watch:
     flag, then runs the original code (a copy of the function keeps it). The trampoline finds
     this object through the function's own globals, so it works in any thread."""
 
-    def __init__(self, flags: list[str]):
-        self.flags = flags
+    def __init__(self, flags: list[str], flag: Callable[[str], str]):
+        self.flags, self.flag = flags, flag
         self.originals: dict[int, types.FunctionType] = {}
 
     def __call__(self, key: int, args, kwargs):
@@ -383,7 +387,7 @@ class _Watch:
         if original is None:  # a stale trampoline: nothing to run
             raise RuntimeError("the reference is not available while being graded")
         if not self.flags:
-            self.flags.append(f"{FLAG_REFERENCE} {original.__name__} while being graded")
+            self.flags.append(self.flag(original.__name__))
         return original(*args, **kwargs)
 
 
@@ -408,9 +412,10 @@ def _trampoline(function: types.FunctionType, key: int) -> types.CodeType:
 
 
 @contextmanager
-def _watched(reference, flags: list[str]):
-    """Swap the reference's functions' code for flagging trampolines, then restore it."""
-    watch = _Watch(flags)
+def _watched(reference, flags: list[str], flag: Callable[[str], str]):
+    """Swap the functions' code (those of ``reference``) for trampolines that record
+    ``flag(name)``, then restore it."""
+    watch = _Watch(flags, flag)
     swapped = []
     with _WATCH_LOCK:
         for function in _functions(reference):
@@ -466,7 +471,7 @@ def tripwire(reference, function):
             flags.append(f"{FLAG_REFERENCE} {frame.f_code.co_name} while being graded")
 
     previous = sys.getprofile()
-    with _watched(reference, flags):
+    with _watched(reference, flags, lambda name: f"{FLAG_REFERENCE} {name} while being graded"):
         sys.setprofile(hook)
         threading.setprofile(hook)
         try:
@@ -474,6 +479,43 @@ def tripwire(reference, function):
         finally:
             sys.setprofile(previous)
             threading.setprofile(None)
+
+
+def _resolve(dotted: str):
+    """The object a dotted name (``"jax.vjp"``, ``"genlab.gpt.train_step"``) stands for."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            target = getattr(target, attribute)
+        return target
+    raise ImportError(f"cannot resolve {dotted!r}")
+
+
+@contextmanager
+def forbidding(names: tuple[str, ...], flags: list[str]):
+    """Flag any call of the functions ``names`` (dotted) while the block runs.
+
+    JAX's caches are cleared first: an answer compiled before would otherwise not run its
+    Python code (nor the call) again.
+    """
+    if names:
+        import jax
+
+        jax.clear_caches()
+    with ExitStack() as stack:
+        for name in names:
+            target = _resolve(name)
+            if not _functions(target):
+                raise TypeError(
+                    f"forbidden {name!r} is not a Python function: it cannot be watched"
+                )
+            message = f"used {name}, {FLAG_FORBIDDEN}"
+            stack.enter_context(_watched(target, flags, lambda _, m=message: m))
+        yield flags
 
 
 @contextmanager
@@ -527,7 +569,7 @@ def probe(chapter: str, name: str, namespace: dict) -> None:
         outcomes, flags = [], []
     else:
         with bound_to_references(namespace, spec.uses, chapter):
-            with tripwire(spec.reference, function) as flags:
+            with tripwire(spec.reference, function) as flags, forbidding(spec.forbidden, flags):
                 outcomes = run_cases(function, cases)
     if record_dir:
         digest = write_records(Path(record_dir), name, seed, outcomes, flags)
