@@ -164,6 +164,23 @@ def test_a_forbidden_function_is_caught_under_any_name_even_if_compiled_before()
             answer(jnp.float32(1.0))
         assert flags == flagged
     assert float(by_autodiff(jnp.float32(0.0))) == 1.0  # jax.vjp works again afterwards
+    # Nested in the reference's tripwire, on a function of the same module: both are caught.
+    with (
+        probing.tripwire(tiny.double, by_hand) as flags,
+        probing.forbidding(("genlab.probes.tiny.root",), flags),
+    ):
+        assert tiny.root(4.0) == 2.0 and not flags[1:]
+        assert flags == [
+            "used genlab.probes.tiny.root, which this exercise asks you to work out yourself"
+        ]
+        assert tiny.double(3.0) == 6.0
+    assert flags == flags[:1] and tiny.double(2.0) == 4.0 and tiny.root(9.0) == 3.0
+    with (
+        probing.tripwire(tiny.double, by_hand) as flags,
+        probing.forbidding(("genlab.probes.tiny.root",), flags),
+    ):
+        assert tiny.double(3.0) == 6.0
+    assert flags == [f"{probing.FLAG_REFERENCE} double while being graded"]
     cases, outcomes = outcomes_of(tiny.double)
     assert not probing.judge(spec(), cases, outcomes, expected).passed
     with (

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import itertools
 import json
 import os
 import stat
@@ -369,7 +370,8 @@ def _functions(reference) -> list[types.FunctionType]:
     return list(found.values())
 
 
-_WATCH_NAME = "__genlab_tripwire__"
+_WATCH_PREFIX = "__genlab_tripwire"
+_WATCH_COUNT = itertools.count()
 _WATCH_LOCK = threading.Lock()
 
 
@@ -391,14 +393,14 @@ class _Watch:
         return original(*args, **kwargs)
 
 
-def _trampoline(function: types.FunctionType, key: int) -> types.CodeType:
-    """A code object for ``function``: ``return __genlab_tripwire__(key, args, kwargs)`` with
+def _trampoline(function: types.FunctionType, key: int, watcher: str) -> types.CodeType:
+    """A code object for ``function``: ``return watcher(key, args, kwargs)`` with
     the same free variables (so it can be assigned to ``function.__code__``)."""
     free = function.__code__.co_freevars
     inner = ["    def _t(*args, **kwargs):"]
     if free:
         inner.append("        (" + ", ".join(free) + ",)")
-    inner.append(f"        return {_WATCH_NAME}({key}, args, kwargs)")
+    inner.append(f"        return {watcher}({key}, args, kwargs)")
     source = "def _outer():\n"
     source += "".join(f"    {name} = None\n" for name in free)
     source += "\n".join(inner) + "\n    return _t\n"
@@ -416,6 +418,7 @@ def _watched(reference, flags: list[str], flag: Callable[[str], str]):
     """Swap the functions' code (those of ``reference``) for trampolines that record
     ``flag(name)``, then restore it."""
     watch = _Watch(flags, flag)
+    watcher = f"{_WATCH_PREFIX}_{next(_WATCH_COUNT)}__"  # its own name: watches may nest
     swapped = []
     with _WATCH_LOCK:
         for function in _functions(reference):
@@ -425,9 +428,9 @@ def _watched(reference, flags: list[str], flag: Callable[[str], str]):
             copy.__kwdefaults__ = function.__kwdefaults__
             copy.__dict__.update(function.__dict__)
             try:
-                trampoline = _trampoline(function, key)
+                trampoline = _trampoline(function, key, watcher)
                 watch.originals[key] = copy
-                function.__globals__[_WATCH_NAME] = watch
+                function.__globals__[watcher] = watch
                 saved = function.__code__
                 function.__code__ = trampoline
             except (ValueError, TypeError, SyntaxError):  # left to the profile hook
@@ -440,7 +443,7 @@ def _watched(reference, flags: list[str], flag: Callable[[str], str]):
         with _WATCH_LOCK:
             for function, saved in swapped:
                 function.__code__ = saved
-                function.__globals__.pop(_WATCH_NAME, None)
+                function.__globals__.pop(watcher, None)
             watch.originals.clear()
         _clear_caches(reference)
 
