@@ -69,6 +69,9 @@ MAX_NPZ_BYTES = 64 << 20
 MAX_ARRAY_BYTES = 256 << 20
 FLAG_REFERENCE = "called the library's reference"
 FLAG_FORBIDDEN = "which this exercise asks you to work out yourself"
+# JAX's automatic differentiation, forbidden in exercises that ask for a gradient by hand.
+AUTODIFF = ("jax.grad", "jax.value_and_grad", "jax.vjp", "jax.jvp", "jax.jacrev", "jax.jacfwd",
+            "jax.linearize", "jax.hessian")  # fmt: skip
 FLAG_SEED = "the probe's seed was read before the probe ran (or the probe was bypassed)"
 FLAG_CHANGED = "the records were changed after the probe wrote them"
 
