@@ -9,6 +9,19 @@ kernel after the solution notebook has run, so they may use what its imports cel
 
 WRONG = {
     "logsumexp": {
+        "jax_nn_logsumexp": """
+def logsumexp(x, axis=-1):
+    return jax.nn.logsumexp(x, axis=axis)
+""",
+        "scipy_special": """
+def logsumexp(x, axis=-1):
+    return jax.scipy.special.logsumexp(x, axis=axis)
+""",
+        "log_softmax_read_backwards": """
+def logsumexp(x, axis=-1):
+    first = jnp.take(x, 0, axis=axis)
+    return first - jnp.take(jax.nn.log_softmax(x, axis=axis), 0, axis=axis)
+""",
         "naive_overflow": """
 def logsumexp(x, axis=-1):
     return jnp.log(jnp.sum(jnp.exp(x), axis=axis))
@@ -119,6 +132,23 @@ def mixture_moments(means, stds):
 """,
     },
     "mse_grad": {
+        "value_and_grad_of_sum": """
+def mse_grad(w, x, y):
+    _, grad = jax.value_and_grad(lambda v: jnp.sum((x @ v - y) ** 2) / len(y))(w)
+    return grad
+""",
+        "jacrev_with_argnums": """
+def mse_grad(w, x, y):
+    def loss(x, w, y):
+        return jnp.mean(jnp.square(jnp.einsum("nd,d->n", x, w) - y))
+    return jax.jacrev(loss, argnums=1)(x, w, y)
+""",
+        "grad_imported_under_another_name": """
+from jax import grad as derivative
+
+def mse_grad(w, x, y):
+    return derivative(lambda v: jnp.mean((x @ v - y) ** 2))(w)
+""",
         "missing_factor_two": """
 def mse_grad(w, x, y):
     return x.T @ (x @ w - y) / x.shape[0]
@@ -637,14 +667,6 @@ def clipped_mean_grad(model, x, y, max_norm):
 
 CORRECT = {
     "logsumexp": {
-        "jax_nn_logsumexp": """
-def logsumexp(x, axis=-1):
-    return jax.nn.logsumexp(x, axis=axis)
-""",
-        "scipy_special": """
-def logsumexp(x, axis=-1):
-    return jax.scipy.special.logsumexp(x, axis=axis)
-""",
         "moveaxis_then_last_axis": """
 def logsumexp(x, axis=-1):
     x = jnp.moveaxis(x, axis, -1)
@@ -713,16 +735,14 @@ def mixture_moments(means, stds):
 def mse_grad(w, x, y):
     return 2.0 / x.shape[0] * x.T @ (x @ w - y)
 """,
-        "value_and_grad_of_sum": """
+        "einsum_two_steps": """
 def mse_grad(w, x, y):
-    _, grad = jax.value_and_grad(lambda v: jnp.sum((x @ v - y) ** 2) / len(y))(w)
-    return grad
+    residuals = jnp.einsum("nd,d->n", x, w) - y
+    return jnp.einsum("n,nd->d", 2.0 * residuals, x) / residuals.shape[0]
 """,
-        "jacrev_with_argnums": """
+        "mean_of_per_example_gradients": """
 def mse_grad(w, x, y):
-    def loss(x, w, y):
-        return jnp.mean(jnp.square(jnp.einsum("nd,d->n", x, w) - y))
-    return jax.jacrev(loss, argnums=1)(x, w, y)
+    return jnp.mean(2.0 * (x @ w - y)[:, None] * x, axis=0)
 """,
     },
     "per_example_grads": {
