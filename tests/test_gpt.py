@@ -388,6 +388,71 @@ def test_train_step_matches_an_optax_chain(max_grad_norm):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def _kept_by_hand(tokens: np.ndarray, end_id: int) -> list[tuple[int, int]]:
+    """(b, t) of every prediction whose inputs tokens[b, :t + 1] hold no end_id, by a loop."""
+    batch, width = tokens.shape
+    return [(b, t) for b in range(batch) for t in range(width - 1)
+            if end_id not in tokens[b, : t + 1].tolist()]  # fmt: skip
+
+
+def test_train_step_skips_predictions_that_read_an_end_of_document_token():
+    import optax
+
+    config = gpt.GPTConfig(vocab_size=9, block_size=8, num_layers=1, num_heads=2, d_model=16)
+    tokens = np.array(
+        [
+            [1, 2, 3, 4, 5, 6, 7, 8, 1],  # no end token: all 8 scored
+            [
+                1,
+                0,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                1,
+            ],  # end at input 1: prediction 0 scored (its target is the end)
+            [0, 2, 3, 4, 5, 6, 7, 8, 1],  # starts with the end: none scored
+            [1, 2, 3, 4, 5, 6, 7, 8, 0],
+        ],
+        np.int32,
+    )  # ends the window: all scored
+    kept = _kept_by_hand(tokens, 0)
+    assert len(kept) == 8 + 1 + 0 + 8
+    ours = gpt.GPT(config, rngs=nnx.Rngs(1))
+    loss = nnx.jit(gpt.train_step)(ours, nnx.Optimizer(ours, optax.sgd(0.5), wrt=nnx.Param),
+                                   tokens, 1e6, jnp.int32(0))  # fmt: skip
+    theirs = gpt.GPT(config, rngs=nnx.Rngs(1))
+    optimizer = nnx.Optimizer(theirs, optax.sgd(0.5), wrt=nnx.Param)
+    rows, cols = (np.array(i) for i in zip(*kept))
+
+    def loss_fn(m):
+        logits = m(jnp.asarray(tokens[:, :-1]))[rows, cols]  # (kept, V)
+        labels = jnp.asarray(tokens[rows, cols + 1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    want, grads = nnx.value_and_grad(loss_fn)(theirs)
+    optimizer.update(theirs, grads)
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    for a, b in zip(_leaves(ours), _leaves(theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_train_step_with_nothing_scored_returns_zero_and_does_not_move():
+    import optax
+
+    config = gpt.GPTConfig(vocab_size=9, block_size=8, num_layers=1, num_heads=2, d_model=16)
+    tokens = jnp.asarray(np.array([[5, 1, 2, 3], [5, 5, 4, 2]], np.int32))
+    model = gpt.GPT(config, rngs=nnx.Rngs(2))
+    before = _leaves(model)
+    loss = gpt.train_step(model, nnx.Optimizer(model, optax.sgd(1.0), wrt=nnx.Param), tokens,
+                          1.0, 5)  # fmt: skip
+    assert float(loss) == 0.0
+    for a, b in zip(_leaves(model), before):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_copy_rate_counts_argmax_equal_to_input():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 5, 4)).astype(np.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 from pathlib import Path
 
 import jax
@@ -319,6 +320,45 @@ def test_entropy_temperature_slope_matches_finite_differences(t):
     got = sampling.entropy_temperature_slope(jnp.asarray(logits), t)
     assert got.shape == (4,) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def _entropy_decimal(row, t):
+    """The entropy of softmax(row / t) with 60 significant digits (decimal arithmetic)."""
+    z = [decimal.Decimal(float(x)) / t for x in row]
+    top = max(z)
+    weights = [(v - top).exp() for v in z]
+    total = sum(weights)
+    return -sum(w / total * (w / total).ln() for w in weights if w > 0)
+
+
+@pytest.mark.parametrize(("scale", "t"), [(2.0, 0.1), (4.0, 0.2), (2.0, 300.0)])
+def test_entropy_temperature_slope_is_accurate_where_the_slope_is_tiny(scale, t):
+    # Far below the gaps between the logits the slope is as small as 1e-21 and far above their
+    # spread as small as 1e-7; a 60-digit central difference of H gives the exact value.
+    logits = np.random.default_rng(3).normal(scale=scale, size=(3, 9)).astype(np.float32)
+    with decimal.localcontext() as context:
+        context.prec = 60
+        h, t_exact = decimal.Decimal("1e-20"), decimal.Decimal(t)
+        want = [float((_entropy_decimal(row, t_exact + h) - _entropy_decimal(row, t_exact - h))
+                      / (2 * h)) for row in logits]  # fmt: skip
+    got = sampling.entropy_temperature_slope(jnp.asarray(logits), t)
+    assert min(want) < 1e-6
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=0.0)
+
+
+def test_generate_with_an_end_token_repeats_it_after_the_first_one():
+    table = jax.random.normal(jax.random.key(3), (5, 5)) * 2
+    prompt = jnp.tile(jnp.arange(5)[:, None], (40, 2))  # (200, 2)
+    key = jax.random.key(4)
+    free = np.asarray(sampling.generate(key, _bigram_logits_fn(table), prompt, 6))
+    ended = np.asarray(sampling.generate(key, _bigram_logits_fn(table), prompt, 6, end_id=1))
+    for row_free, row_ended in zip(free, ended):
+        new = row_free[2:].tolist()
+        first = new.index(1) if 1 in new else len(new)
+        want = new[: first + 1] + [1] * (len(new) - first - 1)
+        assert row_ended[2:].tolist() == want
+        np.testing.assert_array_equal(row_ended[:2], row_free[:2])
+    assert (ended[:, 2:] == 1).any(axis=1).mean() > 0.3
 
 
 def test_entropy_temperature_slope_is_zero_for_uniform_and_two_token_closed_form():

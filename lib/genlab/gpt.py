@@ -6,7 +6,8 @@ Shape letters: B batch, T time (tokens), D model width, H heads, V vocabulary.
 
     lm_loss           section 1, mean next-token cross-entropy in nats
     perplexity        section 1, exp(loss)
-    train_step        section 3, next-token loss on shifted windows, clipped gradients, update
+    train_step        section 3, next-token loss on shifted windows (predictions that read an
+                      end-of-document token not scored), clipped gradients, update
     teacher_forced_accuracy  section 8, what a one-shot argmax "generate" really computes
     copy_rate         section 8, how often the argmax at t is the input token at t (no shift)
     pre_ln_block      section 2, h = x + attn(ln_1(x)), then h + mlp(ln_2(h))
@@ -61,6 +62,7 @@ __all__ = [
     "read_safetensors",
     "copy_rate",
     "teacher_forced_accuracy",
+    "scored_positions",
     "train_step",
     "unigram_entropy",
     "update_kv_cache",
@@ -153,12 +155,30 @@ def unigram_entropy(tokens, vocab_size: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+def scored_positions(tokens, end_id=-1):
+    """Which next-token predictions of windows ``tokens`` [B, T + 1] the training step scores.
+
+    Prediction t reads ``tokens[:, :t + 1]`` and is scored against ``tokens[:, t + 1]``; an
+    ``end_id`` token closes its document (it belongs to the document it ends), so the
+    prediction is scored only when no ``end_id`` occurs in ``tokens[:, :t + 1]``: everything it
+    reads and its target then come from one document. ``end_id = -1`` (no token id) scores all.
+
+    Returns:
+        bool [B, T].
+    """
+    inputs = jnp.asarray(tokens)[:, :-1]  # (B, T)
+    return jnp.cumsum(inputs == end_id, axis=1) == 0
+
+
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
     """One optimisation step of a language model on windows of tokens (section 3).
 
-    Inputs are every window but its last token, targets every window but its first; the loss
-    is :func:`lm_loss`. The gradient of all ``nnx.Param`` variables is rescaled, when its global
-    norm (over every parameter) exceeds ``max_grad_norm``, to that norm (``optax``'s
+    Inputs are every window but its last token, targets every window but its first. The loss is
+    the mean next-token cross-entropy over the predictions :func:`scored_positions` keeps (every
+    prediction whose inputs, from the window's start, hold no ``end_id``); with none kept it is
+    0 and so is the gradient. With the default ``end_id = -1`` every prediction is kept and the
+    loss is :func:`lm_loss`. The gradient of all ``nnx.Param`` variables is rescaled, when its
+    global norm (over every parameter) exceeds ``max_grad_norm``, to that norm (``optax``'s
     ``clip_by_global_norm``), then ``optimizer.update(model, grads)`` applies it.
 
     Args:
@@ -166,14 +186,19 @@ def train_step(model, optimizer, tokens, max_grad_norm=1.0):
         optimizer: an ``nnx.Optimizer`` of ``model`` (``wrt=nnx.Param``), e.g. AdamW.
         tokens: integer [B, T + 1], windows of the token stream.
         max_grad_norm: float > 0.
+        end_id: int (may be traced), the end-of-document token id; -1 for none.
 
     Returns:
         float32 scalar: the loss before the update. Runs under ``nnx.jit``.
     """
     tokens = jnp.asarray(tokens)
+    scored = scored_positions(tokens, end_id).astype(jnp.float32)  # (B, T)
+    count = jnp.maximum(jnp.sum(scored), 1.0)
 
     def loss_fn(m):
-        return lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+        log_p = jax.nn.log_softmax(m(tokens[:, :-1]).astype(jnp.float32), axis=-1)  # (B, T, V)
+        picked = jnp.take_along_axis(log_p, tokens[:, 1:, None], axis=-1)[..., 0]  # (B, T)
+        return -jnp.sum(picked * scored) / count
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())

@@ -349,7 +349,9 @@ def entropy_temperature_slope(logits, t):
         t: float > 0.
 
     Returns:
-        float32 [...], in nats per unit of temperature.
+        float32 [...], in nats per unit of temperature, to a relative 1e-3 in every row, also
+        where the slope is tiny (t far below the gaps between the logits, or far above their
+        spread), where float32 differences of H, numerical or automatic, lose it.
 
     Raises:
         ValueError: if t <= 0.
@@ -443,6 +445,7 @@ def generate(
     top_k=None,
     top_p=None,
     greedy=False,
+    end_id=-1,
 ):
     """Autoregressive generation that recomputes the whole context for every new token.
 
@@ -455,6 +458,10 @@ def generate(
         token = argmax(logits) if greedy else sample_next_token(subkey, logits, ...)
         buffer[:, T0 + i] = token
 
+    A row that has drawn ``end_id`` (its document has ended) continues with ``end_id`` only:
+    every later new token of that row is ``end_id``, whatever the model says. ``end_id = -1``
+    (no token id) never ends a row. The prompt does not count.
+
     One ``jax.random.split`` per step, also when greedy (the key is then unused), so cached
     generation (``genlab.gpt.generate``) draws the same tokens for the same key.
 
@@ -465,6 +472,7 @@ def generate(
         num_new_tokens: N, int >= 0.
         temperature, top_k, top_p: as in :func:`sample_next_token`.
         greedy: take the argmax instead of sampling.
+        end_id: int, the end-of-document token id; -1 for none.
 
     Returns:
         int32 [B, T0 + N]: the prompt followed by the N generated tokens.
@@ -472,6 +480,7 @@ def generate(
     prompt = check_prompt(prompt, num_new_tokens, min_new_tokens=0)
     batch, t0 = prompt.shape
     buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    ended = jnp.zeros((batch,), bool)  # (B,): rows that have drawn end_id
     for i in range(num_new_tokens):
         key, subkey = jax.random.split(key)
         logits = logits_fn(buffer)[:, t0 + i - 1]  # (B, V)
@@ -479,5 +488,7 @@ def generate(
             token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         else:
             token = sample_next_token(subkey, logits, temperature, top_k, top_p)
+        token = jnp.where(ended, end_id, token).astype(jnp.int32)
+        ended = ended | (token == end_id)
         buffer = buffer.at[:, t0 + i].set(token)
     return buffer

@@ -186,6 +186,26 @@ def entropy_temperature_slope(logits, t):
     log_p = jax.nn.log_softmax(logits / t, axis=-1)
     return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 """,
+        "autodiff_of_the_entropy_in_float32": """
+def entropy_temperature_slope(logits, t):
+    def H(temp):
+        log_p = jax.nn.log_softmax(logits / temp, axis=-1)
+        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+    return jax.jacfwd(H)(jnp.float32(t))
+""",
+        "central_difference_of_the_entropy": """
+def entropy_temperature_slope(logits, t):
+    def H(temp):
+        log_p = jax.nn.log_softmax(logits / temp, axis=-1)
+        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+    h = 1e-2 * t
+    return (H(t + h) - H(t - h)) / (2 * h)
+""",
+        "raw_moments_cancel": """
+def entropy_temperature_slope(logits, t):
+    p = jax.nn.softmax(logits / t, axis=-1)
+    return (jnp.sum(p * logits**2, axis=-1) - jnp.sum(p * logits, axis=-1) ** 2) / t**3
+""",
     },
     "top_k_filter": {
         "keeps_k_minus_1": """
@@ -381,7 +401,7 @@ def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
     "generate": {
         "same_key_every_step": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     prompt = jnp.asarray(prompt, jnp.int32)
     batch, t0 = prompt.shape
     buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
@@ -394,7 +414,7 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
 """,
         "reads_last_buffer_position": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     prompt = jnp.asarray(prompt, jnp.int32)
     batch, t0 = prompt.shape
     buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
@@ -408,7 +428,7 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
 """,
         "draws_every_step_from_the_prompt": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     prompt = jnp.asarray(prompt, jnp.int32)
     batch, t0 = prompt.shape
     buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
@@ -422,7 +442,7 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
 """,
         "samples_probabilities_as_logits": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     prompt = jnp.asarray(prompt, jnp.int32)
     batch, t0 = prompt.shape
     buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
@@ -437,7 +457,7 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
 """,
         "one_shot_argmax": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     prompt = jnp.asarray(prompt, jnp.int32)
     batch, t0 = prompt.shape
     buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
@@ -446,7 +466,7 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
 """,
         "filters_not_passed_on": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     prompt = jnp.asarray(prompt, jnp.int32)
     batch, t0 = prompt.shape
     buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
@@ -455,6 +475,71 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
         logits = logits_fn(buffer)[:, t0 + i - 1]
         token = (jnp.argmax(logits, -1) if greedy
                  else sample_next_token(subkey, logits, temperature))
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
+        "ignores_end_id": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False, end_id=-1):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    for i in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(buffer)[:, t0 + i - 1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(subkey, logits, temperature, top_k, top_p))
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
+        "an_end_in_the_prompt_counts": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False, end_id=-1):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    ended = jnp.any(prompt == end_id, axis=1)
+    for i in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(buffer)[:, t0 + i - 1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(subkey, logits, temperature, top_k, top_p))
+        token = jnp.where(ended, end_id, token)
+        ended = ended | (token == end_id)
+        buffer = buffer.at[:, t0 + i].set(token)
+    return buffer
+""",
+        "replaces_only_the_next_token": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False, end_id=-1):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    drawn_end = jnp.zeros((batch,), bool)
+    for i in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(buffer)[:, t0 + i - 1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(subkey, logits, temperature, top_k, top_p))
+        written = jnp.where(drawn_end, end_id, token)
+        drawn_end = token == end_id
+        buffer = buffer.at[:, t0 + i].set(written)
+    return buffer
+""",
+        "pads_with_zeros_after_the_end": """
+def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             greedy=False, end_id=-1):
+    prompt = jnp.asarray(prompt, jnp.int32)
+    batch, t0 = prompt.shape
+    buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
+    ended = jnp.zeros((batch,), bool)
+    for i in range(num_new_tokens):
+        key, subkey = jax.random.split(key)
+        logits = logits_fn(buffer)[:, t0 + i - 1]
+        token = (jnp.argmax(logits, -1) if greedy
+                 else sample_next_token(subkey, logits, temperature, top_k, top_p))
+        token = jnp.where(ended, 0, token)
+        ended = ended | (token == end_id)
         buffer = buffer.at[:, t0 + i].set(token)
     return buffer
 """,
@@ -553,44 +638,151 @@ def step_keys(key, num_steps):
     },
     "train_step": {
         "no_shift": """
-def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
     x = tokens[:, :-1]
-    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(x), x))(model)
+    scored = (jnp.cumsum(x == end_id, axis=1) == 0).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(x), axis=-1)
+        picked = jnp.take_along_axis(log_p, x[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / jnp.maximum(scored.sum(), 1.0)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
     grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
     optimizer.update(model, grads)
     return loss
 """,
-        "shift_backwards": """
-def train_step(model, optimizer, tokens, max_grad_norm=1.0):
-    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(tokens[:, 1:]), tokens[:, :-1]))(model)
+        "ignores_end_id": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(tokens[:, :-1]), tokens[:, 1:]))(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
+""",
+        "drops_only_end_targets": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (targets != end_id).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / jnp.maximum(scored.sum(), 1.0)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
+""",
+        "drops_only_end_inputs": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (inputs != end_id).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / jnp.maximum(scored.sum(), 1.0)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
+""",
+        "scores_the_prediction_after_the_end": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (jnp.cumsum(inputs == end_id, axis=1) - (inputs == end_id) == 0).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / jnp.maximum(scored.sum(), 1.0)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
+""",
+        "mask_from_the_targets": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (jnp.cumsum(targets == end_id, axis=1) == 0).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / jnp.maximum(scored.sum(), 1.0)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
+""",
+        "mean_over_all_positions": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (jnp.cumsum(inputs == end_id, axis=1) == 0).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / scored.size
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
+""",
+        "nan_when_nothing_is_scored": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (jnp.cumsum(inputs == end_id, axis=1) == 0).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / scored.sum()
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, grads)
+    return loss
+""",
+        "mean_of_per_window_means": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (jnp.cumsum(inputs == end_id, axis=1) == 0).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        per_window = -jnp.sum(picked * scored, axis=1) / jnp.maximum(scored.sum(axis=1), 1.0)
+        return jnp.mean(per_window)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
     grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
     optimizer.update(model, grads)
     return loss
 """,
         "no_clipping": """
-def train_step(model, optimizer, tokens, max_grad_norm=1.0):
-    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(tokens[:, :-1]), tokens[:, 1:]))(model)
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (jnp.cumsum(inputs == end_id, axis=1) == 0).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / jnp.maximum(scored.sum(), 1.0)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
 """,
         "clips_each_array_separately": """
-def train_step(model, optimizer, tokens, max_grad_norm=1.0):
-    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(tokens[:, :-1]), tokens[:, 1:]))(model)
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (jnp.cumsum(inputs == end_id, axis=1) == 0).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / jnp.maximum(scored.sum(), 1.0)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
     grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, max_grad_norm / jnp.linalg.norm(g)), grads)
     optimizer.update(model, grads)
     return loss
 """,
-        "loss_after_the_update": """
-def train_step(model, optimizer, tokens, max_grad_norm=1.0):
-    loss_fn = lambda m: lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
-    grads = nnx.grad(loss_fn)(model)
-    grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
-    optimizer.update(model, grads)
-    return loss_fn(model)
-""",
         "gradient_ascent": """
-def train_step(model, optimizer, tokens, max_grad_norm=1.0):
-    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(tokens[:, :-1]), tokens[:, 1:]))(model)
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    scored = (jnp.cumsum(inputs == end_id, axis=1) == 0).astype(jnp.float32)
+    def loss_fn(m):
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(picked * scored) / jnp.maximum(scored.sum(), 1.0)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
     grads, _ = optax.clip_by_global_norm(max_grad_norm).update(grads, optax.EmptyState())
     optimizer.update(model, jax.tree.map(lambda g: -g, grads))
     return loss
@@ -825,12 +1017,12 @@ def apply_temperature(logits, t):
 """,
     },
     "entropy_temperature_slope": {
-        "autodiff_of_the_entropy": """
+        "weighted_average_variance": """
 def entropy_temperature_slope(logits, t):
-    def H(temp):
-        log_p = jax.nn.log_softmax(logits / temp, axis=-1)
-        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
-    return jax.jacfwd(H)(jnp.float32(t))
+    logits = jnp.asarray(logits, jnp.float32)
+    p = jnp.exp(jax.nn.log_softmax(logits / t, axis=-1))
+    mean = jnp.sum(p * logits, axis=-1, keepdims=True)
+    return jnp.average((logits - mean) ** 2, axis=-1, weights=p) / t**3
 """,
         "moments": """
 def entropy_temperature_slope(logits, t):
@@ -924,8 +1116,9 @@ def sample_next_token(key, logits, temperature=1.0, top_k=None, top_p=None):
     "generate": {
         "growing_context": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     tokens = jnp.asarray(prompt, jnp.int32)
+    ended = jnp.zeros(tokens.shape[:1], bool)
     for _ in range(num_new_tokens):
         key, subkey = jax.random.split(key)
         logits = logits_fn(tokens)[:, -1]
@@ -933,12 +1126,14 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
             token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         else:
             token = sample_next_token(subkey, logits, temperature, top_k, top_p)
+        token = jnp.where(ended, end_id, token)
+        ended = ended | (token == end_id)
         tokens = jnp.concatenate([tokens, token[:, None]], axis=1)
     return tokens
 """,
         "precomputed_keys": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     prompt = jnp.asarray(prompt, jnp.int32)
     t0 = prompt.shape[1]
     buffer = jnp.pad(prompt, ((0, 0), (0, num_new_tokens)))
@@ -950,12 +1145,13 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
         logits = logits_fn(buffer)[:, t0 + i - 1]
         token = (jnp.argmax(logits, axis=-1) if greedy
                  else sample_next_token(sub, logits, temperature, top_k, top_p))
-        buffer = buffer.at[:, t0 + i].set(token)
+        done = jnp.any(buffer[:, t0:t0 + i] == end_id, axis=1)
+        buffer = buffer.at[:, t0 + i].set(jnp.where(done, end_id, token))
     return buffer
 """,
         "samples_with_carried_key": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     prompt = jnp.asarray(prompt, jnp.int32)
     batch, t0 = prompt.shape
     buffer = jnp.zeros((batch, t0 + num_new_tokens), jnp.int32).at[:, :t0].set(prompt)
@@ -964,12 +1160,13 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
         logits = logits_fn(buffer)[:, t0 + i - 1]
         token = (jnp.argmax(logits, -1) if greedy
                  else sample_next_token(key, logits, temperature, top_k, top_p))
-        buffer = buffer.at[:, t0 + i].set(token)
+        done = jnp.any(buffer[:, t0:t0 + i] == end_id, axis=1)
+        buffer = buffer.at[:, t0 + i].set(jnp.where(done, end_id, token))
     return buffer
 """,
         "fold_in_the_step": """
 def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             greedy=False):
+             greedy=False, end_id=-1):
     prompt = jnp.asarray(prompt, jnp.int32)
     t0 = prompt.shape[1]
     out = jnp.pad(prompt, ((0, 0), (0, num_new_tokens)))
@@ -979,6 +1176,8 @@ def generate(key, logits_fn, prompt, num_new_tokens, temperature=1.0, top_k=None
             token = jnp.argmax(logits, axis=-1)
         else:
             token = sample_next_token(jax.random.fold_in(key, i), logits, temperature, top_k, top_p)
+        if i > 0:
+            token = jnp.where(out[:, t0 + i - 1] == end_id, end_id, token)
         out = out.at[:, t0 + i].set(token.astype(jnp.int32))
     return out
 """,
@@ -1043,25 +1242,37 @@ def step_keys(key, num_steps):
 """,
     },
     "train_step": {
-        "manual_global_norm": """
-def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+        "cumulative_product_and_optax": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    loss, grads = nnx.value_and_grad(lambda m: lm_loss(m(inputs), targets))(model)
+    same_document = jnp.cumprod(inputs != end_id, axis=1)
+    def loss_fn(m):
+        nll = optax.softmax_cross_entropy_with_integer_labels(m(inputs), targets)
+        weight = same_document / jnp.maximum(same_document.sum(), 1)
+        return jnp.sum(nll * weight)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
     norm = optax.global_norm(grads)
     scale = jnp.minimum(1.0, max_grad_norm / norm)
     optimizer.update(model, jax.tree.map(lambda g: g * scale, grads))
     return loss
 """,
-        "optax_cross_entropy_and_sqrt_of_squares": """
-def train_step(model, optimizer, tokens, max_grad_norm=1.0):
+        "first_end_position_and_sqrt_of_squares": """
+def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    width = inputs.shape[1]
+    is_end = inputs == end_id
+    first_end = jnp.where(is_end.any(axis=1), jnp.argmax(is_end, axis=1), width)
+    scored = jnp.arange(width)[None, :] < first_end[:, None]
+    count = jnp.sum(scored)
     def loss_fn(m):
-        logits = m(tokens[:, :-1])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+        log_p = jax.nn.log_softmax(m(inputs), axis=-1)
+        picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
+        total = -jnp.sum(jnp.where(scored, picked, 0.0))
+        return jnp.where(count > 0, total / jnp.where(count > 0, count, 1), 0.0)
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))
     clipped = lambda g: jnp.where(norm > max_grad_norm, g * max_grad_norm / norm, g)
-    grads = jax.tree.map(clipped, grads)
-    optimizer.update(model, grads)
+    optimizer.update(model, jax.tree.map(clipped, grads))
     return loss
 """,
     },

@@ -181,18 +181,19 @@ def _params(model) -> tuple:
     return tuple(jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def _step_run(compiled, config, seed: int, tx, batches, max_grad_norm: float):
-    """Steps of the student's train_step (under nnx.jit, max_grad_norm traced) on a fresh GPT:
-    the losses it returns, and the change of every parameter (after minus before), as raw
-    arrays. Cases that share ``config`` and the ``tx`` object share one compiled program."""
+def _step_run(compiled, config, seed: int, tx, batches, max_grad_norm: float, end_id: int = -1):
+    """Steps of the student's train_step (under nnx.jit, max_grad_norm and end_id traced) on a
+    fresh GPT: the losses it returns, and the change of every parameter (after minus before), as
+    raw arrays. Cases that share ``config`` and the ``tx`` object share one compiled program."""
 
     def run(train_step):
         model = gpt.GPT(config, rngs=nnx.Rngs(seed))
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         before = _params(model)
         step = compiled(train_step)
-        bound = jnp.float32(max_grad_norm)
-        losses = jnp.stack([jnp.asarray(step(model, optimizer, b, bound)) for b in batches])
+        bound, end = jnp.float32(max_grad_norm), jnp.int32(end_id)
+        losses = jnp.stack([jnp.asarray(step(model, optimizer, b, bound, end_id=end))
+                            for b in batches])  # fmt: skip
         change = tuple(a - b for a, b in zip(_params(model), before))
         return {"losses": losses, "parameter change": change}
 
@@ -301,6 +302,7 @@ def train_step_cases(rng: np.random.Generator) -> list[Case]:
              "gradient of the next-token loss",
              _step_run(compiled, config, seed + 1, sgd, windows, 1e6), _step_compare),
     ]  # fmt: skip
+    cases += _document_cases(rng, compiled, config, train_ids, sgd)
     threshold = gpt.unigram_entropy(train_ids, vocab_size) - QUALITY_MARGIN
     seed = int(rng.integers(1 << 16))
     keys = jax.random.split(key_from(rng), QUALITY_STEPS)
@@ -310,6 +312,39 @@ def train_step_cases(rng: np.random.Generator) -> list[Case]:
                       _quality_run(compiled, config, seed, train_ids, keys, 3e-3),
                       _quality_compare(config, val_ids, threshold)))  # fmt: skip
     return cases
+
+
+def _document_cases(rng, compiled, config, train_ids, sgd) -> list[Case]:
+    """Windows of the corpus read as documents closed by a frequent character (the end id):
+    windows where it sits at hidden places, at the very end only (it is then only a target), at
+    the start of every window (nothing is scored), and one window with none."""
+    ids, counts = np.unique(train_ids, return_counts=True)
+    end = int(ids[np.argsort(counts)[-3]])  # the third most frequent character
+    starts = rng.integers(0, len(train_ids) - 33, size=4)
+    windows = np.stack([train_ids[s : s + 33] for s in starts]).astype(np.int32)  # (4, 33)
+    windows[0] = np.where(windows[0] == end, (end + 1) % config.vocab_size, windows[0])
+    windows[1, rng.integers(3, 30)] = end
+    last = windows.copy()
+    last[last == end] = (end + 1) % config.vocab_size
+    last[:, -1] = end
+    first = windows.copy()
+    first[:, 0] = end
+    seed = int(rng.integers(1 << 16))
+    return [
+        Case(f"train_step: one SGD(1.0) step on 4 windows of 33 tokens, end_id={end} (the end "
+             "token inside windows, one window without it), max_grad_norm=1e6",
+             _step_run(compiled, config, seed, sgd, _i32(windows)[None], 1e6, end),
+             _step_compare),
+        Case(f"train_step: the same windows and end_id={end}, max_grad_norm=1e-3 (clipped)",
+             _step_run(compiled, config, seed, sgd, _i32(windows)[None], 1e-3, end),
+             _clipped_compare(1e-3)),
+        Case(f"train_step: end_id={end} only as the last token of every window, "
+             "max_grad_norm=1e6",
+             _step_run(compiled, config, seed, sgd, _i32(last)[None], 1e6, end), _step_compare),
+        Case(f"train_step: every window starts with end_id={end}: nothing is scored (loss 0, "
+             "no parameter change)",
+             _step_run(compiled, config, seed, sgd, _i32(first)[None], 1e6, end), _step_compare),
+    ]  # fmt: skip
 
 
 # --- section 4: the floor of a Markov source ---------------------------------------------------
@@ -400,7 +435,38 @@ def entropy_temperature_slope_cases(rng: np.random.Generator) -> list[Case]:
     peaked = f32(rng.normal(scale=6.0, size=(4, 10)))
     cases.append(Case("entropy_temperature_slope(peaked random logits (4, 10), t=0.2)",
                       call(peaked, 0.2), close(1e-3, 5e-5)))  # fmt: skip
+    # The docstring's relative accuracy where the slope is tiny: float32 differences of H, by
+    # autodiff (about 4 % off at low t) or finite differences, fail these; the closed form holds.
+    relative = close(1e-3, 0.0)
+    low = _tiny_slope_logits(rng, (4, 9), 0.1)
+    cases.append(Case("entropy_temperature_slope(random logits (4, 9), t=0.1): slopes down to "
+                      f"{float(_slope64(low, 0.1).min()):.0e}, to a relative 1e-3",
+                      call(low, 0.1), relative))  # fmt: skip
+    hot = f32(rng.normal(scale=2.0, size=(3, 6)))
+    t = float(rng.uniform(200.0, 1000.0))
+    cases.append(Case(f"entropy_temperature_slope(random logits (3, 6), t={t:.4g}): a slope "
+                      "of about 1e-8, to a relative 1e-3", call(hot, t), relative))  # fmt: skip
     return cases
+
+
+def _slope64(logits, t: float) -> np.ndarray:
+    """The slope in float64 NumPy: the variance of the logits under softmax(logits / t), / t^3."""
+    x = np.asarray(logits, np.float64)
+    z = x / t
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    mean = (p * x).sum(-1, keepdims=True)
+    return (p * (x - mean) ** 2).sum(-1) / t**3
+
+
+def _tiny_slope_logits(rng, shape, t: float) -> jax.Array:
+    """Normal logits (scale 2) redrawn until every row's slope at t is between 1e-25 (far from
+    float32 underflow) and 1e-4, and one row's is below 1e-8."""
+    while True:
+        logits = rng.normal(scale=2.0, size=shape).astype(np.float32)
+        slope = _slope64(logits, t)
+        if slope.min() > 1e-25 and slope.max() < 1e-4 and slope.min() < 1e-8:
+            return f32(logits)
 
 
 def top_k_filter_cases(rng: np.random.Generator) -> list[Case]:
@@ -576,6 +642,36 @@ def _drawn_from_the_chain(table, settings: dict, first: int):
     return compare
 
 
+def _drawn_until_the_end(table, settings: dict, first: int, end: int):
+    """A comparison for 3 new tokens after a prompt ending in ``first``, 6,000 rows, with the end
+    id ``end``: after a drawn end every token is the end (exactly); the first new token and each
+    (first, second) pair follow the filtered chain, in which the end leads to the end."""
+    probs = _next_token_probs(table, settings)  # (V, V): row a is the law after token a
+    vocab = probs.shape[0]
+    ended = probs.copy()
+    ended[end] = np.eye(vocab)[end]  # after the end, the end with probability 1
+
+    @judged_alone
+    def compare(got, want, label: str) -> None:
+        check.dtype(label, got, "int")
+        check.shape(label, got, (6000, 4))
+        new = np.asarray(got)[:, 1:]
+        check.is_true(bool(np.all((new >= 0) & (new < vocab))), f"{label}: tokens in [0, {vocab})")
+        after_end = np.cumsum(new == end, axis=1) - (new == end) > 0  # an end came before
+        wrong = int(np.sum(after_end & (new != end)))
+        check.is_true(wrong == 0, f"{label}: every token after a row's first end id {end} must be "
+                                  f"{end}; {wrong} tokens are not")  # fmt: skip
+        check.allclose(f"{label}: frequencies of the first new token",
+                       _frequencies(new[:, 0], vocab), probs[first],
+                       atol=FREQUENCY_TOLERANCE, rtol=0.0)  # fmt: skip
+        pairs = np.bincount(new[:, 0] * vocab + new[:, 1], minlength=vocab * vocab) / len(new)
+        check.allclose(f"{label}: frequencies of each (first, second) pair of new tokens",
+                       pairs.reshape(vocab, vocab), probs[first][:, None] * ended,
+                       atol=FREQUENCY_TOLERANCE, rtol=0.0)  # fmt: skip
+
+    return compare
+
+
 @judged_alone
 def _repeatable_and_keyed(got, want, label: str) -> None:
     """got: the outputs for key 1, key 1 again and key 2 on a uniform model."""
@@ -630,6 +726,7 @@ def generate_cases(rng: np.random.Generator) -> list[Case]:
                           "the law of the tokens", _bigram_run(table, key_from(rng), prompt, 2,
                                                                **settings),
                           _drawn_from_the_chain(table, settings, first)))  # fmt: skip
+    cases += _end_id_cases(rng)
     config = gpt.GPTConfig(vocab_size=9, block_size=24, num_layers=1, num_heads=2, d_model=16)
     seed = int(rng.integers(1 << 16))
     prompt = _i32(rng.integers(0, 9, size=(3, 4)))
@@ -640,6 +737,28 @@ def generate_cases(rng: np.random.Generator) -> list[Case]:
         run = _gpt_run(config, seed, key_from(rng), prompt, 12, **s)
         cases.append(Case(f"generate(tiny GPT from nnx.Rngs({seed}), prompt (3, 4), 12 new "
                           f"tokens, {_settings(s)})", run, _sampled_gpt(9, (3, 16))))  # fmt: skip
+    return cases
+
+
+def _end_id_cases(rng) -> list[Case]:
+    """Rows that draw the end id continue with it only; an end id in the prompt does not count."""
+    counting = jnp.full((5, 5), -5.0).at[jnp.arange(5), (jnp.arange(5) + 1) % 5].set(5.0)
+    end = int(rng.integers(0, 5))
+    prompt = _i32(np.array([[end, 1], [2, end], [(end + 2) % 5, (end + 3) % 5]]))
+    cases = [
+        Case(f"generate(greedy, counting bigram mod 5, prompt {prompt.tolist()}, 7 new tokens, "
+             f"end_id={end})", _bigram_run(counting, key_from(rng), prompt, 7, greedy=True,
+                                           end_id=end), _tokens),
+    ]  # fmt: skip
+    chain = f32(rng.normal(scale=1.0, size=(5, 5)))
+    end = int(rng.integers(0, 5))
+    chain = chain.at[:, end].add(1.0)  # the end is drawn often enough to be seen
+    for first, settings in [(end, {}), ((end + 1) % 5, {"temperature": 0.8, "top_k": 4})]:
+        prompt = jnp.full((6000, 1), first, jnp.int32)
+        cases.append(Case(f"generate(a random bigram chain, 6,000 rows of prompt [{first}], 3 new "
+                          f"tokens, end_id={end}, {_settings(settings)}): the law of the tokens",
+                          _bigram_run(chain, key_from(rng), prompt, 3, end_id=end, **settings),
+                          _drawn_until_the_end(chain, settings, first, end)))  # fmt: skip
     return cases
 
 
