@@ -231,36 +231,51 @@ def test_mode_coverage_counts_modes_and_quality_by_brute_force():
     modes = rng.choice([0, 1, 2, 5], size=300)
     samples = np.asarray(centers)[modes] + 0.05 * rng.normal(size=(300, 2))
     samples[:50] = rng.uniform(-3, 3, size=(50, 2))
-    covered, quality = gan.mode_coverage(samples, centers, std=0.05, min_count=5)
+    quality = 0.9
+    covered, share = gan.mode_coverage(samples, centers, std=0.05, quality=quality, min_count=5)
+    radius = 0.05 * np.sqrt(scipy.stats.chi2.ppf(quality, df=2))  # independent of the closed form
     c = np.asarray(centers, np.float64)
     dist = np.sqrt(((samples[:, None, :] - c[None]) ** 2).sum(-1))
-    close = dist.min(1) <= 0.15
+    close = dist.min(1) <= radius
     counts = np.bincount(dist.argmin(1)[close], minlength=8)
     assert int(covered) == int((counts >= 5).sum())
-    np.testing.assert_allclose(quality, close.mean(), rtol=1e-6)
-    assert covered.dtype == jnp.int32 and quality.dtype == jnp.float32
+    np.testing.assert_allclose(share, close.mean(), rtol=1e-6)
+    assert covered.dtype == jnp.int32 and share.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("quality", [0.3, 0.5, 0.9, 0.999])
+def test_quality_radius_matches_the_chi_square_quantile_and_monte_carlo(quality):
+    std = 0.37
+    want = std * np.sqrt(scipy.stats.chi2.ppf(quality, df=2))
+    assert gan.quality_radius(std, quality) == pytest.approx(want, rel=1e-10)
+    points = np.random.default_rng(1).normal(scale=std, size=(400_000, 2))
+    inside = np.mean(np.linalg.norm(points, axis=1) <= gan.quality_radius(std, quality))
+    assert inside == pytest.approx(quality, abs=3e-3)
 
 
 def test_mode_coverage_data_from_the_ring_covers_everything():
     centers = data.ring_centers()
     samples = data.gaussian_ring(jax.random.key(0), 4000, std=0.05)
-    covered, quality = gan.mode_coverage(samples, centers, std=0.05, min_count=20)
-    assert int(covered) == 8
-    # A 2-D Gaussian puts 1 - exp(-9 / 2) = 98.9 % of its mass within 3 standard deviations.
-    np.testing.assert_allclose(quality, 1 - np.exp(-4.5), atol=0.01)
+    for quality in (0.5, 0.95):
+        covered, share = gan.mode_coverage(samples, centers, 0.05, quality, min_count=20)
+        assert int(covered) == 8
+        np.testing.assert_allclose(share, quality, atol=0.02)  # a perfect generator scores quality
     collapsed = jnp.tile(centers[:1], (100, 1))
-    covered, quality = gan.mode_coverage(collapsed, centers, std=0.05)
-    assert int(covered) == 1 and float(quality) == 1.0
+    covered, share = gan.mode_coverage(collapsed, centers, std=0.05, quality=0.9)
+    assert int(covered) == 1 and float(share) == 1.0
 
 
 def test_mode_coverage_rejects_bad_input():
     centers = data.ring_centers()
-    with pytest.raises(ValueError, match="centers"):
-        gan.mode_coverage(jnp.zeros((4, 3)), centers, std=0.1)
+    with pytest.raises(ValueError, match="samples"):
+        gan.mode_coverage(jnp.zeros((4, 3)), centers, std=0.1, quality=0.9)
     with pytest.raises(ValueError, match="std"):
-        gan.mode_coverage(jnp.zeros((4, 2)), centers, std=0.0)
+        gan.mode_coverage(jnp.zeros((4, 2)), centers, std=0.0, quality=0.9)
+    for quality in (0.0, 1.0, 3.0):
+        with pytest.raises(ValueError, match="quality"):
+            gan.mode_coverage(jnp.zeros((4, 2)), centers, std=0.1, quality=quality)
     with pytest.raises(ValueError, match="min_count"):
-        gan.mode_coverage(jnp.zeros((4, 2)), centers, std=0.1, min_count=0)
+        gan.mode_coverage(jnp.zeros((4, 2)), centers, std=0.1, quality=0.9, min_count=0)
 
 
 # --- gradient penalty -----------------------------------------------------------------------
@@ -668,52 +683,51 @@ def test_generator_sample_grad_points_along_w_and_saturates():
 # --- diagnose_generator_loss ----------------------------------------------------------------
 
 
-def test_diagnose_generator_loss_on_the_known_losses():
-    def verdict(no_gradient=False, wrong_direction=False, vanishing=False):
-        return {"no_gradient": no_gradient, "wrong_direction": wrong_direction,
-                "vanishing": vanishing}  # fmt: skip
-
-    cases = {
-        "non-saturating": (lambda s: jnp.mean(jax.nn.softplus(-s)), verdict()),
-        "saturating": (lambda s: -jnp.mean(jax.nn.softplus(s)), verdict(vanishing=True)),
-        "toward fake": (lambda s: jnp.mean(jax.nn.softplus(s)),
-                        verdict(wrong_direction=True, vanishing=True)),
-        "constant": (lambda s: 0.0 * jnp.sum(s) + 3.0, verdict(no_gradient=True)),
-        "hinge": (lambda s: -jnp.mean(s), verdict()),
-        "anti-hinge": (lambda s: jnp.mean(s), verdict(wrong_direction=True)),
-    }  # fmt: skip
-    for name, (loss, want) in cases.items():
-        assert gan.diagnose_generator_loss(loss) == want, name
+def _band(s, start, width):  # 0 below start, s - start on the band, width above it
+    return jax.nn.relu(s - start) - jax.nn.relu(s - start - width)
 
 
-def test_diagnose_generator_loss_sees_a_symptom_on_a_narrow_band():
-    # Piecewise-linear terms whose slope is nonzero only on [t, t + width]: by hand, the slope
-    # there is +3 - (1 - D) > 0 (wrong direction) or -1 (a push, nowhere else).
-    def band(s, t, width):
-        return jax.nn.relu(s - t) - jax.nn.relu(s - t - width)
+def test_diagnose_generator_loss_matches_closed_form_endpoints():
+    tol = gan.DIAGNOSIS_SPACING  # the reference cuts halfway between grid points
+    for f in (0.01, 0.3):
+        # non-saturating: push sigmoid(-s), largest at -7; weak where sigmoid(-s) < f sigmoid(7)
+        cut = -scipy.special.logit(f * scipy.special.expit(7.0))
+        got = gan.diagnose_generator_loss(lambda s: jnp.mean(jax.nn.softplus(-s)), f)
+        np.testing.assert_allclose(got, [[cut, 7.0]], atol=tol)
+        got = gan.diagnose_generator_loss(lambda s: -jnp.mean(jax.nn.softplus(s)), f)
+        np.testing.assert_allclose(got, [[-7.0, -cut]], atol=tol)  # saturating: the mirror image
+        # exp(-s): push e^-s, largest e^7; weak where s > -7 - log f
+        got = gan.diagnose_generator_loss(lambda s: jnp.mean(jnp.exp(-s)), f)
+        np.testing.assert_allclose(got, [[-7.0 - np.log(f), 7.0]], atol=tol)
+        # -s - sin s: push 1 + cos s, largest 2; weak where |s -+ pi| < arccos(1 - 2 f)
+        half = np.arccos(1.0 - 2.0 * f)
+        got = gan.diagnose_generator_loss(lambda s: jnp.mean(-s - jnp.sin(s)), f)
+        want = [[-np.pi - half, -np.pi + half], [np.pi - half, np.pi + half]]
+        np.testing.assert_allclose(got, want, atol=tol)
+        assert got.dtype == np.float64 and got.shape == (2, 2)
 
-    for t in (-4.93, 0.07, 3.32):
-        wrong_way = gan.diagnose_generator_loss(
-            lambda s, t=t: jnp.mean(jax.nn.softplus(-s) + 3.0 * band(s, t, gan.SYMPTOM_WIDTH))
-        )
-        assert wrong_way == {"no_gradient": False, "wrong_direction": True, "vanishing": False}
-        only_there = gan.diagnose_generator_loss(
-            lambda s, t=t: -jnp.mean(band(s, t, gan.SYMPTOM_WIDTH))
-        )
-        assert only_there == {"no_gradient": False, "wrong_direction": False, "vanishing": False}
-    grid = gan.DIAGNOSIS_LOGITS
-    assert grid[0] == -7.0 and grid[-1] == 7.0 and grid[len(grid) // 2] == 0.0
-    assert np.max(np.diff(grid)) < gan.SYMPTOM_WIDTH / 2
+
+def test_diagnose_generator_loss_no_push_everywhere_nowhere_and_a_narrow_wrong_band():
+    whole = np.array([[-7.0, 7.0]])
+    for loss in (lambda s: 0.0 * jnp.sum(s) + 3.0, lambda s: jnp.mean(s),
+                 lambda s: jnp.mean(jax.nn.softplus(jax.lax.stop_gradient(s)))):  # fmt: skip
+        np.testing.assert_array_equal(gan.diagnose_generator_loss(loss, 0.01), whole)
+    none = gan.diagnose_generator_loss(lambda s: -jnp.mean(s), 0.01)
+    assert none.shape == (0, 2)
+    # The hinge loss pushed the wrong way on [0.3, 0.4] (slope -1 + 3 there): exactly that band.
+    got = gan.diagnose_generator_loss(lambda s: jnp.mean(-s + 3.0 * _band(s, 0.3, 0.1)), 0.5)
+    np.testing.assert_allclose(got, [[0.3, 0.4]], atol=gan.DIAGNOSIS_SPACING)
+    # The only push on [-2, -1.8]: weak everywhere else, in two pieces.
+    got = gan.diagnose_generator_loss(lambda s: -jnp.mean(_band(s, -2.0, 0.2)), 0.01)
+    np.testing.assert_allclose(got, [[-7.0, -2.0], [-1.8, 7.0]], atol=gan.DIAGNOSIS_SPACING)
 
 
-def test_diagnose_generator_loss_agrees_with_the_closed_form_slopes():
-    # least squares on D towards 1: slope 2 (D - 1) D (1 - D), by hand at logits -7 and 0
-    d7 = scipy.special.expit(-7.0)
-    ratio = abs(2 * (d7 - 1) * d7 * (1 - d7)) / abs(2 * (0.5 - 1) * 0.25)
-    got = gan.diagnose_generator_loss(lambda s: jnp.mean((jax.nn.sigmoid(s) - 1.0) ** 2))
-    assert got["vanishing"] == (ratio < gan.VANISHING_SHARE) and not got["wrong_direction"]
+def test_diagnose_generator_loss_rejects_bad_input():
     with pytest.raises(TypeError, match="loss_fn"):
-        gan.diagnose_generator_loss(3.0)
+        gan.diagnose_generator_loss(3.0, 0.01)
+    for fraction in (0.0, 1.0, -0.5, True):
+        with pytest.raises(ValueError, match="fraction"):
+            gan.diagnose_generator_loss(lambda s: jnp.mean(s), fraction)
 
 
 # --- sliced_shift_factor ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ discrete distribution.
     kl_divergence         section 2
     js_divergence         section 2
     gan_value             section 2, V(D, G) for discrete distributions
-    mode_coverage         section 4, the Gaussian-ring metric
+    mode_coverage         section 4, the Gaussian-ring metric (its radius derived)
     gan_step              section 4, one alternating step written out
     generator_grad_norm   section 5, does the generator's gradient reach it?
     logit_gradient        section 5, which way and how hard a loss pushes each logit
@@ -21,7 +21,7 @@ discrete distribution.
     wasserstein_1d        section 6, earth mover's distance by sorting
     sliced_wasserstein    section 6, random 1-D projections (the challenge)
     generator_sample_grad section 3, where the two generator losses push a fake (derived)
-    diagnose_generator_loss section 5, a loss's symptoms read from its slopes at the logits
+    diagnose_generator_loss section 5, where a loss's push on a fake is weak or wrong
     sliced_shift_factor   section 6, the sliced distance of a shift, E|u_1| on the sphere (derived)
 
 The chapter's training steps live here too (section 4): ``make_gan_step`` (Algorithm 1 of
@@ -65,6 +65,7 @@ __all__ = [
     "make_wgan_gp_step",
     "mode_coverage",
     "optimal_discriminator",
+    "quality_radius",
     "sliced_shift_factor",
     "sliced_wasserstein",
     "wasserstein_1d",
@@ -329,18 +330,30 @@ def _mode_coverage(samples, centers, radius, min_count):
     return covered, jnp.mean(close.astype(jnp.float32))
 
 
-def mode_coverage(samples, centers, std, num_std: float = 3.0, min_count: int = 1):
+def quality_radius(std: float, quality: float) -> float:
+    """The radius within which an isotropic 2-D Gaussian puts the share ``quality`` of its mass.
+
+    The squared distance from the center over std^2 is chi-squared with 2 degrees of freedom,
+    whose tail is exp(-t / 2): P(|x - c| <= r) = 1 - exp(-r^2 / (2 std^2)).
+    """
+    return float(std) * float(np.sqrt(-2.0 * np.log1p(-float(quality))))
+
+
+def mode_coverage(samples, centers, std, quality: float, min_count: int = 1):
     """How many modes a generator covers, and how many of its samples are good (section 4).
 
-    Each sample goes to its nearest center (Euclidean distance; ties to the lowest index, as
-    ``jnp.argmin``). A sample is *high quality* if that distance is <= ``num_std * std``. A mode
-    is *covered* if at least ``min_count`` high-quality samples went to it.
+    Points in the plane. Each sample goes to its nearest center (Euclidean distance; ties to the
+    lowest index, as ``jnp.argmin``). A sample is *high quality* if that distance is at most the
+    radius within which a sample of the mode itself (an isotropic Gaussian of standard deviation
+    ``std`` per coordinate) falls with probability ``quality`` (:func:`quality_radius`; quality
+    1 - e^{-9/2} = 98.9 % gives 3 std). A mode is *covered* if at least ``min_count``
+    high-quality samples went to it.
 
     Args:
-        samples: float [N, D], N >= 1.
-        centers: float [M, D], the modes' centers, M >= 1.
+        samples: float [N, 2], N >= 1.
+        centers: float [M, 2], the modes' centers, M >= 1.
         std: float > 0, the standard deviation of each mode.
-        num_std: float > 0, the radius in standard deviations.
+        quality: float in (0, 1), the share of a perfect generator's samples counted as good.
         min_count: int >= 1.
 
     Returns:
@@ -348,21 +361,19 @@ def mode_coverage(samples, centers, std, num_std: float = 3.0, min_count: int = 
         float32 scalar [] in [0, 1], the share of high-quality samples.
     """
     samples, centers = float_array("samples", samples), float_array("centers", centers)
-    if samples.ndim != 2 or samples.shape[0] < 1:
-        raise ValueError(f"samples must have shape [N, D] with N >= 1, got {samples.shape}")
-    if centers.ndim != 2 or centers.shape[0] < 1 or centers.shape[1] != samples.shape[1]:
-        raise ValueError(
-            f"centers must have shape [M, D] with M >= 1 and D = {samples.shape[1]}, "
-            f"got {centers.shape}"
-        )
-    for name, value in (("std", std), ("num_std", num_std)):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    if samples.ndim != 2 or samples.shape[0] < 1 or samples.shape[1] != 2:
+        raise ValueError(f"samples must have shape [N, 2] with N >= 1, got {samples.shape}")
+    if centers.ndim != 2 or centers.shape[0] < 1 or centers.shape[1] != 2:
+        raise ValueError(f"centers must have shape [M, 2] with M >= 1, got {centers.shape}")
+    if not isinstance(std, numbers.Real) or isinstance(std, bool) or not std > 0:
+        raise ValueError(f"std must be a number > 0, got {std!r}")
+    if not isinstance(quality, numbers.Real) or isinstance(quality, bool) or not 0 < quality < 1:
+        raise ValueError(f"quality must be a number in (0, 1), got {quality!r}")
     if not isinstance(min_count, numbers.Integral) or isinstance(min_count, bool):
         raise TypeError(f"min_count must be an int, got {type(min_count).__name__}")
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
-    return _mode_coverage(samples, centers, float(num_std) * float(std), int(min_count))
+    return _mode_coverage(samples, centers, quality_radius(std, quality), int(min_count))
 
 
 # --- section 6: beyond the basics ------------------------------------------------------------
@@ -717,43 +728,56 @@ def logit_gradient(loss_fn: Callable, logits) -> jax.Array:
     return logits.size * jax.grad(loss_fn)(logits)
 
 
-# D(G(z)) from 0.001 to 0.999, spacing 0.01: includes -7, 0 and 7
-DIAGNOSIS_LOGITS = np.linspace(-7.0, 7.0, 1401, dtype=np.float32)
-SYMPTOM_WIDTH = 0.05  # a symptom on any logit interval this wide inside [-7, 7] must be seen
-SLOPE_ZERO = 1e-6  # slopes smaller than this in size count as 0
-VANISHING_SHARE = 0.01  # "vanishing": at logit -7 under 1 % of the push at logit 0
+DIAGNOSIS_RANGE = (-7.0, 7.0)  # fake logits judged: D(G(z)) from about 0.001 to 0.999
+DIAGNOSIS_SPACING = 0.001  # the reference's grid; the endpoints it returns are within half of it
+ENDPOINT_TOLERANCE = 0.02  # how far a student's endpoint may be from the exact one
+NARROWEST = 0.1  # weak intervals (and gaps between them) at least this wide must be found
 
 
-def diagnose_generator_loss(loss_fn: Callable) -> dict:
-    """The symptoms of a candidate generator loss, read from its per-example slopes (section 5).
+def _weak_runs(weak: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The maximal runs of True in ``weak`` as logit intervals [K, 2], cut between grid points."""
+    edges = np.diff(np.concatenate([[False], weak, [False]]).astype(np.int8))  # (G + 1,)
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1  # run indices
+    lo, hi = DIAGNOSIS_RANGE
+    left = np.where(starts == 0, lo, 0.5 * (grid[np.maximum(starts - 1, 0)] + grid[starts]))
+    last = len(grid) - 1
+    right = np.where(stops == last, hi, 0.5 * (grid[stops] + grid[np.minimum(stops + 1, last)]))
+    return np.stack([left, right], axis=-1).reshape(-1, 2)
 
-    The slopes are those of :func:`logit_gradient` at fake logits from -7 to 7 (D(G(z)) from
-    about 0.001 to 0.999), on a grid of spacing 0.01 that includes -7, 0 and 7, so a symptom
-    confined to any logit interval of width ``SYMPTOM_WIDTH`` (0.05) inside the range is seen.
-    Three independent symptoms:
 
-    - ``no_gradient``: every slope is below ``SLOPE_ZERO`` in size (the loss ignores the fakes);
-    - ``wrong_direction``: some slope is above ``SLOPE_ZERO`` (a minimiser pushes that fake
-      towards "fake");
-    - ``vanishing``: the slope at logit -7 is, in size, below ``VANISHING_SHARE`` times the
-      slope at logit 0 (a confidently rejected fake gets almost no push).
+def diagnose_generator_loss(loss_fn: Callable, fraction: float) -> np.ndarray:
+    """Where a candidate generator loss stops pushing fakes towards "real" (section 5).
+
+    A fake's *push* is minus its per-example slope (:func:`logit_gradient`): positive when the
+    minimiser moves its logit up, towards "real". Over the fake logits of ``DIAGNOSIS_RANGE``
+    ([-7, 7]) let P be the largest push. A logit is *weak* if its push is below ``fraction * P``
+    (a push the wrong way, or none, included); when no logit of the range has a positive push,
+    the whole range is weak. The weak set is returned as its maximal intervals.
+
+    The reference reads the pushes on a grid of spacing ``DIAGNOSIS_SPACING`` and cuts each
+    interval halfway between grid points, so its endpoints are within 0.0005 of the exact ones;
+    an answer must be within ``ENDPOINT_TOLERANCE``, and must find every weak interval and gap
+    at least ``NARROWEST`` wide.
 
     Args:
         loss_fn: fake logits [N] -> float scalar, a mean over the N fakes of one term each.
+        fraction: float in (0, 1), the share of the largest push below which a push is weak.
 
     Returns:
-        ``{"no_gradient": bool, "wrong_direction": bool, "vanishing": bool}`` (Python bools).
+        float64 NumPy array [K, 2]: the weak intervals (start, end), sorted, disjoint; shape
+        (0, 2) when every logit of the range is pushed at least ``fraction * P``.
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    logits = jnp.asarray(DIAGNOSIS_LOGITS)
-    slopes = np.asarray(logits.size * jax.grad(loss_fn)(logits), np.float64)  # (57,)
-    at_minus_7, at_0 = abs(slopes[0]), abs(slopes[len(slopes) // 2])
-    return {
-        "no_gradient": bool(np.all(np.abs(slopes) < SLOPE_ZERO)),
-        "wrong_direction": bool(np.any(slopes > SLOPE_ZERO)),
-        "vanishing": bool(at_minus_7 < VANISHING_SHARE * at_0),
-    }
+    if not isinstance(fraction, numbers.Real) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise ValueError(f"fraction must be a number in (0, 1), got {fraction!r}")
+    lo, hi = DIAGNOSIS_RANGE
+    grid = np.linspace(lo, hi, round((hi - lo) / DIAGNOSIS_SPACING) + 1)  # (14001,)
+    logits = jnp.asarray(grid, jnp.float32)
+    push = -np.asarray(logits.size * jax.grad(loss_fn)(logits), np.float64)  # (G,)
+    largest = float(np.max(push))
+    weak = np.ones_like(push, bool) if largest <= 0 else push < fraction * largest
+    return _weak_runs(weak, grid)
 
 
 # --- section 6: Wasserstein distances beyond one dimension --------------------------------------

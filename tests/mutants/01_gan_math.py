@@ -269,63 +269,87 @@ def generator_sample_grad(x, w, b, non_saturating=True):
 """,
     },
     "mode_coverage": {
-        "counts_every_sample": """
-def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+        "radius_of_the_one_dimensional_rule": """
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    radius = std * float(jax.scipy.stats.norm.ppf(0.5 + 0.5 * quality))
     distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
     nearest = jnp.argmin(distances, axis=-1)
-    close = jnp.min(distances, axis=-1) <= num_std * std
-    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]), axis=0)
-    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
-""",
-        "radius_is_one_std": """
-def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
-    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
-    nearest = jnp.argmin(distances, axis=-1)
-    close = jnp.min(distances, axis=-1) <= std
+    close = jnp.min(distances, axis=-1) <= radius
     per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
     return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
 """,
-        "squared_distance_against_radius": """
-def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
-    distances = jnp.sum((samples[:, None, :] - centers[None]) ** 2, axis=-1)
+        "radius_without_the_factor_two": """
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    radius = std * np.sqrt(-np.log1p(-quality))
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
     nearest = jnp.argmin(distances, axis=-1)
-    close = jnp.min(distances, axis=-1) <= num_std * std
+    close = jnp.min(distances, axis=-1) <= radius
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
+        "quality_and_its_complement_swapped": """
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    radius = std * np.sqrt(-2.0 * np.log(quality))
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) <= radius
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
+        "variance_for_the_standard_deviation": """
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    radius = std**2 * np.sqrt(-2.0 * np.log1p(-quality))
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) <= radius
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
+        "squared_radius_used_as_the_radius": """
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    radius = -2.0 * std**2 * np.log1p(-quality)
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) <= radius
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
+        "three_std_whatever_the_quality": """
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    radius = 3.0 * std
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = jnp.argmin(distances, axis=-1)
+    close = jnp.min(distances, axis=-1) <= radius
     per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
     return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
 """,
         "min_count_off_by_one": """
-def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    radius = std * np.sqrt(-2.0 * np.log1p(-quality))
     distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
     nearest = jnp.argmin(distances, axis=-1)
-    close = jnp.min(distances, axis=-1) <= num_std * std
+    close = jnp.min(distances, axis=-1) <= radius
     per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
     return jnp.sum(per_mode > min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
 """,
+        "ties_to_the_last_center": """
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    radius = std * np.sqrt(-2.0 * np.log1p(-quality))
+    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
+    nearest = centers.shape[0] - 1 - jnp.argmin(distances[:, ::-1], axis=-1)
+    close = jnp.min(distances, axis=-1) <= radius
+    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
+    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
+""",
         "quality_share_of_covered_modes": """
-def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    radius = std * np.sqrt(-2.0 * np.log1p(-quality))
     distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
     nearest = jnp.argmin(distances, axis=-1)
-    close = jnp.min(distances, axis=-1) <= num_std * std
+    close = jnp.min(distances, axis=-1) <= radius
     per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
     covered = jnp.sum(per_mode >= min_count)
     return covered.astype(jnp.int32), covered / centers.shape[0]
-""",
-        "strictly_inside_radius": """
-def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
-    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
-    nearest = jnp.argmin(distances, axis=-1)
-    close = jnp.min(distances, axis=-1) < num_std * std
-    per_mode = jnp.sum(jax.nn.one_hot(nearest, centers.shape[0]) * close[:, None], axis=0)
-    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
-""",
-        "ties_to_the_last_center": """
-def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
-    distances = jnp.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
-    m = centers.shape[0]
-    nearest = m - 1 - jnp.argmin(distances[:, ::-1], axis=-1)
-    close = jnp.min(distances, axis=-1) <= num_std * std
-    per_mode = jnp.sum(jax.nn.one_hot(nearest, m) * close[:, None], axis=0)
-    return jnp.sum(per_mode >= min_count).astype(jnp.int32), jnp.mean(close.astype(jnp.float32))
 """,
     },
     "wasserstein_1d": {
@@ -539,53 +563,69 @@ def logit_gradient(loss_fn, logits):
 """,
     },
     "diagnose_generator_loss": {
-        "wrong_direction_read_as_negative_slope": """
-def diagnose_generator_loss(loss_fn):
-    logits = jnp.linspace(-7.0, 7.0, 57)
-    slopes = logits.size * jax.grad(loss_fn)(logits)
-    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
-            "wrong_direction": bool(jnp.any(slopes < -1e-6)),
-            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[28]))}
+        "push_read_as_the_slope_itself": """
+def diagnose_generator_loss(loss_fn, fraction):
+    grid = np.linspace(-7.0, 7.0, 1401)
+    push = np.asarray(logit_gradient(loss_fn, jnp.asarray(grid, jnp.float32)), np.float64)
+    weak = np.ones(grid.shape, bool) if push.max() <= 0 else push < fraction * push.max()
+    cuts = np.concatenate([[-7.0], 0.5 * (grid[1:] + grid[:-1]), [7.0]])
+    edges = np.diff(np.concatenate([[0], weak.astype(int), [0]]))
+    return np.stack([cuts[edges == 1], cuts[edges == -1]], axis=-1).reshape(-1, 2)
+""",
+        "size_of_the_slope_only": """
+def diagnose_generator_loss(loss_fn, fraction):
+    grid = np.linspace(-7.0, 7.0, 1401)
+    size = np.abs(np.asarray(logit_gradient(loss_fn, jnp.asarray(grid, jnp.float32)), np.float64))
+    weak = np.ones(grid.shape, bool) if size.max() <= 0 else size < fraction * size.max()
+    cuts = np.concatenate([[-7.0], 0.5 * (grid[1:] + grid[:-1]), [7.0]])
+    edges = np.diff(np.concatenate([[0], weak.astype(int), [0]]))
+    return np.stack([cuts[edges == 1], cuts[edges == -1]], axis=-1).reshape(-1, 2)
+""",
+        "no_push_anywhere_gives_no_interval": """
+def diagnose_generator_loss(loss_fn, fraction):
+    grid = np.linspace(-7.0, 7.0, 1401)
+    push = -np.asarray(logit_gradient(loss_fn, jnp.asarray(grid, jnp.float32)), np.float64)
+    weak = push < fraction * push.max()
+    cuts = np.concatenate([[-7.0], 0.5 * (grid[1:] + grid[:-1]), [7.0]])
+    edges = np.diff(np.concatenate([[0], weak.astype(int), [0]]))
+    return np.stack([cuts[edges == 1], cuts[edges == -1]], axis=-1).reshape(-1, 2)
+""",
+        "threshold_from_the_push_at_logit_0": """
+def diagnose_generator_loss(loss_fn, fraction):
+    grid = np.linspace(-7.0, 7.0, 1401)
+    push = -np.asarray(logit_gradient(loss_fn, jnp.asarray(grid, jnp.float32)), np.float64)
+    weak = np.ones(grid.shape, bool) if push.max() <= 0 else push < fraction * abs(push[700])
+    cuts = np.concatenate([[-7.0], 0.5 * (grid[1:] + grid[:-1]), [7.0]])
+    edges = np.diff(np.concatenate([[0], weak.astype(int), [0]]))
+    return np.stack([cuts[edges == 1], cuts[edges == -1]], axis=-1).reshape(-1, 2)
 """,
         "grid_of_spacing_a_quarter": """
-def diagnose_generator_loss(loss_fn):
-    logits = jnp.linspace(-7.0, 7.0, 57)
-    slopes = logits.size * jax.grad(loss_fn)(logits)
-    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
-            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
-            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[28]))}
+def diagnose_generator_loss(loss_fn, fraction):
+    grid = np.linspace(-7.0, 7.0, 57)
+    push = -np.asarray(logit_gradient(loss_fn, jnp.asarray(grid, jnp.float32)), np.float64)
+    weak = np.ones(grid.shape, bool) if push.max() <= 0 else push < fraction * push.max()
+    cuts = np.concatenate([[-7.0], 0.5 * (grid[1:] + grid[:-1]), [7.0]])
+    edges = np.diff(np.concatenate([[0], weak.astype(int), [0]]))
+    return np.stack([cuts[edges == 1], cuts[edges == -1]], axis=-1).reshape(-1, 2)
 """,
-        "slopes_not_scaled_per_example": """
-def diagnose_generator_loss(loss_fn):
-    logits = jnp.linspace(-7.0, 7.0, 57)
-    slopes = jax.grad(loss_fn)(logits)
-    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
-            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
-            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[28]))}
+        "endpoints_on_the_first_and_last_weak_point_of_a_coarse_grid": """
+def diagnose_generator_loss(loss_fn, fraction):
+    grid = np.linspace(-7.0, 7.0, 281)  # spacing 0.05
+    push = -np.asarray(logit_gradient(loss_fn, jnp.asarray(grid, jnp.float32)), np.float64)
+    weak = np.ones(grid.shape, bool) if push.max() <= 0 else push < fraction * push.max()
+    edges = np.diff(np.concatenate([[0], weak.astype(int), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    return np.stack([grid[starts], grid[stops]], axis=-1).reshape(-1, 2)
 """,
-        "vanishing_judged_by_the_loss_value": """
-def diagnose_generator_loss(loss_fn):
-    logits = jnp.linspace(-7.0, 7.0, 57)
-    slopes = logits.size * jax.grad(loss_fn)(logits)
-    at = lambda v: loss_fn(jnp.array([v]))
-    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
-            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
-            "vanishing": bool(jnp.abs(at(-7.0)) < 0.01 * jnp.abs(at(0.0)))}
-""",
-        "only_the_confident_end_checked": """
-def diagnose_generator_loss(loss_fn):
-    slopes = 2 * jax.grad(loss_fn)(jnp.array([-7.0, 0.0]))
-    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
-            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
-            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[1]))}
-""",
-        "vanishing_against_the_largest_push": """
-def diagnose_generator_loss(loss_fn):
-    logits = jnp.linspace(-7.0, 7.0, 57)
-    slopes = logits.size * jax.grad(loss_fn)(logits)
-    return {"no_gradient": bool(jnp.all(jnp.abs(slopes) < 1e-6)),
-            "wrong_direction": bool(jnp.any(slopes > 1e-6)),
-            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.max(jnp.abs(slopes)))}
+        "only_the_first_interval": """
+def diagnose_generator_loss(loss_fn, fraction):
+    grid = np.linspace(-7.0, 7.0, 1401)
+    push = -np.asarray(logit_gradient(loss_fn, jnp.asarray(grid, jnp.float32)), np.float64)
+    weak = np.ones(grid.shape, bool) if push.max() <= 0 else push < fraction * push.max()
+    cuts = np.concatenate([[-7.0], 0.5 * (grid[1:] + grid[:-1]), [7.0]])
+    edges = np.diff(np.concatenate([[0], weak.astype(int), [0]]))
+    found = np.stack([cuts[edges == 1], cuts[edges == -1]], axis=-1).reshape(-1, 2)
+    return found[:1]
 """,
     },
     "sliced_wasserstein": {
@@ -661,22 +701,44 @@ def generator_sample_grad(x, w, b, non_saturating=True):
 """,
     },
     "diagnose_generator_loss": {
-        "vmap_over_single_logits": """
-def diagnose_generator_loss(loss_fn):
-    grid = jnp.linspace(-7.0, 7.0, 701)[:, None]  # spacing 0.02
-    slopes = jax.vmap(jax.grad(loss_fn))(grid)[:, 0]
-    small = jnp.abs(slopes) < 1e-6
-    return {"no_gradient": bool(small.all()), "wrong_direction": bool((slopes > 1e-6).any()),
-            "vanishing": bool(jnp.abs(slopes[0]) < 0.01 * jnp.abs(slopes[350]))}
+        "vmap_over_single_logits_and_python_runs": """
+def diagnose_generator_loss(loss_fn, fraction):
+    grid = np.arange(-7.0, 7.0 + 1e-9, 0.02)
+    slopes = jax.vmap(jax.grad(loss_fn))(jnp.asarray(grid[:, None], jnp.float32))[:, 0]
+    push = -np.asarray(slopes, np.float64)
+    weak = [True] * len(grid) if push.max() <= 0 else list(push < fraction * push.max())
+    intervals, start = [], None
+    for i, w in enumerate(weak + [False]):
+        if w and start is None:
+            start = -7.0 if i == 0 else 0.5 * (grid[i - 1] + grid[i])
+        if not w and start is not None:
+            intervals.append((start, 7.0 if i == len(grid) else 0.5 * (grid[i - 1] + grid[i])))
+            start = None
+    return np.array(intervals, dtype=float).reshape(-1, 2)
 """,
-        "named_points_then_a_fine_grid": """
-def diagnose_generator_loss(loss_fn):
-    logits = np.concatenate([[-7.0, 0.0], np.linspace(-7.0, 7.0, 400)]).astype(np.float32)
-    slopes = np.asarray(logits.size * jax.grad(loss_fn)(jnp.asarray(logits)))
-    push_at = {"-7": abs(slopes[0]), "0": abs(slopes[1])}
-    return {"no_gradient": bool(np.max(np.abs(slopes)) < 1e-6),
-            "wrong_direction": bool(np.max(slopes) > 1e-6),
-            "vanishing": bool(push_at["-7"] < 0.01 * push_at["0"])}
+        "coarse_scan_then_bisection": """
+def diagnose_generator_loss(loss_fn, fraction):
+    def push(s):
+        s = jnp.atleast_1d(jnp.asarray(s, jnp.float32))
+        return -np.asarray(s.size * jax.grad(loss_fn)(s), np.float64)
+    grid = np.linspace(-7.0, 7.0, 281)  # spacing 0.05
+    p = push(grid)
+    if p.max() <= 0:
+        return np.array([[-7.0, 7.0]])
+    level = fraction * p.max()
+    weak = p < level
+    cuts = []
+    for i in np.flatnonzero(weak[1:] != weak[:-1]):
+        lo, hi = grid[i], grid[i + 1]
+        for _ in range(12):
+            mid = 0.5 * (lo + hi)
+            if (push(np.array([mid]))[0] < level) == weak[i]:
+                lo = mid
+            else:
+                hi = mid
+        cuts.append(0.5 * (lo + hi))
+    points = ([-7.0] if weak[0] else []) + cuts + ([7.0] if weak[-1] else [])
+    return np.array(points, dtype=float).reshape(-1, 2)
 """,
     },
     "sliced_shift_factor": {
@@ -798,20 +860,22 @@ def gan_value(p_data, p_g, d):
 """,
     },
     "mode_coverage": {
-        "squared_distances_and_bincount": """
-def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+        "chi_square_quantile_and_bincount": """
+def mode_coverage(samples, centers, std, quality, min_count=1):
+    import scipy.stats
     sq = jnp.sum((samples[:, None, :] - centers[None]) ** 2, axis=-1)
     nearest = jnp.argmin(sq, axis=1)
-    close = jnp.min(sq, axis=1) <= (num_std * std) ** 2
+    close = jnp.min(sq, axis=1) <= std**2 * scipy.stats.chi2.ppf(quality, df=2)
     counts = jnp.bincount(nearest, weights=close.astype(jnp.float32), length=centers.shape[0])
     return jnp.sum(counts >= min_count), jnp.mean(close)
 """,
-        "loop_over_modes": """
-def mode_coverage(samples, centers, std, num_std=3.0, min_count=1):
+        "loop_over_modes_in_numpy": """
+def mode_coverage(samples, centers, std, quality, min_count=1):
     samples, centers = np.asarray(samples), np.asarray(centers)
+    radius = std * np.sqrt(2.0 * np.log(1.0 / (1.0 - quality)))
     distances = np.linalg.norm(samples[:, None, :] - centers[None], axis=-1)
     nearest = distances.argmin(axis=1)
-    close = distances.min(axis=1) <= num_std * std
+    close = distances.min(axis=1) <= radius
     covered = 0
     for m in range(len(centers)):
         if np.sum(close & (nearest == m)) >= min_count:
