@@ -203,29 +203,38 @@ def test_cfg_combine_is_diffusers_convention_and_ho_salimans_is_shifted_by_one()
 
 
 def test_schedule_mismatch():
-    """Verdicts on pairs built by hand to have one known bug each (and one rounding-level copy)."""
-    lin = diffusion.alpha_bars(diffusion.linear_beta_schedule(1000))
-    cos = diffusion.alpha_bars(diffusion.cosine_beta_schedule(1000))
+    """Bugs built by hand with NumPy indexing (a known offset or stride each), their rounding-level
+    recomputation, and schedules with no relation; every kind of SCHEDULE_BUGS is exercised."""
+    lin = np.asarray(diffusion.alpha_bars(diffusion.linear_beta_schedule(1000)), np.float64)
+    cos = np.asarray(diffusion.alpha_bars(diffusion.cosine_beta_schedule(1000)), np.float64)
     lin64 = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # float64, computed another way
-    late = np.concatenate([np.asarray(lin)[1:], [0.0]])
-    early = np.concatenate([[1.0], np.asarray(lin)[:-1]])
-    two_late = np.concatenate([np.asarray(lin)[2:], [0.0, 0.0]])
-    pairs = {
-        "same": [(lin, lin), (lin, lin64), (np.array([0.7]), np.array([0.7]))],
-        "off by one": [(lin, late), (early, lin), (cos[:-1], cos[1:])],
-        "reversed": [(lin, lin[::-1]), (np.array([0.9, 0.5, 0.1]), np.array([0.1, 0.5, 0.9]))],
-        "different length": [(lin, lin[:100]), (np.array([0.5]), lin)],
-        "other schedule": [(lin, cos), (lin, two_late), (lin, np.asarray(lin) * (1 - 1e-3)),
-                           (np.array([0.7]), np.array([0.6]))],
-    }  # fmt: skip
-    assert set(pairs) == set(diffusion.SCHEDULE_VERDICTS)
-    for verdict, cases in pairs.items():
-        for a, b in cases:
-            assert diffusion.schedule_mismatch(a, b) == verdict
-            assert diffusion.schedule_mismatch(b, a) == verdict
-    # The off-by-one bug is invisible to a threshold on the largest gap in noise level.
-    noise_gap = np.max(np.abs(np.sqrt(1 - np.asarray(lin)) - np.sqrt(1 - late)))
-    assert noise_gap < 0.02 < np.max(np.abs(np.sqrt(1 - np.asarray(lin)) - np.sqrt(1 - cos)))
+    rng = np.random.default_rng(0)
+    small = np.cumprod(1.0 - rng.uniform(0.05, 0.2, size=12))
+
+    def late(x, k):  # the sampler's index i reads the training entry i + k (k < 0: early)
+        return np.array([x[i + k] if 0 <= i + k < x.size else 0.5 for i in range(x.size)])
+
+    def strided(x, k, m):  # the sampler's paper step j = 1..m reads the training paper step k j
+        return np.array([x[k * j - 1] for j in range(1, m + 1)])
+
+    cases = [
+        (lin, lin, ("same", 0)), (lin, lin64, ("same", 0)), (small[:1], small[:1], ("same", 0)),
+        (lin, late(lin, 1), ("shift", 1)), (lin, late(lin, -1), ("shift", -1)),
+        (lin, late(lin, 7), ("shift", 7)), (cos, late(cos, -40), ("shift", -40)),
+        (small, late(small, 6), ("shift", 6)), (small, late(small, -3), ("shift", -3)),
+        (lin, strided(lin, 10, 100), ("stride", 10)), (lin, strided(lin, 3, 333), ("stride", 3)),
+        (lin, strided(lin, 4, 100), ("stride", 4)), (small, strided(small, 5, 2), ("stride", 5)),
+        (lin, lin[::-1], ("reversed", 0)), (small, small[::-1], ("reversed", 0)),
+        (lin, cos, ("other", 0)), (lin, lin * (1 - 1e-3), ("other", 0)),
+        (lin, lin[:100], ("other", 0)), (lin, strided(lin, 10, 100) + 2e-5, ("other", 0)),
+        (small, late(small, 7), ("other", 0)), (small[:1], small[1:2], ("other", 0)),
+    ]  # fmt: skip
+    assert {want[0] for _, _, want in cases} == set(diffusion.SCHEDULE_BUGS)
+    for train, sample, want in cases:
+        assert diffusion.schedule_mismatch(train, sample) == want
+    # A shift of one index is invisible to a threshold on the largest gap in noise level.
+    noise_gap = np.max(np.abs(np.sqrt(1 - lin[:-1]) - np.sqrt(1 - lin[1:])))
+    assert noise_gap < 0.02 < np.max(np.abs(np.sqrt(1 - lin) - np.sqrt(1 - cos)))
     with pytest.raises(ValueError, match="shape"):
         diffusion.schedule_mismatch(lin[None], lin[None])
     with pytest.raises(ValueError, match="shape"):
@@ -390,7 +399,7 @@ def test_ddim_step_with_the_exact_noise_of_a_point_mass_lands_on_it():
 
     x = jax.random.normal(jax.random.key(0), (5, 2))
     for t, t_prev in ((99, 50), (99, -1), (10, 9)):
-        got = diffusion.ddim_step(exact, x, t, t_prev, ab)
+        got = diffusion.ddim_step(exact, x, t, t_prev, ab, 0.0, jax.random.key(5))
         a_prev = 1.0 if t_prev < 0 else float(ab[t_prev])
         e = exact(x, jnp.full(5, t))
         np.testing.assert_allclose(got, np.sqrt(a_prev) * c + np.sqrt(1 - a_prev) * e, atol=1e-4)
@@ -418,10 +427,60 @@ def test_ddim_step_is_an_euler_step_on_the_straight_path():
     want = (np.asarray(z) + (tau_prev - np.asarray(tau))[:, None] * np.asarray(v)) * (
         np.sqrt(a) + np.sqrt(1 - a)
     )
-    np.testing.assert_allclose(diffusion.ddim_step(model, x, t, t_prev, ab), want, rtol=1e-4,
+    got = diffusion.ddim_step(model, x, t, t_prev, ab, 0.0, jax.random.key(3))
+    np.testing.assert_allclose(got, want, rtol=1e-4,
                                atol=1e-5)  # fmt: skip
-    traced = jax.jit(lambda x_, t_, p_: diffusion.ddim_step(model, x_, t_, p_, ab))
+    traced = jax.jit(
+        lambda x_, t_, p_: diffusion.ddim_step(model, x_, t_, p_, ab, 0.0, jax.random.key(4))
+    )
     np.testing.assert_allclose(traced(x, t, t_prev), want, rtol=1e-4, atol=1e-5)
+
+
+def test_ddim_step_at_eta_1_is_the_forward_posterior_with_the_same_noise():
+    """eta = 1 across skipped steps: the Gaussian posterior q(x_s | x_t, x0_hat), written in
+    float64 from the precisions of q(x_t | x_s) = N(sqrt(ab_t / ab_s) x_s, 1 - ab_t / ab_s) and
+    q(x_s | x0) = N(sqrt(ab_s) x0, 1 - ab_s); the noise is jax.random.normal(key, shape)."""
+    ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(60, 1e-3, 0.2))
+    x = jax.random.normal(jax.random.key(6), (5, 3))
+
+    def model(x_, t_):
+        return jnp.tanh(0.6 * x_ - t_[:, None] / 60.0)
+
+    for t, s in ((40, 39), (40, 12), (7, 0)):
+        key = jax.random.key(t)
+        eps = np.asarray(model(x, jnp.full(5, t)), np.float64)
+        a_t, a_s = float(ab[t]), float(ab[s])
+        x64 = np.asarray(x, np.float64)
+        x0_hat = (x64 - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
+        step_var = 1 - a_t / a_s
+        precision = a_t / a_s / step_var + 1 / (1 - a_s)
+        mean = (np.sqrt(a_t / a_s) * x64 / step_var + np.sqrt(a_s) * x0_hat / (1 - a_s)) / precision
+        z = np.asarray(jax.random.normal(key, x.shape), np.float64)
+        got = diffusion.ddim_step(model, x, t, s, ab, 1.0, key)
+        np.testing.assert_allclose(got, mean + z / np.sqrt(precision), rtol=2e-4, atol=2e-5)
+
+
+def test_ddim_step_keeps_the_marginal_of_a_point_mass_for_every_eta():
+    """Monte Carlo: forward samples of one point at t, moved to t_prev (one key: the noise is
+    independent across the batch), have the forward process's mean sqrt(ab_prev) c and standard
+    deviation sqrt(1 - ab_prev); at eta = 0 the key does not matter."""
+    ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(30, 1e-2, 0.3))
+    c = 0.8
+    t, t_prev, n = 25, 6, 40_000
+
+    def exact(x, t_):
+        a = ab[t_][:, None]
+        return (x - jnp.sqrt(a) * c) / jnp.sqrt(1 - a)
+
+    x = np.sqrt(ab[t]) * c + np.sqrt(1 - ab[t]) * jax.random.normal(jax.random.key(7), (n, 1))
+    for eta in (0.0, 0.5, 1.0):
+        moved = np.asarray(diffusion.ddim_step(exact, x, t, t_prev, ab, eta, jax.random.key(8)))
+        assert abs(moved.mean() - np.sqrt(float(ab[t_prev])) * c) < 0.02
+        assert abs(moved.std() - np.sqrt(1 - float(ab[t_prev]))) < 0.01
+    same = [
+        diffusion.ddim_step(exact, x[:4], t, t_prev, ab, 0.0, jax.random.key(k)) for k in (1, 2)
+    ]
+    np.testing.assert_array_equal(same[0], same[1])
 
 
 def test_ddim_sampler_with_the_exact_score_recovers_a_gaussian():

@@ -38,7 +38,7 @@ from genlab.validate import float_array, positive_int
 __all__ = [
     "DIGIT_LEVELS",
     "SCHEDULE_TOL",
-    "SCHEDULE_VERDICTS",
+    "SCHEDULE_BUGS",
     "TimeMLP",
     "alpha_bars",
     "cfg_combine",
@@ -405,18 +405,24 @@ def eps_to_flow(x_t, eps, alpha_bar):
     return x_t / scale, (signal / scale).reshape(-1), x0 - eps
 
 
-def ddim_step(eps_model: Callable, x_t, t, t_prev, alpha_bars):
-    """One deterministic DDIM step (eta = 0) from step index t to t_prev < t (section 4).
+def ddim_step(eps_model: Callable, x_t, t, t_prev, alpha_bars, eta, key):
+    """One DDIM step of the eta family from step index t to t_prev < t (section 4).
 
-    The predicted clean point and the predicted noise are kept; only their mixture changes:
-    the output is sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev) eps_hat (Song et al. 2021, eq. 12).
+    With x0_hat and eps_hat the clean point and the noise that the model's prediction implies,
+    the output is sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z: its
+    marginal given x0_hat is q(x_{t_prev} | x0_hat) for every sigma (Song et al. 2021, eq. 12),
+    and sigma = eta * sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) is eta times the
+    standard deviation of the forward posterior q(x_{t_prev} | x_t, x_0) across the skipped
+    steps (eq. 16): eta = 0 is deterministic DDIM, eta = 1 the ancestral DDPM step.
 
     Args:
         eps_model: called once as ``eps_model(x_t, t_batch)``, t_batch int32 [B] all equal to t.
         x_t: float [B, ...].
         t, t_prev: ints (Python or 0-d arrays, possibly traced), -1 <= t_prev < t < T; t_prev =
-            -1 means clean data (signal fraction 1): the step returns x0_hat.
+            -1 means clean data (signal fraction 1, sigma = 0): the step returns x0_hat.
         alpha_bars: float [T].
+        eta: float in [0, 1] (possibly traced).
+        key: the noise is z = ``jax.random.normal(key, x_t.shape)``.
 
     Returns:
         float32 [B, ...].
@@ -428,20 +434,25 @@ def ddim_step(eps_model: Callable, x_t, t, t_prev, alpha_bars):
     ab = alpha_bars[t]
     ab_prev = jnp.where(t_prev >= 0, alpha_bars[jnp.maximum(t_prev, 0)], 1.0)
     x0_hat = (x_t - jnp.sqrt(1.0 - ab) * eps_hat) / jnp.sqrt(ab)
-    return jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1.0 - ab_prev) * eps_hat
+    var = jnp.asarray(eta, jnp.float32) ** 2 * (1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev)
+    direction = jnp.sqrt(jnp.maximum(1.0 - ab_prev - var, 0.0))
+    z = jax.random.normal(key, x_t.shape, jnp.float32)
+    return jnp.sqrt(ab_prev) * x0_hat + direction * eps_hat + jnp.sqrt(var) * z
 
 
 @nnx.jit(static_argnames=("shape",))
-def ddim_sample(key, model, shape, alpha_bars, timesteps):
-    """Deterministic DDIM sampling from N(0, I) noise on trained steps, in one ``lax.scan``.
+def ddim_sample(key, model, shape, alpha_bars, timesteps, eta=0.0):
+    """DDIM sampling from N(0, I) noise on trained steps, in one ``lax.scan``.
 
     Args:
-        key: draws x_T = ``jax.random.normal(key, shape)``, the only randomness.
+        key: draws x_T = ``jax.random.normal(key, shape)``; step k (counted from 0 at the last
+            trained step) draws its noise with ``jax.random.fold_in(key, k + 1)``.
         model: an ``nnx.Module`` called as ``model(x, t) -> eps`` with int t [B].
         shape: static tuple (B, ...).
         alpha_bars: float [T], the training schedule.
         timesteps: int [K], increasing trained step indices (e.g. from :func:`respace`); the
             sampler visits them from the last to the first, then steps to clean data.
+        eta: float in [0, 1]; 0 (the default) is deterministic, 1 the ancestral sampler.
 
     Returns:
         float32 [B, ...].
@@ -450,7 +461,8 @@ def ddim_sample(key, model, shape, alpha_bars, timesteps):
     previous = jnp.concatenate([jnp.full((1,), -1, jnp.int32), timesteps[:-1]])
 
     def body(x, k):
-        return ddim_step(model, x, timesteps[k], previous[k], alpha_bars), None
+        step_key = jax.random.fold_in(key, k + 1)
+        return ddim_step(model, x, timesteps[k], previous[k], alpha_bars, eta, step_key), None
 
     x = jax.random.normal(key, shape, dtype=jnp.float32)
     x, _ = jax.lax.scan(body, x, jnp.arange(timesteps.shape[0] - 1, -1, -1, dtype=jnp.int32))
@@ -647,26 +659,37 @@ def vlb_estimate(key, eps_model: Callable, x0, betas, alpha_bars, num_levels: in
 # --- section 7: the diagnostic ---------------------------------------------------------------
 
 
-SCHEDULE_VERDICTS = ("same", "off by one", "reversed", "different length", "other schedule")
+SCHEDULE_BUGS = ("same", "shift", "stride", "reversed", "other")
 SCHEDULE_TOL = 1e-5
 
 
-def schedule_mismatch(train_alpha_bars, sample_alpha_bars) -> str:
-    """Which schedule bug a sampler has, from the two schedules alone (section 7).
+def _shifts(num_steps: int):
+    """The index offsets a shift may have, smallest first, late before early: 1, -1, 2, ..."""
+    for size in range(1, num_steps // 2 + 1):
+        yield from (size, -size)
 
-    Two signal fractions count as equal when they differ by at most ``SCHEDULE_TOL`` = 1e-5.
+
+def schedule_mismatch(train_alpha_bars, sample_alpha_bars) -> tuple[str, int]:
+    """Which schedule bug a sampler has, and its parameter, from the two schedules (section 7).
+
+    Two signal fractions count as equal when they differ by at most ``SCHEDULE_TOL`` = 1e-5; a
+    relation holds when every pair of entries it matches is equal.
 
     Args:
         train_alpha_bars: float [T], the schedule the model was trained with.
-        sample_alpha_bars: float [T'], the schedule the sampler uses with the same step indices.
+        sample_alpha_bars: float [T'], the schedule the sampler uses with its step indices.
 
     Returns:
-        the first verdict of ``SCHEDULE_VERDICTS`` that applies, a str:
-        "same" (equal at every index); "off by one" (T = T' >= 2 and the sampler's schedule is the
-        training one read one index late or one index early: every pair of indices that the shift
-        matches is equal, the one entry without a partner is ignored); "reversed" (the training
-        schedule read from its last index to its first); "different length" (T != T'); "other
-        schedule" (none of these). Symmetric in its arguments.
+        (kind, k), the first of these that holds (``SCHEDULE_BUGS``):
+        ("same", 0): T' = T and equal at every index;
+        ("shift", k): T' = T, 1 <= |k| <= T // 2, and the sampler's index i has the training
+        schedule's entry i + k wherever that index exists (k > 0: read k indices late; the
+        smallest |k| first, k before -k);
+        ("stride", k): k >= 2, k T' <= T, and the sampler's paper step j = 1..T' (index j - 1) has
+        the training schedule's paper step k j (index k j - 1), the smallest such k;
+        ("reversed", 0): T' = T and the sampler reads the training schedule from its last index
+        to its first;
+        ("other", 0): none of these.
 
     Raises:
         ValueError: when either schedule is not one-dimensional or is empty.
@@ -677,19 +700,23 @@ def schedule_mismatch(train_alpha_bars, sample_alpha_bars) -> str:
         raise ValueError(
             f"the schedules must both have shape [T], T >= 1, got {a.shape} and {b.shape}"
         )
-    if a.shape != b.shape:
-        return "different length"
 
     def equal(x, y) -> bool:
-        return bool(np.all(np.abs(x - y) <= SCHEDULE_TOL))
+        return x.shape == y.shape and bool(np.all(np.abs(x - y) <= SCHEDULE_TOL))
 
+    n, m = a.size, b.size
     if equal(a, b):
-        return "same"
-    if a.size >= 2 and (equal(a[1:], b[:-1]) or equal(a[:-1], b[1:])):
-        return "off by one"
+        return "same", 0
+    if n == m:
+        for k in _shifts(n):
+            if equal(a[k:], b[: n - k]) if k > 0 else equal(a[: n + k], b[-k:]):
+                return "shift", k
+    for k in range(2, n // m + 1):
+        if equal(a[k - 1 :: k][:m], b):
+            return "stride", k
     if equal(a[::-1], b):
-        return "reversed"
-    return "other schedule"
+        return "reversed", 0
+    return "other", 0
 
 
 # --- the networks -----------------------------------------------------------------------------

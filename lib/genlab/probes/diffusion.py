@@ -329,27 +329,27 @@ def eps_to_flow_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
-def _ddim_scanned(model, x, steps: list[int]):
-    """Run the student's ddim_step through ``steps`` (decreasing, ending at -1) in one jit."""
+def _ddim_scanned(model, x, steps: list[int], eta: float = 0.0, seed: int = 0):
+    """Run the student's ddim_step through ``steps`` (decreasing) in one jit, eta traced."""
     _, ab = _schedule()
     pairs = jnp.array(list(zip(steps[:-1], steps[1:])), jnp.int32)  # (K, 2)
+    keys = jax.random.split(jax.random.key(seed), pairs.shape[0])
 
     def run(ddim_step):
         @jax.jit
-        def sample(x):
-            def body(x, pair):
-                return ddim_step(model, x, pair[0], pair[1], ab), None
+        def sample(x, eta):
+            def body(x, inputs):
+                pair, key = inputs
+                return ddim_step(model, x, pair[0], pair[1], ab, eta, key), None
 
-            return jax.lax.scan(body, x, pairs)[0]
+            return jax.lax.scan(body, x, (pairs, keys))[0]
 
-        return sample(x)
+        return sample(x, jnp.float32(eta))
 
     return run
 
 
-def _point_mass_model(center):
-    _, ab = _schedule()
-
+def _point_mass_model(center, ab):
     def model(x, t):
         a = ab[t].reshape(t.shape + (1,) * (x.ndim - 1))
         return (x - jnp.sqrt(a) * center) / jnp.sqrt(1.0 - a)
@@ -367,45 +367,73 @@ def _lands_on(center):
     return compare
 
 
+def _forward_moments(center: float, alpha_bar: float):
+    """Judge samples [N, 1] by the forward process's mean and standard deviation at alpha_bar."""
+
+    @judged_alone
+    def compare(got, want, label: str) -> None:
+        got = np.asarray(got, np.float64)[:, 0]
+        mean, std = np.sqrt(alpha_bar) * center, np.sqrt(1.0 - alpha_bar)
+        check.allclose(f"{label}: mean of the outputs", got.mean(), mean, atol=0.03)
+        check.allclose(f"{label}: standard deviation of the outputs", got.std(), std, rtol=0.03)
+
+    return compare
+
+
 def ddim_step_cases(rng: np.random.Generator) -> list[Case]:
     tol = close(2e-4, 1e-5)
     _, ab = _schedule()
+    cos_ab = diffusion.alpha_bars(diffusion.cosine_beta_schedule(40))
     x = jnp.array([[1.0, -1.0], [0.5, 2.0]])
     model = _eps_model(0.7)
+    key = key_from(rng)
     cases = [
-        Case("ddim_step from t = 0 to clean data (t_prev = -1)",
-             call(model, x, 0, -1, ab), tol),
-        Case("ddim_step from t = T - 1 to t_prev = T - 2", call(model, x, T_PROBE - 1,
-                                                             T_PROBE - 2, ab), tol),
-        Case("ddim_step from t = 30 to t_prev = 5, as 0-d int32 arrays",
-             call(model, x, jnp.array(30, jnp.int32), jnp.array(5, jnp.int32), ab), tol),
-        Case("ddim_step from t = T - 1 straight to clean data", call(model, x, T_PROBE - 1, -1,
-                                                                     ab), tol),
+        Case("ddim_step from t = 0 to clean data (t_prev = -1), eta = 0",
+             call(model, x, 0, -1, ab, 0.0, key), tol),
+        Case("ddim_step from t = T - 1 straight to clean data with eta = 1 (no noise there)",
+             call(model, x, T_PROBE - 1, -1, ab, 1.0, key), tol),
+        Case("ddim_step from t = T - 1 to t_prev = T - 2, eta = 0",
+             call(model, x, T_PROBE - 1, T_PROBE - 2, ab, 0.0, key), tol),
+        Case("ddim_step from t = 20 to t_prev = 19 with eta = 1 (the ancestral step)",
+             call(model, x, 20, 19, ab, 1.0, key), tol),
+        Case("ddim_step from t = 30 to t_prev = 5, as 0-d int32 arrays, eta = 1",
+             call(model, x, jnp.array(30, jnp.int32), jnp.array(5, jnp.int32), ab, 1.0, key),
+             tol),
+        Case("ddim_step on a cosine schedule (T = 40) from t = 39 to t_prev = 10, eta = 0.5",
+             call(model, x, 39, 10, cos_ab, 0.5, key), tol),
     ]  # fmt: skip
     for shape in [(6, 2), (3, 4, 2)]:
         x = f32(rng.normal(size=shape))
         t = int(rng.integers(2, T_PROBE))
-        t_prev = int(rng.integers(-1, t))
-        cases.append(Case(f"ddim_step(x_t {shape}, t = {t}, t_prev = {t_prev})",
-                          call(_eps_model(float(rng.uniform(0.3, 2.0))), x, t, t_prev, ab),
-                          close(2e-4, 1e-5, dtype=jnp.float32)))  # fmt: skip
+        t_prev = int(rng.integers(0, t))
+        eta = float(np.round(rng.uniform(0.1, 1.0), 2))
+        cases.append(Case(f"ddim_step(x_t {shape}, t = {t}, t_prev = {t_prev}, eta = {eta})",
+                          call(_eps_model(float(rng.uniform(0.3, 2.0))), x, t, t_prev, ab, eta,
+                               key_from(rng)), close(2e-4, 1e-5, dtype=jnp.float32)))  # fmt: skip
     x = f32(rng.normal(size=(4, 3)))
-    cases.append(
-        Case(
-            "ddim_step on steps 45, 30, 12, 3, -1 inside jax.jit and lax.scan (t and "
-            "t_prev traced)",
-            _ddim_scanned(model, x, [45, 30, 12, 3, -1]),
-            tol,
-        )
-    )
+    cases.append(Case("ddim_step on steps 45, 30, 12, 3, -1 inside jax.jit and lax.scan (t, "
+                      "t_prev and eta = 0.6 traced)",
+                      _ddim_scanned(model, x, [45, 30, 12, 3, -1], 0.6, int(rng.integers(1 << 20))),
+                      tol))  # fmt: skip
     center = f32(rng.normal(size=(2,)))
-    cases.append(Case("ddim_step with the exact noise of data at one point: 5 steps from noise",
-                      _ddim_scanned(_point_mass_model(center), f32(rng.normal(size=(8, 2))),
+    cases.append(Case("ddim_step with eta = 0 and the exact noise of data at one point: "
+                      "5 steps from noise",
+                      _ddim_scanned(_point_mass_model(center, ab), f32(rng.normal(size=(8, 2))),
                                     [49, 40, 25, 10, 0, -1]), _lands_on(center)))  # fmt: skip
     x = f32(rng.normal(size=(5, 2)))
-    cases.append(Case("ddim_step with the exact noise of data at one point: two steps "
-                      "45 -> 30 -> 12 land where one step 45 -> 12 does",
-                      _ddim_scanned(_point_mass_model(center), x, [45, 30, 12]), tol))  # fmt: skip
+    cases.append(Case("ddim_step with eta = 0 and the exact noise of data at one point: two "
+                      "steps 45 -> 30 -> 12 land where one step 45 -> 12 does",
+                      _ddim_scanned(_point_mass_model(center, ab), x, [45, 30, 12]),
+                      tol))  # fmt: skip
+    for eta, (t, t_prev) in [(0.7, (35, 8)), (1.0, (12, 11))]:
+        c = float(np.round(rng.uniform(0.5, 1.5), 2))
+        noise = rng.normal(size=(20_000, 1))
+        x = f32(np.sqrt(float(cos_ab[t])) * c + np.sqrt(1.0 - float(cos_ab[t])) * noise)
+        cases.append(Case(f"ddim_step with eta = {eta} on 20,000 forward samples of one point "
+                          f"(cosine schedule, T = 40), t = {t} to t_prev = {t_prev}",
+                          call(_point_mass_model(c, cos_ab), x, t, t_prev, cos_ab, eta,
+                               key_from(rng)),
+                          _forward_moments(c, float(cos_ab[t_prev]))))  # fmt: skip
     return cases
 
 
@@ -518,17 +546,33 @@ def discretized_gaussian_log_prob_cases(rng: np.random.Generator) -> list[Case]:
 
 
 def _verdict(train, sample):
-    """Run the student's diagnostic on one pair; its verdict as an index into the vocabulary
-    (a str outside the vocabulary, or not a str, fails the case)."""
+    """Run the student's diagnostic on one pair; its (kind, k) as two int32 (the kind's index in
+    the vocabulary); a kind outside the vocabulary, or not a pair, fails the case."""
 
     def run(schedule_mismatch):
         verdict = schedule_mismatch(train, sample)
-        if not isinstance(verdict, str) or verdict not in diffusion.SCHEDULE_VERDICTS:
-            raise TypeError(f"the verdict must be one of {diffusion.SCHEDULE_VERDICTS}, "
-                            f"got {verdict!r}")  # fmt: skip
-        return np.int32(diffusion.SCHEDULE_VERDICTS.index(verdict))
+        if not (isinstance(verdict, tuple) and len(verdict) == 2):
+            raise TypeError(f"the verdict must be a pair (kind, k), got {verdict!r}")
+        kind, k = verdict
+        if not isinstance(kind, str) or kind not in diffusion.SCHEDULE_BUGS:
+            raise TypeError(f"the kind must be one of {diffusion.SCHEDULE_BUGS}, got {kind!r}")
+        if int(k) != k:
+            raise TypeError(f"the parameter k must be an integer, got {k!r}")
+        return np.array([diffusion.SCHEDULE_BUGS.index(kind), int(k)], np.int32)
 
     return run
+
+
+def _late(schedule: np.ndarray, k: int, fill: float) -> np.ndarray:
+    """The sampler's index i reads the training entry i + k; ``fill`` where none exists."""
+    index = np.arange(schedule.size) + k
+    inside = (index >= 0) & (index < schedule.size)
+    return np.where(inside, schedule[np.clip(index, 0, schedule.size - 1)], fill)
+
+
+def _strided(schedule: np.ndarray, k: int, length: int) -> np.ndarray:
+    """The sampler's paper step j = 1..length reads the training paper step k j."""
+    return schedule[k * np.arange(1, length + 1) - 1]
 
 
 def schedule_mismatch_cases(rng: np.random.Generator) -> list[Case]:
@@ -537,28 +581,35 @@ def schedule_mismatch_cases(rng: np.random.Generator) -> list[Case]:
     short = np.asarray(diffusion.alpha_bars(diffusion.linear_beta_schedule(100)))
     rescaled = np.asarray(diffusion.alpha_bars(diffusion.linear_beta_schedule(100, 1e-3, 0.2)))
     lin64 = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # float64, rounding-level differences
+    offset, stride = int(rng.integers(2, 60)), int(rng.integers(5, 13))
     pairs = [
         ("a schedule with itself", lin, lin),
         ("a float32 schedule with its float64 recomputation", f32(lin64), lin),
         ("linear with cosine, T = 1000", lin, cos),
-        ("cosine with linear, T = 1000", cos, lin),
         ("T = 100 with beta rescaled against T = 100 without", rescaled, short),
-        ("linear read one index late (T = 1000)", lin, f32(np.append(lin[1:], 0.0))),
-        ("linear read one index early (T = 1000)", lin, f32(np.insert(lin[:-1], 0, 1.0))),
-        ("cosine read one index late, arguments swapped", f32(np.append(cos[1:], 0.0)), cos),
-        ("linear read two indices late", lin, f32(np.append(lin[2:], [0.0, 0.0]))),
+        ("linear read one index late (T = 1000)", lin, f32(_late(lin, 1, 0.0))),
+        ("linear read one index early (T = 1000)", lin, f32(_late(lin, -1, 1.0))),
+        ("cosine read a hidden number of indices late", cos, f32(_late(cos, offset, 0.0))),
+        ("linear read a hidden number of indices early", lin, f32(_late(lin, -offset - 3, 1.0))),
+        ("linear read at a hidden stride", lin, f32(_strided(lin, stride, 1000 // stride))),
+        ("cosine read at a stride of 2, first 300 steps", cos, f32(_strided(cos, 2, 300))),
+        ("linear read at a stride of 10 from index 0 (paper step 10 j + 1)", lin,
+         f32(lin[10 * np.arange(100)])),
         ("linear scaled by 1 - 1e-3", lin, f32(lin * (1 - 1e-3))),
         ("linear walked backwards", lin, lin[::-1].copy()),
         ("T = 1000 against its first 100 steps", lin, lin[:100].copy()),
         ("one step against an equal step", f32([0.3]), f32([0.3])),
         ("one step against another", f32([0.3]), f32([0.6])),
-    ]
+    ]  # fmt: skip
     for _ in range(2):
         a = np.asarray(diffusion.alpha_bars(f32(rng.uniform(0.01, 0.1, size=30))))
         b = np.asarray(diffusion.alpha_bars(f32(rng.uniform(0.01, 0.1, size=30))))
-        shift = f32(np.append(a[1:], a[-1] * rng.uniform(0.5, 0.9)))
+        k = int(rng.integers(2, 15)) * int(rng.choice([-1, 1]))
         pairs += [("two random schedules, T = 30", a, b),
-                  ("a random schedule read one index late, T = 30", a, shift),
+                  ("a random schedule read a hidden number of indices off, T = 30", a,
+                   f32(_late(a, k, 0.9))),
+                  ("a random schedule at a hidden stride, T = 30", a,
+                   f32(_strided(a, abs(k), 30 // abs(k)))),
                   ("a random schedule walked backwards, T = 30", b, b[::-1].copy())]  # fmt: skip
     cases = [Case(f"schedule_mismatch: {label}", _verdict(a, b), exact) for label, a, b in pairs]
     cases.append(Case("schedule_mismatch of a [1, T] array raises ValueError",
