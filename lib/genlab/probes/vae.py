@@ -90,6 +90,11 @@ def gaussian_kl_cases(rng: np.random.Generator) -> list[Case]:
         Case("gaussian_kl(N(0, 4) || N(1, 1))", call(zero, log4, one, zero)),
         Case("gaussian_kl(q of shape (2, 2), p of shape (2,)) (broadcasting)",
              call(m, v, jnp.zeros(2), jnp.zeros(2))),
+        # Exact everywhere: a grid of a numerical integral misses a narrow q and far means.
+        Case("gaussian_kl(N(0.5, e^-12) || N(0, 1)): a narrow q, standard deviation 0.0025",
+             call(f32([0.5]), f32([-12.0]), zero, zero)),
+        Case("gaussian_kl with means 120 apart",
+             call(f32([60.0, -1.0]), f32([0.5, 0.0]), f32([-60.0, 2.0]), f32([1.0, -0.5]))),
     ]  # fmt: skip
     for shape_q, shape_p in [((4,), (4,)), ((3, 5), (5,)), ((2, 3, 2), (3, 2))]:
         mq = f32(rng.normal(scale=2.0, size=shape_q))
