@@ -275,49 +275,60 @@ def test_substitution_attack_reaches_the_threshold_with_the_minimum():
     assert watermark.watermark_z_score(new, key, vocab, gamma, prompt_len=20) < 4
 
 
-def test_watermarked_sample_is_detected_and_keeps_the_prompt():
+def _bigram_model(table):
+    """A bigram model of the batched sampler's contract: each row's logits follow its last token."""
+    return lambda tokens, lengths: table[tokens[jnp.arange(tokens.shape[0]), lengths - 1]]
+
+
+def test_watermarked_sample_is_detected_and_keeps_each_prompt():
     table = jax.random.normal(jax.random.key(0), (30, 30)) * 2.0
-    out = watermark.watermarked_sample(jax.random.key(1), lambda t, n: table[t[n - 1]],
-                                       jnp.array([1, 2, 3]), 120,
-                                       jax.random.key(2), 0.25, 2.0)  # fmt: skip
-    assert out.shape == (123,) and out.dtype == jnp.int32 and list(np.asarray(out[:3])) == [1, 2, 3]
-    assert watermark.watermark_z_score(out, jax.random.key(2), 30, 0.25, prompt_len=3) > 4
+    prompts = jnp.array([[1, 2, 3, 9], [5, 6, 6, 6], [7, 8, 6, 6]])
+    lengths = np.array([4, 1, 2])
+    out = np.asarray(watermark.watermarked_sample(jax.random.key(1), _bigram_model(table), prompts,
+                                                  jnp.asarray(lengths), 120, jax.random.key(2),
+                                                  0.25, 2.0))  # fmt: skip
+    assert out.shape == (3, 124) and out.dtype == np.int32
+    for row, length in zip(range(3), lengths):
+        assert (out[row, :length] == np.asarray(prompts)[row, :length]).all()
+        assert (out[row, length + 120 :] == 0).all()  # the padding is cleared, nothing written
+        new = out[row, : length + 120]
+        assert watermark.watermark_z_score(new, jax.random.key(2), 30, 0.25, prompt_len=length) > 4
 
 
 def test_watermarked_sample_under_jit_draws_the_watermarked_chain():
     vocab, gamma, delta = 6, 0.5, 1.5
     table = jax.random.normal(jax.random.key(3), (vocab, vocab))
     wm_key = jax.random.key(4)
-    sampler = jax.jit(jax.vmap(lambda key, prompt: watermark.watermarked_sample(
-        key, lambda t, n: table[t[n - 1]], prompt, 2, wm_key, gamma, delta),
-        in_axes=(0, None)))  # fmt: skip
-    out = np.asarray(sampler(jax.random.split(jax.random.key(5), 40_000), jnp.array([2])))
-    # the pair of new tokens against the chain's probabilities, computed independently
+    # row 0: prompt [2] and a padding token 4 the model must not see; row 1: prompt [3, 2]
+    prompts, lengths = jnp.array([[2, 4], [3, 2]]), jnp.array([1, 2])
+    sampler = jax.jit(jax.vmap(lambda key: watermark.watermarked_sample(
+        key, _bigram_model(table), prompts, lengths, 2, wm_key, gamma, delta)))  # fmt: skip
+    out = np.asarray(sampler(jax.random.split(jax.random.key(5), 40_000)))  # (40000, 2, 4)
+    # the new tokens against the chain's probabilities, computed independently
     green = np.array(
         [np.asarray(watermark.green_mask(wm_key, p, vocab, gamma)) for p in range(vocab)]
     )
     step = scipy.special.softmax(np.asarray(table, np.float64) + delta * green, axis=1)  # (V, V)
-    pair = step[2][:, None] * step  # P(first = a, second = b)
-    counts = np.zeros((vocab, vocab))
-    np.add.at(counts, (out[:, 1], out[:, 2]), 1)
-    chi2 = np.sum((counts - 40_000 * pair) ** 2 / (40_000 * pair))
-    assert chi2 < scipy.stats.chi2.isf(1e-4, vocab * vocab - 1)
+    pair = step[2][:, None] * step  # P(first = a, second = b) after the token 2
+    both_rows = step[2][:, None] * step[2][None, :]  # the rows' first draws are independent
+    limit = scipy.stats.chi2.isf(1e-4, vocab * vocab - 1)
+    for first, second, expected in [(out[:, 0, 1], out[:, 0, 2], pair),
+                                    (out[:, 1, 2], out[:, 1, 3], pair),
+                                    (out[:, 0, 1], out[:, 1, 2], both_rows)]:  # fmt: skip
+        counts = np.zeros((vocab, vocab))
+        np.add.at(counts, (first, second), 1)
+        assert np.sum((counts - 40_000 * expected) ** 2 / (40_000 * expected)) < limit
+    assert (out[:, 0, 3] == 0).all()
     # the same key, the same tokens; a traced delta
-    bigram = lambda t, n: table[t[n - 1]]  # noqa: E731
-    again = jax.jit(lambda d: watermark.watermarked_sample(jax.random.key(9), bigram,
-                                                           jnp.array([1, 2]), 5, wm_key, gamma,
+    again = jax.jit(lambda d: watermark.watermarked_sample(jax.random.key(9), _bigram_model(table),
+                                                           prompts, lengths, 5, wm_key, gamma,
                                                            d))  # fmt: skip
     assert np.array_equal(again(1.5), again(1.5))
-    with pytest.raises(ValueError):
-        watermark.watermarked_sample(
-            jax.random.key(0),
-            lambda t, n: table[0],
-            jnp.array([], jnp.int32),
-            3,
-            wm_key,
-            gamma,
-            delta,
-        )
+    for bad_prompts, bad_lengths in [(jnp.array([1, 2]), jnp.array([1])),
+                                     (prompts, jnp.array([1, 2, 2]))]:  # fmt: skip
+        with pytest.raises(ValueError):
+            watermark.watermarked_sample(jax.random.key(0), _bigram_model(table), bad_prompts,
+                                         bad_lengths, 3, wm_key, gamma, delta)  # fmt: skip
 
 
 def _mmd2_double_loop(x, y, unbiased=True):

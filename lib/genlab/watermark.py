@@ -183,40 +183,52 @@ def repeated_pair_fraction(tokens, prompt_len=0):
 # --- generation ---------------------------------------------------------------------------------
 
 
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    """A watermarked continuation of ``prompt``, as one jit-compatible program.
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    """Watermarked continuations of a batch of prompts of different lengths, as one
+    jit-compatible program.
 
     Args:
         key: the jax.random key of the sampling (its only randomness).
-        next_logits: the model, ``next_logits(tokens, length) -> [V]``: ``tokens`` int32
-            [T0 + N] whose first ``length`` entries are the sequence so far (``length`` a traced
-            int32 scalar), the logits of the token at index ``length``.
-        prompt: int [T0], T0 >= 1 (may be traced). num_new_tokens: N, a Python int >= 1.
+        next_logits: the model, ``next_logits(tokens, lengths) -> [B, V]``: ``tokens`` int32
+            [B, T0 + N] whose row b holds its sequence so far in its first ``lengths[b]``
+            entries (``lengths`` int32 [B], traced), the logits of each row's token at index
+            ``lengths[b]``.
+        prompts: int [B, T0], row b's prompt in its first ``lengths[b]`` entries, padding after.
+        lengths: int [B], 1 <= lengths[b] <= T0 (may be traced, so not checked under jit).
+        num_new_tokens: N, a Python int >= 1.
         wm_key: the watermark key. gamma: a Python float (static). delta: may be traced.
 
     Returns:
-        int32 [T0 + N]: the prompt, then N tokens, token t drawn from the softmax of the model's
-        logits with the green list of token t - 1 boosted by delta. The step keys are
-        ``jax.random.split(key, N)``; the loop is one ``lax.scan`` over a fixed-size buffer, so
-        the function runs under ``jax.jit`` (with num_new_tokens and gamma static).
+        int32 [B, T0 + N]: row b holds its prompt, then N new tokens at indices lengths[b] to
+        lengths[b] + N - 1, then zeros. Each new token is drawn from the softmax of its row's
+        logits with the green list of the row's previous token boosted by delta; the step keys
+        are ``jax.random.split(key, N)`` and ``jax.random.categorical`` draws every row at once.
     """
-    prompt = jnp.asarray(prompt)
-    if prompt.ndim != 1 or prompt.shape[0] < 1 or not jnp.issubdtype(prompt.dtype, jnp.integer):
-        raise ValueError(f"prompt must be a 1-D integer array of at least one token, got shape "
-                         f"{prompt.shape} and dtype {prompt.dtype}")  # fmt: skip
+    prompts, lengths = jnp.asarray(prompts), jnp.asarray(lengths)
+    if prompts.ndim != 2 or prompts.shape[1] < 1 or not jnp.issubdtype(prompts.dtype, jnp.integer):
+        raise ValueError(f"prompts must be a 2-D integer array [B, T0] with T0 >= 1, got shape "
+                         f"{prompts.shape} and dtype {prompts.dtype}")  # fmt: skip
+    if lengths.shape != prompts.shape[:1] or not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise ValueError(f"lengths must be an integer array [B] = {prompts.shape[:1]}, got shape "
+                         f"{lengths.shape} and dtype {lengths.dtype}")  # fmt: skip
     num_new_tokens = positive_int("num_new_tokens", num_new_tokens)
-    t0 = prompt.shape[0]
-    buffer = jnp.concatenate([prompt.astype(jnp.int32), jnp.zeros(num_new_tokens, jnp.int32)])
+    batch, t0 = prompts.shape
+    lengths = lengths.astype(jnp.int32)
+    padded = jnp.pad(prompts.astype(jnp.int32), ((0, 0), (0, num_new_tokens)))  # (B, T0 + N)
+    kept = jnp.arange(t0 + num_new_tokens)[None, :] < lengths[:, None]  # (B, T0 + N)
+    buffer = jnp.where(kept, padded, 0)
+    rows = jnp.arange(batch)
 
     def step(carry, step_key):
-        buffer, length = carry  # (T0 + N,), the index of the token drawn now
-        logits = jnp.asarray(next_logits(buffer, length))  # (V,)
-        green = green_mask(wm_key, buffer[length - 1], logits.shape[-1], gamma)  # (V,)
-        token = jax.random.categorical(step_key, watermark_logits(logits, green, delta))
-        return (buffer.at[length].set(token.astype(jnp.int32)), length + 1), None
+        buffer, length = carry  # (B, T0 + N), (B,): each row's index of the token drawn now
+        logits = jnp.asarray(next_logits(buffer, length))  # (B, V)
+        previous = buffer[rows, length - 1]  # (B,)
+        green = jax.vmap(lambda p: green_mask(wm_key, p, logits.shape[-1], gamma))(previous)
+        token = jax.random.categorical(step_key, watermark_logits(logits, green, delta))  # (B,)
+        return (buffer.at[rows, length].set(token.astype(jnp.int32)), length + 1), None
 
     keys = jax.random.split(key, num_new_tokens)
-    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(t0)), keys)
+    (buffer, _), _ = jax.lax.scan(step, (buffer, lengths), keys)
     return buffer
 
 

@@ -227,6 +227,26 @@ def knn_precision_recall(real, fake, k=3):
     r_fake = jnp.sort(cross, axis=1)[:, k - 1]
     return jnp.mean(jnp.any(cross <= r_real[None], 1)), jnp.mean(jnp.any(cross <= r_fake[:, None], 0))
 """,  # noqa: E501
+        "zero_distances_taken_for_the_point_itself": """
+def knn_precision_recall(real, fake, k=3):
+    real, fake = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
+    dist = lambda a, b: jnp.sqrt(jnp.sum((a[:, None] - b[None]) ** 2, -1))
+    def radii(x):
+        d = dist(x, x)
+        return jnp.sort(jnp.where(d == 0, jnp.inf, d), axis=1)[:, k - 1]
+    cross = dist(fake, real)
+    return jnp.mean(jnp.any(cross <= radii(real)[None], 1)), jnp.mean(jnp.any(cross <= radii(fake)[:, None], 0))
+""",  # noqa: E501
+        "expanded_square_in_float32": """
+def knn_precision_recall(real, fake, k=3):
+    real, fake = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
+    def dist(a, b):
+        squared = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None] - 2 * a @ b.T
+        return jnp.sqrt(jnp.maximum(squared, 0.0))
+    radii = lambda x: jnp.sort(dist(x, x), axis=1)[:, k]
+    cross = dist(fake, real)
+    return jnp.mean(jnp.any(cross <= radii(real)[None], 1)), jnp.mean(jnp.any(cross <= radii(fake)[:, None], 0))
+""",  # noqa: E501
         "nearest_ball_only": """
 def knn_precision_recall(real, fake, k=3):
     real, fake = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
@@ -441,77 +461,137 @@ def watermark_z_score(tokens, key, vocab_size, gamma, prompt_len=0, ignore_repea
     },
     "watermarked_sample": {
         "one_key_every_step": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    prompt = jnp.asarray(prompt, jnp.int32)
-    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
-    def body(i, tokens):
-        length = prompt.shape[0] + i
-        logits = next_logits(tokens, length)
-        green = green_mask(wm_key, tokens[length - 1], logits.shape[-1], gamma)
-        token = jax.random.categorical(key, watermark_logits(logits, green, delta))
-        return tokens.at[length].set(token.astype(jnp.int32))
-    return jax.lax.fori_loop(0, num_new_tokens, body, buffer)
-""",
-        "list_of_the_slot_being_filled": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    prompt = jnp.asarray(prompt, jnp.int32)
-    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    rows = jnp.arange(batch)
+    buffer = jnp.where(jnp.arange(t0 + num_new_tokens)[None] < lengths[:, None], jnp.pad(prompts, ((0, 0), (0, num_new_tokens))), 0)
     def step(carry, k):
         tokens, length = carry
         logits = next_logits(tokens, length)
-        green = green_mask(wm_key, tokens[length], logits.shape[-1], gamma)
+        green = jax.vmap(lambda p: green_mask(wm_key, p, logits.shape[-1], gamma))(tokens[rows, length - 1])
+        token = jax.random.categorical(key, watermark_logits(logits, green, delta))
+        return (tokens.at[rows, length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, lengths), jax.random.split(key, num_new_tokens))
+    return buffer
+""",  # noqa: E501
+        "list_of_the_slot_being_filled": """
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    rows = jnp.arange(batch)
+    buffer = jnp.where(jnp.arange(t0 + num_new_tokens)[None] < lengths[:, None], jnp.pad(prompts, ((0, 0), (0, num_new_tokens))), 0)
+    def step(carry, k):
+        tokens, length = carry
+        logits = next_logits(tokens, length)
+        green = jax.vmap(lambda p: green_mask(wm_key, p, logits.shape[-1], gamma))(tokens[rows, length])
         token = jax.random.categorical(k, watermark_logits(logits, green, delta))
-        return (tokens.at[length].set(token.astype(jnp.int32)), length + 1), None
-    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(prompt.shape[0])), jax.random.split(key, num_new_tokens))
+        return (tokens.at[rows, length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, lengths), jax.random.split(key, num_new_tokens))
     return buffer
 """,  # noqa: E501
         "boost_not_applied": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    prompt = jnp.asarray(prompt, jnp.int32)
-    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    rows = jnp.arange(batch)
+    buffer = jnp.where(jnp.arange(t0 + num_new_tokens)[None] < lengths[:, None], jnp.pad(prompts, ((0, 0), (0, num_new_tokens))), 0)
     def step(carry, k):
         tokens, length = carry
         token = jax.random.categorical(k, next_logits(tokens, length))
-        return (tokens.at[length].set(token.astype(jnp.int32)), length + 1), None
-    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(prompt.shape[0])), jax.random.split(key, num_new_tokens))
+        return (tokens.at[rows, length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, lengths), jax.random.split(key, num_new_tokens))
     return buffer
 """,  # noqa: E501
-        "python_int_breaks_jit": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    tokens = jnp.concatenate([jnp.asarray(prompt, jnp.int32), jnp.zeros(num_new_tokens, jnp.int32)])
-    start = len(prompt)
-    for length in range(start, start + num_new_tokens):
-        logits = next_logits(tokens, length)
-        green = green_mask(wm_key, int(tokens[length - 1]), logits.shape[-1], gamma)
-        key, subkey = jax.random.split(key)
-        tokens = tokens.at[length].set(int(jax.random.categorical(subkey, watermark_logits(logits, green, delta))))
-    return tokens
-""",  # noqa: E501
         "greedy": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    prompt = jnp.asarray(prompt, jnp.int32)
-    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    rows = jnp.arange(batch)
+    buffer = jnp.where(jnp.arange(t0 + num_new_tokens)[None] < lengths[:, None], jnp.pad(prompts, ((0, 0), (0, num_new_tokens))), 0)
     def step(carry, k):
         tokens, length = carry
         logits = next_logits(tokens, length)
-        green = green_mask(wm_key, tokens[length - 1], logits.shape[-1], gamma)
-        token = jnp.argmax(watermark_logits(logits, green, delta))
-        return (tokens.at[length].set(token.astype(jnp.int32)), length + 1), None
-    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(prompt.shape[0])), jax.random.split(key, num_new_tokens))
+        green = jax.vmap(lambda p: green_mask(wm_key, p, logits.shape[-1], gamma))(tokens[rows, length - 1])
+        token = jnp.argmax(watermark_logits(logits, green, delta), axis=-1)
+        return (tokens.at[rows, length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, lengths), jax.random.split(key, num_new_tokens))
+    return buffer
+""",  # noqa: E501
+        "first_row_list_for_every_row": """
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    rows = jnp.arange(batch)
+    buffer = jnp.where(jnp.arange(t0 + num_new_tokens)[None] < lengths[:, None], jnp.pad(prompts, ((0, 0), (0, num_new_tokens))), 0)
+    def step(carry, k):
+        tokens, length = carry
+        logits = next_logits(tokens, length)
+        green = green_mask(wm_key, tokens[0, length[0] - 1], logits.shape[-1], gamma)
+        token = jax.random.categorical(k, watermark_logits(logits, green, delta))
+        return (tokens.at[rows, length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, lengths), jax.random.split(key, num_new_tokens))
+    return buffer
+""",  # noqa: E501
+        "one_key_for_every_row": """
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    rows = jnp.arange(batch)
+    buffer = jnp.where(jnp.arange(t0 + num_new_tokens)[None] < lengths[:, None], jnp.pad(prompts, ((0, 0), (0, num_new_tokens))), 0)
+    def step(carry, k):
+        tokens, length = carry
+        logits = next_logits(tokens, length)
+        green = jax.vmap(lambda p: green_mask(wm_key, p, logits.shape[-1], gamma))(tokens[rows, length - 1])
+        token = jax.vmap(lambda row: jax.random.categorical(k, row))(watermark_logits(logits, green, delta))
+        return (tokens.at[rows, length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, lengths), jax.random.split(key, num_new_tokens))
     return buffer
 """,  # noqa: E501
         "model_shown_the_empty_slot": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    prompt = jnp.asarray(prompt, jnp.int32)
-    buffer = jnp.concatenate([prompt, jnp.zeros(num_new_tokens, jnp.int32)])
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    rows = jnp.arange(batch)
+    buffer = jnp.where(jnp.arange(t0 + num_new_tokens)[None] < lengths[:, None], jnp.pad(prompts, ((0, 0), (0, num_new_tokens))), 0)
     def step(carry, k):
         tokens, length = carry
         logits = next_logits(tokens, length + 1)
-        green = green_mask(wm_key, tokens[length - 1], logits.shape[-1], gamma)
+        green = jax.vmap(lambda p: green_mask(wm_key, p, logits.shape[-1], gamma))(tokens[rows, length - 1])
         token = jax.random.categorical(k, watermark_logits(logits, green, delta))
-        return (tokens.at[length].set(token.astype(jnp.int32)), length + 1), None
-    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(prompt.shape[0])), jax.random.split(key, num_new_tokens))
+        return (tokens.at[rows, length].set(token.astype(jnp.int32)), length + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, lengths), jax.random.split(key, num_new_tokens))
     return buffer
+""",  # noqa: E501
+        "every_row_continues_after_the_longest_prompt": """
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    buffer = jnp.pad(prompts, ((0, 0), (0, num_new_tokens)))
+    def step(carry, k):
+        tokens, pos = carry
+        logits = next_logits(tokens, jnp.full(batch, pos))
+        green = jax.vmap(lambda p: green_mask(wm_key, p, logits.shape[-1], gamma))(tokens[:, pos - 1])
+        token = jax.random.categorical(k, watermark_logits(logits, green, delta))
+        return (tokens.at[:, pos].set(token.astype(jnp.int32)), pos + 1), None
+    (buffer, _), _ = jax.lax.scan(step, (buffer, jnp.int32(t0)), jax.random.split(key, num_new_tokens))
+    return buffer
+""",  # noqa: E501
+        "python_int_breaks_jit": """
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts = np.asarray(prompts)
+    out = []
+    for b, start in enumerate(np.asarray(lengths)):
+        tokens = np.zeros(prompts.shape[1] + num_new_tokens, np.int32)
+        tokens[:start] = prompts[b, :start]
+        for length in range(int(start), int(start) + num_new_tokens):
+            batch = jnp.asarray(np.repeat(tokens[None], prompts.shape[0], axis=0))
+            logits = next_logits(batch, jnp.full(prompts.shape[0], length))[b]
+            green = green_mask(wm_key, int(tokens[length - 1]), logits.shape[-1], gamma)
+            key, subkey = jax.random.split(key)
+            tokens[length] = int(jax.random.categorical(subkey, watermark_logits(logits, green, delta)))
+        out.append(tokens)
+    return jnp.asarray(np.stack(out))
 """,  # noqa: E501
     },
     "z_threshold": {
@@ -883,45 +963,55 @@ def watermark_z_score(tokens, key, vocab_size, gamma, prompt_len=0, ignore_repea
 """,
     },
     "watermarked_sample": {
-        "fori_loop_fold_in": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    prompt = jnp.asarray(prompt, jnp.int32)
-    t0 = prompt.shape[0]
+        "fori_loop_fold_in_one_hot_writes": """
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    positions = jnp.arange(t0 + num_new_tokens)
+    tokens = jnp.where(positions[None] < lengths[:, None], jnp.pad(prompts, ((0, 0), (0, num_new_tokens))), 0)
     def body(i, tokens):
-        logits = next_logits(tokens, t0 + i)
-        green = green_mask(wm_key, tokens[t0 + i - 1], logits.shape[-1], gamma)
+        length = lengths + i
+        logits = next_logits(tokens, length)
+        previous = jnp.take_along_axis(tokens, (length - 1)[:, None], axis=1)[:, 0]
+        green = jnp.stack([green_mask(wm_key, previous[b], logits.shape[-1], gamma) for b in range(batch)])
         token = jax.random.categorical(jax.random.fold_in(key, i), watermark_logits(logits, green, delta))
-        return tokens.at[t0 + i].set(token.astype(jnp.int32))
-    return jax.lax.fori_loop(0, num_new_tokens, body, jnp.zeros(t0 + num_new_tokens, jnp.int32).at[:t0].set(prompt))
+        return jnp.where(positions[None] == length[:, None], token[:, None].astype(jnp.int32), tokens)
+    return jax.lax.fori_loop(0, num_new_tokens, body, tokens)
 """,  # noqa: E501
         "scan_carrying_the_key_gumbel_max": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    prompt = jnp.asarray(prompt).astype(jnp.int32)
-    buffer = jnp.pad(prompt, (0, num_new_tokens))
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts = jnp.asarray(prompts).astype(jnp.int32)
+    lengths = jnp.asarray(lengths).astype(jnp.int32)
+    mask = jnp.arange(prompts.shape[1] + num_new_tokens)[None, :] < lengths[:, None]
+    buffer = jnp.pad(prompts, ((0, 0), (0, num_new_tokens))) * mask
     def step(carry, _):
         key, tokens, pos = carry
         key, noise_key = jax.random.split(key)
         logits = next_logits(tokens, pos)
-        boosted = watermark_logits(logits, green_mask(wm_key, tokens[pos - 1], logits.shape[-1], gamma), delta)
-        token = jnp.argmax(boosted + jax.random.gumbel(noise_key, boosted.shape))
-        return (key, jax.lax.dynamic_update_slice(tokens, token[None].astype(jnp.int32), (pos,)), pos + 1), None
-    (_, buffer, _), _ = jax.lax.scan(step, (key, buffer, jnp.int32(prompt.shape[0])), None, length=num_new_tokens)
+        previous = tokens[jnp.arange(tokens.shape[0]), pos - 1]
+        green = jax.vmap(green_mask, in_axes=(None, 0, None, None))(wm_key, previous, logits.shape[-1], gamma)
+        boosted = watermark_logits(logits, green, delta)
+        token = jnp.argmax(boosted + jax.random.gumbel(noise_key, boosted.shape), axis=-1)
+        return (key, tokens.at[jnp.arange(tokens.shape[0]), pos].set(token.astype(jnp.int32)), pos + 1), None
+    (_, buffer, _), _ = jax.lax.scan(step, (key, buffer, lengths), None, length=num_new_tokens)
     return buffer
 """,  # noqa: E501
-        "while_loop": """
-def watermarked_sample(key, next_logits, prompt, num_new_tokens, wm_key, gamma, delta):
-    prompt = jnp.asarray(prompt, jnp.int32)
-    total = prompt.shape[0] + num_new_tokens
-    keys = jax.random.split(key, num_new_tokens)
-    def body(state):
-        tokens, length = state
+        "one_key_per_row_and_step": """
+def watermarked_sample(key, next_logits, prompts, lengths, num_new_tokens, wm_key, gamma, delta):
+    prompts, lengths = jnp.asarray(prompts, jnp.int32), jnp.asarray(lengths, jnp.int32)
+    batch, t0 = prompts.shape
+    rows = jnp.arange(batch)
+    buffer = jnp.where(jnp.arange(t0)[None] < lengths[:, None], prompts, 0)
+    buffer = jnp.concatenate([buffer, jnp.zeros((batch, num_new_tokens), jnp.int32)], axis=1)
+    def step(carry, row_keys):
+        tokens, length = carry
         logits = next_logits(tokens, length)
-        green = green_mask(wm_key, tokens[length - 1], logits.shape[-1], gamma)
-        draw = jax.random.categorical(keys[length - prompt.shape[0]], watermark_logits(logits, green, delta))
-        return tokens.at[length].set(draw.astype(jnp.int32)), length + 1
-    tokens = jnp.zeros(total, jnp.int32).at[: prompt.shape[0]].set(prompt)
-    tokens, _ = jax.lax.while_loop(lambda state: state[1] < total, body, (tokens, jnp.int32(prompt.shape[0])))
-    return tokens
+        green = jax.vmap(lambda p: green_mask(wm_key, p, logits.shape[-1], gamma))(tokens[rows, length - 1])
+        token = jax.vmap(jax.random.categorical)(row_keys, watermark_logits(logits, green, delta))
+        return (tokens.at[rows, length].set(token.astype(jnp.int32)), length + 1), None
+    keys = jax.vmap(lambda k: jax.random.split(k, batch))(jax.random.split(key, num_new_tokens))
+    (buffer, _), _ = jax.lax.scan(step, (buffer, lengths), keys)
+    return buffer
 """,  # noqa: E501
     },
     "z_threshold": {

@@ -135,6 +135,25 @@ def _fractions(tolerance_points: int, n: int):
     return close(0.0, (tolerance_points + 0.5) / n)
 
 
+def _duplicated_rows(rng: np.random.Generator):
+    """Real rows, each twice, 10 apart; fake rows: half exact copies, half one unit off."""
+    centres = 10.0 * rng.permutation(24)[:12, None] * np.eye(3)[0] + rng.integers(0, 3, (12, 3))
+    real = np.concatenate([centres, centres])  # (24, 3)
+    fake = np.concatenate([centres[:6], centres[6:] + np.eye(3)[1]])  # (12, 3)
+    return f32(real), f32(fake)
+
+
+def _far_lattices(rng: np.random.Generator):
+    """Integer lattices offset by 4096 in 8 dimensions: exact distances are integers or square
+    roots of integers, and the expansion of the square in float32 is off by several units."""
+    offset = 4096.0 + rng.integers(0, 4, size=8)
+    real = offset + np.stack([np.arange(20) * 2.0, *np.zeros((7, 20))], axis=1)  # spacing 2
+    shift = np.zeros((20, 8))
+    shift[:, 1] = rng.choice([1.0, 2.0, 3.0], size=20)  # 2 lies on a radius of 2, 3 outside
+    fake = real + shift
+    return f32(real), f32(fake)
+
+
 def knn_precision_recall_cases(rng: np.random.Generator) -> list[Case]:
     grid = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     cases = [
@@ -144,6 +163,12 @@ def knn_precision_recall_cases(rng: np.random.Generator) -> list[Case]:
              call(grid, grid + 10.0, k=2)),
         Case("knn_precision_recall (k = 1): 4 grid points vs a tight cluster at a corner",
              call(grid, jnp.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.05, 0.05]]), k=1)),
+    ]  # fmt: skip
+    cases += [
+        Case("knn_precision_recall (k = 1), every real row present twice: radii of 0",
+             call(*_duplicated_rows(rng), k=1), close(0.0, 1e-6)),
+        Case("knn_precision_recall (k = 2), points on lattices far from the origin: many fake "
+             "points lie exactly on a radius", call(*_far_lattices(rng), k=2), close(0.0, 1e-6)),
     ]  # fmt: skip
     for n, m, d, k in [(80, 60, 2, 3), (100, 120, 8, 5), (60, 60, 4, 1), (90, 40, 16, 3)]:
         real, fake = _clouds(rng, n, m, d)
@@ -300,7 +325,9 @@ def watermark_z_score_cases(rng: np.random.Generator) -> list[Case]:
 
 # --- the watermarked sampler, graded by behaviour ------------------------------------------------
 
-SAMPLE_VOCAB, SAMPLE_PROMPT, SAMPLE_NEW = 40, 5, 100
+SAMPLE_VOCAB, SAMPLE_WIDTH, SAMPLE_NEW = 40, 6, 100
+# hidden prompt lengths: a full row, a one-token prompt, and two rows with the same prompt
+SAMPLE_LENGTHS = (6, 1, 4, 4)
 WATERMARK_Z_MIN = 4.0  # the reference reaches about 6-11; an unwatermarked or mis-seeded list ~0
 LIKELIHOOD_Z_MAX = 5.0  # |standardised log-likelihood| of correct sampling is N(0, 1)
 DISTINCT_MIN = 25  # 100 uniform draws over 40 tokens show about 36.8 distinct ones (sd 1.5)
@@ -311,34 +338,51 @@ def _bigram(seed: int):
                        jnp.float32)  # fmt: skip
 
 
+def _sample_prompts(seed: int) -> np.ndarray:
+    """Prompts [B, T0]: random tokens, padding included (nonzero: the output must clear it);
+    the last two rows hold the same prompt."""
+    shape = (len(SAMPLE_LENGTHS), SAMPLE_WIDTH)
+    prompts = np.random.default_rng(seed + 1).integers(1, SAMPLE_VOCAB, size=shape)
+    prompts[-1, : SAMPLE_LENGTHS[-1]] = prompts[-2, : SAMPLE_LENGTHS[-2]]
+    return prompts.astype(np.int32)
+
+
+def _batched_bigram(table):
+    rows = jnp.arange(len(SAMPLE_LENGTHS))
+    return lambda tokens, lengths: table[tokens[rows, lengths - 1]]  # (B, V)
+
+
 def _sample_case(seed: int, gamma: float, delta: float, flat: bool, compiled: dict):
     # a uniform model is a bigram table of zeros: one compiled sampler per gamma serves both
     table = jnp.zeros((SAMPLE_VOCAB, SAMPLE_VOCAB), jnp.float32) if flat else _bigram(seed)
-    prompt = jnp.asarray(np.random.default_rng(seed + 1).integers(SAMPLE_VOCAB, size=SAMPLE_PROMPT),
-                         jnp.int32)  # fmt: skip
+    prompts = jnp.asarray(_sample_prompts(seed))
+    lengths = jnp.asarray(SAMPLE_LENGTHS, jnp.int32)
 
     def run(function):
         if (function, gamma) not in compiled:
-            # the model reads the token before index `length`; gamma and the number of new
-            # tokens are static, the keys, the model's table, the prompt and delta traced
-            compiled[function, gamma] = jax.jit(lambda key, table, prompt, wm_key, delta: function(
-                key, lambda tokens, length: table[tokens[length - 1]], prompt, SAMPLE_NEW,
-                wm_key, gamma, delta))  # fmt: skip
+            # each row's model reads its token before index lengths[b]; gamma and the number of
+            # new tokens are static, the keys, the table, the prompts, lengths and delta traced
+            compiled[function, gamma] = jax.jit(
+                lambda key, table, prompts, lengths, wm_key, delta: function(
+                    key, _batched_bigram(table), prompts, lengths, SAMPLE_NEW, wm_key, gamma,
+                    delta))  # fmt: skip
         sampler = compiled[function, gamma]
         wm_key = jax.random.key(seed + 3)
-        runs = [sampler(jax.random.key(seed + 2 + k), table, prompt, wm_key, jnp.float32(delta))
-                for k in (0, 7, 0)]  # fmt: skip
-        return {"tokens": [jnp.asarray(r) for r in runs], "prompt": prompt}
+        runs = [sampler(jax.random.key(seed + 2 + k), table, prompts, lengths, wm_key,
+                        jnp.float32(delta)) for k in (0, 7, 0)]  # fmt: skip
+        return {"tokens": [jnp.asarray(r) for r in runs], "prompts": prompts}
 
     return run
 
 
-def _likelihood_z(tokens: np.ndarray, table: np.ndarray, key, gamma: float, delta: float) -> float:
-    """Standardised log-likelihood of the new tokens under the watermarked next-token
-    distributions: N(0, 1) for a correct sampler, far off for greedy or a wrong distribution."""
+def _likelihood_z(tokens: np.ndarray, start: int, table: np.ndarray, key, gamma: float,
+                  delta: float) -> float:  # fmt: skip
+    """Standardised log-likelihood of the tokens from index ``start`` on under the watermarked
+    next-token distributions: N(0, 1) for a correct sampler, far off for greedy or a wrong
+    distribution."""
     total, variance = 0.0, 0.0
     greens = np.asarray(watermark.green_table(key, SAMPLE_VOCAB, gamma))
-    for i in range(SAMPLE_PROMPT, len(tokens)):
+    for i in range(start, len(tokens)):
         green = greens[tokens[i - 1]]
         logits = table[tokens[i - 1]].astype(np.float64) + delta * green
         logq = logits - np.log(np.sum(np.exp(logits - logits.max()))) - logits.max()
@@ -349,43 +393,62 @@ def _likelihood_z(tokens: np.ndarray, table: np.ndarray, key, gamma: float, delt
     return float(total / np.sqrt(variance))
 
 
+def _check_row(where: str, row: np.ndarray, prompt: np.ndarray, length: int, seed: int,
+               gamma: float, delta: float, flat: bool) -> None:  # fmt: skip
+    """One output row: its prompt, N new tokens drawn from the watermarked chain, then zeros."""
+    check.equal(f"{where}: the first {length} tokens (this row's prompt)", row[:length],
+                prompt[:length])  # fmt: skip
+    check.equal(f"{where}: the {SAMPLE_WIDTH - length} entries after the {SAMPLE_NEW} new tokens",
+                row[length + SAMPLE_NEW :], np.zeros(SAMPLE_WIDTH - length, row.dtype))  # fmt: skip
+    check.is_true(((row >= 0) & (row < SAMPLE_VOCAB)).all(),
+                  f"{where}: tokens must be in [0, {SAMPLE_VOCAB})")  # fmt: skip
+    sequence = row[: length + SAMPLE_NEW]
+    if flat:
+        distinct = len(np.unique(sequence[length:]))
+        check.is_true(distinct >= DISTINCT_MIN,
+                      f"{where}: {SAMPLE_NEW} draws from a uniform model over {SAMPLE_VOCAB} "
+                      f"tokens show only {distinct} distinct tokens (about 37 expected): the "
+                      "draws are not independent")  # fmt: skip
+        return
+    key = jax.random.key(seed + 3)
+    if delta > 0:
+        z = watermark.watermark_z_score(sequence, key, SAMPLE_VOCAB, gamma, prompt_len=length)
+        check.is_true(z > WATERMARK_Z_MIN,
+                      f"{where}: the detector (same key, gamma, green list of the previous "
+                      f"token, scoring from this row's prompt length) finds no watermark: "
+                      f"z = {z:.2f}, need > {WATERMARK_Z_MIN}")  # fmt: skip
+    lz = _likelihood_z(sequence, length, np.asarray(_bigram(seed)), key, gamma, delta)
+    check.is_true(abs(lz) < LIKELIHOOD_Z_MAX,
+                  f"{where}: the tokens do not look sampled from the watermarked distribution: "
+                  f"their standardised log-likelihood is {lz:.1f} (a correct sampler gives "
+                  f"|z| < {LIKELIHOOD_Z_MAX}; greedy or a wrong distribution gives far "
+                  "more)")  # fmt: skip
+
+
 def _compare_sample(seed: int, gamma: float, delta: float, flat: bool):
     @judged_alone
     def compare(got, want, label: str) -> None:
-        if not isinstance(got, dict) or set(got) != {"tokens", "prompt"} or len(got["tokens"]) != 3:
+        if (
+            not isinstance(got, dict)
+            or set(got) != {"tokens", "prompts"}
+            or len(got["tokens"]) != 3
+        ):
             check.is_true(False, f"{label}: expected the generated tokens")
         runs = [np.asarray(tokens) for tokens in got["tokens"]]
-        key = jax.random.key(seed + 3)
+        prompts = np.asarray(got["prompts"])
+        batch = len(SAMPLE_LENGTHS)
         for tokens, which in zip(runs[:2], ("the first key", "another key")):
-            where = f"{label}, {which}"
-            check.shape(f"{where}: output", tokens, (SAMPLE_PROMPT + SAMPLE_NEW,))
-            check.dtype(f"{where}: output", tokens, "int")
-            check.equal(f"{where}: the first {SAMPLE_PROMPT} tokens (the prompt)",
-                        tokens[:SAMPLE_PROMPT], np.asarray(got["prompt"]))  # fmt: skip
-            check.is_true(((tokens >= 0) & (tokens < SAMPLE_VOCAB)).all(),
-                          f"{where}: tokens must be in [0, {SAMPLE_VOCAB})")  # fmt: skip
-            if flat:
-                distinct = len(np.unique(tokens[SAMPLE_PROMPT:]))
-                check.is_true(distinct >= DISTINCT_MIN,
-                              f"{where}: {SAMPLE_NEW} draws from a uniform model over "
-                              f"{SAMPLE_VOCAB} tokens show only {distinct} distinct tokens (about "
-                              "37 expected): the draws are not independent")  # fmt: skip
-                continue
-            if delta > 0:
-                z = watermark.watermark_z_score(tokens, key, SAMPLE_VOCAB, gamma,
-                                                prompt_len=SAMPLE_PROMPT)  # fmt: skip
-                check.is_true(z > WATERMARK_Z_MIN,
-                              f"{where}: the detector (same key, gamma, green list of the "
-                              f"previous token) finds no watermark: z = {z:.2f}, "
-                              f"need > {WATERMARK_Z_MIN}")  # fmt: skip
-            lz = _likelihood_z(tokens, np.asarray(_bigram(seed)), key, gamma, delta)
-            check.is_true(abs(lz) < LIKELIHOOD_Z_MAX,
-                          f"{where}: the tokens do not look sampled from the watermarked "
-                          f"distribution: their standardised log-likelihood is {lz:.1f} (a "
-                          f"correct sampler gives |z| < {LIKELIHOOD_Z_MAX}; greedy or a wrong "
-                          "distribution gives far more)")  # fmt: skip
+            check.shape(f"{label}, {which}: output", tokens, (batch, SAMPLE_WIDTH + SAMPLE_NEW))
+            check.dtype(f"{label}, {which}: output", tokens, "int")
+            for b, length in enumerate(SAMPLE_LENGTHS):
+                _check_row(f"{label}, {which}, row {b} (prompt of {length} tokens)", tokens[b],
+                           prompts[b], length, seed, gamma, delta, flat)  # fmt: skip
+            check.is_true(not np.array_equal(tokens[-2], tokens[-1]),
+                          f"{label}, {which}: two rows with the same prompt got the same "
+                          f"{SAMPLE_NEW} new tokens: the rows' draws are not "
+                          "independent")  # fmt: skip
         check.equal(f"{label}: the same key twice gives the same tokens", runs[2], runs[0])
-        check.is_true(not np.array_equal(runs[0][SAMPLE_PROMPT:], runs[1][SAMPLE_PROMPT:]),
+        check.is_true(not np.array_equal(runs[0], runs[1]),
                       f"{label}: another key gives the same tokens")  # fmt: skip
 
     return compare
@@ -395,7 +458,8 @@ def watermarked_sample_cases(rng: np.random.Generator) -> list[Case]:
     seeds = [int(s) for s in rng.integers(1 << 20, size=3)]
     settings = [(0.25, 2.0, False), (0.4, 3.0, False), (0.25, 0.0, True)]
     compiled = {}  # (function, gamma) -> the function under jax.jit, shared by this probe's cases
-    return [Case(f"watermarked_sample under jax.jit: {SAMPLE_NEW} tokens from a "
+    return [Case(f"watermarked_sample under jax.jit: {len(SAMPLE_LENGTHS)} prompts of different "
+                 f"lengths, {SAMPLE_NEW} new tokens each, from a "
                  f"{'uniform' if flat else 'bigram'} model, gamma {g}, delta {d}",
                  _sample_case(s, g, d, flat, compiled), _compare_sample(s, g, d, flat))
             for s, (g, d, flat) in zip(seeds, settings)]  # fmt: skip
