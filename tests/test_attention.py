@@ -691,20 +691,29 @@ def test_reverse_train_step_matches_optax_by_hand():
 
 
 def test_reverse_train_step_ignores_targets_of_minus_one():
-    # Independent: the kept positions are selected by NumPy boolean indexing outside any trace,
-    # their optax cross-entropies averaged; one SGD step equals parameters - lr * its gradient.
+    # Independent: each sequence's kept positions are selected by NumPy boolean indexing outside
+    # any trace, their optax cross-entropies averaged per sequence, and the per-sequence means
+    # averaged in a Python loop over the sequences that keep something; one SGD step equals
+    # parameters - lr * its gradient.
     model = A.ReverseModel(10, 8, 16, 2, rngs=nnx.Rngs(1))
     tokens, targets = A.reverse_batch(jax.random.key(4), 4, 8, 10)
     ignored = np.random.default_rng(0).random((4, 8)) < 0.4
     ignored[1] = True  # one sequence without any target
+    ignored[2] = np.arange(8) != 5  # one sequence with a single kept position
     targets = jnp.where(ignored, -1, targets)
-    kept = np.flatnonzero(~ignored.ravel())
+    kept_rows = [(b, np.flatnonzero(~ignored[b])) for b in range(4) if (~ignored[b]).any()]
+    assert len(kept_rows) == 3
     graphdef, params = nnx.split(model, nnx.Param)
 
     def loss_fn(params):
-        logits = nnx.merge(graphdef, params)(tokens).reshape(-1, 10)[kept]
-        labels = np.asarray(targets).ravel()[kept]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        logits = nnx.merge(graphdef, params)(tokens)
+        means = [
+            optax.softmax_cross_entropy_with_integer_labels(
+                logits[b, kept], np.asarray(targets)[b, kept]
+            ).mean()
+            for b, kept in kept_rows
+        ]
+        return sum(means) / len(means)
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     expected = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
@@ -713,6 +722,14 @@ def test_reverse_train_step_ignores_targets_of_minus_one():
     np.testing.assert_allclose(got, loss, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The per-sequence mean is not the token mean on this batch: the lone kept position of
+    # sequence 2 weighs as much as all the kept positions of sequence 0.
+    fresh = A.ReverseModel(10, 8, 16, 2, rngs=nnx.Rngs(1))
+    flat = np.flatnonzero(~ignored.ravel())
+    token_mean = optax.softmax_cross_entropy_with_integer_labels(
+        fresh(tokens).reshape(-1, 10)[flat], np.asarray(targets).ravel()[flat]
+    ).mean()
+    assert abs(float(token_mean) - float(loss)) > 1e-3
     # Nothing kept: loss 0, and SGD moves nothing.
     before = [np.asarray(a) for a in jax.tree.leaves(nnx.state(model, nnx.Param))]
     got = A.reverse_train_step(model, nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param),

@@ -772,11 +772,26 @@ class ReverseModel(nnx.Module):
         return (logits, weights) if return_weights else logits
 
 
-def reverse_loss(model: ReverseModel, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean token cross-entropy (nats) and accuracy of ``model`` on ``(tokens, targets)``.
+def _per_sequence_mean(values: jax.Array, kept: jax.Array) -> jax.Array:
+    """Mean over the sequences that keep a position of each one's mean over its kept positions.
 
-    Targets equal to -1 are ignored: both means run over the kept positions only (0 when no
-    position is kept).
+    ``values [B, T]`` float, ``kept [B, T]`` bool -> scalar; 0 (with a zero gradient) when no
+    position is kept. Both divisions are guarded, so no NaN reaches the gradient.
+    """
+    counts = jnp.sum(kept, axis=-1)  # (B,)
+    sums = jnp.sum(jnp.where(kept, values, 0.0), axis=-1)  # (B,)
+    per_sequence = sums / jnp.maximum(counts, 1)  # (B,), 0 for a sequence with nothing kept
+    present = counts > 0  # (B,)
+    return jnp.sum(jnp.where(present, per_sequence, 0.0)) / jnp.maximum(jnp.sum(present), 1)
+
+
+def reverse_loss(model: ReverseModel, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Cross-entropy (nats) and accuracy of ``model`` on ``(tokens, targets)``, per sequence.
+
+    Targets equal to -1 are ignored. Each sequence's cross-entropy (accuracy) is the mean over
+    its kept positions; the result is the mean of those over the sequences that keep at least
+    one position, every such sequence weighing the same whatever its length (0 when no position
+    is kept at all).
     """
     tokens, targets = batch
     if jnp.shape(tokens) != jnp.shape(targets):
@@ -786,24 +801,25 @@ def reverse_loss(model: ReverseModel, batch) -> tuple[jax.Array, dict[str, jax.A
         )
     logits = model(tokens)  # (B, T, V)
     kept = targets >= 0  # (B, T)
-    count = jnp.maximum(jnp.sum(kept), 1)
     log_p = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(log_p, jnp.where(kept, targets, 0)[..., None], axis=-1)[..., 0]
-    loss = -jnp.sum(jnp.where(kept, picked, 0.0)) / count
-    accuracy = jnp.sum(kept & (jnp.argmax(logits, axis=-1) == targets)) / count
-    return loss, {"accuracy": accuracy}
+    loss = _per_sequence_mean(-picked, kept)
+    hits = (jnp.argmax(logits, axis=-1) == targets).astype(logits.dtype)  # (B, T)
+    return loss, {"accuracy": _per_sequence_mean(hits, kept)}
 
 
 def reverse_train_step(model: ReverseModel, optimizer: nnx.Optimizer, batch) -> jax.Array:
     """One training step of the reversal model (section 7); returns the loss before the update.
 
     ``batch = (tokens, targets)``, both integer ``[B, T]``; a target of -1 marks a position
-    without a target (padding), which is ignored. The loss is the mean, over the kept positions
-    only, of the cross-entropy (nats) of ``model(tokens)`` (logits ``[B, T, V]``) against
-    ``targets``: ignored positions change neither the loss nor the gradient, and with no kept
-    position the loss is 0 and the gradient is zero. Its gradient with respect to every
-    ``nnx.Param`` of ``model`` is applied with ``optimizer.update(model, grads)``. Traceable:
-    works under ``nnx.jit``, as a step for :func:`genlab.train.fit`.
+    without a target (padding), which is ignored. The loss is a per-sequence mean: each
+    sequence's mean cross-entropy (nats) of ``model(tokens)`` (logits ``[B, T, V]``) over its
+    kept positions, averaged over the sequences that keep at least one position, so that every
+    such sequence weighs the same whatever its length. Ignored positions and sequences change
+    neither the loss nor the gradient; with no kept position the loss is 0 and the gradient is
+    zero. Its gradient with respect to every ``nnx.Param`` of ``model`` is applied with
+    ``optimizer.update(model, grads)``. Traceable: works under ``nnx.jit``, as a step for
+    :func:`genlab.train.fit`.
     """
 
     def loss_fn(model):

@@ -223,6 +223,30 @@ def softmax_backward(scores, grad_weights):
     w = e / jnp.sum(e, axis=-1, keepdims=True)
     return w * (grad_weights - jnp.sum(w * grad_weights, axis=-1, keepdims=True))
 """,
+        "autodiff_jax_vjp": """
+def softmax_backward(scores, grad_weights):
+    _, pullback = jax.vjp(lambda s: jax.nn.softmax(s, axis=-1), scores)
+    return pullback(grad_weights)[0]
+""",
+        "autodiff_jax_grad_of_the_contraction": """
+def softmax_backward(scores, grad_weights):
+    return jax.grad(lambda s: jnp.sum(jax.nn.softmax(s, axis=-1) * grad_weights))(scores)
+""",
+        "autodiff_aliased_jacrev": """
+from jax import jacrev as jacobian_of
+
+
+def softmax_backward(scores, grad_weights):
+    rows = scores.reshape(-1, scores.shape[-1])
+    jacobians = jax.vmap(jacobian_of(jax.nn.softmax))(rows)  # (N, i, j)
+    upstream = grad_weights.reshape(rows.shape)
+    return jnp.einsum("ni,nij->nj", upstream, jacobians).reshape(scores.shape)
+""",
+        "autodiff_linearize_then_transpose": """
+def softmax_backward(scores, grad_weights):
+    _, forward = jax.linearize(lambda s: jax.nn.softmax(s, axis=-1), scores)
+    return jax.linear_transpose(forward, scores)(grad_weights)[0]
+""",
     },
     "causal_mask": {
         "mask_inverted": """
@@ -830,7 +854,7 @@ def reverse_train_step(model, optimizer, batch):
     optimizer.update(model, grads)
     return loss
 """,
-        "mean_of_per_sequence_means": """
+        "mean_over_every_sequence_including_empty": """
 def reverse_train_step(model, optimizer, batch):
     tokens, targets = batch
     kept = targets >= 0
@@ -841,6 +865,21 @@ def reverse_train_step(model, optimizer, batch):
         counts = jnp.maximum(kept.sum(-1), 1)
         per_sequence = -jnp.sum(jnp.where(kept, picked, 0.0), axis=-1) / counts
         return jnp.mean(per_sequence)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "token_mean_over_kept_positions": """
+def reverse_train_step(model, optimizer, batch):
+    tokens, targets = batch
+    kept = targets >= 0
+    safe_targets = jnp.where(kept, targets, 0)
+
+    def loss_fn(model):
+        log_p = jax.nn.log_softmax(model(tokens), axis=-1)
+        picked = jnp.take_along_axis(log_p, safe_targets[..., None], axis=-1)[..., 0]
+        return -jnp.sum(jnp.where(kept, picked, 0.0)) / jnp.maximum(jnp.sum(kept), 1)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -950,11 +989,6 @@ def softmax_entropy(scores):
 """,
     },
     "softmax_backward": {
-        "jax_vjp": """
-def softmax_backward(scores, grad_weights):
-    _, pullback = jax.vjp(lambda s: jax.nn.softmax(s, axis=-1), scores)
-    return pullback(grad_weights)[0]
-""",
         "explicit_jacobian": """
 def softmax_backward(scores, grad_weights):
     w = jax.nn.softmax(scores, axis=-1)  # (..., T)
@@ -1297,28 +1331,33 @@ def causal_blockwise_attention(q, k, v, block_size):
         "optax_cross_entropy": """
 def reverse_train_step(model, optimizer, batch):
     tokens, targets = batch
-
     kept = targets >= 0
+    counts = jnp.sum(kept, axis=1)
+    present = counts > 0
 
     def loss_fn(model):
         labels = jnp.where(kept, targets, 0)
         per_token = optax.softmax_cross_entropy_with_integer_labels(model(tokens), labels)
-        return jnp.sum(per_token * kept) / jnp.maximum(jnp.sum(kept), 1)
+        per_sequence = jnp.sum(per_token * kept, axis=1) / jnp.where(present, counts, 1)
+        return jnp.sum(per_sequence * present) / jnp.maximum(jnp.sum(present), 1)
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
 """,
-        "split_and_merge_with_jax_grad": """
+        "split_and_merge_with_position_weights": """
 def reverse_train_step(model, optimizer, batch):
     tokens, targets = batch
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    kept = (targets >= 0).astype(jnp.float32)
+    counts = kept.sum(axis=-1, keepdims=True)
+    sequences = jnp.sum(counts > 0)
+    weights = kept / jnp.maximum(counts, 1.0) / jnp.maximum(sequences, 1)
 
     def loss_fn(params):
         logits = nnx.merge(graphdef, params, rest)(tokens)
         one_hot = jax.nn.one_hot(targets, logits.shape[-1])
-        kept = jnp.maximum(jnp.sum(targets >= 0), 1)
-        return -jnp.sum(one_hot * jax.nn.log_softmax(logits)) / kept
+        return -jnp.sum(weights * jnp.sum(one_hot * jax.nn.log_softmax(logits), axis=-1))
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     optimizer.update(model, grads)
