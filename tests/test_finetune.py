@@ -131,7 +131,7 @@ def test_lora_train_step_changes_only_the_adapters_and_lowers_the_loss():
     frozen = jax.tree.map(np.asarray, nnx.state(model, nnx.Not(nnx.LoRAParam)))
     tokens = jnp.tile(jnp.arange(9) % 3, (4, 1))
     step = nnx.jit(finetune.lora_train_step)
-    losses = [float(step(model, optimizer, tokens)) for _ in range(30)]
+    losses = [float(step(model, optimizer, tokens, 1.0)) for _ in range(30)]
     assert losses[-1] < losses[0]
     after = jax.tree.map(np.asarray, nnx.state(model, nnx.Not(nnx.LoRAParam)))
     for u, v in zip(jax.tree.leaves(frozen), jax.tree.leaves(after)):
@@ -139,6 +139,50 @@ def test_lora_train_step_changes_only_the_adapters_and_lowers_the_loss():
     np.testing.assert_allclose(losses[0], gpt.lm_loss(gpt.GPT(CONFIG, rngs=nnx.Rngs(0))(
         tokens[:, :-1]), tokens[:, 1:]), rtol=1e-5)  # fmt: skip
     assert finetune.optimizer_state_bytes(optimizer) >= 2 * 4 * finetune.count(model, nnx.LoRAParam)
+
+
+def _sgd_lora_step(max_norm):
+    """The adapters' change and their unclipped gradient in one SGD(1) step, and the norm of the
+    frozen parameters' gradient (by jax.grad over the split state, independent of nnx's filters)."""
+    model = finetune.add_lora(gpt.GPT(CONFIG, rngs=nnx.Rngs(0)), 2, 4.0, rngs=nnx.Rngs(1))
+    for module, name in finetune._target_layers(model):
+        getattr(module, name).lora_b[...] = 0.1 * jnp.ones_like(getattr(module, name).lora_b[...])
+    tokens = jax.random.randint(jax.random.key(5), (4, 9), 0, 11)
+    graphdef, adapters, rest = nnx.split(model, nnx.LoRAParam, ...)
+
+    def loss(adapters_, rest_):
+        logits = nnx.merge(graphdef, adapters_, rest_)(tokens[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    grad_adapters, grad_rest = jax.grad(loss, argnums=(0, 1))(adapters, rest)
+    before = jax.tree.leaves(adapters)
+    optimizer = nnx.Optimizer(model, optax.sgd(1.0), wrt=nnx.LoRAParam)
+    finetune.lora_train_step(model, optimizer, tokens, max_norm)
+    change = [np.asarray(a) - np.asarray(b) for a, b in
+              zip(jax.tree.leaves(nnx.state(model, nnx.LoRAParam)), before)]  # fmt: skip
+    flat = lambda tree: np.concatenate([np.ravel(x) for x in tree])  # noqa: E731
+    rest_norm = np.linalg.norm(flat([x for x in jax.tree.leaves(grad_rest) if x.dtype.kind == "f"]))
+    return flat(change), flat(jax.tree.leaves(grad_adapters)), rest_norm
+
+
+def test_lora_train_step_clips_the_adapters_gradient_to_its_own_global_norm():
+    change, grad, rest_norm = _sgd_lora_step(1e6)
+    norm = np.linalg.norm(grad)
+    assert rest_norm > 2 * norm  # a full-model norm would clip far more
+    np.testing.assert_allclose(change, -grad, rtol=1e-4, atol=1e-7)  # below max_norm: unclipped
+    change, _, _ = _sgd_lora_step(0.25 * norm)
+    np.testing.assert_allclose(np.linalg.norm(change), 0.25 * norm, rtol=1e-4)
+    np.testing.assert_allclose(change, -0.25 * grad, rtol=1e-3, atol=1e-7)  # direction kept
+
+
+def test_scored_loss_is_the_mean_nll_of_the_selected_tokens():
+    model = gpt.GPT(CONFIG, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(8), (3, 9), 0, 11)
+    mask = jnp.zeros((3, 9)).at[0, 4:].set(1.0).at[2, 7:].set(1.0).at[:, 0].set(1.0)
+    nll = optax.softmax_cross_entropy_with_integer_labels(model(tokens[:, :-1]), tokens[:, 1:])
+    picked = np.concatenate([np.asarray(nll)[0, 3:], np.asarray(nll)[2, 6:]])  # position 0 never
+    np.testing.assert_allclose(finetune.scored_loss(model, tokens, mask), picked.mean(), rtol=1e-5)
+    assert float(finetune.scored_loss(model, tokens, jnp.zeros((3, 9)))) == 0.0
 
 
 def test_sequence_log_prob_matches_optax_cross_entropy():
@@ -177,6 +221,25 @@ def test_dpo_loss_matches_trl_formula_and_is_stable():
         jnp.array([-3000.0]), jnp.array([0.0]), jnp.array([0.0]), jnp.array([0.0]), 1.0
     )
     np.testing.assert_allclose(huge, 3000.0, rtol=1e-6)
+
+
+def test_dpo_loss_with_flipped_labels_is_the_noisy_bradley_terry_likelihood():
+    rng = np.random.default_rng(1)
+    pc, pr, rc, rr = (rng.normal(-40.0, 15.0, size=12) for _ in range(4))
+    z = 0.3 * ((pc - rc) - (pr - rr))
+    for flip in (0.0, 1e-3, 0.1, 0.4):
+        recorded = (1 - flip) * scipy.special.expit(z) + flip * scipy.special.expit(-z)
+        got = finetune.dpo_loss(*(jnp.asarray(v, jnp.float32) for v in (pc, pr, rc, rr)), 0.3, flip)
+        np.testing.assert_allclose(got, -np.mean(np.log(recorded)), rtol=1e-4)
+    # a margin of -1e4 nats: the loss tends to -log(flip) (or to 1e4 at flip 0), gradient finite
+    far = (jnp.array([-1e4]), jnp.zeros(1), jnp.zeros(1), jnp.zeros(1), 1.0)
+    np.testing.assert_allclose(finetune.dpo_loss(*far, 0.2), -np.log(0.2), rtol=1e-6)
+    np.testing.assert_allclose(finetune.dpo_loss(*far, 0.0), 1e4, rtol=1e-6)
+    for flip in (0.0, 0.2):
+        grad = jax.grad(lambda c, f=flip: finetune.dpo_loss(c, *far[1:], f))(far[0])
+        assert np.all(np.isfinite(np.asarray(grad)))
+    with pytest.raises(ValueError, match="flip"):
+        finetune.dpo_loss(*far, 0.5)
 
 
 def test_sequence_kl_matches_scipy_rel_entr():
@@ -376,7 +439,7 @@ def test_sft_train_step_ignores_the_prompt_and_moves_only_the_adapters():
     model3, optimizer3 = fresh()
     model4, optimizer4 = fresh()
     whole = jnp.ones((4, 9))
-    plain = finetune.lora_train_step(model4, optimizer4, tokens)
+    plain = finetune.lora_train_step(model4, optimizer4, tokens, 1e30)
     np.testing.assert_allclose(finetune.sft_train_step(model3, optimizer3, tokens, whole), plain,
                                rtol=1e-5)  # fmt: skip
 

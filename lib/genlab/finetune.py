@@ -187,19 +187,43 @@ def optimizer_state_bytes(optimizer: nnx.Optimizer) -> int:
     return int(sum(np.asarray(x).nbytes for x in leaves))
 
 
-def lora_train_step(model, optimizer, tokens):
-    """One step of LoRA fine-tuning on windows of tokens: the next-token loss
-    (:func:`genlab.gpt.lm_loss` of ``model(tokens[:, :-1])`` against ``tokens[:, 1:]``),
-    differentiated with respect to the ``nnx.LoRAParam`` variables only, applied by
-    ``optimizer.update``. Returns the loss before the update (float32 scalar)."""
+def lora_train_step(model, optimizer, tokens, max_norm):
+    """One step of LoRA fine-tuning on windows of tokens, the adapters' gradient clipped.
+
+    The loss is the next-token loss (:func:`genlab.gpt.lm_loss` of ``model(tokens[:, :-1])``
+    against ``tokens[:, 1:]``), differentiated with respect to the ``nnx.LoRAParam`` variables
+    only. When that gradient's global norm (over the adapters alone, all of them as one vector)
+    exceeds ``max_norm`` it is rescaled, direction kept, to norm ``max_norm``; then
+    ``optimizer.update`` applies it.
+
+    Args:
+        model: an nnx module with LoRA adapters, int [B, T] to logits [B, T, V].
+        optimizer: an ``nnx.Optimizer`` of ``model`` built with ``wrt=nnx.LoRAParam``.
+        tokens: int [B, T + 1], windows of the new corpus.
+        max_norm: float > 0 (may be traced), the largest global norm of the applied gradient.
+
+    Returns:
+        float32 scalar: the loss before the update.
+    """
     tokens = jnp.asarray(tokens)
 
     def loss_fn(m):
         return gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
 
     loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
-    optimizer.update(model, grads)
+    norm = optax.tree.norm(grads)
+    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny))
+    optimizer.update(model, jax.tree.map(lambda g: g * scale, grads))
     return loss
+
+
+def scored_loss(model, tokens, mask):
+    """The mean negative log-likelihood (nats) of the tokens that ``mask`` selects, each given
+    the tokens before it: tokens int [B, T + 1]; mask [B, T + 1], float or bool, aligned with
+    the tokens (position 0 is never predicted, so it never counts). Returns float32, 0 when the
+    mask selects nothing."""
+    tokens = jnp.asarray(tokens)
+    return masked_lm_loss(model(tokens[:, :-1]), tokens[:, 1:], jnp.asarray(mask)[:, 1:])
 
 
 def masked_lm_loss(logits, targets, mask):
@@ -237,18 +261,11 @@ def sft_train_step(model, optimizer, tokens, answer_mask):
 
     Returns:
         float32 scalar, before the update: the mean over all answer tokens of the batch of
-        -log p(token | the tokens before it) (:func:`masked_lm_loss` of ``model(tokens[:, :-1])``
-        against ``tokens[:, 1:]`` with ``answer_mask[:, 1:]``). Only the adapters change.
+        -log p(token | the tokens before it) (:func:`scored_loss` with ``answer_mask``). Only
+        the adapters change.
     """
-    tokens = jnp.asarray(tokens)
-    mask = jnp.asarray(answer_mask, jnp.float32)[:, 1:]  # (B, T): the mask of the targets
-
-    def loss_fn(m):
-        return masked_lm_loss(m(tokens[:, :-1]), tokens[:, 1:], mask)
-
-    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
-    optimizer.update(model, grads)
-    return loss
+    mask = jnp.asarray(answer_mask, jnp.float32)
+    return _filtered_step(lambda m: scored_loss(m, tokens, mask), model, optimizer, nnx.LoRAParam)
 
 
 # --- sequence log-probabilities and DPO -----------------------------------------------------
@@ -304,19 +321,32 @@ def sequence_log_prob(logits, tokens, mask):
     return jnp.sum(jnp.asarray(mask, jnp.float32) * picked, axis=-1)
 
 
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
-    """Direct preference optimisation loss, averaged over the batch of preference pairs.
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip=0.0):
+    """Direct preference optimisation loss, averaged over the batch of preference pairs, for
+    labels that were swapped with probability ``flip``.
+
+    With the margin z = beta [(policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)],
+    Bradley-Terry with the implicit reward gives the recorded preference the probability
+    (1 - flip) sigma(z) + flip sigma(-z); the loss is its mean negative log-likelihood, computed
+    in log space (a log-sum-exp of the two ways, so neither sigmoid is formed).
 
     Args:
         policy_chosen, policy_rejected: float [B], the policy's sequence log-probabilities of
             the preferred and the rejected answers. ref_chosen, ref_rejected: float [B], the
-            frozen reference's. beta: float > 0.
+            frozen reference's. beta: float > 0. flip: float in [0, 0.5), the probability that a
+            recorded pair's labels were swapped; 0 gives the DPO loss.
 
     Returns:
-        float32 scalar; log 2 when policy and reference agree; finite for any margin.
+        float32 scalar; log 2 when policy and reference agree; finite, with a finite gradient,
+        for any margin.
     """
+    if not 0.0 <= flip < 0.5:
+        raise ValueError(f"flip must be in [0, 0.5), got {flip}")
     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
-    return -jnp.mean(jax.nn.log_sigmoid(beta * jnp.asarray(margin, jnp.float32)))
+    z = beta * jnp.asarray(margin, jnp.float32)
+    kept = jnp.log1p(-flip) + jax.nn.log_sigmoid(z)
+    swapped = jnp.log(jnp.float32(flip)) + jax.nn.log_sigmoid(-z)  # -inf at flip = 0
+    return -jnp.mean(jnp.logaddexp(kept, swapped))
 
 
 def sequence_kl(policy_logits, ref_logits, mask):

@@ -6,11 +6,12 @@ holds valid alternatives to the solution; each must pass it. The sources run in 
 the solution notebook, so they may use its imports (``jax``, ``jnp``, ``np``, ``nnx``, ``optax``,
 ``bpe``, ``gpt``, ``finetune``) and its other answers. The pitfalls of issue 17 are among the
 wrong ones: greedy longest-match encoding instead of merges by rank (bpe_encode), the loss per
-token instead of per byte (bits_per_byte), base weights or embeddings that train
-(lora_train_step), SFT's answer mask not shifted onto the predictions or averaged per row
-(sft_train_step), DPO's sign and its forgotten reference (dpo_loss), GPT-2's chunks read off the
-splitter alone or as 'a space after a word' (crossing_merges), the KL-regularised optimum
-without its entropy bonus, with the reference untempered or forgotten (kl_regularised_optimum).
+token instead of per byte (bits_per_byte), base weights or embeddings that train, or a gradient
+clipped by the whole model's norm or one matrix at a time (lora_train_step), SFT's answer mask
+not shifted onto the predictions or averaged per row, or a library loss called (sft_train_step),
+DPO's sign and its forgotten reference (dpo_loss), GPT-2's chunks read off the splitter alone or
+as 'a space after a word' (crossing_merges), the KL-regularised optimum without its entropy
+bonus, with the reference untempered or forgotten (kl_regularised_optimum).
 Each function's first wrong variant breaks no other exercise's visible checks.
 """
 
@@ -383,33 +384,83 @@ def lora_init_check(x, a, b, alpha, rank):
     },
     "lora_train_step": {
         "returns_the_loss_after_the_update": """
-def lora_train_step(model, optimizer, tokens):
+def lora_train_step(model, optimizer, tokens, max_norm):
     loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
     grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    grads = optax.clip_by_global_norm(max_norm).update(grads, None)[0]
     optimizer.update(model, grads)
     return loss_fn(model)
 """,
         "no_shift": """
-def lora_train_step(model, optimizer, tokens):
+def lora_train_step(model, optimizer, tokens, max_norm):
     loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, :-1])
     loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    grads = optax.clip_by_global_norm(max_norm).update(grads, None)[0]
     optimizer.update(model, grads)
     return loss
 """,
         "gradient_ascent": """
-def lora_train_step(model, optimizer, tokens):
+def lora_train_step(model, optimizer, tokens, max_norm):
     loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
     loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    grads = optax.clip_by_global_norm(max_norm).update(grads, None)[0]
     optimizer.update(model, jax.tree.map(lambda g: -g, grads))
     return loss
 """,
         "embeddings_and_norms_train_too": """
-def lora_train_step(model, optimizer, tokens):
+def lora_train_step(model, optimizer, tokens, max_norm):
     loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
     loss, grads = nnx.value_and_grad(loss_fn)(model)
+    grads = optax.clip_by_global_norm(max_norm).update(grads, None)[0]
     optimizer.update(model, grads)
     params = nnx.state(model, nnx.Param)
     nnx.update(model, jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads))
+    return loss
+""",
+        "no_clipping": """
+def lora_train_step(model, optimizer, tokens, max_norm):
+    loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "norm_of_the_whole_models_gradient": """
+def lora_train_step(model, optimizer, tokens, max_norm):
+    loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    grads = optax.clip_by_global_norm(max_norm).update(grads, None)[0]
+    optimizer.update(model, grads)  # the optimizer keeps the adapters' part
+    return loss
+""",
+        "library_step_with_its_clip": """
+def lora_train_step(model, optimizer, tokens, max_norm):
+    return gpt.train_step(model, optimizer, tokens, max_grad_norm=max_norm)
+""",
+        "library_step_unclipped": """
+def lora_train_step(model, optimizer, tokens, max_norm):
+    return gpt.train_step(model, optimizer, tokens, max_grad_norm=1e30)
+""",
+        "each_matrix_clipped_alone": """
+def lora_train_step(model, optimizer, tokens, max_norm):
+    loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    clip = lambda g: g * jnp.minimum(1.0, max_norm / jnp.maximum(jnp.linalg.norm(g), 1e-30))
+    optimizer.update(model, jax.tree.map(clip, grads))
+    return loss
+""",
+        "always_rescaled_to_max_norm": """
+def lora_train_step(model, optimizer, tokens, max_norm):
+    loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))
+    optimizer.update(model, jax.tree.map(lambda g: g * max_norm / norm, grads))
+    return loss
+""",
+        "clipped_by_value": """
+def lora_train_step(model, optimizer, tokens, max_norm):
+    loss_fn = lambda m: gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, jax.tree.map(lambda g: jnp.clip(g, -max_norm, max_norm), grads))
     return loss
 """,
     },
@@ -458,6 +509,25 @@ def sft_train_step(model, optimizer, tokens, answer_mask):
         log_p = jax.nn.log_softmax(m(tokens[:, :-1]), axis=-1)
         nll = -jnp.take_along_axis(log_p, tokens[:, 1:, None], axis=-1)[..., 0]
         return (nll * mask).sum() / tokens.shape[0]
+
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "library_loss_of_the_selected_tokens": """
+def sft_train_step(model, optimizer, tokens, answer_mask):
+    loss_fn = lambda m: finetune.scored_loss(m, tokens, answer_mask)
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    optimizer.update(model, grads)
+    return loss
+""",
+        "library_completion_log_probs": """
+def sft_train_step(model, optimizer, tokens, answer_mask):
+    mask = jnp.asarray(answer_mask, jnp.float32)
+
+    def loss_fn(m):
+        total = -finetune.completion_log_probs(m, tokens, mask).sum()
+        return total / jnp.maximum(mask[:, 1:].sum(), 1.0)
 
     loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
     optimizer.update(model, grads)
@@ -540,23 +610,43 @@ def sequence_log_prob(logits, tokens, mask):
     },
     "dpo_loss": {
         "sign_flipped": """
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip):
     z = beta * ((policy_rejected - ref_rejected) - (policy_chosen - ref_chosen))
-    return -jnp.mean(jax.nn.log_sigmoid(z))
+    return -jnp.mean(jnp.logaddexp(jnp.log1p(-flip) + jax.nn.log_sigmoid(z),
+                                   jnp.log(flip) + jax.nn.log_sigmoid(-z)))
 """,
         "reference_forgotten": """
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
-    return -jnp.mean(jax.nn.log_sigmoid(beta * (policy_chosen - policy_rejected)))
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip):
+    z = beta * (policy_chosen - policy_rejected)
+    return -jnp.mean(jnp.logaddexp(jnp.log1p(-flip) + jax.nn.log_sigmoid(z),
+                                   jnp.log(flip) + jax.nn.log_sigmoid(-z)))
 """,
-        "log_of_sigmoid": """
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+        "flip_ignored": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip):
     z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
-    return -jnp.mean(jnp.log(jax.nn.sigmoid(z)))
+    return -jnp.mean(jax.nn.log_sigmoid(z))
+""",
+        "label_smoothing_not_the_likelihood": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip):
+    z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -jnp.mean((1 - flip) * jax.nn.log_sigmoid(z) + flip * jax.nn.log_sigmoid(-z))
+""",
+        "flip_on_the_wrong_side": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip):
+    z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -jnp.mean(jnp.logaddexp(jnp.log(flip) + jax.nn.log_sigmoid(z),
+                                   jnp.log1p(-flip) + jax.nn.log_sigmoid(-z)))
+""",
+        "log_of_the_mixture": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip):
+    z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -jnp.mean(jnp.log((1 - flip) * jax.nn.sigmoid(z) + flip * jax.nn.sigmoid(-z)))
 """,
         "sum_over_pairs": """
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip):
     z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
-    return -jnp.sum(jax.nn.log_sigmoid(z))
+    return -jnp.sum(jnp.logaddexp(jnp.log1p(-flip) + jax.nn.log_sigmoid(z),
+                                  jnp.log(flip) + jax.nn.log_sigmoid(-z)))
 """,
     },
     "sequence_kl": {
@@ -813,26 +903,30 @@ def lora_init_check(x, a, b, alpha, rank):
 """,
     },
     "lora_train_step": {
-        "all_gradients_optimizer_filters": """
-def lora_train_step(model, optimizer, tokens):
+        "optax_clip_by_global_norm": """
+def lora_train_step(model, optimizer, tokens, max_norm):
     def loss_fn(m):
         return gpt.lm_loss(m(tokens[:, :-1]), tokens[:, 1:])
 
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+    clipped, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+    optimizer.update(model, clipped)
     return loss
 """,
-        "loss_then_grad": """
-def lora_train_step(model, optimizer, tokens):
+        "split_state_and_where": """
+def lora_train_step(model, optimizer, tokens, max_norm):
     x, y = tokens[:, :-1], tokens[:, 1:]
+    graphdef, adapters, rest = nnx.split(model, nnx.LoRAParam, ...)
 
-    def loss_fn(m):
-        logits = m(x)
+    def loss_fn(trained):
+        logits = nnx.merge(graphdef, trained, rest)(x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    loss = loss_fn(model)
-    grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
-    optimizer.update(model, grads)
+    loss, grads = jax.value_and_grad(loss_fn)(adapters)
+    squares = sum(jnp.vdot(g, g) for g in jax.tree.leaves(grads))
+    norm = jnp.sqrt(squares)
+    factor = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
+    optimizer.update(model, jax.tree.map(lambda g: factor * g, grads))
     return loss
 """,
     },
@@ -913,16 +1007,23 @@ def sequence_log_prob(logits, tokens, mask):
 """,
     },
     "dpo_loss": {
-        "logaddexp": """
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+        "log_add_by_hand": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip):
     z = beta * (policy_chosen - policy_rejected - ref_chosen + ref_rejected)
-    return jnp.mean(jnp.logaddexp(0.0, -z))
+    kept = jnp.log1p(-flip) - jax.nn.softplus(-z)  # log of (1 - flip) sigma(z)
+    swapped = jnp.log(flip) - jax.nn.softplus(z)  # log of flip sigma(-z); -inf when flip is 0
+    high, low = jnp.maximum(kept, swapped), jnp.minimum(kept, swapped)
+    return -jnp.mean(high + jnp.log1p(jnp.exp(low - high)))
 """,
-        "log_sigmoid": """
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+        "where_flip_is_zero": """
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, flip):
     chosen_ratio = policy_chosen - ref_chosen
     rejected_ratio = policy_rejected - ref_rejected
-    return -jax.nn.log_sigmoid(beta * (chosen_ratio - rejected_ratio)).mean()
+    z = beta * (chosen_ratio - rejected_ratio)
+    if flip == 0:
+        return jax.nn.softplus(-z).mean()
+    terms = jnp.stack([np.log1p(-flip) - jax.nn.softplus(-z), np.log(flip) - jax.nn.softplus(z)])
+    return -jax.scipy.special.logsumexp(terms, axis=0).mean()
 """,
     },
     "sequence_kl": {

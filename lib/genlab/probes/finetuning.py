@@ -338,15 +338,19 @@ def _adapters(model):
                            for x in jax.tree.leaves(nnx.state(model, nnx.LoRAParam))])  # fmt: skip
 
 
+def _nonzero_b(model) -> None:
+    """Makes b nonzero so that both adapter matrices receive gradients."""
+    for module, name in finetune._target_layers(model):
+        layer = getattr(module, name)
+        layer.lora_b[...] = 0.1 * jnp.ones_like(layer.lora_b[...])
+
+
 def _one_step(seed: int, *extra):
     """One SGD(0.5) step of a train step ``step(model, optimizer, windows, *extra)``."""
 
     def run(step):
         model = _tiny_lora(seed)
-        # make b nonzero so that both adapter matrices receive gradients in this case
-        for module, name in finetune._target_layers(model):
-            layer = getattr(module, name)
-            layer.lora_b[...] = 0.1 * jnp.ones_like(layer.lora_b[...])
+        _nonzero_b(model)
         optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.LoRAParam)
         loss = step(model, optimizer, _windows(seed, 0), *extra)
         return {"loss": loss, "adapters": _adapters(model)}
@@ -354,15 +358,42 @@ def _one_step(seed: int, *extra):
     return run
 
 
-def _fine_tune(seed: int, answer_masks: bool = False):
-    """FT_STEPS Adam steps under nnx.jit, with an answer mask per step if ``answer_masks``."""
+def _clipped_step(seed: int, fraction: float):
+    """One SGD(0.5) step of ``lora_train_step`` with max_norm = ``fraction`` x the global norm of
+    the adapters' gradient at the start (measured here, outside the step under test)."""
+
+    def run(step):
+        model = _tiny_lora(seed)
+        _nonzero_b(model)
+        windows = _windows(seed, 0)
+
+        def loss_fn(m):
+            return gpt.lm_loss(m(windows[:, :-1]), windows[:, 1:])
+
+        grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+        max_norm = fraction * float(optax.tree.norm(grads))
+        optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.LoRAParam)
+        loss = step(model, optimizer, windows, max_norm)
+        return {"loss": loss, "adapters": _adapters(model)}
+
+    return run
+
+
+def _fine_tune(seed: int, answer_masks: bool = False, max_norm: float | None = None):
+    """FT_STEPS Adam steps under nnx.jit, with an answer mask per step if ``answer_masks``, or
+    ``max_norm`` (traced) as the last argument if given."""
 
     def run(step):
         model = _tiny_lora(seed)
         optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.LoRAParam)
         frozen_before, adapters_before = _frozen(model), _adapters(model)
         jitted = nnx.jit(step)
-        extra = (lambda i: (_answer_mask(seed + i),)) if answer_masks else (lambda i: ())
+
+        def extra(i):
+            if answer_masks:
+                return (_answer_mask(seed + i),)
+            return () if max_norm is None else (jnp.float32(max_norm),)
+
         losses = [jitted(model, optimizer, _windows(seed, i), *extra(i)) for i in range(FT_STEPS)]
         return {"losses": jnp.stack(losses), "frozen_before": frozen_before,
                 "frozen_after": _frozen(model), "adapters_before": adapters_before,
@@ -394,14 +425,17 @@ def _compare_fine_tuning(got, want, label: str) -> None:
 
 
 def lora_train_step_cases(rng: np.random.Generator) -> list[Case]:
-    seeds = [int(s) for s in rng.integers(1 << 20, size=3)]
+    seeds = [int(s) for s in rng.integers(1 << 20, size=4)]
     return [
-        Case("lora_train_step: one SGD(0.5) step (the loss before the update, then the adapters)",
-             _one_step(seeds[0]), close(1e-4, 1e-6)),
-        Case("lora_train_step: one SGD(0.5) step on another model", _one_step(seeds[1]),
+        Case("lora_train_step: one SGD(0.5) step, max_norm 1e6 (the loss before the update, "
+             "then the adapters)", _one_step(seeds[0], 1e6), close(1e-4, 1e-6)),
+        Case("lora_train_step: one SGD(0.5) step, max_norm 0.3 x the adapters' gradient norm",
+             _clipped_step(seeds[1], 0.3), close(1e-4, 1e-6)),
+        Case("lora_train_step: one SGD(0.5) step, max_norm 1.5 x the adapters' gradient norm "
+             "(below the norm of the whole model's gradient)", _clipped_step(seeds[2], 1.5),
              close(1e-4, 1e-6)),
-        Case(f"lora_train_step: {FT_STEPS} Adam steps on a new corpus under nnx.jit",
-             _fine_tune(seeds[2]), _compare_fine_tuning),
+        Case(f"lora_train_step: {FT_STEPS} Adam steps on a new corpus under nnx.jit, max_norm "
+             "0.5 passed traced", _fine_tune(seeds[3], max_norm=0.5), _compare_fine_tuning),
     ]  # fmt: skip
 
 
@@ -500,28 +534,47 @@ def sequence_log_prob_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _pair(chosen_gain: float, rejected_gain: float = 0.0):
+    """One pair's four log-probabilities: the policy's gains over a reference of -20 nats."""
+    return (jnp.array([-20.0 + chosen_gain]), jnp.array([-20.0 + rejected_gain]),
+            jnp.array([-20.0]), jnp.array([-20.0]))  # fmt: skip
+
+
+def _dpo_gradient(pair, beta: float, flip: float):
+    """The gradient of the loss with respect to the policy's log-probability of the chosen."""
+    return lambda f: jax.grad(lambda c: f(c, *pair[1:], beta, flip))(pair[0])
+
+
 def dpo_loss_cases(rng: np.random.Generator) -> list[Case]:
     zeros = jnp.zeros(3)
     cases = [
-        Case("dpo_loss with policy = reference is log 2", lambda f: f(zeros, zeros, zeros, zeros,
-                                                                      0.1)),
-        Case("dpo_loss: the chosen answer gained 10 nats over the reference, beta = 0.5",
-             lambda f: f(jnp.array([-5.0]), jnp.array([-20.0]), jnp.array([-15.0]),
-                         jnp.array([-20.0]), 0.5)),
-        Case("dpo_loss: the rejected answer gained (sign matters)",
-             lambda f: f(jnp.array([-15.0]), jnp.array([-10.0]), jnp.array([-15.0]),
-                         jnp.array([-20.0]), 0.5)),
-        Case("dpo_loss with a margin of -2000 nats stays finite",
-             lambda f: f(jnp.array([-2000.0]), jnp.array([0.0]), jnp.array([0.0]),
-                         jnp.array([0.0]), 1.0), close(1e-5, 1e-3)),
-        Case("dpo_loss with a margin of +2000 nats is 0",
-             lambda f: f(jnp.array([0.0]), jnp.array([-2000.0]), jnp.array([0.0]),
-                         jnp.array([0.0]), 1.0), close(1e-5, 1e-6)),
+        Case("dpo_loss with policy = reference is log 2 (flip 0.2)",
+             lambda f: f(zeros, zeros, zeros, zeros, 0.1, 0.2)),
+        Case("dpo_loss: the chosen answer gained 10 nats, beta = 0.5, flip 0",
+             lambda f: f(*_pair(10.0), 0.5, 0.0)),
+        Case("dpo_loss: the chosen answer gained 10 nats, beta = 0.5, flip 0.1",
+             lambda f: f(*_pair(10.0), 0.5, 0.1)),
+        Case("dpo_loss: the rejected answer gained (sign matters), flip 0.05",
+             lambda f: f(*_pair(0.0, 5.0), 0.5, 0.05)),
+        Case("dpo_loss with a margin of -2000 nats, flip 0 (finite)",
+             lambda f: f(*_pair(-2000.0), 1.0, 0.0), close(1e-5, 1e-3)),
+        Case("dpo_loss with a margin of -2000 nats, flip 0.1",
+             lambda f: f(*_pair(-2000.0), 1.0, 0.1), close(1e-5, 1e-5)),
+        Case("dpo_loss with a margin of -2000 nats, flip 1e-6",
+             lambda f: f(*_pair(-2000.0), 1.0, 1e-6), close(1e-4, 1e-4)),
+        Case("dpo_loss with a margin of +2000 nats, flip 0 and flip 0.3",
+             lambda f: (f(*_pair(2000.0), 1.0, 0.0), f(*_pair(2000.0), 1.0, 0.3)),
+             close(1e-5, 1e-6)),
+        Case("the gradient of dpo_loss at a margin of -2000 nats, flip 0 and flip 0.1",
+             lambda f: (_dpo_gradient(_pair(-2000.0), 1.0, 0.0)(f),
+                        _dpo_gradient(_pair(-2000.0), 1.0, 0.1)(f)), close(1e-5, 1e-6)),
+        Case("the gradient of dpo_loss at a margin of 3 nats, beta 0.7, flip 0.25",
+             _dpo_gradient(_pair(3.0), 0.7, 0.25), close(1e-4, 1e-6)),
     ]  # fmt: skip
-    for n, beta in ((8, 0.1), (16, 1.0), (5, 0.02)):
+    for n, beta, flip in ((8, 0.1, 0.0), (16, 1.0, 0.1), (5, 0.02, 0.3), (12, 0.5, 0.45)):
         pc, pr, rc, rr = (f32(rng.normal(-50.0, 10.0, size=n)) for _ in range(4))
-        cases.append(Case(f"dpo_loss({n} random pairs, beta = {beta})",
-                          lambda f, a=(pc, pr, rc, rr), beta=beta: f(*a, beta),
+        cases.append(Case(f"dpo_loss({n} random pairs, beta = {beta}, flip = {flip})",
+                          lambda f, a=(pc, pr, rc, rr), beta=beta, e=flip: f(*a, beta, e),
                           close(1e-4, 1e-5)))  # fmt: skip
     return cases
 
@@ -553,6 +606,13 @@ def sequence_kl_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+# the library's training steps, which compute what exercises 11 and 12 ask for
+LIBRARY_STEPS = ("genlab.gpt.train_step", "genlab.train.make_train_step",
+                 "genlab.finetune.lora_train_step")  # fmt: skip
+# the library's losses of the tokens a mask selects, which compute exercise 12's loss
+ANSWER_LOSSES = ("genlab.finetune.completion_log_probs", "genlab.finetune.scored_loss",
+                 "genlab.finetune.masked_lm_loss", "genlab.finetune.sequence_log_prob")  # fmt: skip
+
 PROBES = [
     Probe("pair_counts", bpe.pair_counts, pair_counts_cases),
     Probe("merge_pair", bpe.merge_pair, merge_pair_cases),
@@ -564,8 +624,15 @@ PROBES = [
     Probe("lora_delta", finetune.lora_delta, lora_delta_cases),
     Probe("merge_lora", finetune.merge_lora, merge_lora_cases),
     Probe("lora_init_check", finetune.lora_init_check, lora_init_check_cases, uses=("lora_delta",)),
-    Probe("lora_train_step", finetune.lora_train_step, lora_train_step_cases),
-    Probe("sft_train_step", finetune.sft_train_step, sft_train_step_cases),
+    Probe(
+        "lora_train_step", finetune.lora_train_step, lora_train_step_cases, forbidden=LIBRARY_STEPS
+    ),
+    Probe(
+        "sft_train_step",
+        finetune.sft_train_step,
+        sft_train_step_cases,
+        forbidden=LIBRARY_STEPS + ANSWER_LOSSES,
+    ),
     Probe("kl_regularised_optimum", finetune.kl_regularised_optimum, kl_regularised_optimum_cases),
     Probe("sequence_log_prob", finetune.sequence_log_prob, sequence_log_prob_cases),
     Probe("dpo_loss", finetune.dpo_loss, dpo_loss_cases),
