@@ -499,6 +499,20 @@ def test_ddim_sampler_with_the_exact_score_recovers_a_gaussian():
     assert abs(float(samples.std()) - s) < 0.02
 
 
+def test_score_from_noise_matches_the_regression_of_the_noise_on_x_t():
+    """x0 ~ N(0, 1): p_t = N(0, 1), score -x, E[eps | x_t] the regression sqrt(1 - ab) x_t."""
+    ab = 0.64
+    k0, k1 = jax.random.split(jax.random.key(5))
+    x0, eps = jax.random.normal(k0, (200_000,)), jax.random.normal(k1, (200_000,))
+    x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps
+    slope = float(jnp.sum(eps * x_t) / jnp.sum(x_t**2))  # least squares E[eps | x_t] = slope x_t
+    assert slope == pytest.approx(np.sqrt(1 - ab), abs=5e-3)
+    x = jnp.linspace(-2.0, 2.0, 9)[:, None]  # (9, 1)
+    np.testing.assert_allclose(diffusion.score_from_noise(slope * x, ab), -x, atol=2e-2)
+    with pytest.raises(ValueError, match="alpha_bar"):
+        diffusion.score_from_noise(x, 1.0)
+
+
 def test_classifier_guided_eps_is_the_score_of_the_tilted_density():
     """p(x) p(y|x)^w with Gaussian p and a Gaussian likelihood: compare with autodiff."""
     x = jax.random.normal(jax.random.key(3), (5, 2))

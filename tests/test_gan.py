@@ -265,6 +265,24 @@ def test_mode_coverage_data_from_the_ring_covers_everything():
     assert int(covered) == 1 and float(share) == 1.0
 
 
+def test_largest_mode_share_matches_brute_force_counts():
+    centers = data.ring_centers(8, 2.0)
+    rng = np.random.default_rng(7)
+    modes = rng.choice([0, 0, 0, 3, 6], size=200)
+    samples = np.asarray(centers)[modes] + 0.05 * rng.normal(size=(200, 2))
+    samples[:30] = rng.uniform(-3, 3, size=(30, 2))
+    radius = 0.05 * np.sqrt(scipy.stats.chi2.ppf(0.9, df=2))
+    dist = np.sqrt(((samples[:, None, :] - np.asarray(centers, np.float64)[None]) ** 2).sum(-1))
+    close = dist.min(1) <= radius
+    counts = np.bincount(dist.argmin(1)[close], minlength=8)
+    share = gan.largest_mode_share(samples, centers, 0.05, 0.9)
+    assert share == pytest.approx(counts.max() / counts.sum(), rel=1e-6)
+    assert gan.largest_mode_share(jnp.tile(centers[:1], (10, 1)), centers, 0.05, 0.9) == 1.0
+    assert gan.largest_mode_share(jnp.zeros((5, 2)), centers, 0.05, 0.9) == 0.0  # nothing good
+    with pytest.raises(ValueError, match="quality"):
+        gan.largest_mode_share(samples, centers, 0.05, 1.5)
+
+
 def test_mode_coverage_rejects_bad_input():
     centers = data.ring_centers()
     with pytest.raises(ValueError, match="samples"):

@@ -63,6 +63,7 @@ __all__ = [
     "respace",
     "sample_flow",
     "schedule_mismatch",
+    "score_from_noise",
     "train_step",
     "vlb_estimate",
     "vlb_terms",
@@ -488,6 +489,26 @@ def cfg_combine(eps_cond, eps_uncond, w):
     if eps_cond.shape != eps_uncond.shape:
         raise ValueError(f"eps_cond {eps_cond.shape} and eps_uncond {eps_uncond.shape} differ")
     return eps_uncond + w * (eps_cond - eps_uncond)
+
+
+def score_from_noise(eps, alpha_bar):
+    """The score of p_t that a noise prediction stands for (section 3): -eps / sqrt(1 - ab).
+
+    The best noise prediction E[eps | x_t] and the score of the noisy marginal at noise level ab
+    are the same vector field up to this factor (Tweedie's formula).
+
+    Args:
+        eps: float [B, ...], a noise prediction at x_t.
+        alpha_bar: float, or float array broadcasting against eps, in [0, 1).
+
+    Returns:
+        float32 [B, ...], the score grad_x log p_t(x_t).
+    """
+    eps = float_array("eps", eps)
+    ab = jnp.asarray(alpha_bar, jnp.float32)
+    if not isinstance(ab, jax.core.Tracer) and not bool(jnp.all((ab >= 0) & (ab < 1))):
+        raise ValueError("alpha_bar must lie in [0, 1) (at 1 there is no noise to predict)")
+    return -eps / jnp.sqrt(1.0 - ab)
 
 
 def classifier_guided_eps(eps_uncond, grad_log_classifier, alpha_bar, w):

@@ -243,8 +243,7 @@ def masked_lm_loss(logits, targets, mask):
     mask = jnp.asarray(mask, jnp.float32)
     if mask.shape != logits.shape[:-1]:
         raise ValueError(f"mask {mask.shape} must have the shape of targets {logits.shape[:-1]}")
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(log_probs, jnp.asarray(targets)[..., None], axis=-1)[..., 0]
+    nll = -gpt._target_log_probs(logits, targets)  # (B, T)
     return jnp.sum(mask * nll) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
@@ -316,8 +315,7 @@ def sequence_log_prob(logits, tokens, mask):
         mask row).
     """
     logits = validate.float_array("logits", logits, min_ndim=3)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, jnp.asarray(tokens)[..., None], axis=-1)[..., 0]
+    picked = gpt._target_log_probs(logits, tokens)  # (B, T)
     return jnp.sum(jnp.asarray(mask, jnp.float32) * picked, axis=-1)
 
 

@@ -320,14 +320,26 @@ def gan_value(p_data, p_g, d) -> jax.Array:
 # --- section 4: mode coverage ----------------------------------------------------------------
 
 
-@jax.jit
-def _mode_coverage(samples, centers, radius, min_count):
+def _mode_counts(samples, centers, radius):
+    """(high-quality samples per mode [M] int32, whether each sample is high quality [N] bool)."""
     distances = jnp.linalg.norm(samples[:, None, :] - centers[None, :, :], axis=-1)  # (N, M)
     nearest = jnp.argmin(distances, axis=-1)  # (N,)
     close = jnp.min(distances, axis=-1) <= radius  # (N,)
     counts = jnp.zeros(centers.shape[0], jnp.int32).at[nearest].add(close.astype(jnp.int32))
+    return counts, close
+
+
+@jax.jit
+def _mode_coverage(samples, centers, radius, min_count):
+    counts, close = _mode_counts(samples, centers, radius)
     covered = jnp.sum(counts >= min_count).astype(jnp.int32)
     return covered, jnp.mean(close.astype(jnp.float32))
+
+
+@jax.jit
+def _largest_mode_share(samples, centers, radius):
+    counts, _ = _mode_counts(samples, centers, radius)
+    return jnp.max(counts) / jnp.maximum(jnp.sum(counts), 1)
 
 
 def quality_radius(std: float, quality: float) -> float:
@@ -374,6 +386,24 @@ def mode_coverage(samples, centers, std, quality: float, min_count: int = 1):
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     return _mode_coverage(samples, centers, quality_radius(std, quality), int(min_count))
+
+
+def largest_mode_share(samples, centers, std, quality: float) -> float:
+    """The largest share of the high-quality samples that went to a single mode (section 4).
+
+    Samples, modes and "high quality" as in :func:`mode_coverage`. A generator that spreads its
+    good samples evenly over M modes scores 1 / M; one that has collapsed onto one mode scores 1.
+    With no high-quality sample at all the share is 0.
+
+    Args:
+        samples: float [N, 2]; centers: float [M, 2]; std > 0; quality in (0, 1).
+
+    Returns:
+        Python float in [0, 1].
+    """
+    mode_coverage(samples, centers, std, quality)  # the same argument checks
+    samples, centers = float_array("samples", samples), float_array("centers", centers)
+    return float(_largest_mode_share(samples, centers, quality_radius(std, quality)))
 
 
 # --- section 6: beyond the basics ------------------------------------------------------------

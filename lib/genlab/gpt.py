@@ -71,6 +71,12 @@ __all__ = [
 # --- losses ---------------------------------------------------------------------------------
 
 
+def _target_log_probs(logits, targets) -> jax.Array:
+    """log softmax(logits)[targets] in float32: [..., T, V] and int [..., T] -> [..., T]."""
+    log_p = jax.nn.log_softmax(jnp.asarray(logits).astype(jnp.float32), axis=-1)  # (..., T, V)
+    return jnp.take_along_axis(log_p, jnp.asarray(targets)[..., None], axis=-1)[..., 0]
+
+
 def lm_loss(logits, targets):
     """Mean next-token cross-entropy in nats over every position of every sequence.
 
@@ -93,9 +99,7 @@ def lm_loss(logits, targets):
         )
     if not jnp.issubdtype(targets.dtype, jnp.integer):
         raise TypeError(f"lm_loss: targets must be integer token ids, got dtype {targets.dtype}")
-    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # (..., T, V)
-    picked = jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]  # (..., T)
-    return -jnp.mean(picked)
+    return -jnp.mean(_target_log_probs(logits, targets))
 
 
 def perplexity(loss):
@@ -196,8 +200,7 @@ def train_step(model, optimizer, tokens, max_grad_norm=1.0, end_id=-1):
     count = jnp.maximum(jnp.sum(scored), 1.0)
 
     def loss_fn(m):
-        log_p = jax.nn.log_softmax(m(tokens[:, :-1]).astype(jnp.float32), axis=-1)  # (B, T, V)
-        picked = jnp.take_along_axis(log_p, tokens[:, 1:, None], axis=-1)[..., 0]  # (B, T)
+        picked = _target_log_probs(m(tokens[:, :-1]), tokens[:, 1:])  # (B, T)
         return -jnp.sum(picked * scored) / count
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)

@@ -623,7 +623,13 @@ PROBES = [
     Probe("q_sample", diffusion.q_sample, q_sample_cases),
     Probe("posterior_mean_var", diffusion.posterior_mean_var, posterior_mean_var_cases),
     Probe("ddpm_loss", diffusion.ddpm_loss, ddpm_loss_cases, uses=("q_sample",)),
-    Probe("train_step", diffusion.train_step, train_step_cases, uses=("ddpm_loss",)),
+    Probe(
+        "train_step",
+        diffusion.train_step,
+        train_step_cases,
+        uses=("ddpm_loss",),
+        forbidden=("genlab.train.make_train_step",),
+    ),
     Probe("mixture_score", diffusion.mixture_score, mixture_score_cases),
     Probe("flow_matching_loss", diffusion.flow_matching_loss, flow_matching_loss_cases),
     Probe("euler_sample", diffusion.euler_sample, euler_sample_cases),
@@ -631,7 +637,12 @@ PROBES = [
     Probe("eps_to_flow", diffusion.eps_to_flow, eps_to_flow_cases),
     Probe("ddim_step", diffusion.ddim_step, ddim_step_cases),
     Probe("cfg_combine", diffusion.cfg_combine, cfg_combine_cases),
-    Probe("classifier_guided_eps", diffusion.classifier_guided_eps, classifier_guided_eps_cases),
+    Probe(
+        "classifier_guided_eps",
+        diffusion.classifier_guided_eps,
+        classifier_guided_eps_cases,
+        forbidden=("genlab.diffusion.score_from_noise",),
+    ),
     Probe(
         "discretized_gaussian_log_prob",
         diffusion.discretized_gaussian_log_prob,

@@ -609,7 +609,8 @@ def sequence_kl_cases(rng: np.random.Generator) -> list[Case]:
 # the library's training steps, which compute what exercises 11 and 12 ask for
 LIBRARY_STEPS = ("genlab.gpt.train_step", "genlab.train.make_train_step",
                  "genlab.finetune.lora_train_step")  # fmt: skip
-# the library's losses of the tokens a mask selects, which compute exercise 12's loss
+# the library's losses and log-probabilities of the tokens a mask selects: they compute exercise
+# 12's loss, and the first three what sequence_log_prob asks for
 ANSWER_LOSSES = ("genlab.finetune.completion_log_probs", "genlab.finetune.scored_loss",
                  "genlab.finetune.masked_lm_loss", "genlab.finetune.sequence_log_prob")  # fmt: skip
 
@@ -618,7 +619,7 @@ PROBES = [
     Probe("merge_pair", bpe.merge_pair, merge_pair_cases),
     Probe("train_bpe", bpe.train_bpe, train_bpe_cases, uses=("pair_counts", "merge_pair")),
     Probe("bpe_encode", bpe.bpe_encode, bpe_encode_cases, uses=("merge_pair",)),
-    Probe("bpe_decode", bpe.bpe_decode, bpe_decode_cases),
+    Probe("bpe_decode", bpe.bpe_decode, bpe_decode_cases, forbidden=("genlab.bpe.token_bytes",)),
     Probe("crossing_merges", bpe.crossing_merges, crossing_merges_cases),
     Probe("bits_per_byte", bpe.bits_per_byte, bits_per_byte_cases),
     Probe("lora_delta", finetune.lora_delta, lora_delta_cases),
@@ -634,7 +635,12 @@ PROBES = [
         forbidden=LIBRARY_STEPS + ANSWER_LOSSES,
     ),
     Probe("kl_regularised_optimum", finetune.kl_regularised_optimum, kl_regularised_optimum_cases),
-    Probe("sequence_log_prob", finetune.sequence_log_prob, sequence_log_prob_cases),
+    Probe(
+        "sequence_log_prob",
+        finetune.sequence_log_prob,
+        sequence_log_prob_cases,
+        forbidden=ANSWER_LOSSES[:3],
+    ),
     Probe("dpo_loss", finetune.dpo_loss, dpo_loss_cases),
     Probe("sequence_kl", finetune.sequence_kl, sequence_kl_cases),
 ]
