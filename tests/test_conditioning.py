@@ -16,16 +16,41 @@ from flax import nnx
 from genlab import conditioning as C
 from genlab import diffusion
 
-TINY = C.DenoiserConfig(dim=8, hidden=16, num_tokens=2, num_heads=2, num_layers=1, d_context=6,
-                        num_steps=20)  # fmt: skip
+TINY = C.DenoiserConfig(
+    dim=8, hidden=16, num_tokens=2, num_heads=2, num_layers=1, d_context=6, num_steps=20
+)
 
 
-def _context(key, b=3, l=5, d_c=6):
-    context = jax.random.normal(key, (b, l, d_c))
-    mask = jnp.array(
-        [[True] * l, [True, True, False, True, False], [False, True] + [False] * (l - 2)]
-    )
-    return context, mask[:b, :l]
+@nnx.jit
+def _apply(model, *args):
+    """``model(*args)`` as one compiled program (eager calls compile every operation)."""
+    return model(*args)
+
+
+def _train(model, optimizer, loss_fn, num_steps: int) -> np.ndarray:
+    """``num_steps`` steps of ``loss_fn(model, key)`` in one jitted ``lax.scan``; the losses."""
+    graphdef, state = nnx.split((model, optimizer))
+
+    @jax.jit
+    def run(state):
+        def body(state, key):
+            model, optimizer = nnx.merge(graphdef, state)
+            loss, grads = nnx.value_and_grad(loss_fn)(model, key)
+            optimizer.update(model, grads)
+            return nnx.state((model, optimizer)), loss
+
+        return jax.lax.scan(body, state, jax.random.split(jax.random.key(0), num_steps))
+
+    state, losses = run(state)
+    nnx.update((model, optimizer), state)
+    return np.asarray(losses)
+
+
+def _context(key):
+    """context [3, 5, 6] and a mask [3, 5]: a full row, a row with gaps, a row of one token."""
+    context = jax.random.normal(key, (3, 5, 6))
+    mask = jnp.array([[1, 1, 1, 1, 1], [1, 1, 0, 1, 0], [0, 1, 0, 0, 0]], bool)
+    return context, mask
 
 
 # --- cross-attention -------------------------------------------------------------------------
@@ -33,8 +58,14 @@ def _context(key, b=3, l=5, d_c=6):
 
 def _copied_pair(num_heads=2, d=8, d_c=6):
     mine = C.CrossAttention(num_heads, d, d_c, rngs=nnx.Rngs(0))
-    flax_mha = nnx.MultiHeadAttention(num_heads, d, in_kv_features=d_c, decode=False,
-                                      bias_init=nnx.initializers.normal(0.5), rngs=nnx.Rngs(1))  # fmt: skip
+    flax_mha = nnx.MultiHeadAttention(
+        num_heads,
+        d,
+        in_kv_features=d_c,
+        decode=False,
+        bias_init=nnx.initializers.normal(0.5),
+        rngs=nnx.Rngs(1),
+    )
     for name in ("query", "key", "value"):
         theirs = getattr(flax_mha, name)
         getattr(mine, name).kernel[...] = theirs.kernel[...].reshape(theirs.kernel.shape[0], d)
@@ -51,9 +82,9 @@ def test_cross_attention_matches_flax_multi_head_attention(masked):
     context, mask = _context(jax.random.key(3))  # L = 5, D_c = 6
     if not masked:
         mask = None
-    ours = mine(x, context, mask)
+    ours = _apply(mine, x, context, mask)
     flax_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, L)
-    theirs = flax_mha(x, context, context, mask=flax_mask)
+    theirs = nnx.jit(lambda m: m(x, context, context, mask=flax_mask))(flax_mha)
     assert ours.shape == (3, 4, 8)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
@@ -62,17 +93,19 @@ def test_cross_attention_masked_context_has_no_effect():
     attn = C.CrossAttention(2, 8, 6, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(0), (3, 4, 8))
     context, mask = _context(jax.random.key(1))
-    changed = jnp.where(mask[..., None], context, 100.0 * jax.random.normal(jax.random.key(2),
-                                                                            context.shape))  # fmt: skip
-    out, weights = attn(x, context, mask, return_weights=True)
-    np.testing.assert_allclose(attn(x, changed, mask), out, atol=1e-6)
+    junk = 100.0 * jax.random.normal(jax.random.key(2), context.shape)
+    changed = jnp.where(mask[..., None], context, junk)  # only the masked-out vectors change
+    out, weights = nnx.jit(lambda m, c: m(x, c, mask, return_weights=True))(attn, context)
+    np.testing.assert_allclose(_apply(attn, x, changed, mask), out, atol=1e-6)
     assert weights.shape == (3, 2, 4, 5)
-    np.testing.assert_array_equal(np.asarray(weights)[~np.broadcast_to(
-        np.asarray(mask)[:, None, None, :], weights.shape)], 0.0)  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(weights)[~np.broadcast_to(np.asarray(mask)[:, None, None, :], weights.shape)],
+        0.0,
+    )
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
     # the null condition: no context token at all leaves only the output bias
     attn.out.bias[...] = jnp.arange(8.0)
-    null = attn(x, context, jnp.zeros_like(mask))
+    null = _apply(attn, x, context, jnp.zeros_like(mask))
     np.testing.assert_allclose(null, jnp.broadcast_to(jnp.arange(8.0), null.shape), atol=1e-6)
 
 
@@ -119,13 +152,15 @@ def test_guided_eps_at_one_equals_the_conditional_prediction():
     x_t = jax.random.normal(jax.random.key(0), (3, 8))
     t = jnp.array([0, 7, 19])
     context, mask = _context(jax.random.key(1))
-    cond = model(x_t, t, context, mask)
-    uncond = model(x_t, t, context, jnp.zeros_like(mask))
+    cond = _apply(model, x_t, t, context, mask)
+    uncond = _apply(model, x_t, t, context, jnp.zeros_like(mask))
     assert float(jnp.abs(cond - uncond).max()) > 1e-3  # the context matters
-    np.testing.assert_allclose(C.guided_eps(model, x_t, t, context, mask, 1.0), cond, atol=1e-5)
-    np.testing.assert_allclose(C.guided_eps(model, x_t, t, context, mask, 0.0), uncond, atol=1e-5)
-    np.testing.assert_allclose(C.guided_eps(model, x_t, t, context, mask, 3.0),
-                               uncond + 3.0 * (cond - uncond), atol=1e-5)  # fmt: skip
+    guided = nnx.jit(C.guided_eps)
+    np.testing.assert_allclose(guided(model, x_t, t, context, mask, 1.0), cond, atol=1e-5)
+    np.testing.assert_allclose(guided(model, x_t, t, context, mask, 0.0), uncond, atol=1e-5)
+    np.testing.assert_allclose(
+        guided(model, x_t, t, context, mask, 3.0), uncond + 3.0 * (cond - uncond), atol=1e-5
+    )
     with pytest.raises(ValueError, match="w must be"):
         C.guided_eps(model, x_t, t, context, mask, -1.0)
     with pytest.raises(ValueError, match="mask must have shape"):
@@ -139,10 +174,10 @@ def test_conditional_ddpm_loss_with_full_dropout_is_the_unconditional_loss():
     ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(TINY.num_steps))
     key = jax.random.key(2)
     null = jnp.zeros_like(mask)
-    dropped = C.conditional_ddpm_loss(key, model, x0, context, mask, ab, 1.0)
-    np.testing.assert_allclose(dropped, C.conditional_ddpm_loss(key, model, x0, context, null,
-                                                                ab, 0.0), rtol=1e-6)  # fmt: skip
-    kept = C.conditional_ddpm_loss(key, model, x0, context, mask, ab, 0.0)
+    loss = nnx.jit(C.conditional_ddpm_loss)
+    dropped = loss(key, model, x0, context, mask, ab, 1.0)
+    np.testing.assert_allclose(dropped, loss(key, model, x0, context, null, ab, 0.0), rtol=1e-6)
+    kept = loss(key, model, x0, context, mask, ab, 0.0)
     assert abs(float(kept) - float(dropped)) > 1e-4
 
 
@@ -160,20 +195,20 @@ def test_prompt_denoiser_training_loss_falls_and_uses_the_context():
     optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
     x0, context, mask = _two_prompt_data(32)
 
-    @nnx.jit
-    def step(model, optimizer, key):
-        loss_fn = lambda m: C.conditional_ddpm_loss(key, m, x0, context, mask, ab, 0.2)  # noqa: E731
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
+    def loss_fn(model, key):
+        return C.conditional_ddpm_loss(key, model, x0, context, mask, ab, 0.2)
 
-    losses = np.array([float(step(model, optimizer, jax.random.key(i))) for i in range(300)])
+    losses = _train(model, optimizer, loss_fn, 300)
     assert losses[-50:].mean() < 0.5 * losses[:20].mean()
-    # held-out noise: the conditional model predicts better than the null-condition one
-    probe = jax.random.key(1234)
-    cond = C.conditional_ddpm_loss(probe, model, x0, context, mask, ab, 0.0)
-    null = C.conditional_ddpm_loss(probe, model, x0, context, jnp.zeros_like(mask), ab, 0.0)
-    assert float(cond) < 0.8 * float(null)
+    # fresh noise: the conditional model predicts it better than the null-condition one
+    keys = jax.random.split(jax.random.key(1234), 8)
+    loss = jax.jit(
+        jax.vmap(
+            lambda k, m: C.conditional_ddpm_loss(k, model, x0, context, m, ab, 0.0),
+            in_axes=(0, None),
+        )
+    )
+    assert float(loss(keys, mask).mean()) < 0.8 * float(loss(keys, jnp.zeros_like(mask)).mean())
     # guided DDIM samples land on the prompted image
     timesteps = diffusion.respace(ab, 10)[2]
     samples = C.guided_sample(jax.random.key(5), model, context[:8], mask[:8], 2.0, ab, timesteps)
@@ -202,25 +237,40 @@ def test_caption_tokens_spell_the_captions():
     tokens = np.asarray(C.caption_tokens([7, 0], [1, 0]))
     words = [[C.WORDS[i] for i in row] for row in tokens]
     assert words == [["a", "thick", "seven", "<end>"], ["a", "thin", "zero", "<end>"]]
+    with pytest.raises(ValueError, match="attributes 0"):
+        C.caption_tokens([7], [2])
+
+
+def test_prompt_digits_split_labels_half_of_each_digit_thick():
+    train, held, medians = C.prompt_digits_split()
+    assert train["x"].shape == (1437, 64) and held["x"].shape == (360, 64)
+    assert float(train["x"].min()) == -1.0 and float(train["x"].max()) == 1.0
+    for d in range(10):  # the median splits every class in two (ties go to thin)
+        assert 0.35 < train["thick"][np.asarray(train["labels"]) == d].mean() <= 0.5
+    ink = np.asarray(C.ink_mass((held["x"] + 1.0) / 2.0))
+    np.testing.assert_array_equal(held["thick"], ink > medians[np.asarray(held["labels"])])
+    np.testing.assert_array_equal(held["tokens"], C.caption_tokens(held["labels"], held["thick"]))
 
 
 # --- captions --------------------------------------------------------------------------------
 
-CAPTION = C.CaptionConfig(vocab_size=9, max_len=5, d_features=4, num_prefix=2, d_model=16,
-                          num_heads=2, num_layers=1)  # fmt: skip
+CAPTION = C.CaptionConfig(
+    vocab_size=9, max_len=5, d_features=4, num_prefix=2, d_model=16, num_heads=2, num_layers=1
+)
 
 
 def test_caption_decoder_logits_read_only_earlier_tokens():
     model = C.CaptionDecoder(CAPTION, rngs=nnx.Rngs(0))
     features = jax.random.normal(jax.random.key(0), (2, 4))
     tokens = jnp.array([[3, 4, 5, 6, 1], [2, 2, 1, 0, 0]])
-    logits = model(features, tokens)
+    logits = _apply(model, features, tokens)
     assert logits.shape == (2, 5, 9)
     for t in range(5):
         changed = tokens.at[:, t:].set(7)
-        np.testing.assert_allclose(model(features, changed)[:, : t + 1], logits[:, : t + 1],
-                                   atol=1e-5)  # fmt: skip
-    other = model(features + 1.0, tokens)
+        np.testing.assert_allclose(
+            _apply(model, features, changed)[:, : t + 1], logits[:, : t + 1], atol=1e-5
+        )
+    other = _apply(model, features + 1.0, tokens)
     assert float(jnp.abs(other[:, 0] - logits[:, 0]).max()) > 1e-4  # token 0 reads the image
     with pytest.raises(ValueError, match="T <= 5"):
         model(features, jnp.zeros((2, 6), jnp.int32))
@@ -232,10 +282,11 @@ def test_caption_loss_scores_every_token_but_padding():
     model = C.CaptionDecoder(CAPTION, rngs=nnx.Rngs(0))
     features = jax.random.normal(jax.random.key(0), (2, 4))
     tokens = jnp.array([[3, 4, 5, 6, 1], [2, 2, 1, 0, 0]])
-    log_p = np.asarray(jax.nn.log_softmax(model(features, tokens), axis=-1), np.float64)
+    log_p = np.asarray(jax.nn.log_softmax(_apply(model, features, tokens), axis=-1), np.float64)
     picked = [log_p[b, t, int(tokens[b, t])] for b in range(2) for t in range(5) if tokens[b, t]]
-    np.testing.assert_allclose(C.caption_loss(model, features, tokens, 0), -np.mean(picked),
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        C.caption_loss(model, features, tokens, 0), -np.mean(picked), rtol=1e-5
+    )
 
 
 def test_decode_captions_greedy_reproduces_a_trained_caption():
@@ -243,15 +294,11 @@ def test_decode_captions_greedy_reproduces_a_trained_caption():
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
     features = jnp.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
     tokens = jnp.array([[3, 4, 5, 6, 1], [7, 2, 1, 0, 0]])  # end = 1, pad = 0
-    for _ in range(150):
-        loss = C.caption_train_step(model, optimizer, features, tokens, 0)
-    assert float(loss) < 0.05
+    first = float(C.caption_train_step(model, optimizer, features, tokens, 0))
+    losses = _train(model, optimizer, lambda m, _: C.caption_loss(m, features, tokens, 0), 150)
+    assert first > 1.0 and losses[-1] < 0.05
+    # greedy; row 1 ends early, and after its end token every position is padding
     np.testing.assert_array_equal(C.decode_captions(model, features, 1, 0), tokens)
-    # after the end token every position is padding, whatever the model would say there
-    np.testing.assert_array_equal(C.decode_captions(model, features, 1, 0, max_len=3),
-                                  tokens[:, :3])  # fmt: skip
-    cool = C.decode_captions(model, features, 1, 0, temperature=1e-3, key=jax.random.key(0))
-    np.testing.assert_array_equal(cool, tokens)
     assert [C.trim_caption(row, 1, 0) for row in np.asarray(tokens)] == [[3, 4, 5, 6], [7, 2]]
 
 
@@ -259,15 +306,18 @@ def test_decode_captions_samples_the_first_token_from_the_softmax():
     model = C.CaptionDecoder(CAPTION, rngs=nnx.Rngs(3))
     n, temperature = 4000, 0.5
     features = jnp.tile(jnp.array([[0.5, -1.0, 2.0, 0.0]]), (n, 1))
-    out = np.asarray(C.decode_captions(model, features, 1, 0, temperature=temperature,
-                                       key=jax.random.key(0)))  # fmt: skip
-    logits = model(features[:1], jnp.zeros((1, 1), jnp.int32))[0, 0]
+    out = np.asarray(
+        C.decode_captions(model, features, 1, 0, temperature=temperature, key=jax.random.key(0))
+    )
+    logits = _apply(model, features[:1], jnp.zeros((1, 1), jnp.int32))[0, 0]
     expected = np.asarray(jax.nn.softmax(logits / temperature))
     counts = np.bincount(out[:, 0], minlength=9) / n
     np.testing.assert_allclose(counts, expected, atol=4.5 * np.sqrt(0.25 / n))
     assert len({tuple(row) for row in out}) > 1
     with pytest.raises(ValueError, match="key is required"):
         C.decode_captions(model, features, 1, 0, temperature=1.0)
+    with pytest.raises(ValueError, match="end_id must be a token id"):
+        C.decode_captions(model, features, 9, 0)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         C.decode_captions(model, features, 1, 0, temperature=-1.0, key=jax.random.key(0))
 

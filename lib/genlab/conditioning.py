@@ -78,6 +78,7 @@ __all__ = [
     "guided_sample",
     "ink_mass",
     "pretrained_prompt_diffusion",
+    "pretrained_digit_captioner",
     "prompt_digits_split",
     "thickness",
     "trim_caption",
@@ -420,13 +421,15 @@ def caption_tokens(labels, attributes):
     """
     labels, attributes = np.asarray(labels), np.asarray(attributes)
     if labels.shape != attributes.shape or labels.ndim != 1:
-        raise ValueError(f"labels and attributes must be [N] alike, got {labels.shape}, "
-                         f"{attributes.shape}")  # fmt: skip
+        raise ValueError(
+            f"labels and attributes must be [N] alike, got {labels.shape}, {attributes.shape}"
+        )
+    if np.any((labels < 0) | (labels > 9)) or np.any((attributes != 0) & (attributes != 1)):
+        raise ValueError("labels must be digits 0..9 and attributes 0 (thin) or 1 (thick)")
     n = labels.shape[0]
-    return jnp.asarray(
-        np.stack([np.full(n, WORDS.index("a")), 3 + attributes, 5 + labels, np.full(n, END)], 1),
-        jnp.int32,
-    )
+    a, thin, zero = WORDS.index("a"), WORDS.index("thin"), WORDS.index("zero")
+    columns = [np.full(n, a), thin + attributes, zero + labels, np.full(n, END)]
+    return jnp.asarray(np.stack(columns, axis=1), jnp.int32)  # (N, 4)
 
 
 def prompt_digits_split():
@@ -534,10 +537,11 @@ def guidance_report(key, model: PromptDiffusion, labels, attributes, w, medians,
         num_sampling_steps: DDIM steps (respaced from the model's T).
 
     Returns:
-        dict: ``digit_accuracy`` (the digit classifier agrees with the prompt), ``attribute_
-        accuracy`` (the measured thickness agrees), ``ink_thick`` and ``ink_thin`` (mean ink
-        mass of the samples prompted thick / thin), ``diversity`` (mean pairwise distance of
-        samples sharing a prompt, in [0, 1] pixels, averaged over prompts).
+        dict: ``digit_accuracy`` (the digit classifier agrees with the prompt),
+        ``thickness_accuracy`` (the thickness measured by :func:`thickness` agrees),
+        ``ink_thick`` and ``ink_thin`` (mean ink mass of the samples prompted thick / thin),
+        ``diversity`` (mean pairwise distance of samples sharing a prompt, in [0, 1] pixels,
+        averaged over prompts).
     """
     labels, attributes = np.asarray(labels), np.asarray(attributes)
     ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(model.denoiser.config.num_steps))
@@ -554,7 +558,7 @@ def guidance_report(key, model: PromptDiffusion, labels, attributes, w, medians,
             spreads.append(d[np.triu_indices(len(group), 1)].mean())
     return {
         "digit_accuracy": digits_classifier.accuracy(images, labels),
-        "attribute_accuracy": float(
+        "thickness_accuracy": float(
             np.mean(np.asarray(thickness(images, labels, medians)) == attributes)
         ),
         "ink_thick": float(ink[attributes == 1].mean()) if np.any(attributes == 1) else math.nan,
@@ -638,6 +642,13 @@ class CaptionDecoder(nnx.Module):
         return self.wte.attend(h)  # (B, T, V)
 
 
+def _check_token_id(name: str, value, vocab_size: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int token id, got {type(value).__name__}")
+    if not 0 <= value < vocab_size:
+        raise ValueError(f"{name} must be a token id in [0, {vocab_size}), got {value}")
+
+
 def caption_loss(model, features, tokens, pad_id: int):
     """Teacher-forced cross-entropy of captions, in nats per scored token.
 
@@ -650,6 +661,7 @@ def caption_loss(model, features, tokens, pad_id: int):
     Returns:
         float32 scalar: mean over every non-pad token of -log p(token | features, previous).
     """
+    _check_token_id("pad_id", pad_id, model.config.vocab_size)
     tokens = jnp.asarray(tokens)
     logits = model(features, tokens)  # (B, T, V)
     scored = (tokens != pad_id).astype(jnp.float32)  # (B, T)
@@ -702,6 +714,8 @@ def decode_captions(model: CaptionDecoder, features, end_id: int, pad_id: int, *
         int32 [B, max_len].
     """
     features = float_array("features", features, min_ndim=2)
+    _check_token_id("end_id", end_id, model.config.vocab_size)
+    _check_token_id("pad_id", pad_id, model.config.vocab_size)
     max_len = model.config.max_len if max_len is None else positive_int("max_len", max_len)
     if max_len > model.config.max_len:
         raise ValueError(f"max_len must be <= the model's {model.config.max_len}, got {max_len}")
@@ -715,6 +729,37 @@ def decode_captions(model: CaptionDecoder, features, end_id: int, pad_id: int, *
     graphdef, state = nnx.split(model)
     return _decode(graphdef, state, features, key, jnp.float32(max(temperature, 1e-6)),
                    end_id, pad_id, max_len, greedy)  # fmt: skip
+
+
+DIGIT_CAPTIONER_CONFIG = dict(num_prefix=2, d_model=64, num_heads=4, num_layers=2, batch=128,
+                              learning_rate=3e-3, seed=0)  # fmt: skip
+
+
+def pretrained_digit_captioner(train_steps: int = 600) -> CaptionDecoder:
+    """A :class:`CaptionDecoder` of the digits' stand-in captions (trained once, then cached).
+
+    Its image features are the 64 pixels in [0, 1] (a stand-in for an image encoder's); trained
+    with :func:`caption_train_step` on the training split of :func:`prompt_digits_split`, Adam,
+    ``train_steps`` steps of 128.
+    """
+    c = dict(DIGIT_CAPTIONER_CONFIG, train_steps=positive_int("train_steps", train_steps))
+    config = CaptionConfig(num_prefix=c["num_prefix"], d_model=c["d_model"],
+                           num_heads=c["num_heads"], num_layers=c["num_layers"])  # fmt: skip
+
+    def fit(model):
+        train, _, _ = prompt_digits_split()
+        features = (train["x"] + 1.0) / 2.0  # (N, 64) in [0, 1]
+        optimizer = nnx.Optimizer(model, optax.adam(c["learning_rate"]), wrt=nnx.Param)
+        keys = jax.random.split(jax.random.key(c["seed"] + 80), c["train_steps"])
+        with ProgressBar(len(keys), "training the digit captioner (once, then cached)") as bar:
+            for key in keys:
+                index = jax.random.randint(key, (c["batch"],), 0, features.shape[0])
+                caption_train_step(model, optimizer, features[index], train["tokens"][index], PAD)
+                bar.update()
+
+    return model_cache.cached_model(
+        "digit-captioner", c, lambda: CaptionDecoder(config, rngs=nnx.Rngs(c["seed"])), fit
+    )
 
 
 def trim_caption(tokens, end_id: int, pad_id: int) -> list:
