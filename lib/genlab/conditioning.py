@@ -12,9 +12,14 @@ context width, H heads, V vocabulary, K prefix tokens, F image-feature width, N 
     guided_eps, guided_sample   classifier-free guidance (chapter 05's convention) and DDIM
     PromptDenoiser              an MLP trunk whose state attends to the context
     ink_mass, thickness         the attribute measured from pixels (thin / thick per digit)
+    prompt_digits_split, PromptEncoder, pretrained_prompt_diffusion, guidance_report
+                                the stand-in condition, the cached digits model, its numbers
     CaptionDecoder              image features -> K prefix tokens -> a tiny causal transformer
-    caption_loss, decode_captions   teacher forcing; greedy / temperature decoding in one jit
-    caption_bleu, attribute_accuracy   what the captions get right
+    caption_loss, caption_train_step, decode_captions
+                                teacher forcing; greedy / temperature decoding in one jit
+    caption_bleu, attribute_accuracy, trim_caption
+                                what the captions get right
+    pretrained_digit_captioner  the cached captioner of the digits (pixels as features)
 
 Null condition: a fully masked context. Cross-attention then gives every query zero weights
 (:func:`genlab.attention.scaled_dot_product_attention`'s convention), so the model sees no
@@ -54,7 +59,6 @@ from genlab.train import ProgressBar
 from genlab.validate import float_array, positive_int
 
 __all__ = [
-    "ATTRIBUTES",
     "CaptionConfig",
     "CaptionDecoder",
     "CrossAttention",
@@ -63,6 +67,7 @@ __all__ = [
     "PromptDenoiser",
     "PromptDiffusion",
     "PromptEncoder",
+    "THICKNESS_WORDS",
     "WORDS",
     "attribute_accuracy",
     "caption_bleu",
@@ -77,8 +82,8 @@ __all__ = [
     "guided_eps",
     "guided_sample",
     "ink_mass",
-    "pretrained_prompt_diffusion",
     "pretrained_digit_captioner",
+    "pretrained_prompt_diffusion",
     "prompt_digits_split",
     "thickness",
     "trim_caption",
@@ -238,7 +243,9 @@ class PromptDenoiser(nnx.Module):
     of the step t (:func:`genlab.attention.sinusoidal_positions`, a step read like a position)
     into a state h of width W; each block lets h, read as K query tokens, attend to the
     context, then applies a residual MLP; a linear map returns the noise. (Measured on the
-    digits: at this size it learns faster than a transformer over 16 patch tokens.)
+    digits, 1500 steps of 128 each: 93 % of its conditional samples are classified as the
+    prompted digit, against 16 % for a transformer of width 64 over 16 patch tokens of 2x2
+    pixels with self- and cross-attention, which also costs more per step.)
 
     Call: ``model(x_t [B, D], t int [B], context [B, L, D_c], mask bool [B, L]) -> [B, D]``.
     A fully masked row is the null condition (classifier-free guidance's unconditional model).
@@ -277,8 +284,10 @@ def drop_condition(key, mask, p_uncond):
         bool [B, L]: ``mask`` with every dropped row all False.
     """
     mask = jnp.asarray(mask)
-    if mask.dtype != jnp.bool_ or mask.ndim != 2:
-        raise ValueError(f"mask must be boolean [B, L], got {mask.dtype} {mask.shape}")
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"mask must be boolean (True = a real context token), got {mask.dtype}")
+    if mask.ndim != 2:
+        raise ValueError(f"mask must have shape [B, L], got {mask.shape}")
     p_uncond = _check_weight("p_uncond", p_uncond)
     if not isinstance(p_uncond, jax.core.Tracer) and p_uncond > 1:
         raise ValueError(f"p_uncond must be a probability in [0, 1], got {p_uncond}")
@@ -353,7 +362,8 @@ def guided_sample(key, model, context, mask, w, alpha_bars, timesteps, eta=0.0):
 
     Args:
         key: the sampler's key (x_T and, for eta > 0, its noise).
-        model: a denoiser (``nnx.Module``) as in :func:`guided_eps`, e.g. :class:`PromptDenoiser`.
+        model: a denoiser (``nnx.Module``) as in :func:`guided_eps` whose ``config.dim`` is the
+            data width D, e.g. :class:`PromptDenoiser`.
         context: float [B, L, D_c]; mask: bool [B, L]; one sample per row.
         w: guidance weight >= 0 (0 unconditional, 1 conditional); traced, no recompile per w.
         alpha_bars: float [T], the training schedule. timesteps: int [K] increasing trained
@@ -373,8 +383,8 @@ def guided_sample(key, model, context, mask, w, alpha_bars, timesteps, eta=0.0):
 # --- the stand-in condition: captions of the digits -----------------------------------------
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-ATTRIBUTES = ("thin", "thick")
-WORDS = ("<pad>", "<end>", "a", *ATTRIBUTES, *DIGIT_WORDS)
+THICKNESS_WORDS = ("thin", "thick")
+WORDS = ("<pad>", "<end>", "a", *THICKNESS_WORDS, *DIGIT_WORDS)
 PAD, END = 0, 1
 CAPTION_LENGTH = 4  # "a thick seven <end>"
 
@@ -476,17 +486,47 @@ class PromptDiffusion(nnx.Module):
         self.denoiser = PromptDenoiser(config, rngs=rngs)
 
 
+def _fit_scanned(model, tx, loss_fn, keys, desc: str, chunk: int = 50) -> None:
+    """Train ``model`` in place: one optimizer step of ``loss_fn(model, key) -> scalar`` per key,
+    ``chunk`` steps per call of one jitted ``lax.scan`` (a step per call would cost more in
+    dispatch than in arithmetic at this size)."""
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+
+    @jax.jit
+    def run(state, chunk_keys):
+        def body(state, key):
+            model, optimizer = nnx.merge(graphdef, state)
+            loss, grads = nnx.value_and_grad(loss_fn)(model, key)
+            optimizer.update(model, grads)
+            return nnx.state((model, optimizer)), loss
+
+        return jax.lax.scan(body, state, chunk_keys)[0]
+
+    with ProgressBar(len(keys), desc) as bar:
+        for start in range(0, len(keys), chunk):
+            state = run(state, keys[start : start + chunk])
+            bar.update(len(keys[start : start + chunk]))
+    nnx.update((model, optimizer), state)
+
+
 PROMPT_DIFFUSION_CONFIG = dict(hidden=256, num_tokens=4, num_heads=4, num_layers=3,
                                d_context=32, num_steps=1000, batch=128, learning_rate=2e-3,
                                p_uncond=0.15, seed=0)  # fmt: skip
 
 
-def pretrained_prompt_diffusion(train_steps: int = 1500) -> PromptDiffusion:
+def pretrained_prompt_diffusion(train_steps: int = 3000) -> PromptDiffusion:
     """The chapter's captioned-digits diffusion model (trained once, then cached).
 
     :class:`PromptDiffusion` with :class:`DenoiserConfig`'s defaults, trained on the training
     split of :func:`prompt_digits_split` with :func:`conditional_ddpm_loss` (linear schedule,
     T = 1000, p_uncond = 0.15), Adam with a cosine decay, ``train_steps`` steps of 128.
+
+    Measured (2026-12-08, :func:`guidance_report`, 25 DDIM steps, the 360 held-out captions):
+    at w = 0 / 1 / 2 / 4 the digit classifier agrees with the prompted digit for 8 / 96 / 100 /
+    100 % of the samples, the measured thickness with the prompted one for 51 / 89 / 98 / 97 %;
+    mean ink of samples prompted thick vs thin 19.3 vs 19.4, 20.9 vs 18.2, 22.3 vs 17.8, 23.9 vs
+    17.6 (the data: 21.3 vs 17.8); diversity 2.46 / 1.77 / 1.50 / 1.39 (the data: 2.2).
     """
     c = dict(PROMPT_DIFFUSION_CONFIG, train_steps=positive_int("train_steps", train_steps))
     config = DenoiserConfig(hidden=c["hidden"], num_tokens=c["num_tokens"],
@@ -497,29 +537,17 @@ def pretrained_prompt_diffusion(train_steps: int = 1500) -> PromptDiffusion:
         train, _, _ = prompt_digits_split()
         ab = diffusion.alpha_bars(diffusion.linear_beta_schedule(c["num_steps"]))
         schedule = optax.cosine_decay_schedule(c["learning_rate"], c["train_steps"], 0.05)
-        optimizer = nnx.Optimizer(model, optax.adam(schedule), wrt=nnx.Param)
 
-        @nnx.jit
-        def step(model, optimizer, key):
+        def loss_fn(m, key):
             key_batch, key_loss = jax.random.split(key)
             index = jax.random.randint(key_batch, (c["batch"],), 0, train["x"].shape[0])
-
-            def loss_fn(m):
-                context, mask = m.encoder(train["tokens"][index])  # (B, L, D_c), (B, L)
-                return conditional_ddpm_loss(key_loss, m.denoiser, train["x"][index], context,
-                                             mask, ab, c["p_uncond"])  # fmt: skip
-
-            loss, grads = nnx.value_and_grad(loss_fn)(model)
-            optimizer.update(model, grads)
-            return loss
+            context, mask = m.encoder(train["tokens"][index])  # (B, L, D_c), (B, L)
+            x0 = train["x"][index]  # (B, 64)
+            return conditional_ddpm_loss(key_loss, m.denoiser, x0, context, mask, ab, c["p_uncond"])
 
         keys = jax.random.split(jax.random.key(c["seed"] + 8), c["train_steps"])
-        with ProgressBar(
-            len(keys), "training the captioned-digits diffusion (once, then cached)"
-        ) as bar:
-            for key in keys:
-                step(model, optimizer, key)
-                bar.update()
+        _fit_scanned(model, optax.adam(schedule), loss_fn, keys,
+                     "training the captioned-digits diffusion (once, then cached)")  # fmt: skip
 
     return model_cache.cached_model(
         "prompt-diffusion", c, lambda: PromptDiffusion(config, rngs=nnx.Rngs(c["seed"])), fit
@@ -739,7 +767,7 @@ def pretrained_digit_captioner(train_steps: int = 600) -> CaptionDecoder:
     """A :class:`CaptionDecoder` of the digits' stand-in captions (trained once, then cached).
 
     Its image features are the 64 pixels in [0, 1] (a stand-in for an image encoder's); trained
-    with :func:`caption_train_step` on the training split of :func:`prompt_digits_split`, Adam,
+    with :func:`caption_loss` on the training split of :func:`prompt_digits_split`, Adam,
     ``train_steps`` steps of 128.
     """
     c = dict(DIGIT_CAPTIONER_CONFIG, train_steps=positive_int("train_steps", train_steps))
@@ -749,13 +777,14 @@ def pretrained_digit_captioner(train_steps: int = 600) -> CaptionDecoder:
     def fit(model):
         train, _, _ = prompt_digits_split()
         features = (train["x"] + 1.0) / 2.0  # (N, 64) in [0, 1]
-        optimizer = nnx.Optimizer(model, optax.adam(c["learning_rate"]), wrt=nnx.Param)
+
+        def loss_fn(m, key):
+            index = jax.random.randint(key, (c["batch"],), 0, features.shape[0])
+            return caption_loss(m, features[index], train["tokens"][index], PAD)
+
         keys = jax.random.split(jax.random.key(c["seed"] + 80), c["train_steps"])
-        with ProgressBar(len(keys), "training the digit captioner (once, then cached)") as bar:
-            for key in keys:
-                index = jax.random.randint(key, (c["batch"],), 0, features.shape[0])
-                caption_train_step(model, optimizer, features[index], train["tokens"][index], PAD)
-                bar.update()
+        _fit_scanned(model, optax.adam(c["learning_rate"]), loss_fn, keys,
+                     "training the digit captioner (once, then cached)")  # fmt: skip
 
     return model_cache.cached_model(
         "digit-captioner", c, lambda: CaptionDecoder(config, rngs=nnx.Rngs(c["seed"])), fit
