@@ -250,6 +250,8 @@ def test_prompt_digits_split_labels_half_of_each_digit_thick():
     ink = np.asarray(C.ink_mass((held["x"] + 1.0) / 2.0))
     np.testing.assert_array_equal(held["thick"], ink > medians[np.asarray(held["labels"])])
     np.testing.assert_array_equal(held["tokens"], C.caption_tokens(held["labels"], held["thick"]))
+    with pytest.raises(ValueError, match="held_out_pairs"):
+        C.pretrained_prompt_diffusion(3000, held_out_pairs=[(3, 2)])
 
 
 # --- captions --------------------------------------------------------------------------------
