@@ -523,6 +523,16 @@ def test_active_latents_uses_the_population_variance():
         vae.active_latents(jnp.zeros((1, 3)))
 
 
+def test_latent_activity_is_the_population_variance_of_each_column():
+    mean = _random(26, (30, 4), 1.0) * jnp.array([0.0, 0.1, 1.0, 2.0])
+    columns = np.asarray(mean, np.float64)
+    by_hand = [np.mean((c - np.mean(c)) ** 2) for c in columns.T]  # divide by N, column by column
+    np.testing.assert_allclose(vae.latent_activity(mean), by_hand, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(vae.latent_activity(jnp.array([[0.0], [0.16]])), [0.0064], rtol=1e-5)
+    with pytest.raises(ValueError, match="N >= 2"):
+        vae.latent_activity(jnp.zeros((1, 3)))
+
+
 def test_elbo_gap_is_the_full_covariance_kl_and_matches_monte_carlo():
     rng = np.random.default_rng(25)
     w = jnp.asarray(rng.normal(size=(5, 2)), jnp.float32)  # not orthogonal: full posterior

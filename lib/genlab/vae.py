@@ -54,6 +54,7 @@ __all__ = [
     "KL_SYMPTOMS",
     "kl_diagnostics",
     "kl_direction",
+    "latent_activity",
     "linear_gaussian_log_marginal",
     "linear_gaussian_posterior",
     "log_normalizer",
@@ -592,12 +593,28 @@ def log_normalizer(log_likelihood: Callable, logits: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(log_likelihood(every_x, logits))
 
 
+def latent_activity(mean: jax.Array) -> jax.Array:
+    """Burda et al.'s activity of each latent dimension (section 7).
+
+    The variance over the data (population variance, axis 0) of the encoder means
+    ``mean[:, j]``; a collapsed dimension returns nearly the same mean for every input.
+
+    Args:
+        mean: float [N, Z], N >= 2, the encoder means of N inputs.
+
+    Returns:
+        float [Z], >= 0.
+    """
+    mean = float_array("mean", mean, allow_int=False)
+    if mean.ndim != 2 or mean.shape[0] < 2:
+        raise ValueError(f"mean must have shape [N, Z] with N >= 2, got {mean.shape}")
+    return jnp.var(mean, axis=0)
+
+
 def active_latents(mean: jax.Array, threshold: float = 0.01) -> jax.Array:
     """Which latent dimensions the encoder uses: Burda et al.'s activity (section 7).
 
-    Dimension ``j`` is active when the variance over the data (population variance, axis 0) of
-    the encoder means ``mean[:, j]`` exceeds ``threshold``; a collapsed dimension returns nearly
-    the same mean for every input.
+    Dimension ``j`` is active when its :func:`latent_activity` exceeds ``threshold``.
 
     Args:
         mean: float [N, Z], N >= 2, the encoder means of N inputs. threshold: float >= 0.
@@ -605,12 +622,9 @@ def active_latents(mean: jax.Array, threshold: float = 0.01) -> jax.Array:
     Returns:
         bool [Z].
     """
-    mean = float_array("mean", mean, allow_int=False)
-    if mean.ndim != 2 or mean.shape[0] < 2:
-        raise ValueError(f"mean must have shape [N, Z] with N >= 2, got {mean.shape}")
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
-    return jnp.var(mean, axis=0) > threshold
+    return latent_activity(mean) > threshold
 
 
 KL_DIRECTIONS = ("forward", "reverse", "neither")

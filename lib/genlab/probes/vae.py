@@ -920,6 +920,7 @@ PROBES = [
           uses=("gaussian_kl_standard",)),
     Probe("log_normalizer", vae.log_normalizer, log_normalizer_cases),
     Probe("smallest_kl", vae.smallest_kl, smallest_kl_cases, uses=("gaussian_kl_standard",)),
-    Probe("active_latents", vae.active_latents, active_latents_cases),
+    Probe("active_latents", vae.active_latents, active_latents_cases,
+          forbidden=("genlab.vae.latent_activity",)),
     Probe("elbo_gap", vae.elbo_gap, elbo_gap_cases),
 ]  # fmt: skip
