@@ -391,6 +391,32 @@ def test_frechet_floor_is_the_distance_of_two_disjoint_permuted_halves():
             evaluation.frechet_floor(x, bad, key)
 
 
+def test_disjoint_subsets_are_the_two_first_blocks_of_the_permutation():
+    x = np.arange(20.0).reshape(10, 2)
+    key = jax.random.key(3)
+    order = np.asarray(jax.random.permutation(key, 10))
+    a, b = evaluation.disjoint_subsets(x, 4, key)
+    np.testing.assert_array_equal(a, x[order[:4]])
+    np.testing.assert_array_equal(b, x[order[4:8]])
+    assert not set(np.asarray(a)[:, 0]) & set(np.asarray(b)[:, 0])
+    for bad in (1, 6):
+        with pytest.raises(ValueError, match="n"):
+            evaluation.disjoint_subsets(x, bad, key)
+
+
+def test_feature_frechet_sqrtm_agrees_with_the_eigendecomposition_route():
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(50, 4)), rng.normal(size=(60, 4)) * np.array([1.0, 2.0, 0.5, 1.0])
+    want = float(evaluation.feature_frechet(a, b))
+    assert evaluation.feature_frechet_sqrtm(a, b) == pytest.approx(want, rel=1e-3)
+    # 1-D closed form: (m1 - m2)^2 + (s1 - s2)^2 with the ddof = 1 standard deviations
+    u, v = np.array([[0.0], [2.0]]), np.array([[1.0], [5.0], [3.0]])
+    want = (1.0 - 3.0) ** 2 + (np.sqrt(2.0) - 2.0) ** 2
+    assert evaluation.feature_frechet_sqrtm(u, v) == pytest.approx(want, rel=1e-9)
+    with pytest.raises(ValueError, match="features_a"):
+        evaluation.feature_frechet_sqrtm(a[:, :3], b)
+
+
 # --- a flow's likelihood, dequantisation, mixtures ------------------------------------------------
 
 

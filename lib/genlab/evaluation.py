@@ -218,15 +218,30 @@ def feature_frechet(features_a, features_b):
     return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
 
 
-def frechet_floor(features, n, key):
-    """Fréchet distance between two disjoint random subsets of n rows of one feature set
-    features [N, D]: what two samples of the same distribution score at sample size n (the
-    bias every Fréchet distance at that n carries). The subsets are the rows at positions
-    [0, n) and [n, 2n) of ``jax.random.permutation(key, N)``; needs 2 <= n and 2n <= N.
+def feature_frechet_sqrtm(features_a, features_b) -> float:
+    """:func:`feature_frechet` computed the way common FID code does it, as a peer to compare
+    with: NumPy float64 means and covariances (ddof = 1) of features_a [N_a, D] and features_b
+    [N_b, D], and the trace of ``scipy.linalg.sqrtm(cov_a @ cov_b)`` (a general, Schur-based
+    square root; its real part). Needs SciPy. Returns a Python float."""
+    import scipy.linalg
 
-    Returns:
-        float32 scalar >= 0.
-    """
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(
+            "need features_a [N_a, D] and features_b [N_b, D] with N_a, N_b >= 2, "
+            f"got {a.shape} and {b.shape}"
+        )
+    cov_a = np.atleast_2d(np.cov(a, rowvar=False, ddof=1))  # (D, D), also for D = 1
+    cov_b = np.atleast_2d(np.cov(b, rowvar=False, ddof=1))
+    root = scipy.linalg.sqrtm(cov_a @ cov_b).real
+    mean_gap = np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2)
+    return float(mean_gap + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root))
+
+
+def disjoint_subsets(features, n, key):
+    """Two disjoint random subsets of n rows each of features [N, D]: the rows at positions
+    [0, n) and [n, 2n) of ``jax.random.permutation(key, N)``, as two arrays [n, D]; needs
+    2 <= n and 2n <= N."""
     x = float_array("features", features, min_ndim=2)
     n = positive_int("n", n)
     if x.ndim != 2 or n < 2 or 2 * n > x.shape[0]:
@@ -234,7 +249,20 @@ def frechet_floor(features, n, key):
             f"need features [N, D] and 2 <= n <= N / 2, got shape {x.shape} and n = {n}"
         )
     order = jax.random.permutation(key, x.shape[0])
-    return feature_frechet(x[order[:n]], x[order[n : 2 * n]])
+    return x[order[:n]], x[order[n : 2 * n]]
+
+
+def frechet_floor(features, n, key):
+    """Fréchet distance between two disjoint random subsets of n rows of one feature set
+    features [N, D]: what two samples of the same distribution score at sample size n (the
+    bias every Fréchet distance at that n carries). The subsets are the rows at positions
+    [0, n) and [n, 2n) of ``jax.random.permutation(key, N)`` (:func:`disjoint_subsets`); needs
+    2 <= n and 2n <= N.
+
+    Returns:
+        float32 scalar >= 0.
+    """
+    return feature_frechet(*disjoint_subsets(features, n, key))
 
 
 def kernel_distance(real, fake):

@@ -572,7 +572,9 @@ PROBES = [
     Probe("z_threshold", watermark.z_threshold, z_threshold_cases),
     Probe("repeated_pair_fraction", watermark.repeated_pair_fraction, repeated_pair_fraction_cases),
     Probe("frechet_floor", evaluation.frechet_floor, frechet_floor_cases,
-          uses=("gaussian_stats", "frechet_distance")),
+          uses=("gaussian_stats", "frechet_distance"),
+          forbidden=("genlab.evaluation.disjoint_subsets",
+                     "genlab.evaluation.feature_frechet_sqrtm")),
     Probe("min_substitutions", watermark.min_substitutions, min_substitutions_cases,
           uses=("green_mask", "watermark_z_score")),
 ]  # fmt: skip
