@@ -210,6 +210,16 @@ def test_bytes_per_device_counts_shards():
         scaling.bytes_per_device([np.ones(3)])
 
 
+def test_compiled_memory_counts_arguments_and_outputs():
+    compiled = jax.jit(lambda x, y: (x * 2, y.sum())).lower(jnp.ones(1000), jnp.ones(24)).compile()
+    memory = scaling.compiled_memory(compiled)
+    assert memory["argument"] == 4 * (1000 + 24)
+    assert memory["output"] >= 4 * (1000 + 1)  # plus the output tuple's table of pointers
+    assert memory["output"] < 4 * (1000 + 1) + 64
+    with pytest.raises(TypeError, match="compile"):
+        scaling.compiled_memory(jax.jit(jnp.sin).lower(jnp.ones(3)))
+
+
 @pytest.fixture(scope="module")
 def deep_model():
     cfg = gpt.GPTConfig(vocab_size=16, block_size=16, num_layers=6, num_heads=2, d_model=16)

@@ -128,7 +128,8 @@ def _check_mesh(mesh, *, abstract: bool = False) -> Mesh:
 # Megatron-LM (Shoeybi et al. 2019): the first matmul of the MLP and the q/k/v projections are
 # split by output columns (each device computes whole heads / a slice of the 4D hidden units, no
 # communication); the MLP's second matmul and the attention output are split by input rows, so
-# each device's partial products are summed by one all-reduce per layer in the forward pass.
+# each device's partial products are summed: one all-reduce per row-split matmul, two per block
+# in the forward pass (and two in the backward pass, for the column-split layers' inputs).
 _TENSOR_PARALLEL = {
     ("attn", "query", "kernel"): (None, MODEL),
     ("attn", "key", "kernel"): (None, MODEL),
@@ -211,20 +212,18 @@ def partition_spec(
 
 def _state_shardings(state: nnx.State, mesh: Mesh, strategy: str, num_heads: int | None):
     """An ``nnx.State`` of the same paths holding a ``NamedSharding`` per array."""
-    flat = nnx.to_flat_state(state)
+
+    def sharding(path, leaf):
+        shape = np.shape(leaf.get_value())
+        return NamedSharding(mesh, partition_spec(path, shape, strategy, mesh, num_heads=num_heads))
+
+    return nnx.from_flat_state([(p, sharding(p, leaf)) for p, leaf in nnx.to_flat_state(state)])
+
+
+def _numbered(*shardings: nnx.State) -> nnx.State:
+    """Several modules' shardings as one state keyed 0, 1, ..., as ``nnx.state((m0, m1))``."""
     return nnx.from_flat_state(
-        [
-            (
-                path,
-                NamedSharding(
-                    mesh,
-                    partition_spec(
-                        path, np.shape(leaf.get_value()), strategy, mesh, num_heads=num_heads
-                    ),
-                ),
-            )
-            for path, leaf in flat
-        ]
+        [((i, *p), s) for i, one in enumerate(shardings) for p, s in nnx.to_flat_state(one)]
     )
 
 
@@ -403,13 +402,9 @@ def make_sharded_train_step(
     the loss and the update equal the one-device step's up to float rounding (sums in
     another order).
     """
-    _check_gpt(model)
-    shardings = nnx.from_flat_state(
-        [((0, *p), s) for p, s in nnx.to_flat_state(param_shardings(model, mesh, strategy))]
-        + [
-            ((1, *p), s)
-            for p, s in nnx.to_flat_state(optimizer_shardings(optimizer, model, mesh, strategy))
-        ]
+    shardings = _numbered(
+        param_shardings(model, mesh, strategy),
+        optimizer_shardings(optimizer, model, mesh, strategy),
     )
     graphdef = nnx.graphdef((model, optimizer))
 
@@ -426,12 +421,13 @@ def make_sharded_value_and_grad(
 ) -> ShardedStep:
     """:func:`gpt_loss` and its gradient as one program over ``mesh``: ``fn(model, tokens
     [B, T + 1]) -> (loss, grads)``, ``grads`` an ``nnx.State`` like ``nnx.state(model)``
-    laid out as the parameters are (so under ``"fsdp"`` each device gets its slice: a
-    reduce-scatter, where data parallelism all-reduces whole gradients)."""
-    _check_gpt(model)
-    shardings = nnx.from_flat_state(
-        [((0, *p), s) for p, s in nnx.to_flat_state(param_shardings(model, mesh, strategy))]
-    )
+    laid out as the parameters are: under ``"fsdp"`` each device keeps its slice of the
+    summed gradient (a reduce-scatter in principle; XLA's CPU backend, jaxlib 0.10, all-reduces
+    the whole gradient and slices it), under ``"dp"`` every device gets all of it.
+
+    With ``remat=True`` the loss is :func:`gpt_loss` with rematerialised blocks.
+    """
+    shardings = _numbered(param_shardings(model, mesh, strategy))
     graphdef = nnx.graphdef((model,))
 
     def value_and_grad(state, tokens):
@@ -533,8 +529,10 @@ def compiled_memory(compiled: jax.stages.Compiled) -> dict[str, int]:
 
     Keys: ``argument`` (inputs), ``output``, ``alias`` (outputs written over donated inputs),
     ``temp`` (scratch space: activations kept for the backward pass live here),
-    ``generated_code`` and ``peak`` (jaxlib 0.10 on CPU reports all six; its
-    ``generated_code`` is 0 there). A field this jaxlib does not report is left out.
+    ``generated_code`` and ``peak``. jaxlib 0.10 on CPU reports all six, but there
+    ``generated_code`` is 0 and ``peak`` is about ``argument + output`` whatever the scratch
+    space (measured), so read ``temp`` for activations. A field this jaxlib does not report
+    is left out.
 
     Raises:
         ValueError: the backend returns no memory analysis.
