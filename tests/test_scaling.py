@@ -222,7 +222,7 @@ def test_compiled_memory_counts_arguments_and_outputs():
 
 @pytest.fixture(scope="module")
 def deep_model():
-    cfg = gpt.GPTConfig(vocab_size=16, block_size=16, num_layers=6, num_heads=2, d_model=16)
+    cfg = gpt.GPTConfig(vocab_size=16, block_size=16, num_layers=4, num_heads=2, d_model=16)
     tokens = jax.random.randint(jax.random.key(0), (4, 17), 0, 16)
     return gpt.GPT(cfg, rngs=nnx.Rngs(0)), tokens
 
@@ -233,7 +233,7 @@ def test_gpt_loss_remat_gives_same_loss_and_gradients(deep_model):
     loss_0, grads_0 = scaling.make_sharded_value_and_grad(model, mesh, "dp")(model, tokens)
     fn = scaling.make_sharded_value_and_grad(model, mesh, "dp", remat=True)
     loss_1, grads_1 = fn(model, tokens)
-    logits = model(tokens[:, :-1])  # independent: optax's cross-entropy of the plain forward
+    logits = gpt.make_logits_fn(model)(tokens[:, :-1])  # independent: optax's cross-entropy
     expected = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
     np.testing.assert_allclose(loss_0, expected, rtol=1e-6)
     np.testing.assert_allclose(loss_1, loss_0, rtol=1e-6)
@@ -292,6 +292,8 @@ def test_compute_optimal_matches_brute_force():
             N = np.geomspace(N_opt / 100, N_opt * 100, 200_001)
             loss = law.E + law.A * N**-law.alpha + law.B * (C / (6 * N)) ** -law.beta
             np.testing.assert_allclose(N_opt, N[np.argmin(loss)], rtol=1e-3)
+    with pytest.raises(ValueError, match="alpha"):
+        scaling.compute_optimal(1e20, CHINCHILLA._replace(alpha=-0.01))
 
 
 def test_train_scaling_point_counts_and_caches():

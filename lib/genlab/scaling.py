@@ -710,8 +710,16 @@ def compute_optimal(C, params: ScalingLaw):
 
     Returns:
         (N_opt, D_opt), float64 NumPy arrays shaped like ``C``.
+
+    Raises:
+        ValueError: a law whose loss does not fall in both N and D (a fit to points where one
+            of them does not matter can return alpha or beta <= 0), or C <= 0.
     """
     law = _check_law(params)
+    if min(law.A, law.B, law.alpha, law.beta) <= 0:
+        raise ValueError(
+            f"compute_optimal needs A, B, alpha and beta > 0 (a loss falling in N and D), got {law}"
+        )
     C = np.asarray(C, np.float64)
     if not np.all(np.isfinite(C) & (C > 0)):
         raise ValueError(f"C must be positive and finite, got {C}")
