@@ -49,6 +49,7 @@ from genlab import char_gpt, data, gpt, model_cache, train
 
 __all__ = [
     "COLLECTIVES",
+    "SCALING_DEFAULTS",
     "STRATEGIES",
     "ScalingLaw",
     "ShardedStep",
