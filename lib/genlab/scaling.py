@@ -15,8 +15,9 @@ Chapter 09 (issue 36) teaches the pieces in this order; shape letters: B batch, 
     collective_counts           section 3, the all-reduces, all-gathers, ... XLA inserted
     bytes_per_device, compiled_memory, gpt_loss(remat=...), remat_memory
                                 section 4, what each device holds and what a step needs
-    ScalingLaw, chinchilla_loss, fit_scaling_law, compute_optimal, train_scaling_point
-                                section 5, L(N, D) = E + A / N^alpha + B / D^beta
+    ScalingLaw, chinchilla_loss, fit_scaling_law, compute_optimal, non_embedding_params,
+    train_scaling_point         section 5, L(N, D) = E + A / N^alpha + B / D^beta, fitted to
+                                the course's character GPT at several sizes and budgets
     kv_cache_bytes, generation_throughput
                                 section 6, inference: the cache's size, tokens/s against B
 
