@@ -5,6 +5,7 @@ the encoders' padding, and a tiny contrastive training run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -409,7 +410,7 @@ def tiny_config(pairs):
 def trained(pairs, tiny_config):
     model = mm.ClipModel(tiny_config, rngs=nnx.Rngs(1))
     history = mm.train_clip(model, pairs, steps=200, batch=BATCH, lr=3e-3, weight_decay=0.0,
-                            seed=0, progress=False)  # fmt: skip
+                            seed=0, log_every=1, progress=False)  # fmt: skip
     return model, history
 
 
@@ -438,9 +439,10 @@ def test_clip_config_rejects_bad_sizes():
 
 def test_contrastive_step_tiny_training_falls_below_chance(trained):
     model, history = trained
-    losses = history["loss"]  # at steps 50, 100, 150, 200
+    losses = history["loss"]  # every step, before its update
     chance = mm.chance_infonce(BATCH)
-    assert losses[-1] < losses[0] and np.mean(losses[-2:]) < 0.65 * chance, losses
+    assert len(losses) == 200 and losses[0] > 0.9 * chance
+    assert np.mean(losses[-20:]) < 0.65 * chance, losses[-20:]
     assert 0.0 <= float(model.log_scale[...]) <= math.log(100.0)
 
 
@@ -451,6 +453,59 @@ def test_embed_trained_encoders_retrieve_held_out_pairs(pairs, trained):
     sims = np.asarray(images @ texts.T)
     chance = 5 / BATCH
     assert mm.recall_at_k(sims, 5) > 2 * chance and mm.recall_at_k(sims.T, 5) > 2 * chance
+
+
+def test_zero_shot_and_attribute_accuracy_match_prompts_scored_by_hand(pairs, trained):
+    model, _ = trained
+    images, labels = pairs.test_images[:BATCH], pairs.test_labels[:BATCH]
+    image_emb = np.asarray(mm.embed(model, pairs.tokenizer, images))
+    prompts = [f"the digit {d}" for d in range(10)]
+    prompt_emb = np.asarray(mm.embed(model, pairs.tokenizer, texts=prompts))
+    want = np.mean(np.argmax(image_emb @ prompt_emb.T, axis=1) == labels)
+    got = mm.zero_shot_accuracy(model, pairs.tokenizer, images, labels)
+    assert got == pytest.approx(want)
+    # thickness: each image against "a <its digit> drawn with thin / thick strokes"
+    hits = []
+    for x, digit, word in zip(image_emb, labels, pairs.test_words["thickness"][:BATCH]):
+        name = mm.DIGIT_NAMES[digit]
+        texts = [f"a {name} drawn with thin strokes", f"a {name} drawn with thick strokes"]
+        options = np.asarray(mm.embed(model, pairs.tokenizer, texts=texts))
+        hits.append(["thin", "thick"][int(np.argmax(options @ x))] == word)
+    words = {k: v[:BATCH] for k, v in pairs.test_words.items()}
+    got = mm.attribute_accuracy(model, pairs.tokenizer, images, labels, words, "thickness")
+    assert got == pytest.approx(np.mean(hits))
+    with pytest.raises(ValueError, match="attribute"):
+        mm.attribute_accuracy(model, pairs.tokenizer, images, labels, words, "colour")
+
+
+def test_evaluate_reports_every_number_consistently(pairs, trained):
+    model, _ = trained
+    small = dataclasses.replace(
+        pairs,
+        train_images=pairs.train_images[: 2 * BATCH],
+        train_labels=pairs.train_labels[: 2 * BATCH],
+        test_images=pairs.test_images[:BATCH],
+        test_labels=pairs.test_labels[:BATCH],
+        test_words={k: v[:BATCH] for k, v in pairs.test_words.items()},
+        test_captions=pairs.test_captions[:BATCH],
+        test_held_out=pairs.test_held_out[:BATCH],
+    )
+    report = mm.evaluate(model, small)
+    names = [
+        f"recall@{k}_{d}{s}" for k in (1, 5) for d in ("i2t", "t2i") for s in ("", "_held_out")
+    ]
+    names += ["zero_shot", "linear_probe", "modality_gap", "gap_variance_fraction"]
+    names += [f"attribute_{a}" for a in mm.ATTRIBUTES]
+    assert sorted(report) == sorted(names)
+    for name in names:
+        assert 0.0 <= report[name] <= (2.0 if name == "modality_gap" else 1.0), name
+    for direction in ("i2t", "t2i", "i2t_held_out", "t2i_held_out"):
+        assert report[f"recall@5_{direction}"] >= report[f"recall@1_{direction}"]
+    images, texts = mm.embed(model, pairs.tokenizer, small.test_images, small.test_captions)
+    assert report["recall@1_t2i"] == mm.recall_at_k(np.asarray(texts @ images.T), 1)
+    assert report["modality_gap"] == pytest.approx(mm.modality_gap(images, texts))
+    zero_shot = mm.zero_shot_accuracy(model, pairs.tokenizer, small.test_images, small.test_labels)
+    assert report["zero_shot"] == zero_shot
 
 
 def test_contrastive_step_clips_the_log_scale_and_caps_it_in_the_loss(pairs, tiny_config):
@@ -483,18 +538,30 @@ def test_linear_probe_accuracy_separable_and_random_features():
 
 
 def test_pretrained_clip_trains_once_then_loads(monkeypatch, tmp_path, tiny_config):
-    sizes = {k: getattr(tiny_config, k) for k in mm.CLIP_SIZES}
-    monkeypatch.setattr(mm, "CLIP_SIZES", sizes)
-    monkeypatch.setitem(mm.CLIP_TRAINING, "steps", 2)
-    monkeypatch.setitem(mm.CLIP_TRAINING, "batch", BATCH)
+    # the training itself is train_clip (tested above); here a stand-in that marks the weights
+    calls = []
+
+    def mark_weights(model, pairs, **training):
+        calls.append(training)
+        model.log_scale[...] = jnp.float32(1.25 + len(calls))
+
+    monkeypatch.setattr(mm, "train_clip", mark_weights)
+    monkeypatch.setattr(mm, "CLIP_SIZES", {k: getattr(tiny_config, k) for k in mm.CLIP_SIZES})
     monkeypatch.setenv(model_cache.CACHE_ENV, str(tmp_path))
     model, pairs = mm.pretrained_clip()
+    assert calls == [mm.CLIP_TRAINING] and float(model.log_scale[...]) == 2.25
     assert float(model.train_seconds[...]) > 0
-    assert len(list(tmp_path.glob("clip-digits-*.npz"))) == 1
-    assert model.config == tiny_config
+    assert model.config == tiny_config and pairs.spurious is None
     again, _ = mm.pretrained_clip()
+    assert len(calls) == 1 and float(again.log_scale[...]) == 2.25  # loaded, not trained
     trained_state, loaded_state = (
         nnx.to_flat_state(nnx.state(m, nnx.Param)) for m in (model, again)
     )
     for (path, saved), (_, loaded) in zip(trained_state, loaded_state):
         np.testing.assert_array_equal(loaded.get_value(), saved.get_value(), err_msg=str(path))
+    planted, planted_pairs = mm.pretrained_clip(spurious=("thick", 7))
+    assert len(calls) == 2 and float(planted.log_scale[...]) == 3.25  # a model of its own
+    assert planted_pairs.spurious == ("thick", 7)
+    assert len(list(tmp_path.glob("clip-digits-*.npz"))) == 2
+    with pytest.raises(ValueError, match="spurious"):
+        mm.pretrained_clip(spurious=("thick", 12))

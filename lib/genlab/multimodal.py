@@ -20,7 +20,8 @@ modality gap (:func:`modality_gap`, Liang et al. 2022). :func:`pretrained_clip` 
 deterministically, and keeps it in :mod:`genlab.model_cache`.
 
 Shape letters: B batch of pairs, N images or captions, K classes or prompts, D embedding width,
-T tokens per caption, V vocabulary, H x W image pixels.
+T tokens per caption, V vocabulary, D_t the text transformer's width; images are
+[N, rows, cols] (8 x 8 for the digits).
 
 Conventions: embeddings are rows; cosine similarities are dot products of L2-normalised rows
 (a zero row stays zero instead of becoming NaN); in a square similarity matrix ``sims[i, j]``
@@ -55,13 +56,20 @@ from genlab import (
 
 __all__ = [
     "ATTRIBUTES",
+    "CLIP_SIZES",
+    "CLIP_TRAINING",
     "DIGIT_NAMES",
     "HELD_OUT_TEMPLATE",
+    "INK",
+    "PHRASES",
     "TEMPLATES",
+    "ZERO_SHOT_PROMPT",
     "CaptionData",
     "CaptionTokenizer",
     "ClipConfig",
     "ClipModel",
+    "TextBlock",
+    "TextEncoder",
     "attribute_accuracy",
     "attribute_words",
     "captions",
@@ -75,11 +83,13 @@ __all__ = [
     "infonce_loss",
     "infonce_scale_grad",
     "linear_probe_accuracy",
+    "make_optimizer",
     "measure_attributes",
     "modality_gap",
     "paired_digits",
     "pretrained_clip",
     "recall_at_k",
+    "train_clip",
     "zero_shot_accuracy",
     "zero_shot_classify",
 ]
@@ -133,7 +143,7 @@ ZERO_SHOT_PROMPT = "the digit {numeral}"
 
 
 def _images(name: str, images) -> np.ndarray:
-    """``images`` as float64 [N, H, W] (flat [N, 64] are 8x8 digits)."""
+    """``images`` as float64 [N, rows, cols] (flat [N, 64] are 8x8 digits)."""
     if images is None or isinstance(images, (str, bytes, dict)):
         raise TypeError(f"{name} must be an array of images, got {type(images).__name__}")
     x = np.asarray(images)
@@ -142,7 +152,9 @@ def _images(name: str, images) -> np.ndarray:
     if x.ndim == 2 and x.shape[1] == 64:
         x = x.reshape(-1, 8, 8)  # (N, 8, 8)
     if x.ndim != 3 or min(x.shape[1:]) < 2:
-        raise ValueError(f"{name} must be images [N, H, W] or 8x8 digits [N, 64], got {x.shape}")
+        raise ValueError(
+            f"{name} must be images [N, rows, cols] or 8x8 digits [N, 64], got {x.shape}"
+        )
     return x.astype(np.float64)
 
 
@@ -150,7 +162,7 @@ def measure_attributes(images) -> dict[str, np.ndarray]:
     """Four measures of each image's strokes, from its pixels (float64 [N] each).
 
     Args:
-        images: [N, H, W] (or 8x8 digits [N, 64]), ink in [0, 1] (0 = background).
+        images: [N, rows, cols] (or 8x8 digits [N, 64]), ink in [0, 1] (0 = background).
 
     Returns:
         dict with
@@ -166,18 +178,19 @@ def measure_attributes(images) -> dict[str, np.ndarray]:
         An image without ink measures 0 everywhere.
     """
     x = _images("images", images)
-    _, H, W = x.shape
+    _, num_rows, num_cols = x.shape
     ink = x.sum(axis=(1, 2))  # (N,)
     safe = np.where(ink > 0, ink, 1.0)
-    on = x > INK  # (N, H, W)
+    on = x > INK  # (N, rows, cols)
     row_runs = (on[:, :, 1:] & ~on[:, :, :-1]).sum(axis=(1, 2)) + on[:, :, 0].sum(axis=1)
     col_runs = (on[:, 1:, :] & ~on[:, :-1, :]).sum(axis=(1, 2)) + on[:, 0, :].sum(axis=1)
     runs = row_runs + col_runs  # (N,)
-    rows, cols = np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64)
+    rows = np.arange(num_rows, dtype=np.float64)
+    cols = np.arange(num_cols, dtype=np.float64)
     cy = (x.sum(axis=2) * rows).sum(axis=1) / safe  # (N,)
     cx = (x.sum(axis=1) * cols).sum(axis=1) / safe  # (N,)
-    dy = rows[None, :, None] - cy[:, None, None]  # (N, H, 1)
-    dx = cols[None, None, :] - cx[:, None, None]  # (N, 1, W)
+    dy = rows[None, :, None] - cy[:, None, None]  # (N, rows, 1)
+    dx = cols[None, None, :] - cx[:, None, None]  # (N, 1, cols)
     mu11 = (x * dx * dy).sum(axis=(1, 2)) / safe
     mu02 = (x * dy * dy).sum(axis=(1, 2)) / safe
     mu20 = (x * dx * dx).sum(axis=(1, 2)) / safe
@@ -186,7 +199,7 @@ def measure_attributes(images) -> dict[str, np.ndarray]:
         "thickness": np.where(runs > 0, ink / np.maximum(runs, 1), 0.0),
         "slant": np.where(mu02 > 0, -mu11 / np.where(mu02 > 0, mu02, 1.0), 0.0),
         "width": np.sqrt(np.maximum(mu20, 0.0)),
-        "position": np.where(has_ink, cx - (W - 1) / 2, 0.0),
+        "position": np.where(has_ink, cx - (num_cols - 1) / 2, 0.0),
     }
 
 
@@ -240,7 +253,7 @@ def attribute_words(measures: dict, labels) -> dict[str, np.ndarray]:
 
 
 def _join(items: list[str]) -> str:
-    """ "a", "a and b", "a, b and c"."""
+    """Items joined by commas and a final "and" (one item alone)."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
@@ -327,8 +340,6 @@ def captions(
         chosen = list(rng.permutation(names))[: max(count, 0)]
         if forced is not None:
             chosen.insert(int(rng.integers(len(chosen) + 1)), forced)
-        if not chosen:  # only when everything else was removed: say one remaining attribute
-            chosen = names[:1]
         template = templates[int(rng.integers(len(templates)))]
         out.append(_caption(rng, int(digit), [said[name] for name in chosen], template))
     return out
@@ -478,7 +489,8 @@ def paired_digits(
 
 @dataclass(frozen=True)
 class ClipConfig:
-    """Sizes of a :class:`ClipModel`; the defaults are the chapter's CPU model.
+    """Sizes of a :class:`ClipModel`; the defaults are the chapter's CPU model (``CLIP_SIZES``;
+    a second text block measured no better on the digits' captions and costs 1.8x the time).
 
     Attributes:
         vocab_size: V, token ids of the tokenizer (``CaptionTokenizer.vocab_size``).
@@ -498,7 +510,7 @@ class ClipConfig:
     image_hidden: int = 256
     text_width: int = 64
     text_heads: int = 4
-    text_layers: int = 2
+    text_layers: int = 1
     init_log_scale: float = math.log(1 / 0.07)
     max_log_scale: float = math.log(100.0)
 
@@ -532,7 +544,7 @@ class TextBlock(nnx.Module):
         self.mlp = nn.MLP((width, 4 * width, width), activation=jax.nn.gelu, rngs=rngs)
 
     def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
-        """``x [B, T, W]``, ``key_mask`` bool ``[B, 1, 1, T]`` -> ``[B, T, W]``."""
+        """``x [B, T, D_t]``, ``key_mask`` bool ``[B, 1, 1, T]`` -> ``[B, T, D_t]``."""
         return gpt.pre_ln_block(x, self.ln_1, lambda h: self.attn(h, key_mask), self.ln_2,
                                 self.mlp)  # fmt: skip
 
@@ -554,13 +566,13 @@ class TextEncoder(nnx.Module):
 
     def __call__(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
         T = tokens.shape[-1]
-        x = self.embed(tokens) + self.positions(T)  # (B, T, W)
+        x = self.embed(tokens) + self.positions(T)  # (B, T, D_t)
         key_mask = mask[:, None, None, :]  # (B, 1, 1, T): every head and query
         for block in self.blocks:
-            x = block(x, key_mask)  # (B, T, W)
+            x = block(x, key_mask)  # (B, T, D_t)
         x = self.ln_f(x)
         weights = mask.astype(x.dtype)[..., None]  # (B, T, 1)
-        pooled = (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)  # (B, W)
+        pooled = (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)  # (B, D_t)
         return self.project(pooled)  # (B, D)
 
 
@@ -836,9 +848,11 @@ def _batch_step(model: ClipModel, optimizer: nnx.Optimizer, batch):
 
 
 def train_clip(model: ClipModel, pairs: CaptionData, *, steps: int, batch: int, lr: float,
-               weight_decay: float, seed: int, progress: bool = True) -> train.History:  # fmt: skip
+               weight_decay: float, seed: int, log_every: int = 50,
+               progress: bool = True) -> train.History:  # fmt: skip
     """Train ``model`` in place on the training pairs of ``pairs`` with :func:`contrastive_step`
-    and :func:`genlab.train.fit` (a progress bar; the loss logged every 50 steps).
+    and :func:`genlab.train.fit` (a progress bar; the loss, before each logged step's update,
+    recorded every ``log_every`` steps and at the last).
 
     Each step takes ``batch`` distinct training images (epochs of a shuffled order) and, for
     each, one of its caption variants at random; deterministic given ``seed``.
@@ -850,13 +864,13 @@ def train_clip(model: ClipModel, pairs: CaptionData, *, steps: int, batch: int, 
                          f"got {batch}")  # fmt: skip
     optimizer = make_optimizer(model, steps, lr, weight_decay)
     batches = _batches(pairs, batch, seed)
-    return train.fit(_batch_step, model, optimizer, batches, steps, log_every=50,
+    return train.fit(_batch_step, model, optimizer, batches, steps, log_every=log_every,
                      desc="training the contrastive model", progress=progress)  # fmt: skip
 
 
 # The chapter's pretrained model: its sizes (the rest of ClipConfig's defaults) and training.
 CLIP_SIZES = {"embed_dim": 32, "image_hidden": 256, "text_width": 64, "text_heads": 4,
-              "text_layers": 2}  # fmt: skip
+              "text_layers": 1}  # fmt: skip
 CLIP_TRAINING = {"steps": 1200, "batch": 128, "lr": 2e-3, "weight_decay": 0.05, "seed": 0}
 
 
@@ -873,6 +887,14 @@ def pretrained_clip(spurious=None) -> tuple[ClipModel, CaptionData]:
         :class:`CaptionData` of :func:`paired_digits` (``spurious`` as given). The model's
         ``train_seconds[...]`` holds the wall-clock seconds its training took (compilation
         included), measured when it ran.
+
+    Measured (2026-12-08, 2 CPU cores shared with other jobs): training takes 63 s of CPU time
+    (88 s wall at a load of 5); on the 360 test pairs recall@1 / @5 is 0.21 / 0.68 image to text
+    and 0.21 / 0.69 text to image (0.25 / 0.63 and 0.23 / 0.61 on the held-out template),
+    zero-shot accuracy 0.967, a linear probe on the image embeddings 0.978 (0.972 on raw
+    pixels), attribute accuracy 0.79 thickness, 0.73 slant, 0.86 width, 0.70 position, modality
+    gap 0.10. With ``spurious=("thick", 7)`` zero-shot falls to 0.925 and thickness to 0.71
+    (0.50, chance, on sevens).
     """
     planted = _check_spurious(spurious)
     pairs = paired_digits(spurious=planted)
