@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from genlab import model_cache
+from genlab import bpe, model_cache
 from genlab import multimodal as mm
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "clip_infonce.json"
@@ -372,6 +372,13 @@ def test_captions_spurious_word_always_with_its_digit(pairs):
         mm.captions(pairs.train_labels, pairs.train_words, seed=1, spurious=("purple", 7))
 
 
+def test_paired_digits_rejects_bad_sizes_and_spurious():
+    with pytest.raises(ValueError, match="test_size"):
+        mm.paired_digits(test_size=1797)
+    with pytest.raises(ValueError, match="spurious"):
+        mm.paired_digits(spurious=["thick", 7])
+
+
 def test_paired_digits_holds_out_a_template(pairs):
     assert all(" that is " in c for c in pairs.test_held_out)
     assert not any(" that is " in c for variant in pairs.train_captions for c in variant)
@@ -387,6 +394,8 @@ def test_caption_tokenizer_pads_to_fixed_length_and_round_trips(pairs):
     np.testing.assert_array_equal(mask, np.arange(tokenizer.length) < lengths[:, None])
     assert np.all(tokens[~mask] == 0) and np.all(tokens < tokenizer.vocab_size)
     assert tokenizer.decode(tokens, mask) == texts
+    for text, row, keep in zip(texts, tokens, mask):  # the ids of genlab.bpe's own encoder
+        assert list(row[keep]) == bpe.bpe_encode(text, tokenizer.merges, pretokenize=True)
     assert tokenizer.vocab_size == 256 + len(tokenizer.merges) == 384
     with pytest.raises(ValueError, match="more than the length"):
         tokenizer.encode(["a seven " * 40])
