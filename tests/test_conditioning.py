@@ -351,7 +351,7 @@ def test_attribute_accuracy_counts_captions_naming_only_the_right_word():
     digit_ids = [5 + d for d in range(10)]
     captions = [[2, 4, 12, 1], [2, 3, 13, 1], [2, 4, 12, 13, 1], [2, 1, 0, 0]]
     # caption 0 names 7 (right), 1 names 8 (wrong), 2 names 7 and 8 (wrong), 3 none (wrong)
-    assert C.attribute_accuracy(captions, [7, 7, 7, 7], digit_ids) == pytest.approx(0.25)
-    assert C.attribute_accuracy(captions, [1, 0, 1, 0], [3, 4]) == pytest.approx(0.75)
+    assert C.caption_attribute_accuracy(captions, [7, 7, 7, 7], digit_ids) == pytest.approx(0.25)
+    assert C.caption_attribute_accuracy(captions, [1, 0, 1, 0], [3, 4]) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="targets must index words"):
-        C.attribute_accuracy(captions, [0, 0, 0, 2], [3, 4])
+        C.caption_attribute_accuracy(captions, [0, 0, 0, 2], [3, 4])

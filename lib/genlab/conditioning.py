@@ -17,7 +17,7 @@ context width, H heads, V vocabulary, K prefix tokens, F image-feature width, N 
     CaptionDecoder              image features -> K prefix tokens -> a tiny causal transformer
     caption_loss, caption_train_step, decode_captions
                                 teacher forcing; greedy / temperature decoding in one jit
-    caption_bleu, attribute_accuracy, trim_caption
+    caption_bleu, caption_attribute_accuracy, trim_caption
                                 what the captions get right
     pretrained_digit_captioner  the cached captioner of the digits (pixels as features)
 
@@ -69,7 +69,7 @@ __all__ = [
     "PromptEncoder",
     "THICKNESS_WORDS",
     "WORDS",
-    "attribute_accuracy",
+    "caption_attribute_accuracy",
     "caption_bleu",
     "caption_loss",
     "caption_tokens",
@@ -809,7 +809,7 @@ def pretrained_digit_captioner(train_steps: int = 600) -> CaptionDecoder:
 
 def trim_caption(tokens, end_id: int, pad_id: int) -> list:
     """A decoded caption (int [T]) as a Python list, cut before its first end token, without
-    padding: the form :func:`caption_bleu` and :func:`attribute_accuracy` read."""
+    padding: the form :func:`caption_bleu` and :func:`caption_attribute_accuracy` read."""
     out = []
     for token in np.asarray(tokens).tolist() if not isinstance(tokens, list) else tokens:
         if token == end_id:
@@ -871,7 +871,7 @@ def caption_bleu(candidates, references, max_n: int = 2) -> float:
     return float(brevity * math.exp(log_precision))
 
 
-def attribute_accuracy(captions, targets, words) -> float:
+def caption_attribute_accuracy(captions, targets, words) -> float:
     """The fraction of captions that name the right one of a set of words.
 
     Args:

@@ -517,9 +517,7 @@ class ClipConfig:
     def __post_init__(self):
         for name in ("vocab_size", "max_len", "embed_dim", "image_hidden", "text_width",
                      "text_heads", "text_layers"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ClipConfig.{name} must be a positive int, got {value!r}")
+            validate.positive_int(f"ClipConfig.{name}", getattr(self, name))
         if self.text_width % self.text_heads:
             raise ValueError(
                 f"ClipConfig.text_heads ({self.text_heads}) must divide text_width "
