@@ -548,6 +548,10 @@ def frechet_floor_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+# the library's detectors, which compute what watermark_z_score asks for
+DETECTORS = ("genlab.watermark.green_flags", "genlab.watermark.z_scores",
+             "genlab.watermark.table_z_scores")  # fmt: skip
+
 PROBES = [
     Probe("bits_per_dim", evaluation.bits_per_dim, bits_per_dim_cases),
     Probe("dequantized_bits_per_dim", evaluation.dequantized_bits_per_dim,
@@ -564,7 +568,7 @@ PROBES = [
     Probe("expected_green_fraction", watermark.expected_green_fraction,
           expected_green_fraction_cases),
     Probe("watermark_z_score", watermark.watermark_z_score, watermark_z_score_cases,
-          uses=("green_mask",)),
+          uses=("green_mask",), forbidden=DETECTORS),
     Probe("watermarked_sample", watermark.watermarked_sample, watermarked_sample_cases,
           uses=("green_mask", "watermark_logits")),
     Probe("tokens_for_z", watermark.tokens_for_z, tokens_for_z_cases,
