@@ -351,6 +351,24 @@ def quality_radius(std: float, quality: float) -> float:
     return float(std) * float(np.sqrt(-2.0 * np.log1p(-float(quality))))
 
 
+def _coverage_args(samples, centers, std, quality, min_count):
+    """mode_coverage's arguments checked: (samples [N, 2], centers [M, 2], radius, min_count)."""
+    samples, centers = float_array("samples", samples), float_array("centers", centers)
+    if samples.ndim != 2 or samples.shape[0] < 1 or samples.shape[1] != 2:
+        raise ValueError(f"samples must have shape [N, 2] with N >= 1, got {samples.shape}")
+    if centers.ndim != 2 or centers.shape[0] < 1 or centers.shape[1] != 2:
+        raise ValueError(f"centers must have shape [M, 2] with M >= 1, got {centers.shape}")
+    if not isinstance(std, numbers.Real) or isinstance(std, bool) or not std > 0:
+        raise ValueError(f"std must be a number > 0, got {std!r}")
+    if not isinstance(quality, numbers.Real) or isinstance(quality, bool) or not 0 < quality < 1:
+        raise ValueError(f"quality must be a number in (0, 1), got {quality!r}")
+    if not isinstance(min_count, numbers.Integral) or isinstance(min_count, bool):
+        raise TypeError(f"min_count must be an int, got {type(min_count).__name__}")
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    return samples, centers, quality_radius(std, quality), int(min_count)
+
+
 def mode_coverage(samples, centers, std, quality: float, min_count: int = 1):
     """How many modes a generator covers, and how many of its samples are good (section 4).
 
@@ -372,20 +390,8 @@ def mode_coverage(samples, centers, std, quality: float, min_count: int = 1):
         (covered, high_quality): int32 scalar [] in [0, M], the number of covered modes, and
         float32 scalar [] in [0, 1], the share of high-quality samples.
     """
-    samples, centers = float_array("samples", samples), float_array("centers", centers)
-    if samples.ndim != 2 or samples.shape[0] < 1 or samples.shape[1] != 2:
-        raise ValueError(f"samples must have shape [N, 2] with N >= 1, got {samples.shape}")
-    if centers.ndim != 2 or centers.shape[0] < 1 or centers.shape[1] != 2:
-        raise ValueError(f"centers must have shape [M, 2] with M >= 1, got {centers.shape}")
-    if not isinstance(std, numbers.Real) or isinstance(std, bool) or not std > 0:
-        raise ValueError(f"std must be a number > 0, got {std!r}")
-    if not isinstance(quality, numbers.Real) or isinstance(quality, bool) or not 0 < quality < 1:
-        raise ValueError(f"quality must be a number in (0, 1), got {quality!r}")
-    if not isinstance(min_count, numbers.Integral) or isinstance(min_count, bool):
-        raise TypeError(f"min_count must be an int, got {type(min_count).__name__}")
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
-    return _mode_coverage(samples, centers, quality_radius(std, quality), int(min_count))
+    samples, centers, radius, min_count = _coverage_args(samples, centers, std, quality, min_count)
+    return _mode_coverage(samples, centers, radius, min_count)
 
 
 def largest_mode_share(samples, centers, std, quality: float) -> float:
@@ -401,9 +407,8 @@ def largest_mode_share(samples, centers, std, quality: float) -> float:
     Returns:
         Python float in [0, 1].
     """
-    mode_coverage(samples, centers, std, quality)  # the same argument checks
-    samples, centers = float_array("samples", samples), float_array("centers", centers)
-    return float(_largest_mode_share(samples, centers, quality_radius(std, quality)))
+    samples, centers, radius, _ = _coverage_args(samples, centers, std, quality, 1)
+    return float(_largest_mode_share(samples, centers, radius))
 
 
 # --- section 6: beyond the basics ------------------------------------------------------------
